@@ -1,0 +1,106 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
+
+#include "tact/runtime/bytes.hpp"
+#include "tact/runtime/transport.hpp"
+
+namespace tact {
+
+namespace detail {
+class multiplexer;
+} // namespace detail
+
+/// asyncio's `Protocol` as a C++ class: override the callbacks you need.
+///
+/// tact runs each instance inside an adapter actor on the multiplexer that
+/// owns its connection, so the callbacks of one protocol never run
+/// concurrently and may use `transport` methods freely. Callbacks must not
+/// block: they share the loop thread with every other connection on it.
+///
+/// Order (asyncio's grammar): `connection_made data_received*
+/// eof_received? connection_lost`, with `pause_writing` / `resume_writing`
+/// anywhere before `connection_lost`. A callback that throws is reported
+/// through the runtime's warning hook, the connection is aborted, and
+/// `connection_lost` follows with `errc::protocol_failed`.
+class protocol {
+public:
+  virtual ~protocol();
+
+  /// The connection is up; keep `t` (a cheap handle) to write later.
+  virtual void connection_made(transport& t);
+
+  /// Bytes from the peer. Moving `data` into a `write` costs no copy.
+  virtual void data_received(bytes data);
+
+  /// The peer sent EOF. Return true to keep the connection half-open.
+  virtual bool eof_received();
+
+  /// The transport's write buffer went over its high watermark.
+  virtual void pause_writing();
+
+  /// The transport's write buffer is back at or under its low watermark.
+  virtual void resume_writing();
+
+  /// The connection is gone; `reason` is empty for a clean close.
+  virtual void connection_lost(const caf::error& reason);
+
+protected:
+  /// The adapter actor running this protocol: use it to send messages,
+  /// spawn actors or set timers. Valid from `connection_made` on.
+  [[nodiscard]] caf::event_based_actor* self() const noexcept {
+    return self_;
+  }
+
+private:
+  friend class detail_access;
+  caf::event_based_actor* self_ = nullptr;
+};
+
+/// Makes the protocol of each new connection: either a protocol actor (the
+/// behaviour path: the callable returns a `caf::actor` that handles the
+/// messages of `tact/runtime/messages.hpp`) or a class protocol (the
+/// callable returns a `std::unique_ptr` to a `tact::protocol`, which tact
+/// runs in an adapter actor on the connection's loop).
+class protocol_factory {
+public:
+  using function = std::function<caf::actor(detail::multiplexer&)>;
+
+  template <class F,
+            class = std::enable_if_t<
+              !std::is_same_v<std::decay_t<F>, protocol_factory>>>
+  protocol_factory(F f) { // NOLINT(google-explicit-constructor)
+    using result = std::invoke_result_t<F&>;
+    if constexpr (std::is_convertible_v<result, caf::actor>) {
+      fn_ = [f = std::move(f)](detail::multiplexer&) mutable {
+        return caf::actor{f()};
+      };
+    } else {
+      static_assert(std::is_convertible_v<result, std::unique_ptr<protocol>>,
+                    "a protocol factory returns a caf::actor or a "
+                    "std::unique_ptr to a tact::protocol");
+      fn_ = [f = std::move(f)](detail::multiplexer& mux) mutable {
+        return spawn_adapter(mux, std::unique_ptr<protocol>{f()});
+      };
+    }
+  }
+
+  /// Makes one protocol actor on `mux`.
+  caf::actor operator()(detail::multiplexer& mux) const { return fn_(mux); }
+
+  /// Spawns the adapter actor that runs `p` on `mux`.
+  static caf::actor spawn_adapter(detail::multiplexer& mux,
+                                  std::unique_ptr<protocol> p);
+
+private:
+  function fn_;
+};
+
+} // namespace tact

@@ -1,0 +1,105 @@
+// asyncio's echo client: connect, send a message, print what comes back.
+//
+//   echo_client tcp://127.0.0.1:8888 --message "hello"
+//   echo_client unix:///tmp/echo.sock
+//
+// Sends the message, half-closes, prints the echo as it arrives and exits 0
+// when the server closes; exits 1 with a one-line reason when it cannot
+// connect or the connection fails.
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <memory>
+#include <string>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/runtime.hpp"
+#include "tact/runtime/url.hpp"
+
+namespace {
+
+class echo_client final : public tact::protocol {
+public:
+  echo_client(std::string message, std::promise<caf::error> done)
+    : message_(std::move(message)), done_(std::move(done)) {
+    // nop
+  }
+
+  void connection_made(tact::transport& t) override {
+    t.write(message_);
+    std::printf("sent: %s\n", message_.c_str());
+    t.write_eof();
+  }
+
+  void data_received(tact::bytes data) override {
+    std::printf("received: %.*s\n", static_cast<int>(data.size()), data.data());
+    std::fflush(stdout);
+  }
+
+  bool eof_received() override {
+    return false;
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    done_.set_value(reason);
+  }
+
+private:
+  std::string message_;
+  std::promise<caf::error> done_;
+};
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::string message = "hello from tact";
+  const char* target = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--message") == 0 && i + 1 < argc)
+      message = argv[++i];
+    else if (target == nullptr)
+      target = argv[i];
+    else {
+      std::fprintf(stderr, "usage: %s URL [--message TEXT]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (target == nullptr) {
+    std::fprintf(stderr, "usage: %s URL [--message TEXT]\n", argv[0]);
+    return 2;
+  }
+  auto u = tact::parse_url(target);
+  if (!u || (u->scheme != "tcp" && u->scheme != "unix")) {
+    std::fprintf(stderr, "echo_client: %s\n",
+                 u ? "unsupported scheme" : tact::describe(u.error()).c_str());
+    return 2;
+  }
+  tact::runtime rt;
+  std::promise<caf::error> done;
+  auto result = done.get_future();
+  auto factory = [&] {
+    return std::make_unique<echo_client>(message, std::move(done));
+  };
+  auto conn = u->scheme == "unix"
+                ? rt.create_unix_connection(factory, u->path)
+                : rt.create_connection(factory, u->host, u->port);
+  if (!conn) {
+    std::fprintf(stderr, "echo_client: cannot connect to %s: %s\n", target,
+                 tact::describe(conn.error()).c_str());
+    return 1;
+  }
+  if (result.wait_for(std::chrono::seconds{30}) != std::future_status::ready) {
+    std::fprintf(stderr, "echo_client: no answer from %s within 30 s\n",
+                 target);
+    return 1;
+  }
+  if (auto err = result.get()) {
+    std::fprintf(stderr, "echo_client: connection lost: %s\n",
+                 tact::describe(err).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,25 @@
+#pragma once
+
+#include "tact/actors/protocol.hpp"
+
+namespace tact {
+
+/// Writes back every byte it receives.
+///
+/// Flow control: while the transport's write buffer is over its high
+/// watermark (the peer is not reading), it pauses reading, so memory stays
+/// bounded. On the peer's EOF it keeps the connection half-open until
+/// everything is written back, then closes.
+class echo_protocol : public protocol {
+public:
+  void connection_made(transport& t) override;
+  void data_received(bytes data) override;
+  bool eof_received() override;
+  void pause_writing() override;
+  void resume_writing() override;
+
+private:
+  transport transport_;
+};
+
+} // namespace tact

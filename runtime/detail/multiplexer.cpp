@@ -1,0 +1,271 @@
+#include "tact/runtime/detail/multiplexer.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <future>
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/abstract_coordinator.hpp>
+
+namespace tact::detail {
+
+namespace {
+
+// Enough for the largest read asyncio does in one go (max_size = 256 KiB).
+constexpr size_t scratch_bytes = 256 * 1024;
+
+// Messages an actor may handle per resume before others get their turn.
+constexpr size_t max_throughput = 64;
+
+} // namespace
+
+void multiplexer::home_unit::exec_later(caf::resumable* ptr) {
+  mux_->schedule(ptr);
+}
+
+void multiplexer::worker_unit::exec_later(caf::resumable* ptr) {
+  system().scheduler().enqueue(ptr);
+}
+
+multiplexer::multiplexer(caf::actor_system& sys)
+  : sys_(sys), home_(this, &sys), worker_(&sys), scratch_(scratch_bytes) {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  event_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || event_fd_ < 0) {
+    std::perror("tact: cannot create the event loop");
+    std::abort();
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+}
+
+multiplexer::~multiplexer() {
+  stop();
+  ::close(event_fd_);
+  ::close(epoll_fd_);
+}
+
+void multiplexer::start() {
+  thread_ = std::thread{[this] { run(); }};
+  // Publish the id before anyone can ask on_loop_thread().
+  while (thread_id_.load() == std::thread::id{})
+    std::this_thread::yield();
+}
+
+void multiplexer::stop() {
+  if (!thread_.joinable())
+    return;
+  stop_ = true;
+  wake();
+  thread_.join();
+  thread_id_ = std::thread::id{};
+  // Release whatever was still scheduled: those actors never run again.
+  drain_remote();
+  for (auto* ptr : ready_)
+    caf::scheduler::abstract_coordinator::cleanup_and_release(ptr);
+  ready_.clear();
+  fd_owners_.clear();
+  graveyard_.clear();
+  tracked_.clear();
+}
+
+void multiplexer::add(int fd, uint32_t events, io_handler* handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = handler;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    warn(std::string{"epoll_ctl(ADD) failed: "} + std::strerror(errno));
+    return;
+  }
+  if (static_cast<size_t>(fd) >= fd_owners_.size())
+    fd_owners_.resize(static_cast<size_t>(fd) + 64);
+  fd_owners_[static_cast<size_t>(fd)] = handler->io_owner();
+}
+
+void multiplexer::modify(int fd, uint32_t events, io_handler* handler) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = handler;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) != 0)
+    warn(std::string{"epoll_ctl(MOD) failed: "} + std::strerror(errno));
+}
+
+void multiplexer::remove(int fd) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  auto i = static_cast<size_t>(fd);
+  // The owner may be the handler that is running right now: keep it alive
+  // until the current batch of events is done.
+  if (i < fd_owners_.size() && fd_owners_[i])
+    graveyard_.push_back(std::move(fd_owners_[i]));
+}
+
+void multiplexer::schedule(caf::resumable* ptr) {
+  if (on_loop_thread()) {
+    ready_.push_back(ptr);
+    return;
+  }
+  bool must_wake = false;
+  {
+    std::lock_guard<std::mutex> guard{remote_mtx_};
+    remote_ready_.push_back(ptr);
+    must_wake = !wake_pending_;
+    wake_pending_ = true;
+  }
+  if (must_wake)
+    wake();
+}
+
+void multiplexer::post(std::function<void()> fn) {
+  bool must_wake = false;
+  {
+    std::lock_guard<std::mutex> guard{remote_mtx_};
+    remote_fns_.push_back(std::move(fn));
+    must_wake = !wake_pending_;
+    wake_pending_ = true;
+  }
+  if (must_wake)
+    wake();
+}
+
+void multiplexer::run_sync(const std::function<void()>& fn) {
+  if (on_loop_thread() || !thread_.joinable()) {
+    fn();
+    return;
+  }
+  std::promise<void> done;
+  auto fut = done.get_future();
+  post([&] {
+    fn();
+    done.set_value();
+  });
+  fut.wait();
+}
+
+void multiplexer::wake() {
+  uint64_t one = 1;
+  // The counter cannot overflow in practice; a failed write only means a
+  // wake-up is already pending.
+  [[maybe_unused]] auto res = ::write(event_fd_, &one, sizeof(one));
+}
+
+void multiplexer::drain_remote() {
+  std::vector<std::function<void()>> fns;
+  {
+    std::lock_guard<std::mutex> guard{remote_mtx_};
+    ready_.insert(ready_.end(), remote_ready_.begin(), remote_ready_.end());
+    remote_ready_.clear();
+    fns.swap(remote_fns_);
+    wake_pending_ = false;
+  }
+  for (auto& fn : fns)
+    fn();
+}
+
+void multiplexer::run_ready() {
+  // Actors scheduled while this batch runs wait for the next round, after
+  // the loop has looked at its descriptors again.
+  running_.swap(ready_);
+  for (auto* ptr : running_) {
+    switch (ptr->resume(&worker_, max_throughput)) {
+      case caf::resumable::resume_later:
+        ready_.push_back(ptr);
+        break;
+      case caf::resumable::done:
+      case caf::resumable::awaiting_message:
+        caf::intrusive_ptr_release(ptr);
+        break;
+      case caf::resumable::shutdown_execution_unit:
+        break;
+    }
+  }
+  running_.clear();
+}
+
+void multiplexer::run() {
+  thread_id_ = std::this_thread::get_id();
+  constexpr int max_events = 64;
+  epoll_event events[max_events];
+  while (!stop_) {
+    int timeout = ready_.empty() ? -1 : 0;
+    int n = epoll_wait(epoll_fd_, events, max_events, timeout);
+    if (n < 0 && errno != EINTR) {
+      warn(std::string{"epoll_wait failed: "} + std::strerror(errno));
+      break;
+    }
+    bool woken = false;
+    for (int i = 0; i < n; ++i) {
+      auto* handler = static_cast<io_handler*>(events[i].data.ptr);
+      if (handler == nullptr) {
+        uint64_t count;
+        [[maybe_unused]] auto res = ::read(event_fd_, &count, sizeof(count));
+        woken = true;
+        continue;
+      }
+      handler->handle_io(events[i].events);
+    }
+    graveyard_.clear();
+    if (woken)
+      drain_remote();
+    run_ready();
+    graveyard_.clear();
+  }
+}
+
+void multiplexer::actor_started() noexcept {
+  ++live_actors_;
+}
+
+void multiplexer::actor_finished() noexcept {
+  std::lock_guard<std::mutex> guard{actors_mtx_};
+  if (--live_actors_ == 0)
+    actors_cv_.notify_all();
+}
+
+bool multiplexer::wait_for_actors(int timeout_ms) {
+  std::unique_lock<std::mutex> guard{actors_mtx_};
+  return actors_cv_.wait_for(guard, std::chrono::milliseconds{timeout_ms},
+                             [this] { return live_actors_ == 0; });
+}
+
+void multiplexer::track(caf::actor_id id, caf::actor handle, bool is_server) {
+  tracked_.emplace(id, std::make_pair(std::move(handle), is_server));
+}
+
+void multiplexer::untrack(caf::actor_id id) {
+  tracked_.erase(id);
+}
+
+void multiplexer::for_each_tracked(
+  const std::function<void(const caf::actor&, bool)>& f) {
+  // Copy first: a send may run nothing now, but the callback may untrack.
+  std::vector<std::pair<caf::actor, bool>> all;
+  all.reserve(tracked_.size());
+  for (auto& kvp : tracked_)
+    all.push_back(kvp.second);
+  for (auto& [hdl, is_server] : all)
+    f(hdl, is_server);
+}
+
+void multiplexer::warn(const std::string& text) {
+  std::lock_guard<std::mutex> guard{warn_mtx_};
+  if (warn_hook_)
+    warn_hook_(text);
+  else
+    std::fprintf(stderr, "tact: warning: %s\n", text.c_str());
+}
+
+void multiplexer::set_warning_hook(std::function<void(const std::string&)> hook) {
+  std::lock_guard<std::mutex> guard{warn_mtx_};
+  warn_hook_ = std::move(hook);
+}
+
+} // namespace tact::detail

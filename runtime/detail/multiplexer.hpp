@@ -1,0 +1,170 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/execution_unit.hpp>
+#include <caf/fwd.hpp>
+
+namespace tact::detail {
+
+/// Something with a file descriptor registered on the multiplexer's epoll.
+class io_handler {
+public:
+  virtual ~io_handler() = default;
+
+  /// Called on the multiplexer thread with the epoll event mask.
+  virtual void handle_io(uint32_t events) = 0;
+
+  /// A strong reference to the actor that owns this handler. The
+  /// multiplexer holds it while the handler has a registered descriptor.
+  [[nodiscard]] virtual caf::strong_actor_ptr io_owner() = 0;
+};
+
+/// The event loop: one epoll instance, an eventfd for wake-ups, one thread.
+///
+/// It dispatches readiness to handlers and resumes the actors that live on it
+/// (see `mux_actor`), so a transport and its protocol run on the thread that
+/// owns their descriptor without any thread hand-off.
+class multiplexer {
+public:
+  explicit multiplexer(caf::actor_system& sys);
+  ~multiplexer();
+
+  multiplexer(const multiplexer&) = delete;
+  multiplexer& operator=(const multiplexer&) = delete;
+
+  /// Starts the loop thread.
+  void start();
+
+  /// Asks the loop to stop and joins its thread. Actors still scheduled are
+  /// released without running.
+  void stop();
+
+  [[nodiscard]] bool on_loop_thread() const noexcept {
+    return std::this_thread::get_id() == thread_id_.load();
+  }
+
+  // -- descriptors (loop thread only) ---------------------------------------
+
+  void add(int fd, uint32_t events, io_handler* handler);
+  void modify(int fd, uint32_t events, io_handler* handler);
+  void remove(int fd);
+
+  // -- scheduling -------------------------------------------------------------
+
+  /// The execution unit that actors living on this loop pass to CAF when they
+  /// are enqueued or launched. Thread-safe.
+  [[nodiscard]] caf::execution_unit* home() noexcept { return &home_; }
+
+  /// Runs `fn` on the loop thread soon. Thread-safe.
+  void post(std::function<void()> fn);
+
+  /// Runs `fn` on the loop thread and waits for it; runs it at once when
+  /// called on the loop thread.
+  void run_sync(const std::function<void()>& fn);
+
+  // -- book-keeping for shutdown ------------------------------------------------
+
+  void actor_started() noexcept;
+  void actor_finished() noexcept;
+
+  /// Blocks until every actor living on the loop has terminated or
+  /// `timeout_ms` elapsed; returns whether all terminated.
+  bool wait_for_actors(int timeout_ms);
+
+  [[nodiscard]] size_t live_actors() const noexcept { return live_actors_; }
+
+  /// Live transports and servers, by actor id (loop thread only).
+  void track(caf::actor_id id, caf::actor handle, bool is_server);
+  void untrack(caf::actor_id id);
+
+  /// Sends `make_msg(is_server)` to every tracked actor (loop thread only).
+  void for_each_tracked(const std::function<void(const caf::actor&, bool)>& f);
+
+  // -- shared resources (loop thread only) -------------------------------------
+
+  /// A scratch buffer for reads; its content is only valid until the next
+  /// read on this loop.
+  [[nodiscard]] char* scratch() noexcept { return scratch_.data(); }
+  [[nodiscard]] size_t scratch_size() const noexcept { return scratch_.size(); }
+
+  // -- diagnostics --------------------------------------------------------------
+
+  /// Reports a warning through the runtime's warning hook. Thread-safe.
+  void warn(const std::string& text);
+
+  void set_warning_hook(std::function<void(const std::string&)> hook);
+
+  [[nodiscard]] caf::actor_system& system() noexcept { return sys_; }
+
+private:
+  class home_unit : public caf::execution_unit {
+  public:
+    explicit home_unit(multiplexer* mux, caf::actor_system* sys)
+      : caf::execution_unit(sys), mux_(mux) {
+      // nop
+    }
+    void exec_later(caf::resumable* ptr) override;
+
+  private:
+    multiplexer* mux_;
+  };
+
+  // Context for actors resumed on the loop: whatever they wake that does not
+  // live here goes to CAF's scheduler instead of being pulled onto this
+  // thread.
+  class worker_unit : public caf::execution_unit {
+  public:
+    explicit worker_unit(caf::actor_system* sys) : caf::execution_unit(sys) {
+      // nop
+    }
+    void exec_later(caf::resumable* ptr) override;
+  };
+
+  void schedule(caf::resumable* ptr);
+  void run();
+  void wake();
+  void drain_remote();
+  void run_ready();
+
+  caf::actor_system& sys_;
+  home_unit home_;
+  worker_unit worker_;
+  int epoll_fd_ = -1;
+  int event_fd_ = -1;
+  std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};
+  std::atomic<bool> stop_{false};
+
+  // Loop-thread state.
+  std::vector<caf::resumable*> ready_;
+  std::vector<caf::resumable*> running_;
+  std::vector<caf::strong_actor_ptr> fd_owners_;
+  std::vector<caf::strong_actor_ptr> graveyard_;
+  std::vector<char> scratch_;
+  std::unordered_map<caf::actor_id, std::pair<caf::actor, bool>> tracked_;
+
+  // Shared with other threads.
+  std::mutex remote_mtx_;
+  std::vector<caf::resumable*> remote_ready_;
+  std::vector<std::function<void()>> remote_fns_;
+  bool wake_pending_ = false;
+
+  std::mutex actors_mtx_;
+  std::condition_variable actors_cv_;
+  std::atomic<size_t> live_actors_{0};
+
+  std::mutex warn_mtx_;
+  std::function<void(const std::string&)> warn_hook_;
+};
+
+} // namespace tact::detail

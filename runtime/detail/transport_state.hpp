@@ -1,0 +1,53 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+
+#include <caf/actor.hpp>
+
+namespace tact::detail {
+
+/// State a transport shares with the handles its protocols hold, so that
+/// asyncio's synchronous queries (`is_closing`, `get_write_buffer_size`, ...)
+/// need no round trip. The transport actor is the only writer of the
+/// transport-side fields; handles write the fields that mirror their own
+/// calls.
+struct transport_state {
+  transport_state(bool can_write_eof, uint64_t read_credit)
+    : can_write_eof(can_write_eof), read_credit(read_credit) {
+    // nop
+  }
+
+  const bool can_write_eof;
+  const uint64_t read_credit;
+
+  std::atomic<bool> closing{false};
+  std::atomic<bool> eof_written{false};
+  std::atomic<bool> reading_paused{false};
+
+  // Write side: bytes sent by handles that the transport has not taken yet,
+  // and bytes in the transport's buffer.
+  std::atomic<uint64_t> in_flight{0};
+  std::atomic<uint64_t> buffered{0};
+  std::atomic<uint64_t> high{64 * 1024};
+  std::atomic<uint64_t> low{16 * 1024};
+
+  // Read side: bytes delivered and not yet consumed; `credit_blocked` is set
+  // by the transport when it stopped reading for lack of credit.
+  std::atomic<uint64_t> unconsumed{0};
+  std::atomic<bool> credit_blocked{false};
+
+  // Writes dropped because the transport was closing or gone.
+  std::atomic<uint64_t> dropped_writes{0};
+
+  // Called once, at the fifth dropped write.
+  std::function<void(const std::string&)> warn;
+
+  std::mutex protocol_mtx;
+  caf::actor protocol;
+};
+
+} // namespace tact::detail

@@ -1,0 +1,190 @@
+#pragma once
+
+// The typed message vocabulary between transports and protocols. The names
+// are asyncio's: a protocol receives the events below (asyncio's protocol
+// callbacks) and sends the `op::` messages (asyncio's transport methods) to
+// its transport. Every type has an `inspect` overload so it can cross nodes.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include <caf/actor.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "tact/runtime/bytes.hpp"
+#include "tact/runtime/transport.hpp"
+
+namespace tact {
+
+// -- transport -> protocol ---------------------------------------------------
+
+/// First message of every connection; sent as a request, and the transport
+/// reads nothing until the protocol has answered it (any answer; a behaviour
+/// handler returning `void` does). Pausing reading while handling it therefore
+/// means not one byte is read.
+struct connection_made {
+  transport handle;
+};
+
+/// Bytes read from the peer. The protocol gives the bytes back to the read
+/// credit with `transport::consumed(n)` (the class adapter does it itself).
+struct data_received {
+  bytes data;
+};
+
+/// The peer sent EOF. Sent as a request: answer `true` to keep the connection
+/// half-open (writes still go out), `false` to close it.
+struct eof_received {};
+
+/// The transport's write buffer went over the high watermark.
+struct pause_writing {};
+
+/// The transport's write buffer drained to the low watermark or below.
+struct resume_writing {};
+
+/// Last message of every connection, exactly once; `reason` is empty for a
+/// clean close.
+struct connection_lost {
+  caf::error reason;
+};
+
+// -- protocol -> transport ---------------------------------------------------
+
+namespace op {
+
+/// Queue bytes for sending. `counted` is set by `tact::transport` handles,
+/// which account for in-flight bytes in the shared buffer size.
+struct write {
+  bytes data;
+  bool counted = false;
+};
+
+/// Send FIN once the write buffer has drained.
+struct write_eof {};
+
+/// Stop reading, flush, then `connection_lost(none)`.
+struct close {};
+
+/// Drop the buffer and lose the connection at once with `reason`.
+struct abort {
+  caf::error reason;
+};
+
+struct pause_reading {};
+
+struct resume_reading {};
+
+/// New watermarks; the sender has validated `high >= low`.
+struct set_write_buffer_limits {
+  size_t high = 0;
+  size_t low = 0;
+};
+
+/// Reroute deliveries to another protocol actor.
+struct set_protocol {
+  caf::actor protocol;
+};
+
+/// Gives `n` bytes back to the read credit (for protocols without a shared
+/// handle, e.g. on another node).
+struct consumed {
+  uint64_t n = 0;
+};
+
+/// Request: answered with the write buffer size (`uint64_t`).
+struct get_write_buffer_size {};
+
+} // namespace op
+
+// -- inspect -------------------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, connection_made& x) {
+  return f(caf::meta::type_name("tact.connection_made"), x.handle);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, data_received& x) {
+  return f(caf::meta::type_name("tact.data_received"), x.data);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, eof_received&) {
+  return f(caf::meta::type_name("tact.eof_received"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pause_writing&) {
+  return f(caf::meta::type_name("tact.pause_writing"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, resume_writing&) {
+  return f(caf::meta::type_name("tact.resume_writing"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, connection_lost& x) {
+  return f(caf::meta::type_name("tact.connection_lost"), x.reason);
+}
+
+namespace op {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, write& x) {
+  return f(caf::meta::type_name("tact.op.write"), x.data, x.counted);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, write_eof&) {
+  return f(caf::meta::type_name("tact.op.write_eof"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, close&) {
+  return f(caf::meta::type_name("tact.op.close"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, abort& x) {
+  return f(caf::meta::type_name("tact.op.abort"), x.reason);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pause_reading&) {
+  return f(caf::meta::type_name("tact.op.pause_reading"));
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, resume_reading&) {
+  return f(caf::meta::type_name("tact.op.resume_reading"));
+}
+
+template <class Inspector>
+typename Inspector::result_type
+inspect(Inspector& f, set_write_buffer_limits& x) {
+  return f(caf::meta::type_name("tact.op.set_write_buffer_limits"), x.high,
+           x.low);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, set_protocol& x) {
+  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, consumed& x) {
+  return f(caf::meta::type_name("tact.op.consumed"), x.n);
+}
+
+template <class Inspector>
+typename Inspector::result_type
+inspect(Inspector& f, get_write_buffer_size&) {
+  return f(caf::meta::type_name("tact.op.get_write_buffer_size"));
+}
+
+} // namespace op
+
+} // namespace tact

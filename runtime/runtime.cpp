@@ -1,0 +1,127 @@
+#include "tact/runtime/runtime.hpp"
+
+#include <csignal>
+#include <pthread.h>
+
+#include <caf/actor_system_config.hpp>
+#include <caf/send.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/mux_actor.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+
+namespace tact {
+
+namespace {
+
+using close_atom = caf::atom_constant<caf::atom("close")>;
+
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+class loop_actor final : public detail::mux_actor {
+public:
+  loop_actor(caf::actor_config& cfg, detail::multiplexer& mux,
+             std::function<caf::behavior(caf::event_based_actor*)> init)
+    : detail::mux_actor(cfg, mux), init_(std::move(init)) {
+    // nop
+  }
+
+  caf::behavior make_behavior() override {
+    return init_(this);
+  }
+
+private:
+  std::function<caf::behavior(caf::event_based_actor*)> init_;
+};
+
+} // namespace
+
+struct runtime::config : caf::actor_system_config {
+  config() {
+    tact::add_error_category(*this);
+  }
+};
+
+runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
+  if (opts_.handle_signals) {
+    // Before any thread exists, so that every thread inherits the mask and
+    // only wait_for_signal() sees these signals.
+    auto set = shutdown_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+  cfg_ = std::make_unique<config>();
+  system_ = std::make_unique<caf::actor_system>(*cfg_);
+  mux_ = std::make_unique<detail::multiplexer>(*system_);
+  if (opts_.on_warning)
+    mux_->set_warning_hook(opts_.on_warning);
+  mux_->start();
+}
+
+runtime::~runtime() {
+  shutdown(std::chrono::milliseconds{0});
+  if (!mux_->wait_for_actors(5000))
+    mux_->warn(std::to_string(mux_->live_actors())
+               + " actor(s) on the loop did not terminate at shutdown");
+  mux_->stop();
+  mux_.reset();
+  system_.reset();
+}
+
+void runtime::shutdown(std::chrono::milliseconds grace) {
+  using clock = std::chrono::steady_clock;
+  // Stop accepting and start closing every connection.
+  mux_->run_sync([this] {
+    mux_->for_each_tracked([](const caf::actor& hdl, bool is_server) {
+      if (is_server)
+        caf::anon_send(hdl, close_atom::value);
+      else
+        caf::anon_send(hdl, op::close{});
+    });
+  });
+  auto tracked = [this] {
+    size_t n = 0;
+    mux_->run_sync([&] {
+      mux_->for_each_tracked([&](const caf::actor&, bool) { ++n; });
+    });
+    return n;
+  };
+  auto deadline = clock::now() + grace;
+  while (tracked() > 0 && clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  // Whatever did not drain in time is aborted; then wait for it to go.
+  for (int round = 0; round < 1000 && tracked() > 0; ++round) {
+    mux_->run_sync([this] {
+      mux_->for_each_tracked([](const caf::actor& hdl, bool is_server) {
+        if (is_server)
+          caf::anon_send(hdl, close_atom::value);
+        else
+          caf::anon_send(hdl, op::abort{});
+      });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
+  shut_down_ = true;
+}
+
+int runtime::wait_for_signal() {
+  auto set = shutdown_signals();
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+    // retry
+  }
+  return sig;
+}
+
+caf::actor runtime::spawn_on_loop(
+  std::function<caf::behavior(caf::event_based_actor*)> init) {
+  return system_->spawn<loop_actor>(*mux_, std::move(init));
+}
+
+} // namespace tact

@@ -1,0 +1,126 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/expected.hpp>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/transport.hpp"
+#include "tact/transports/server.hpp"
+
+namespace tact {
+
+namespace detail {
+class multiplexer;
+} // namespace detail
+
+/// Settings of a `runtime`.
+struct runtime_options {
+  /// Bytes a connection may have delivered to its protocol and not yet
+  /// consumed; past it the transport stops reading until the protocol
+  /// catches up.
+  size_t read_credit = 256 * 1024;
+
+  /// Blocks SIGINT and SIGTERM in the constructing thread before any thread
+  /// starts, so that `wait_for_signal()` receives them. Set it in programs
+  /// that want asyncio-style clean shutdown on Ctrl-C.
+  bool handle_signals = false;
+
+  /// Where warnings go (dropped writes, accept pauses, failed callbacks).
+  /// Default: one line on stderr each.
+  std::function<void(const std::string&)> on_warning;
+};
+
+/// The event loop and the actor system behind it: asyncio's loop.
+///
+/// Owns a `caf::actor_system` and a multiplexer thread (epoll). Transports,
+/// servers and class protocols are actors resumed by that thread. The
+/// factory methods below are asyncio's loop methods; they block the calling
+/// thread (resolving names and connecting there, never on the loop) and
+/// return an error instead of throwing. Calling them from an actor that
+/// lives on the loop is `errc::would_deadlock`.
+///
+/// Destroying the runtime aborts every connection, waits for the loop's
+/// actors to finish, and then for every other actor of the system (so
+/// behaviour protocols must quit once they get `connection_lost`).
+class runtime {
+public:
+  explicit runtime(runtime_options opts = {});
+  ~runtime();
+
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // -- loop operations ------------------------------------------------------------
+
+  /// Listens on `host:port` (every address `host` resolves to; an empty host
+  /// means all interfaces; port 0 picks a free port).
+  caf::expected<server> create_server(protocol_factory factory,
+                                      const std::string& host, uint16_t port,
+                                      server_options opts = {});
+
+  /// Listens on a Unix socket at `path`; a stale socket file there is
+  /// replaced, and the file is removed when the server closes.
+  caf::expected<server> create_unix_server(protocol_factory factory,
+                                           const std::string& path,
+                                           server_options opts = {});
+
+  /// Connects to `host:port`, trying each resolved address in turn.
+  caf::expected<transport> create_connection(protocol_factory factory,
+                                             const std::string& host,
+                                             uint16_t port);
+
+  /// Connects to the Unix socket at `path`.
+  caf::expected<transport> create_unix_connection(protocol_factory factory,
+                                                  const std::string& path);
+
+  /// Wraps an already connected stream socket (TCP or Unix); takes
+  /// ownership of `fd`.
+  caf::expected<transport> connect_accepted_socket(protocol_factory factory,
+                                                   int fd);
+
+  // -- actors -----------------------------------------------------------------------
+
+  /// Spawns a behaviour on the loop thread, where transports live: its
+  /// messages to and from them need no thread hand-off. It must not block.
+  caf::actor spawn_on_loop(std::function<caf::behavior(caf::event_based_actor*)> init);
+
+  // -- shutdown ---------------------------------------------------------------------
+
+  /// asyncio-style clean shutdown: stops every server, closes every
+  /// connection (flushing what is buffered), and aborts what is still open
+  /// after `grace`. Blocks until every connection is gone.
+  void shutdown(std::chrono::milliseconds grace = std::chrono::seconds{1});
+
+  /// Waits for SIGINT or SIGTERM and returns its number; needs
+  /// `runtime_options::handle_signals`.
+  int wait_for_signal();
+
+  // -- access ---------------------------------------------------------------------------
+
+  [[nodiscard]] caf::actor_system& system() noexcept { return *system_; }
+
+  [[nodiscard]] detail::multiplexer& mux() noexcept { return *mux_; }
+
+  [[nodiscard]] const runtime_options& options() const noexcept {
+    return opts_;
+  }
+
+private:
+  struct config;
+
+  runtime_options opts_;
+  std::unique_ptr<config> cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::unique_ptr<detail::multiplexer> mux_;
+  bool shut_down_ = false;
+};
+
+} // namespace tact

@@ -1,0 +1,196 @@
+#include "tact/runtime/transport.hpp"
+
+#include <caf/send.hpp>
+
+#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+
+namespace tact {
+
+namespace {
+
+// asyncio's default watermarks for stream transports.
+constexpr size_t default_high = 64 * 1024;
+
+// asyncio warns from the fifth write after the connection is lost.
+constexpr uint64_t dropped_write_warning = 5;
+
+} // namespace
+
+transport::transport(caf::actor actor,
+                     std::shared_ptr<detail::transport_state> state,
+                     caf::settings extra)
+  : actor_(std::move(actor)), state_(std::move(state)),
+    extra_(std::move(extra)) {
+  // nop
+}
+
+bool transport::drop_write() {
+  if (!state_ || !state_->closing.load())
+    return false;
+  if (++state_->dropped_writes == dropped_write_warning && state_->warn)
+    state_->warn("writes after the transport was closed are being dropped");
+  return true;
+}
+
+caf::error transport::write(bytes data) {
+  if (data.empty())
+    return caf::none;
+  if (state_ && state_->eof_written.load())
+    return make_error(errc::write_after_eof);
+  if (drop_write())
+    return caf::none;
+  if (state_)
+    state_->in_flight += data.size();
+  caf::anon_send(actor_, op::write{std::move(data), state_ != nullptr});
+  return caf::none;
+}
+
+caf::error transport::write(std::string_view text) {
+  return write(to_bytes(text));
+}
+
+caf::error transport::writelines(std::vector<bytes> chunks) {
+  for (auto& chunk : chunks)
+    if (auto err = write(std::move(chunk)))
+      return err;
+  return caf::none;
+}
+
+caf::error transport::write_eof() {
+  if (state_ && !state_->can_write_eof)
+    return make_error(errc::not_supported, "write_eof");
+  if (state_ && (state_->closing.load() || state_->eof_written.exchange(true)))
+    return caf::none;
+  caf::anon_send(actor_, op::write_eof{});
+  return caf::none;
+}
+
+bool transport::can_write_eof() const noexcept {
+  return state_ ? state_->can_write_eof : true;
+}
+
+void transport::close() {
+  if (state_ && state_->closing.exchange(true))
+    return;
+  caf::anon_send(actor_, op::close{});
+}
+
+void transport::abort() {
+  abort(caf::none);
+}
+
+void transport::abort(caf::error reason) {
+  // Unlike close(), a transport that is closing may still be aborted: that
+  // drops what close() would have flushed.
+  if (state_)
+    state_->closing = true;
+  caf::anon_send(actor_, op::abort{std::move(reason)});
+}
+
+bool transport::is_closing() const noexcept {
+  return state_ && state_->closing.load();
+}
+
+void transport::pause_reading() {
+  if (state_ && (state_->closing.load() || state_->reading_paused.exchange(true)))
+    return;
+  caf::anon_send(actor_, op::pause_reading{});
+}
+
+void transport::resume_reading() {
+  if (state_
+      && (state_->closing.load() || !state_->reading_paused.exchange(false)))
+    return;
+  caf::anon_send(actor_, op::resume_reading{});
+}
+
+bool transport::is_reading() const noexcept {
+  return state_ && !state_->closing.load() && !state_->reading_paused.load();
+}
+
+void transport::consumed(size_t n) {
+  if (n == 0)
+    return;
+  if (!state_) {
+    caf::anon_send(actor_, op::consumed{n});
+    return;
+  }
+  auto before = state_->unconsumed.fetch_sub(n);
+  // Wake the transport only when it stopped reading for lack of credit and
+  // this gives enough back; the common case sends nothing.
+  if (before - n < state_->read_credit && state_->credit_blocked.load()
+      && state_->credit_blocked.exchange(false))
+    caf::anon_send(actor_, op::consumed{0});
+}
+
+caf::error transport::set_write_buffer_limits(std::optional<size_t> high,
+                                              std::optional<size_t> low) {
+  size_t hi;
+  size_t lo;
+  if (!high && !low) {
+    hi = default_high;
+    lo = hi / 4;
+  } else if (!low) {
+    hi = *high;
+    lo = hi / 4;
+  } else if (!high) {
+    lo = *low;
+    hi = 4 * lo;
+  } else {
+    hi = *high;
+    lo = *low;
+  }
+  if (hi < lo)
+    return make_error(errc::invalid_argument,
+                      "high (" + std::to_string(hi) + ") must be >= low ("
+                        + std::to_string(lo) + ")");
+  if (state_) {
+    state_->high = hi;
+    state_->low = lo;
+  }
+  caf::anon_send(actor_, op::set_write_buffer_limits{hi, lo});
+  return caf::none;
+}
+
+std::pair<size_t, size_t> transport::get_write_buffer_limits() const {
+  if (!state_)
+    return {default_high / 4, default_high};
+  return {state_->low.load(), state_->high.load()};
+}
+
+size_t transport::get_write_buffer_size() const {
+  if (!state_)
+    return 0;
+  return state_->in_flight.load() + state_->buffered.load();
+}
+
+std::optional<caf::config_value>
+transport::get_extra_info(std::string_view name) const {
+  auto i = extra_.find(name);
+  if (i == extra_.end())
+    return std::nullopt;
+  return i->second;
+}
+
+void transport::set_protocol(caf::actor protocol) {
+  if (state_) {
+    std::lock_guard<std::mutex> guard{state_->protocol_mtx};
+    state_->protocol = protocol;
+  }
+  caf::anon_send(actor_, op::set_protocol{std::move(protocol)});
+}
+
+caf::actor transport::get_protocol() const {
+  if (!state_)
+    return {};
+  std::lock_guard<std::mutex> guard{state_->protocol_mtx};
+  return state_->protocol;
+}
+
+uint64_t transport::dropped_writes() const noexcept {
+  return state_ ? state_->dropped_writes.load() : 0;
+}
+
+} // namespace tact

@@ -1,0 +1,156 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <caf/actor.hpp>
+#include <caf/config_value.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/settings.hpp>
+
+#include "tact/runtime/bytes.hpp"
+
+namespace tact {
+
+namespace detail {
+struct transport_state;
+} // namespace detail
+
+/// A protocol's handle on its transport, with asyncio's transport methods.
+///
+/// Commands (`write`, `close`, `pause_reading`, ...) are messages to the
+/// transport actor, delivered in the order they were called. Queries
+/// (`is_closing`, `get_write_buffer_size`, `get_extra_info`, ...) answer at
+/// once from state the transport shares with its handles and from the
+/// snapshot of extra info taken when the connection was made.
+///
+/// Thread safety: every method may be called from any thread. Copies share
+/// the same transport.
+class transport {
+public:
+  transport() = default;
+
+  transport(caf::actor actor, std::shared_ptr<detail::transport_state> state,
+            caf::settings extra);
+
+  // -- writing -----------------------------------------------------------------
+
+  /// Queues `data`. Empty data does nothing. After `write_eof()` this is an
+  /// error (`errc::write_after_eof`); after `close()`, `abort()` or the
+  /// connection's loss the data is dropped and counted, with one warning at
+  /// the fifth such write.
+  caf::error write(bytes data);
+
+  /// Copies `text` and queues it.
+  caf::error write(std::string_view text);
+
+  /// Queues every chunk in order.
+  caf::error writelines(std::vector<bytes> chunks);
+
+  /// Sends EOF (FIN) once the buffer has drained. A second call does nothing.
+  /// `errc::not_supported` where `can_write_eof()` is false.
+  caf::error write_eof();
+
+  [[nodiscard]] bool can_write_eof() const noexcept;
+
+  // -- closing -----------------------------------------------------------------
+
+  /// Stops reading, flushes the buffer, then `connection_lost(none)`.
+  /// Idempotent.
+  void close();
+
+  /// Drops the buffer and reports `connection_lost(none)` at once.
+  void abort();
+
+  /// Like `abort()`, reporting `reason` in `connection_lost`.
+  void abort(caf::error reason);
+
+  /// True from `close()` or `abort()` on, and once the connection is lost.
+  [[nodiscard]] bool is_closing() const noexcept;
+
+  // -- reading -----------------------------------------------------------------
+
+  /// Idempotent; no-ops once closing.
+  void pause_reading();
+
+  /// Idempotent; no-ops once closing.
+  void resume_reading();
+
+  /// `!is_closing() && !paused`.
+  [[nodiscard]] bool is_reading() const noexcept;
+
+  /// Gives `n` delivered bytes back to the read credit. The class adapter
+  /// does this after each `data_received`; behaviour-based protocols call it
+  /// once they have handled the bytes.
+  void consumed(size_t n);
+
+  // -- flow control ------------------------------------------------------------
+
+  /// asyncio's rules: only `high` given means `low = high / 4`; only `low`
+  /// given means `high = 4 * low`; neither means 64 KiB / 16 KiB. Anything
+  /// but `high >= low >= 0` is `errc::invalid_argument`. Lowering `high`
+  /// under the current buffer size pauses the protocol at once.
+  caf::error set_write_buffer_limits(std::optional<size_t> high = std::nullopt,
+                                     std::optional<size_t> low = std::nullopt);
+
+  /// Returns `(low, high)`, in asyncio's order.
+  [[nodiscard]] std::pair<size_t, size_t> get_write_buffer_limits() const;
+
+  /// Bytes written and not yet handed to the kernel.
+  [[nodiscard]] size_t get_write_buffer_size() const;
+
+  // -- information -------------------------------------------------------------
+
+  /// asyncio's extra info: `peername` and `sockname` (a `[host, port]` list
+  /// for TCP, a path string for Unix sockets, empty for an unnamed end),
+  /// `socket` (the descriptor number), `family` (`"inet"`, `"inet6"`,
+  /// `"unix"`).
+  [[nodiscard]] std::optional<caf::config_value>
+  get_extra_info(std::string_view name) const;
+
+  /// The whole snapshot of extra info.
+  [[nodiscard]] const caf::settings& extra_info() const noexcept {
+    return extra_;
+  }
+
+  // -- protocol switching --------------------------------------------------------
+
+  /// Routes every later delivery to `protocol`.
+  void set_protocol(caf::actor protocol);
+
+  /// The current protocol actor; empty once the connection is lost.
+  [[nodiscard]] caf::actor get_protocol() const;
+
+  // -- misc ------------------------------------------------------------------------
+
+  /// Writes dropped because they came after closing.
+  [[nodiscard]] uint64_t dropped_writes() const noexcept;
+
+  /// The transport actor.
+  [[nodiscard]] const caf::actor& actor() const noexcept { return actor_; }
+
+  [[nodiscard]] explicit operator bool() const noexcept {
+    return static_cast<bool>(actor_);
+  }
+
+  template <class Inspector>
+  friend typename Inspector::result_type inspect(Inspector& f, transport& x) {
+    return f(caf::meta::type_name("tact.transport"), x.actor_, x.extra_);
+  }
+
+private:
+  bool drop_write();
+
+  caf::actor actor_;
+  std::shared_ptr<detail::transport_state> state_;
+  caf::settings extra_;
+};
+
+} // namespace tact

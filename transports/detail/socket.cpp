@@ -1,0 +1,192 @@
+#include "tact/transports/detail/socket.hpp"
+
+#include <cerrno>
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tact/runtime/errc.hpp"
+
+namespace tact::detail {
+
+caf::expected<std::vector<sock_address>>
+resolve(const std::string& host, uint16_t port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  addrinfo* res = nullptr;
+  auto service = std::to_string(port);
+  auto rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(),
+                        &hints, &res);
+  if (rc != 0) {
+    std::string what = "cannot resolve '" + host + "': ";
+    what += rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc);
+    return make_error(errc::name_resolution_failed, std::move(what));
+  }
+  std::vector<sock_address> result;
+  for (auto* i = res; i != nullptr; i = i->ai_next) {
+    if (i->ai_family != AF_INET && i->ai_family != AF_INET6)
+      continue;
+    sock_address addr;
+    std::memcpy(&addr.storage, i->ai_addr, i->ai_addrlen);
+    addr.length = i->ai_addrlen;
+    result.push_back(addr);
+  }
+  freeaddrinfo(res);
+  if (result.empty())
+    return make_error(errc::name_resolution_failed,
+                      "no IPv4 or IPv6 address for '" + host + "'");
+  return result;
+}
+
+caf::expected<sock_address> unix_address(const std::string& path) {
+  sockaddr_un un{};
+  if (path.empty() || path.size() >= sizeof(un.sun_path))
+    return make_error(errc::invalid_argument,
+                      "unix socket path must have 1 to "
+                        + std::to_string(sizeof(un.sun_path) - 1)
+                        + " bytes: '" + path + "'");
+  un.sun_family = AF_UNIX;
+  std::memcpy(un.sun_path, path.data(), path.size());
+  sock_address addr;
+  std::memcpy(&addr.storage, &un, sizeof(un));
+  addr.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path)
+                                       + path.size() + 1);
+  return addr;
+}
+
+namespace {
+
+std::string host_of(const sock_address& addr) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (addr.family() == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(&addr.storage);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+  } else if (addr.family() == AF_INET6) {
+    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr.storage);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+  }
+  return buf;
+}
+
+uint16_t port_of(const sock_address& addr) {
+  if (addr.family() == AF_INET)
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&addr.storage)->sin_port);
+  if (addr.family() == AF_INET6)
+    return ntohs(
+      reinterpret_cast<const sockaddr_in6*>(&addr.storage)->sin6_port);
+  return 0;
+}
+
+std::string path_of(const sock_address& addr) {
+  auto* un = reinterpret_cast<const sockaddr_un*>(&addr.storage);
+  auto offset = offsetof(sockaddr_un, sun_path);
+  if (addr.length <= offset)
+    return {};
+  auto len = addr.length - offset;
+  // An abstract address starts with a NUL byte; show it as '@name'.
+  if (un->sun_path[0] == '\0')
+    return "@" + std::string(un->sun_path + 1, len - 1);
+  return std::string(un->sun_path, strnlen(un->sun_path, len));
+}
+
+} // namespace
+
+std::string to_string(const sock_address& addr) {
+  switch (addr.family()) {
+    case AF_INET:
+      return host_of(addr) + ":" + std::to_string(port_of(addr));
+    case AF_INET6:
+      return "[" + host_of(addr) + "]:" + std::to_string(port_of(addr));
+    case AF_UNIX:
+      return path_of(addr);
+    default:
+      return {};
+  }
+}
+
+caf::config_value to_config_value(const sock_address& addr) {
+  caf::config_value::list result;
+  switch (addr.family()) {
+    case AF_INET:
+      result.emplace_back(host_of(addr));
+      result.emplace_back(static_cast<int64_t>(port_of(addr)));
+      return caf::config_value{std::move(result)};
+    case AF_INET6: {
+      auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr.storage);
+      result.emplace_back(host_of(addr));
+      result.emplace_back(static_cast<int64_t>(port_of(addr)));
+      result.emplace_back(static_cast<int64_t>(ntohl(in6->sin6_flowinfo)));
+      result.emplace_back(static_cast<int64_t>(in6->sin6_scope_id));
+      return caf::config_value{std::move(result)};
+    }
+    case AF_UNIX:
+      return caf::config_value{path_of(addr)};
+    default:
+      return caf::config_value{std::string{}};
+  }
+}
+
+sock_address local_address(int fd) {
+  sock_address addr;
+  addr.length = sizeof(addr.storage);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr.storage), &addr.length)
+      != 0)
+    addr = sock_address{};
+  return addr;
+}
+
+sock_address peer_address(int fd) {
+  sock_address addr;
+  addr.length = sizeof(addr.storage);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr.storage), &addr.length)
+      != 0)
+    addr = sock_address{};
+  return addr;
+}
+
+bool set_nonblocking(int fd, bool on) {
+  auto flags = fcntl(fd, F_GETFL, 0);
+  if (flags < 0)
+    return false;
+  flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+  return fcntl(fd, F_SETFL, flags) == 0;
+}
+
+bool set_nodelay(int fd) {
+  int one = 1;
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0;
+}
+
+int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    return errno;
+  return err;
+}
+
+int socket_domain(int fd) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) != 0)
+    return -1;
+  return value;
+}
+
+int socket_type(int fd) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) != 0)
+    return -1;
+  return value;
+}
+
+} // namespace tact::detail

@@ -1,0 +1,63 @@
+#pragma once
+
+// Socket helpers shared by the transports; never included by public headers.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <sys/socket.h>
+
+#include <caf/config_value.hpp>
+#include <caf/expected.hpp>
+
+namespace tact::detail {
+
+/// A resolved socket address.
+struct sock_address {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+
+  [[nodiscard]] int family() const noexcept { return storage.ss_family; }
+  [[nodiscard]] const sockaddr* get() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&storage);
+  }
+};
+
+/// Resolves `host:port` for a stream socket with getaddrinfo. Blocks: call
+/// it on the caller's thread, never on the loop. `passive` asks for
+/// addresses to bind; an empty host then means every interface.
+caf::expected<std::vector<sock_address>>
+resolve(const std::string& host, uint16_t port, bool passive);
+
+/// Makes a Unix socket address; errors for a path too long.
+caf::expected<sock_address> unix_address(const std::string& path);
+
+/// `host:port`, with brackets around IPv6 hosts; a path for Unix sockets.
+[[nodiscard]] std::string to_string(const sock_address& addr);
+
+/// The address as asyncio's extra info shows it: `[host, port]` for IPv4,
+/// `[host, port, flowinfo, scope_id]` for IPv6, the path for Unix sockets
+/// (empty for an unnamed one).
+[[nodiscard]] caf::config_value to_config_value(const sock_address& addr);
+
+/// getsockname / getpeername; an empty address on failure.
+[[nodiscard]] sock_address local_address(int fd);
+[[nodiscard]] sock_address peer_address(int fd);
+
+/// Sets O_NONBLOCK; returns false on failure.
+bool set_nonblocking(int fd, bool on);
+
+/// Sets TCP_NODELAY.
+bool set_nodelay(int fd);
+
+/// Reads and clears SO_ERROR.
+[[nodiscard]] int socket_error(int fd);
+
+/// The socket's SO_DOMAIN, or -1 if `fd` is not a socket.
+[[nodiscard]] int socket_domain(int fd);
+
+/// The socket's SO_TYPE, or -1 if `fd` is not a socket.
+[[nodiscard]] int socket_type(int fd);
+
+} // namespace tact::detail

@@ -1,0 +1,22 @@
+#pragma once
+
+#include <cstdint>
+
+#include <caf/actor.hpp>
+
+#include "tact/runtime/transport.hpp"
+
+namespace tact::detail {
+
+class multiplexer;
+
+/// Stream socket kinds; they differ in options and extra info only.
+enum class stream_kind : uint8_t { tcp, unix_socket };
+
+/// Spawns the transport actor for a connected, non-blocking stream socket
+/// and starts it: it sends `connection_made` to `protocol` and reads once
+/// the protocol has answered. Takes ownership of `fd`. Thread-safe.
+transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
+                                 stream_kind kind, uint64_t read_credit);
+
+} // namespace tact::detail

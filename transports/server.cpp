@@ -1,0 +1,283 @@
+// The server actor: owns listening sockets, accepts, and makes a transport
+// and a protocol for each connection.
+
+#include "tact/transports/server.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <unordered_set>
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
+#include <caf/send.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/mux_actor.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/server.hpp"
+
+namespace tact {
+
+namespace {
+
+using close_atom = caf::atom_constant<caf::atom("close")>;
+using close_clients_atom = caf::atom_constant<caf::atom("closecli")>;
+using abort_clients_atom = caf::atom_constant<caf::atom("abortcli")>;
+using retry_atom = caf::atom_constant<caf::atom("retryacc")>;
+
+// asyncio waits this long before accepting again after EMFILE and friends.
+constexpr auto accept_retry_delay = std::chrono::seconds{1};
+
+class server_actor;
+
+// One listening descriptor on the loop.
+class listener final : public detail::io_handler {
+public:
+  listener(server_actor* owner, int fd) : owner_(owner), fd_(fd) {
+    // nop
+  }
+
+  void handle_io(uint32_t events) override;
+
+  caf::strong_actor_ptr io_owner() override;
+
+  int fd() const noexcept { return fd_; }
+
+  void reset() noexcept { fd_ = -1; }
+
+private:
+  server_actor* owner_;
+  int fd_;
+};
+
+class server_actor final : public detail::mux_actor {
+public:
+  server_actor(caf::actor_config& cfg, detail::multiplexer& mux,
+               std::vector<int> fds, detail::stream_kind kind,
+               protocol_factory factory, uint64_t read_credit, int backlog,
+               std::string unlink_path,
+               std::shared_ptr<detail::server_state> state)
+    : detail::mux_actor(cfg, mux), kind_(kind), factory_(std::move(factory)),
+      read_credit_(read_credit), backlog_(backlog),
+      unlink_path_(std::move(unlink_path)), state_(std::move(state)) {
+    for (auto fd : fds)
+      listeners_.push_back(std::make_unique<listener>(this, fd));
+  }
+
+  ~server_actor() override {
+    close_listeners();
+  }
+
+  caf::behavior make_behavior() override {
+    mux().track(id(), caf::actor_cast<caf::actor>(this), true);
+    for (auto& l : listeners_)
+      mux().add(l->fd(), EPOLLIN, l.get());
+    set_down_handler([this](caf::down_msg& msg) {
+      clients_.erase(msg.source);
+      state_->active = clients_.size();
+      maybe_quit();
+    });
+    return {
+      [this](close_atom) {
+        close_listeners();
+        maybe_quit();
+      },
+      [this](close_clients_atom) {
+        for (auto& c : clients_)
+          caf::anon_send(caf::actor_cast<caf::actor>(c), op::close{});
+      },
+      [this](abort_clients_atom) {
+        for (auto& c : clients_)
+          caf::anon_send(caf::actor_cast<caf::actor>(c), op::abort{});
+      },
+      [this](retry_atom) {
+        if (!paused_ || listeners_.empty())
+          return;
+        paused_ = false;
+        for (auto& l : listeners_)
+          mux().add(l->fd(), EPOLLIN, l.get());
+      },
+    };
+  }
+
+  void accept_from(int lfd) {
+    if (paused_)
+      return;
+    for (int i = 0; i < backlog_; ++i) {
+      auto fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        auto err = errno;
+        switch (err) {
+          case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+          case EWOULDBLOCK:
+#endif
+            return;
+          case EINTR:
+          case ECONNABORTED:
+          case EPROTO:
+            continue;
+          case EMFILE:
+          case ENFILE:
+          case ENOBUFS:
+          case ENOMEM:
+            pause_accepting(err);
+            return;
+          default:
+            mux().warn(describe(error_from_errno(err, "accept")));
+            return;
+        }
+      }
+      // A successful accept ends a pause episode.
+      reported_ = false;
+      start_connection(fd);
+    }
+  }
+
+  caf::strong_actor_ptr owner() {
+    return caf::actor_cast<caf::strong_actor_ptr>(this);
+  }
+
+private:
+  void pause_accepting(int err) {
+    paused_ = true;
+    ++state_->accept_pauses;
+    // Report once per episode, not at every retry (asyncio logs each one).
+    if (!reported_) {
+      reported_ = true;
+      mux().warn(describe(error_from_errno(err, "accept"))
+                 + "; accepting paused, retrying every second");
+    }
+    for (auto& l : listeners_)
+      mux().remove(l->fd());
+    delayed_send(this, accept_retry_delay, retry_atom::value);
+  }
+
+  void start_connection(int fd) {
+    caf::actor proto;
+    try {
+      proto = factory_(mux());
+    } catch (const std::exception& ex) {
+      mux().warn(std::string{"protocol factory failed: "} + ex.what());
+    } catch (...) {
+      mux().warn("protocol factory failed");
+    }
+    if (!proto) {
+      ::close(fd);
+      return;
+    }
+    auto t = detail::spawn_stream_transport(mux(), fd, std::move(proto), kind_,
+                                            read_credit_);
+    monitor(t.actor());
+    clients_.insert(t.actor().address());
+    state_->active = clients_.size();
+  }
+
+  void close_listeners() {
+    if (listeners_.empty())
+      return;
+    state_->serving = false;
+    for (auto& l : listeners_) {
+      if (!paused_ && l->fd() >= 0)
+        mux().remove(l->fd());
+      if (l->fd() >= 0)
+        ::close(l->fd());
+      l->reset();
+    }
+    listeners_.clear();
+    if (!unlink_path_.empty())
+      ::unlink(unlink_path_.c_str());
+  }
+
+  void maybe_quit() {
+    if (listeners_.empty() && clients_.empty()) {
+      mux().untrack(id());
+      quit();
+    }
+  }
+
+  detail::stream_kind kind_;
+  protocol_factory factory_;
+  uint64_t read_credit_;
+  int backlog_;
+  std::string unlink_path_;
+  std::shared_ptr<detail::server_state> state_;
+  std::vector<std::unique_ptr<listener>> listeners_;
+  std::unordered_set<caf::actor_addr> clients_;
+  bool paused_ = false;
+  bool reported_ = false;
+};
+
+void listener::handle_io(uint32_t) {
+  if (fd_ >= 0)
+    owner_->accept_from(fd_);
+}
+
+caf::strong_actor_ptr listener::io_owner() {
+  return owner_->owner();
+}
+
+} // namespace
+
+server::server(caf::actor actor, std::shared_ptr<detail::server_state> state)
+  : actor_(std::move(actor)), state_(std::move(state)) {
+  // nop
+}
+
+void server::close() {
+  if (state_ && state_->serving.exchange(false))
+    caf::anon_send(actor_, close_atom::value);
+}
+
+void server::close_clients() {
+  caf::anon_send(actor_, close_clients_atom::value);
+}
+
+void server::abort_clients() {
+  caf::anon_send(actor_, abort_clients_atom::value);
+}
+
+bool server::is_serving() const noexcept {
+  return state_ && state_->serving.load();
+}
+
+const std::vector<std::string>& server::urls() const noexcept {
+  static const std::vector<std::string> none;
+  return state_ ? state_->urls : none;
+}
+
+uint16_t server::port() const noexcept {
+  return state_ ? state_->port : 0;
+}
+
+size_t server::active_connections() const noexcept {
+  return state_ ? state_->active.load() : 0;
+}
+
+uint64_t server::accept_pauses() const noexcept {
+  return state_ ? state_->accept_pauses.load() : 0;
+}
+
+namespace detail {
+
+server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
+                    protocol_factory factory, uint64_t read_credit,
+                    int backlog, std::string unlink_path,
+                    std::vector<std::string> urls, uint16_t port) {
+  auto state = std::make_shared<server_state>();
+  state->urls = std::move(urls);
+  state->port = port;
+  auto self = mux.system().spawn<server_actor>(
+    mux, std::move(fds), kind, std::move(factory), read_credit, backlog,
+    std::move(unlink_path), state);
+  return server{std::move(self), std::move(state)};
+}
+
+} // namespace detail
+
+} // namespace tact

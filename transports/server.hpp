@@ -1,0 +1,90 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/actor.hpp>
+
+namespace tact {
+
+namespace detail {
+struct server_state;
+} // namespace detail
+
+/// Options of `create_server` and `create_unix_server` (asyncio's defaults).
+struct server_options {
+  /// listen() backlog; also how many connections one readiness accepts.
+  int backlog = 100;
+  /// SO_REUSEADDR (TCP only).
+  bool reuse_address = true;
+  /// SO_REUSEPORT (TCP only).
+  bool reuse_port = false;
+};
+
+/// A listening server: asyncio's `Server`.
+///
+/// The server accepts on every bound socket and makes a transport and a
+/// protocol for each connection. Closing it refuses new connections and
+/// leaves live ones open; `close_clients()` and `abort_clients()` end those.
+/// Thread safety: every method may be called from any thread.
+class server {
+public:
+  server() = default;
+
+  server(caf::actor actor, std::shared_ptr<detail::server_state> state);
+
+  /// Stops accepting and closes the listening sockets (and removes a Unix
+  /// socket file the server created). Live connections stay. Idempotent.
+  void close();
+
+  /// `close()` on every live connection (each flushes first).
+  void close_clients();
+
+  /// `abort()` on every live connection.
+  void abort_clients();
+
+  /// True until `close()`.
+  [[nodiscard]] bool is_serving() const noexcept;
+
+  /// The bound addresses as URLs (`tcp://127.0.0.1:8080`,
+  /// `tcp://[::1]:8080`, `unix:///run/x.sock`), with real port numbers.
+  [[nodiscard]] const std::vector<std::string>& urls() const noexcept;
+
+  /// The port of the first bound TCP socket, 0 for Unix servers.
+  [[nodiscard]] uint16_t port() const noexcept;
+
+  /// Connections accepted and not yet lost.
+  [[nodiscard]] size_t active_connections() const noexcept;
+
+  /// Times accepting paused for lack of descriptors or memory.
+  [[nodiscard]] uint64_t accept_pauses() const noexcept;
+
+  /// The server actor.
+  [[nodiscard]] const caf::actor& actor() const noexcept { return actor_; }
+
+  [[nodiscard]] explicit operator bool() const noexcept {
+    return static_cast<bool>(actor_);
+  }
+
+private:
+  caf::actor actor_;
+  std::shared_ptr<detail::server_state> state_;
+};
+
+namespace detail {
+
+/// What a server shares with its handles.
+struct server_state {
+  std::vector<std::string> urls;
+  uint16_t port = 0;
+  std::atomic<bool> serving{true};
+  std::atomic<size_t> active{0};
+  std::atomic<uint64_t> accept_pauses{0};
+};
+
+} // namespace detail
+
+} // namespace tact
