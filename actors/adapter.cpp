@@ -9,6 +9,7 @@
 
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
+#include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 
@@ -59,8 +60,17 @@ public:
 
   caf::behavior make_behavior() override {
     set_down_handler([this](caf::down_msg& msg) {
-      if (handle_ && msg.source == handle_.actor().address())
-        lose(make_error(errc::transport_down));
+      if (!handle_ || msg.source != handle_.actor().address())
+        return;
+      if (replaced()) {
+        // set_protocol moved the connection to another protocol, which got
+        // connection_lost; this one just ends.
+        lost_ = true;
+        proto_.reset();
+        quit();
+        return;
+      }
+      lose(make_error(errc::transport_down));
     });
     return {
       [this](connection_made& msg) {
@@ -149,6 +159,14 @@ private:
     handle_ = transport{};
     proto_.reset();
     quit();
+  }
+
+  bool replaced() {
+    auto& st = handle_.state();
+    if (!st)
+      return false;
+    std::lock_guard<std::mutex> guard{st->protocol_mtx};
+    return st->protocol && st->protocol.address() != address();
   }
 
   std::unique_ptr<protocol> proto_;

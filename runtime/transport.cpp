@@ -183,7 +183,7 @@ void transport::set_protocol(caf::actor protocol) {
 }
 
 caf::actor transport::get_protocol() const {
-  if (!state_)
+  if (!state_ || state_->lost.load())
     return {};
   std::lock_guard<std::mutex> guard{state_->protocol_mtx};
   return state_->protocol;

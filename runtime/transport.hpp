@@ -140,6 +140,12 @@ public:
     return static_cast<bool>(actor_);
   }
 
+  /// The shared state (tact-internal; empty for a handle from another node).
+  [[nodiscard]] const std::shared_ptr<detail::transport_state>&
+  state() const noexcept {
+    return state_;
+  }
+
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, transport& x) {
     return f(caf::meta::type_name("tact.transport"), x.actor_, x.extra_);

@@ -96,7 +96,7 @@ public:
           caf::anon_send(caf::actor_cast<caf::actor>(c), op::abort{});
       },
       [this](retry_atom) {
-        if (!paused_ || listeners_.empty())
+        if (!paused_ || closed_)
           return;
         paused_ = false;
         for (auto& l : listeners_)
@@ -106,7 +106,7 @@ public:
   }
 
   void accept_from(int lfd) {
-    if (paused_)
+    if (paused_ || closed_)
       return;
     for (int i = 0; i < backlog_; ++i) {
       auto fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -178,24 +178,25 @@ private:
     state_->active = clients_.size();
   }
 
+  // The listener objects stay until the actor goes: an event for one of
+  // them may still be pending in the loop's current batch.
   void close_listeners() {
-    if (listeners_.empty())
+    if (closed_)
       return;
+    closed_ = true;
     state_->serving = false;
     for (auto& l : listeners_) {
-      if (!paused_ && l->fd() >= 0)
+      if (!paused_)
         mux().remove(l->fd());
-      if (l->fd() >= 0)
-        ::close(l->fd());
+      ::close(l->fd());
       l->reset();
     }
-    listeners_.clear();
     if (!unlink_path_.empty())
       ::unlink(unlink_path_.c_str());
   }
 
   void maybe_quit() {
-    if (listeners_.empty() && clients_.empty()) {
+    if (closed_ && clients_.empty()) {
       mux().untrack(id());
       quit();
     }
@@ -211,6 +212,7 @@ private:
   std::unordered_set<caf::actor_addr> clients_;
   bool paused_ = false;
   bool reported_ = false;
+  bool closed_ = false;
 };
 
 void listener::handle_io(uint32_t) {

@@ -55,7 +55,6 @@ public:
     set_down_handler([this](caf::down_msg& msg) {
       if (protocol_ && msg.source == protocol_.address()) {
         protocol_ = nullptr;
-        set_shared_protocol(nullptr);
         lose(make_error(errc::protocol_down));
       }
     });
@@ -392,12 +391,12 @@ private:
     buffered_ = 0;
     state_->buffered = 0;
     mux().untrack(id());
+    state_->lost = true;
     if (protocol_) {
       demonitor(protocol_);
       send(protocol_, connection_lost{std::move(reason)});
       protocol_ = nullptr;
     }
-    set_shared_protocol(nullptr);
     // lose() may run inside handle_io, outside of a resume: stop through the
     // mailbox so CAF finalizes the actor properly.
     caf::anon_send(caf::actor_cast<caf::actor>(this), stop_atom::value);

@@ -171,23 +171,27 @@ void multiplexer::drain_remote() {
 }
 
 void multiplexer::run_ready() {
-  // Actors scheduled while this batch runs wait for the next round, after
-  // the loop has looked at its descriptors again.
-  running_.swap(ready_);
-  for (auto* ptr : running_) {
-    switch (ptr->resume(&worker_, max_throughput)) {
-      case caf::resumable::resume_later:
-        ready_.push_back(ptr);
-        break;
-      case caf::resumable::done:
-      case caf::resumable::awaiting_message:
-        caf::intrusive_ptr_release(ptr);
-        break;
-      case caf::resumable::shutdown_execution_unit:
-        break;
+  // Run until no actor is left ready, so that what a protocol asks of its
+  // transport while handling a delivery is done before the next read. The
+  // round limit keeps two actors that message each other forever from
+  // starving the descriptors.
+  for (int round = 0; round < 16 && !ready_.empty(); ++round) {
+    running_.swap(ready_);
+    for (auto* ptr : running_) {
+      switch (ptr->resume(&worker_, max_throughput)) {
+        case caf::resumable::resume_later:
+          ready_.push_back(ptr);
+          break;
+        case caf::resumable::done:
+        case caf::resumable::awaiting_message:
+          caf::intrusive_ptr_release(ptr);
+          break;
+        case caf::resumable::shutdown_execution_unit:
+          break;
+      }
     }
+    running_.clear();
   }
-  running_.clear();
 }
 
 void multiplexer::run() {
@@ -201,20 +205,22 @@ void multiplexer::run() {
       warn(std::string{"epoll_wait failed: "} + std::strerror(errno));
       break;
     }
-    bool woken = false;
+    // Messages first: a command sent before the bytes arrived (pause_reading,
+    // set_protocol) takes effect before those bytes are read.
     for (int i = 0; i < n; ++i) {
-      auto* handler = static_cast<io_handler*>(events[i].data.ptr);
-      if (handler == nullptr) {
+      if (events[i].data.ptr == nullptr) {
         uint64_t count;
         [[maybe_unused]] auto res = ::read(event_fd_, &count, sizeof(count));
-        woken = true;
-        continue;
+        drain_remote();
+        break;
       }
-      handler->handle_io(events[i].events);
     }
-    graveyard_.clear();
-    if (woken)
-      drain_remote();
+    run_ready();
+    // A handler whose descriptor was removed while the actors ran stays
+    // alive in the graveyard and ignores its stale event.
+    for (int i = 0; i < n; ++i)
+      if (auto* handler = static_cast<io_handler*>(events[i].data.ptr))
+        handler->handle_io(events[i].events);
     run_ready();
     graveyard_.clear();
   }

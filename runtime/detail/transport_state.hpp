@@ -25,6 +25,7 @@ struct transport_state {
   const uint64_t read_credit;
 
   std::atomic<bool> closing{false};
+  std::atomic<bool> lost{false};
   std::atomic<bool> eof_written{false};
   std::atomic<bool> reading_paused{false};
 
@@ -46,6 +47,8 @@ struct transport_state {
   // Called once, at the fifth dropped write.
   std::function<void(const std::string&)> warn;
 
+  // The protocol deliveries go to; kept after the loss so that a protocol
+  // replaced by set_protocol can tell it was replaced.
   std::mutex protocol_mtx;
   caf::actor protocol;
 };

@@ -5,9 +5,10 @@ outside as an independent client (Python 3.9+, standard library only).
 Usage:
 
     echo_e2e.py --server PATH --client PATH [--only NAME[,NAME...]] [--seed N]
-                [--list]
+                [--total-timeout SECONDS] [--list]
 
-PATH may be a command with arguments (it is split with shlex), e.g.
+PATH may be a command with arguments (it is split with shlex unless it names
+an existing file), e.g.
 ``--server "python3 tests/examples/fake_echo_server.py"``.  The URLs are
 appended to the server command, ``URL --message TEXT`` to the client command.
 The server's PID (for /proc/PID/status and /proc/PID/fd, and for signals) is
@@ -43,6 +44,7 @@ import traceback
 
 MiB = 1024 * 1024
 KiB = 1024
+CHUNK = 64 * KiB
 
 # --------------------------------------------------------------------------
 # Infrastructure
@@ -132,15 +134,43 @@ class TempDir:
         if len(base) > 60:
             base = "/tmp"
         self.path = tempfile.mkdtemp(prefix="tact-e2e-", dir=base)
+        with _procs_lock:
+            _tmpdirs.add(self.path)
         return self.path
 
     def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tmpdir(self.path)
         return False
+
+
+_tmpdirs = set()  # removed at exit even if a test thread is stuck
+
+
+def remove_tmpdir(path):
+    shutil.rmtree(path, ignore_errors=True)
+    with _procs_lock:
+        _tmpdirs.discard(path)
+
+
+def remove_all_tmpdirs():
+    with _procs_lock:
+        paths = list(_tmpdirs)
+    for p in paths:
+        remove_tmpdir(p)
 
 
 _LISTEN_RE = re.compile(r"^listening on (\S+)\s*$")
 _TCP_RE = re.compile(r"^tcp://(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]/]+)):([0-9]+)$")
+
+
+def same_host(a, b):
+    """Compare host names / IP literals (::1 == 0:0:0:0:0:0:0:1)."""
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_pton(fam, a) == socket.inet_pton(fam, b)
+        except OSError:
+            continue
+    return a == b
 
 
 def parse_url(url):
@@ -262,7 +292,7 @@ class Server:
             if kind == "unix":
                 if w == where or os.path.realpath(w) == os.path.realpath(where):
                     found.append(u)
-            elif w == where:
+            elif same_host(w, where):
                 found.append(u)
         check(len(found) == 1, "expected exactly one listening line for %s, "
               "found %r (all: %r)" % (requested, found, self.listening))
@@ -420,9 +450,42 @@ def compare(expected, got, label):
     if got == expected:
         return
     n = min(len(expected), len(got))
-    first = next((i for i in range(n) if expected[i] != got[i]), n)
+    block = 0  # find the first differing 64 KiB block, then the byte
+    while (block < n and
+           expected[block:block + CHUNK] == got[block:block + CHUNK]):
+        block += CHUNK
+    first = next((i for i in range(block, min(n, block + CHUNK))
+                  if expected[i] != got[i]), n)
     raise Fail("%s: echoed %d bytes, expected %d; first difference at "
                "offset %d" % (label, len(got), len(expected), first))
+
+
+def recv_exactly(sock, n, label):
+    """Receive exactly n bytes (blocking socket with a timeout)."""
+    got = bytearray()
+    while len(got) < n:
+        try:
+            b = sock.recv(n - len(got))
+        except socket.timeout:
+            raise Fail("%s: no data for %.0f s after %d of %d bytes"
+                       % (label, sock.gettimeout(), len(got), n))
+        check(b, "%s: EOF after %d of %d bytes" % (label, len(got), n))
+        got += b
+    return bytes(got)
+
+
+def recv_until_eof(sock, label, limit=64 * MiB):
+    got = bytearray()
+    while True:
+        try:
+            b = sock.recv(65536)
+        except socket.timeout:
+            raise Fail("%s: no data / no EOF for %.0f s after %d bytes"
+                       % (label, sock.gettimeout(), len(got)))
+        if not b:
+            return bytes(got)
+        got += b
+        check(len(got) <= limit, "%s: more than %d bytes" % (label, limit))
 
 
 def free_tcp_port(host="127.0.0.1"):
@@ -508,7 +571,7 @@ def listening_line_tcp_unix_ipv6():
             srv.check_alive("after the echoes")
 
 
-@test(90)
+@test(100)
 def concurrent_200():
     n_conns = 200
     rng = random.Random(CFG.seed ^ 2)
@@ -588,9 +651,6 @@ def concurrent_200():
         info("concurrent_200: %d connections, %.1f MiB echoed in %.2f s"
              % (n_conns, total / MiB, time.monotonic() - t0))
         srv.check_alive("after the test")
-
-
-CHUNK = 64 * KiB
 
 
 def pattern_chunk(seed, i):
@@ -748,11 +808,8 @@ def reset_mid_echo():
                         if k % 2 == 0:
                             # read a part of the echo to be sure it flows
                             s.settimeout(5)
-                            got = b""
-                            while len(got) < 64 * KiB:
-                                b = s.recv(64 * KiB - len(got))
-                                check(b, "%s: EOF before any echo" % url)
-                                got += b
+                            got = recv_exactly(s, 64 * KiB,
+                                               "%s (partial echo)" % url)
                             compare(payload[:len(got)], got,
                                     "%s (partial echo)" % url)
                 finally:
@@ -778,16 +835,14 @@ def fd_stability_1000():
             def cycle(i):
                 url = targets[i % 2]
                 msg = rng.randbytes(rng.randint(1, 512))
-                s = connect(url)
+                label = "cycle %d (%s)" % (i, url)
+                try:
+                    s = connect(url)
+                except OSError as e:
+                    raise Fail("%s: connect failed: %s" % (label, e))
                 try:
                     s.sendall(msg)
-                    got = b""
-                    while len(got) < len(msg):
-                        b = s.recv(len(msg) - len(got))
-                        check(b, "cycle %d (%s): EOF after %d of %d bytes"
-                              % (i, url, len(got), len(msg)))
-                        got += b
-                    compare(msg, got, "cycle %d (%s)" % (i, url))
+                    compare(msg, recv_exactly(s, len(msg), label), label)
                 finally:
                     s.close()
 
@@ -835,12 +890,7 @@ def half_close():
                     msg = b"half-close test \x00\xff" + rng.randbytes(100)
                     s.sendall(msg)
                     s.shutdown(socket.SHUT_WR)
-                    got = b""
-                    while True:
-                        b = s.recv(4096)
-                        if not b:
-                            break
-                        got += b
+                    got = recv_until_eof(s, "%s (small)" % url)
                     compare(msg, got, "%s (small)" % url)
                 finally:
                     s.close()
@@ -877,11 +927,9 @@ def signal_exit():
                     if idle:
                         conn = connect(url)
                         conn.sendall(b"idle")
-                        got = b""
-                        while len(got) < 4:
-                            b = conn.recv(4 - len(got))
-                            check(b, "idle connection: no echo")
-                            got += b
+                        got = recv_exactly(conn, 4, "idle connection")
+                        check(got == b"idle", "idle connection: echoed %r"
+                              % got)
                     t0 = time.monotonic()
                     os.kill(srv.pid, sig)
                     try:
@@ -982,6 +1030,10 @@ def run_one(name, fn, limit):
             result["ok"] = True
         except Fail as e:
             result["err"] = str(e)
+        except socket.timeout as e:
+            tb = traceback.extract_tb(e.__traceback__)
+            result["err"] = "socket operation timed out (%s) at line %d" % (
+                e, tb[-1].lineno if tb else 0)
         except BaseException as e:
             tb = traceback.extract_tb(e.__traceback__)
             where = ("%s:%d" % (os.path.basename(tb[-1].filename),
@@ -995,7 +1047,7 @@ def run_one(name, fn, limit):
         # kill the children so that blocked sockets/pipes wake up
         reap_all()
         t.join(10)
-        return "test exceeded its time limit of %d s" % limit
+        return "test exceeded its time limit of %.0f s" % limit
     reap_all()  # nothing may survive a test
     if result.get("ok"):
         return None
@@ -1003,15 +1055,21 @@ def run_one(name, fn, limit):
 
 
 def resolve(cmd, what):
+    def usage_error(msg):
+        print("echo_e2e: " + msg, file=sys.stderr)
+        sys.exit(2)
+
+    if os.path.isfile(cmd):
+        return [cmd]  # a plain path, possibly with spaces
     argv = shlex.split(cmd)
     if not argv:
-        sys.exit("echo_e2e: empty %s command" % what)
+        usage_error("empty %s command" % what)
     exe = argv[0]
     if os.sep in exe:
         if not os.path.isfile(exe):
-            sys.exit("echo_e2e: %s %r not found" % (what, exe))
+            usage_error("%s %r not found" % (what, exe))
     elif shutil.which(exe) is None:
-        sys.exit("echo_e2e: %s %r not found in PATH" % (what, exe))
+        usage_error("%s %r not found in PATH" % (what, exe))
     return argv
 
 
@@ -1025,6 +1083,9 @@ def main():
                     help="run only this test (repeatable, or comma-separated)")
     ap.add_argument("--seed", type=int, default=None,
                     help="random seed (default: random, printed)")
+    ap.add_argument("--total-timeout", type=float, default=240,
+                    help="overall time limit in seconds (default 240); "
+                    "tests not started by then fail")
     ap.add_argument("--list", action="store_true", help="list test names")
     args = ap.parse_args()
 
@@ -1046,6 +1107,10 @@ def main():
     CFG.ipv6 = ipv6_loopback_available()
     info("seed %d (rerun with --seed %d)" % (CFG.seed, CFG.seed))
 
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, on_sigterm)  # so that finally: cleans up
+
     passed = failed = 0
     t_start = time.monotonic()
     try:
@@ -1053,7 +1118,12 @@ def main():
             if only and name not in only:
                 continue
             t0 = time.monotonic()
-            err = run_one(name, fn, limit)
+            left = args.total_timeout - (t0 - t_start)
+            if left < 1:
+                err = "not run: overall time limit of %.0f s reached" % (
+                    args.total_timeout)
+            else:
+                err = run_one(name, fn, min(limit, left))
             dt = time.monotonic() - t0
             if err is None:
                 passed += 1
@@ -1062,8 +1132,13 @@ def main():
                 failed += 1
                 print("FAIL %s: %s" % (name, err), flush=True)
             info("%s took %.1f s" % (name, dt))
+    except KeyboardInterrupt as e:
+        print("interrupted (%s); %d passed, %d failed so far"
+              % (e or "SIGINT", passed, failed), file=sys.stderr, flush=True)
+        return 130
     finally:
         reap_all()
+        remove_all_tmpdirs()
     info("total %.1f s" % (time.monotonic() - t_start))
     print("%d passed, %d failed" % (passed, failed), flush=True)
     return 0 if failed == 0 and passed > 0 else 1

@@ -1,0 +1,169 @@
+#pragma once
+
+// Shared test support: leak accounting, a recording protocol, and plain
+// blocking sockets to act as the peer of a transport under test.
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/runtime.hpp"
+
+namespace tact::test {
+
+using namespace std::chrono_literals;
+
+/// Open descriptors and threads of this process.
+size_t fd_count();
+size_t thread_count();
+
+/// Runs `body` with a fresh runtime, destroys it, and checks that no
+/// descriptor or thread was left behind. Warnings go to `warnings` if given.
+void with_runtime(const std::function<void(runtime&)>& body,
+                  std::vector<std::string>* warnings = nullptr);
+
+/// A thread-safe list of what a protocol saw, with waits.
+class journal {
+public:
+  void add(std::string event, std::string data = {});
+
+  /// Waits until `pred` holds (checked under the lock) or `timeout`.
+  bool wait(const std::function<bool(journal&)>& pred,
+            std::chrono::milliseconds timeout = 5s);
+
+  /// Waits until an event named `name` has been recorded `count` times.
+  bool wait_for(const std::string& name, size_t count = 1,
+                std::chrono::milliseconds timeout = 5s);
+
+  // The accessors below take the lock themselves: call them outside wait().
+  [[nodiscard]] std::vector<std::string> events();
+  [[nodiscard]] size_t count(const std::string& name);
+  [[nodiscard]] std::string data();
+  [[nodiscard]] caf::error lost_reason();
+
+  // Unlocked variants for use inside wait() predicates.
+  [[nodiscard]] size_t count_unlocked(const std::string& name) const;
+  [[nodiscard]] size_t data_size_unlocked() const { return data_.size(); }
+
+  void set_reason(caf::error reason);
+  void set_handle(transport t);
+  /// The transport handle the protocol got in connection_made.
+  [[nodiscard]] transport handle();
+
+private:
+  std::mutex mtx_;
+  std::condition_variable cv_;
+  std::vector<std::string> events_;
+  std::string data_;
+  caf::error reason_;
+  transport handle_;
+};
+
+/// A class protocol that records every callback into a journal and can be
+/// told how to react.
+class recorder : public protocol {
+public:
+  explicit recorder(std::shared_ptr<journal> j) : j_(std::move(j)) {
+    // nop
+  }
+
+  void connection_made(transport& t) override;
+  void data_received(bytes data) override;
+  bool eof_received() override;
+  void pause_writing() override;
+  void resume_writing() override;
+  void connection_lost(const caf::error& reason) override;
+
+  /// Called at the end of connection_made.
+  std::function<void(transport&)> on_made;
+  /// Called at the end of data_received.
+  std::function<void(transport&, const bytes&)> on_data;
+  /// Answer to eof_received.
+  bool keep_open = false;
+  /// Called in eof_received before answering.
+  std::function<void(transport&)> on_eof;
+
+protected:
+  std::shared_ptr<journal> j_;
+  transport t_;
+};
+
+/// A factory making recorders that all log into `j`, configured by `setup`.
+protocol_factory recording(std::shared_ptr<journal> j,
+                           std::function<void(recorder&)> setup = {});
+
+/// Which stream socket a contract test runs on.
+enum class kind { tcp, unix_socket };
+
+[[nodiscard]] const char* name_of(kind k);
+
+/// A blocking peer socket with helpers; closes on destruction.
+class peer {
+public:
+  peer() = default;
+  explicit peer(int fd) : fd_(fd) {}
+  peer(peer&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  peer& operator=(peer&& other) noexcept;
+  ~peer();
+
+  [[nodiscard]] int fd() const noexcept { return fd_; }
+
+  void send_all(const std::string& data);
+  /// Reads exactly `n` bytes, or fewer if EOF or `timeout` comes first.
+  std::string recv_n(size_t n, std::chrono::milliseconds timeout = 5s);
+  /// Reads until EOF or timeout; `eof` tells which.
+  std::string recv_all(bool* eof = nullptr,
+                       std::chrono::milliseconds timeout = 5s);
+  /// Whether anything (data or EOF) arrives within `timeout`.
+  bool readable_within(std::chrono::milliseconds timeout);
+  void shutdown_write();
+  /// Sends RST: SO_LINGER 0, then close.
+  void reset();
+  void close();
+
+private:
+  int fd_ = -1;
+};
+
+/// A server of kind `k` in `rt` with the given factory, and a way to reach it.
+struct listening {
+  server srv;
+  std::string unix_path;
+  uint16_t port = 0;
+};
+
+listening listen(runtime& rt, kind k, protocol_factory f);
+
+/// Connects a blocking peer to `l`.
+peer connect_peer(kind k, const listening& l);
+
+/// A plain listening socket the transport under test connects to.
+class raw_listener {
+public:
+  explicit raw_listener(kind k);
+  ~raw_listener();
+  /// Connects a transport from `rt` to this listener and accepts the peer.
+  std::pair<caf::expected<transport>, peer> connect(runtime& rt,
+                                                    protocol_factory f);
+
+  kind k;
+  int fd = -1;
+  uint16_t port = 0;
+  std::string path;
+};
+
+/// A unique path for a Unix socket in a fresh temporary directory.
+std::string temp_socket_path();
+
+/// Polls `pred` until it holds or `timeout`.
+bool eventually(const std::function<bool()>& pred,
+                std::chrono::milliseconds timeout = 5s);
+
+} // namespace tact::test

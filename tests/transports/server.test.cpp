@@ -1,0 +1,202 @@
+// Servers (contract items 15 and 16): listening options, errors that name
+// the address, accepting, and closing with or without the clients.
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "support/harness.hpp"
+#include "tact/protocols/echo.hpp"
+
+using namespace tact;
+using namespace tact::test;
+
+namespace {
+
+protocol_factory echo() {
+  return [] { return std::make_unique<echo_protocol>(); };
+}
+
+bool ipv6_available() {
+  auto fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0)
+    return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  auto ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+} // namespace
+
+SCENARIO("server_options default to asyncio's") {
+  server_options opts;
+  CHECK(opts.backlog == 100);
+  CHECK(opts.reuse_address);
+  CHECK_FALSE(opts.reuse_port);
+}
+
+SCENARIO("a server reports its real addresses") {
+  with_runtime([](runtime& rt) {
+    auto srv = rt.create_server(echo(), "127.0.0.1", 0);
+    REQUIRE(srv);
+    CHECK(srv->port() != 0);
+    REQUIRE(srv->urls().size() == 1);
+    CHECK(srv->urls()[0] == "tcp://127.0.0.1:" + std::to_string(srv->port()));
+    CHECK(srv->is_serving());
+    auto path = temp_socket_path();
+    auto usrv = rt.create_unix_server(echo(), path);
+    REQUIRE(usrv);
+    CHECK(usrv->urls() == std::vector<std::string>{"unix://" + path});
+    usrv->close();
+    // Closing a Unix server removes its socket file.
+    CHECK(eventually([&] { return ::access(path.c_str(), F_OK) != 0; }));
+  });
+}
+
+SCENARIO("a bind failure names the address") {
+  with_runtime([](runtime& rt) {
+    auto first = rt.create_server(echo(), "127.0.0.1", 0);
+    REQUIRE(first);
+    auto second = rt.create_server(echo(), "127.0.0.1", first->port(),
+                                   server_options{.reuse_address = false});
+    REQUIRE_FALSE(second);
+    CHECK(code_of(second.error()) == errc::address_in_use);
+    CHECK(describe(second.error()).find("127.0.0.1:"
+                                        + std::to_string(first->port()))
+          != std::string::npos);
+    auto bad = rt.create_server(echo(), "no-such-host.invalid", 0);
+    REQUIRE_FALSE(bad);
+    CHECK(code_of(bad.error()) == errc::name_resolution_failed);
+  });
+}
+
+SCENARIO("SO_REUSEADDR is on by default") {
+  with_runtime([](runtime& rt) {
+    auto srv = rt.create_server(echo(), "127.0.0.1", 0);
+    REQUIRE(srv);
+    auto port = srv->port();
+    {
+      // The server side closes first, so its end stays in TIME_WAIT.
+      listening l{*srv, {}, port};
+      auto p = connect_peer(kind::tcp, l);
+      p.send_all("x");
+      CHECK(p.recv_n(1) == "x");
+      srv->close_clients();
+      bool eof = false;
+      p.recv_all(&eof, 2s);
+      CHECK(eof);
+    }
+    srv->close();
+    REQUIRE(eventually([&] { return srv->active_connections() == 0; }));
+    std::this_thread::sleep_for(50ms);
+    auto again = rt.create_server(echo(), "127.0.0.1", port);
+    CHECK(again);
+  });
+}
+
+SCENARIO("SO_REUSEPORT is on request") {
+  with_runtime([](runtime& rt) {
+    server_options shared{.reuse_port = true};
+    auto a = rt.create_server(echo(), "127.0.0.1", 0, shared);
+    REQUIRE(a);
+    auto b = rt.create_server(echo(), "127.0.0.1", a->port(), shared);
+    CHECK(b);
+    auto c = rt.create_server(echo(), "127.0.0.1", a->port());
+    CHECK_FALSE(c);
+  });
+}
+
+SCENARIO("IPv6 listening sockets are IPV6_V6ONLY") {
+  if (!ipv6_available()) {
+    WARN("IPv6 is not available here; skipped");
+    return;
+  }
+  with_runtime([](runtime& rt) {
+    auto v6 = rt.create_server(echo(), "::", 0);
+    REQUIRE(v6);
+    // Without V6ONLY the wildcard IPv6 socket would own the IPv4 port too.
+    auto v4 = rt.create_server(echo(), "0.0.0.0", v6->port());
+    CHECK(v4);
+    auto loop6 = rt.create_server(echo(), "::1", 0);
+    REQUIRE(loop6);
+    CHECK(loop6->urls()[0] == "tcp://[::1]:" + std::to_string(loop6->port()));
+  });
+}
+
+SCENARIO("a burst of connections is accepted and served") {
+  with_runtime([](runtime& rt) {
+    auto srv = rt.create_server(echo(), "127.0.0.1", 0);
+    REQUIRE(srv);
+    listening l{*srv, {}, srv->port()};
+    std::vector<peer> peers;
+    for (int i = 0; i < 150; ++i)
+      peers.push_back(connect_peer(kind::tcp, l));
+    for (size_t i = 0; i < peers.size(); ++i) {
+      auto msg = "peer " + std::to_string(i);
+      peers[i].send_all(msg);
+      CHECK(peers[i].recv_n(msg.size()) == msg);
+    }
+    CHECK(srv->active_connections() == 150);
+  });
+}
+
+SCENARIO("closing a server refuses new connections and keeps live ones") {
+  auto k = GENERATE(kind::tcp, kind::unix_socket);
+  INFO("transport: " << name_of(k));
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, k, echo());
+    auto live = connect_peer(k, l);
+    live.send_all("a");
+    CHECK(live.recv_n(1) == "a");
+    l.srv.close();
+    CHECK_FALSE(l.srv.is_serving());
+    // New connections are refused once the listening socket is closed.
+    CHECK(eventually([&] {
+      auto fd = ::socket(k == kind::tcp ? AF_INET : AF_UNIX, SOCK_STREAM, 0);
+      bool refused;
+      if (k == kind::tcp) {
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(l.port);
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        refused = ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
+                            sizeof(addr))
+                  != 0;
+      } else {
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, l.unix_path.c_str(),
+                     sizeof(addr.sun_path) - 1);
+        refused = ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
+                            sizeof(addr))
+                  != 0;
+      }
+      ::close(fd);
+      return refused;
+    }));
+    live.send_all("b");
+    CHECK(live.recv_n(1) == "b");
+    SECTION("close_clients flushes and closes them") {
+      l.srv.close_clients();
+      bool eof = false;
+      live.recv_all(&eof, 2s);
+      CHECK(eof);
+    }
+    SECTION("abort_clients drops them") {
+      l.srv.abort_clients();
+      bool eof = false;
+      live.recv_all(&eof, 2s);
+      CHECK(eof);
+    }
+    CHECK(eventually([&] { return l.srv.active_connections() == 0; }));
+  });
+}

@@ -1,0 +1,514 @@
+// ASYNCIO_CONTRACT.md items 1-5 and 7-14, written once and run on TCP and
+// on Unix stream sockets. The peer is a plain blocking socket.
+
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "support/harness.hpp"
+#include "tact/runtime/messages.hpp"
+
+using namespace tact;
+using namespace tact::test;
+
+namespace {
+
+kind any_kind() {
+  return GENERATE(kind::tcp, kind::unix_socket);
+}
+
+std::string big(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
+} // namespace
+
+SCENARIO("connection_made comes first and connection_lost last, exactly once") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    REQUIRE(j->wait_for("connection_made"));
+    SECTION("close, abort and close again") {
+      t->close();
+      t->abort();
+      t->close();
+    }
+    SECTION("abort twice") {
+      t->abort();
+      t->abort();
+    }
+    SECTION("the peer resets") {
+      p.send_all("x");
+      REQUIRE(j->wait_for("data_received"));
+      p.reset();
+      REQUIRE(j->wait_for("connection_lost"));
+      t->close();
+      t->abort();
+    }
+    SECTION("close while the peer resets") {
+      p.reset();
+      t->close();
+    }
+    REQUIRE(j->wait_for("connection_lost"));
+    std::this_thread::sleep_for(100ms);
+    auto ev = j->events();
+    CHECK(ev.front() == "connection_made");
+    CHECK(ev.back() == "connection_lost");
+    CHECK(j->count("connection_made") == 1);
+    CHECK(j->count("connection_lost") == 1);
+  });
+}
+
+SCENARIO("close flushes the buffer first; abort drops it") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  auto payload = big(4 * 1024 * 1024);
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    REQUIRE(j->wait_for("connection_made"));
+    // The peer does not read yet, so most of this stays buffered.
+    t->write(payload);
+    REQUIRE(eventually([&] { return t->get_write_buffer_size() > 0; }));
+    SECTION("close") {
+      t->close();
+      t->close();
+      std::this_thread::sleep_for(200ms);
+      CHECK(j->count("connection_lost") == 0);
+      bool eof = false;
+      auto got = p.recv_all(&eof, 10s);
+      CHECK(eof);
+      CHECK(got.size() == payload.size());
+      CHECK(got == payload);
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+    }
+    SECTION("abort") {
+      t->abort();
+      REQUIRE(j->wait_for("connection_lost", 1, 1s));
+      CHECK_FALSE(j->lost_reason());
+      auto got = p.recv_all(nullptr, 2s);
+      CHECK(got.size() < payload.size());
+      t->abort();
+      std::this_thread::sleep_for(50ms);
+      CHECK(j->count("connection_lost") == 1);
+    }
+  });
+}
+
+SCENARIO("is_closing is true from close or abort on") {
+  auto k = any_kind();
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    CHECK_FALSE(t->is_closing());
+    SECTION("close") {
+      t->close();
+      CHECK(t->is_closing());
+    }
+    SECTION("abort") {
+      t->abort();
+      CHECK(t->is_closing());
+    }
+    SECTION("the peer closes") {
+      p.close();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK(t->is_closing());
+    }
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(t->is_closing());
+  });
+}
+
+SCENARIO("pause_reading and resume_reading are idempotent switches") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    REQUIRE(j->wait_for("connection_made"));
+    CHECK(t->is_reading());
+    t->pause_reading();
+    t->pause_reading();
+    CHECK_FALSE(t->is_reading());
+    p.send_all("while paused");
+    std::this_thread::sleep_for(200ms);
+    CHECK(j->count("data_received") == 0);
+    t->resume_reading();
+    t->resume_reading();
+    CHECK(t->is_reading());
+    REQUIRE(j->wait([](journal& jj) { return jj.data_size_unlocked() == 12; }));
+    CHECK(j->data() == "while paused");
+    t->close();
+    CHECK_FALSE(t->is_reading());
+    t->resume_reading();
+    CHECK_FALSE(t->is_reading());
+    t->pause_reading();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("pausing inside connection_made means not one byte is read") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    // The peer's bytes are already waiting when the transport starts.
+    auto l = listen(rt, k, recording(j, [](recorder& r) {
+                      r.on_made = [](transport& t) { t.pause_reading(); };
+                    }));
+    auto p = connect_peer(k, l);
+    p.send_all("early bytes");
+    REQUIRE(j->wait_for("connection_made"));
+    std::this_thread::sleep_for(300ms);
+    CHECK(j->count("data_received") == 0);
+    auto t = j->handle();
+    CHECK_FALSE(t.is_reading());
+    t.resume_reading();
+    REQUIRE(j->wait([](journal& jj) { return jj.data_size_unlocked() == 11; }));
+    CHECK(j->data() == "early bytes");
+    t.close();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("set_protocol reroutes deliveries; get_protocol is empty after loss") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j1 = std::make_shared<journal>();
+  auto j2 = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j1));
+    REQUIRE(t);
+    REQUIRE(j1->wait_for("connection_made"));
+    auto first = t->get_protocol();
+    CHECK(first);
+    p.send_all("one");
+    REQUIRE(j1->wait_for("data_received"));
+    auto second
+      = protocol_factory::spawn_adapter(rt.mux(), std::make_unique<recorder>(j2));
+    t->set_protocol(second);
+    CHECK(t->get_protocol() == second);
+    p.send_all("two");
+    REQUIRE(j2->wait_for("data_received"));
+    CHECK(j2->data() == "two");
+    CHECK(j1->data() == "one");
+    p.close();
+    REQUIRE(j2->wait_for("connection_lost"));
+    CHECK_FALSE(t->get_protocol());
+    std::this_thread::sleep_for(50ms);
+    // The replaced protocol hears nothing more, not even connection_lost.
+    CHECK(j1->count("connection_lost") == 0);
+    CHECK(j2->count("connection_made") == 0);
+  });
+}
+
+SCENARIO("a protocol callback that throws is fatal for its connection only") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  std::vector<std::string> warnings;
+  with_runtime(
+    [&](runtime& rt) {
+      auto l = listen(rt, k, recording(j, [](recorder& r) {
+                        r.on_data = [](transport& t, const bytes& data) {
+                          if (to_string(data) == "boom")
+                            throw std::runtime_error("kaboom");
+                          t.write(bytes{data});
+                        };
+                      }));
+      auto bad = connect_peer(k, l);
+      auto good = connect_peer(k, l);
+      bad.send_all("boom");
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK(code_of(j->lost_reason()) == errc::protocol_failed);
+      bool eof = false;
+      bad.recv_all(&eof, 2s);
+      CHECK(eof);
+      good.send_all("still here");
+      CHECK(good.recv_n(10) == "still here");
+    },
+    &warnings);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find("kaboom") != std::string::npos);
+}
+
+SCENARIO("TCP_NODELAY is on for TCP transports") {
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{kind::tcp};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    auto fd = caf::get<int64_t>(*t->get_extra_info("socket"));
+    int value = 0;
+    socklen_t len = sizeof(value);
+    REQUIRE(getsockopt(static_cast<int>(fd), IPPROTO_TCP, TCP_NODELAY, &value,
+                       &len)
+            == 0);
+    CHECK(value != 0);
+    t->close();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+  // And on the accepting side.
+  auto j2 = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, kind::tcp, recording(j2));
+    auto p = connect_peer(kind::tcp, l);
+    REQUIRE(j2->wait_for("connection_made"));
+    auto t = j2->handle();
+    auto fd = caf::get<int64_t>(*t.get_extra_info("socket"));
+    int value = 0;
+    socklen_t len = sizeof(value);
+    REQUIRE(getsockopt(static_cast<int>(fd), IPPROTO_TCP, TCP_NODELAY, &value,
+                       &len)
+            == 0);
+    CHECK(value != 0);
+    t.close();
+    REQUIRE(j2->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("empty writes, writes after write_eof and writes after close") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  std::vector<std::string> warnings;
+  with_runtime(
+    [&](runtime& rt) {
+      raw_listener l{k};
+      auto [t, p] = l.connect(rt, recording(j));
+      REQUIRE(t);
+      SECTION("an empty write does nothing") {
+        CHECK_FALSE(t->write(bytes{}));
+        CHECK(t->get_write_buffer_size() == 0);
+        CHECK_FALSE(p.readable_within(100ms));
+        t->close();
+      }
+      SECTION("a write after write_eof is an error") {
+        CHECK_FALSE(t->write("data"));
+        CHECK_FALSE(t->write_eof());
+        CHECK(code_of(t->write("more")) == errc::write_after_eof);
+        bool eof = false;
+        CHECK(p.recv_all(&eof, 2s) == "data");
+        CHECK(eof);
+        t->close();
+      }
+      SECTION("writes after close are dropped and counted, one warning") {
+        t->close();
+        for (int i = 0; i < 7; ++i)
+          CHECK_FALSE(t->write("late"));
+        CHECK(t->dropped_writes() == 7);
+        bool eof = false;
+        CHECK(p.recv_all(&eof, 2s).empty());
+        CHECK(eof);
+      }
+      REQUIRE(j->wait_for("connection_lost"));
+    },
+    &warnings);
+  auto dropped_warnings = std::count_if(
+    warnings.begin(), warnings.end(),
+    [](auto& w) { return w.find("dropped") != std::string::npos; });
+  CHECK(dropped_warnings <= 1);
+}
+
+SCENARIO("a write goes out at once; what the kernel refuses is buffered") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    t->write("ping");
+    CHECK(p.recv_n(4, 2s) == "ping");
+    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
+    // 8 MiB cannot fit in the socket buffers of a peer that does not read.
+    auto payload = big(8 * 1024 * 1024);
+    t->write(payload);
+    REQUIRE(j->wait_for("pause_writing"));
+    CHECK(t->get_write_buffer_size() > 0);
+    CHECK(t->get_write_buffer_size() < payload.size());
+    CHECK(p.recv_n(payload.size(), 20s) == payload);
+    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
+    t->close();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("write_eof sends FIN after the buffer drains") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    CHECK(t->can_write_eof());
+    auto payload = big(2 * 1024 * 1024);
+    t->write(payload);
+    CHECK_FALSE(t->write_eof());
+    CHECK_FALSE(t->write_eof());
+    CHECK_FALSE(t->is_closing());
+    bool eof = false;
+    auto got = p.recv_all(&eof, 10s);
+    CHECK(eof);
+    CHECK(got == payload);
+    // Half-closed: the peer can still send.
+    p.send_all("reply");
+    REQUIRE(j->wait([](journal& jj) { return jj.data_size_unlocked() == 5; }));
+    CHECK_FALSE(t->is_closing());
+    t->close();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("the peer's EOF gives eof_received; its answer decides") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  SECTION("true keeps the connection half-open") {
+    with_runtime([&](runtime& rt) {
+      raw_listener l{k};
+      auto [t, p] = l.connect(rt, recording(j, [](recorder& r) {
+                                r.keep_open = true;
+                              }));
+      REQUIRE(t);
+      p.send_all("last words");
+      p.shutdown_write();
+      REQUIRE(j->wait_for("eof_received"));
+      std::this_thread::sleep_for(100ms);
+      CHECK(j->count("connection_lost") == 0);
+      CHECK_FALSE(t->is_closing());
+      t->write("still writing");
+      CHECK(p.recv_n(13) == "still writing");
+      t->close();
+      REQUIRE(j->wait_for("connection_lost"));
+      auto ev = j->events();
+      auto eof_at = std::find(ev.begin(), ev.end(), "eof_received");
+      CHECK(std::find(eof_at, ev.end(), "data_received") == ev.end());
+      CHECK(j->data() == "last words");
+    });
+  }
+  SECTION("false closes the transport") {
+    with_runtime([&](runtime& rt) {
+      raw_listener l{k};
+      auto [t, p] = l.connect(rt, recording(j));
+      REQUIRE(t);
+      p.send_all("bye");
+      p.shutdown_write();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+      bool eof = false;
+      p.recv_all(&eof, 2s);
+      CHECK(eof);
+      auto ev = j->events();
+      REQUIRE(ev.size() == 4);
+      CHECK(ev[1] == "data_received");
+      CHECK(ev[2] == "eof_received");
+    });
+  }
+}
+
+SCENARIO("a peer reset is connection_lost(connection_reset), no eof") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j));
+    REQUIRE(t);
+    REQUIRE(j->wait_for("connection_made"));
+    // Closing with unread data resets the connection on TCP (RST) and on
+    // Unix sockets (ECONNRESET on the next read) alike.
+    t->write("never read");
+    REQUIRE(p.readable_within(2s));
+    p.reset();
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(j->count("eof_received") == 0);
+    CHECK(code_of(j->lost_reason()) == errc::connection_reset);
+  });
+}
+
+SCENARIO("writing to a peer that is gone is connection_lost(broken_pipe)") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [t, p] = l.connect(rt, recording(j, [](recorder& r) {
+                              r.keep_open = true;
+                            }));
+    REQUIRE(t);
+    p.close();
+    REQUIRE(j->wait_for("eof_received"));
+    for (int i = 0; i < 200 && j->count("connection_lost") == 0; ++i) {
+      t->write("into the void");
+      std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(j->wait_for("connection_lost"));
+    auto code = code_of(j->lost_reason());
+    if (k == kind::unix_socket)
+      CHECK(code == errc::broken_pipe);
+    else
+      CHECK((code == errc::broken_pipe || code == errc::connection_reset));
+  });
+}
+
+SCENARIO("extra info gives peername, sockname and socket") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  auto js = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, k, recording(js));
+    auto t = k == kind::tcp
+               ? rt.create_connection(recording(j), "127.0.0.1", l.port)
+               : rt.create_unix_connection(recording(j), l.unix_path);
+    REQUIRE(t);
+    REQUIRE(js->wait_for("connection_made"));
+    auto server_side = js->handle();
+    CHECK(caf::get<int64_t>(*t->get_extra_info("socket")) >= 0);
+    CHECK_FALSE(t->get_extra_info("no such key"));
+    auto peer = *t->get_extra_info("peername");
+    auto sock = *t->get_extra_info("sockname");
+    auto speer = *server_side.get_extra_info("peername");
+    auto ssock = *server_side.get_extra_info("sockname");
+    if (k == kind::tcp) {
+      auto& pl = caf::get<caf::config_value::list>(peer);
+      REQUIRE(pl.size() == 2);
+      CHECK(caf::get<std::string>(pl[0]) == "127.0.0.1");
+      CHECK(caf::get<int64_t>(pl[1]) == l.port);
+      // Each end's sockname is the other end's peername.
+      CHECK(sock == speer);
+      CHECK(ssock == peer);
+      CHECK(caf::get<std::string>(*t->get_extra_info("family")) == "inet");
+    } else {
+      CHECK(caf::get<std::string>(peer) == l.unix_path);
+      CHECK(caf::get<std::string>(sock).empty());
+      CHECK(caf::get<std::string>(ssock) == l.unix_path);
+      CHECK(caf::get<std::string>(speer).empty());
+      CHECK(caf::get<std::string>(*t->get_extra_info("family")) == "unix");
+    }
+    t->close();
+    REQUIRE(j->wait_for("connection_lost"));
+    REQUIRE(js->wait_for("connection_lost"));
+  });
+}
