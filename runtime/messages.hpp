@@ -21,9 +21,10 @@ namespace tact {
 // -- transport -> protocol ---------------------------------------------------
 
 /// First message of every connection; sent as a request, and the transport
-/// reads nothing until the protocol has answered it (any answer; a behaviour
-/// handler returning `void` does). Pausing reading while handling it therefore
-/// means not one byte is read.
+/// reads nothing until the protocol has answered it with an empty message (a
+/// behaviour handler returning `void` does). Pausing reading while handling
+/// it therefore means not one byte is read. A protocol without a handler
+/// for it still gets the data; one that is dead ends the connection.
 struct connection_made {
   transport handle;
 };

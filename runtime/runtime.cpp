@@ -76,6 +76,11 @@ runtime::~runtime() {
 
 void runtime::shutdown(std::chrono::milliseconds grace) {
   using clock = std::chrono::steady_clock;
+  if (mux_->on_loop_thread()) {
+    // Waiting here would stop the very thread that has to do the work.
+    mux_->warn("runtime::shutdown called on the loop thread; ignored");
+    return;
+  }
   // Stop accepting and start closing every connection.
   mux_->run_sync([this] {
     mux_->for_each_tracked([](const caf::actor& hdl, bool is_server) {

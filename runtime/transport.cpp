@@ -13,9 +13,6 @@ namespace {
 // asyncio's default watermarks for stream transports.
 constexpr size_t default_high = 64 * 1024;
 
-// asyncio warns from the fifth write after the connection is lost.
-constexpr uint64_t dropped_write_warning = 5;
-
 } // namespace
 
 transport::transport(caf::actor actor,
@@ -29,16 +26,15 @@ transport::transport(caf::actor actor,
 bool transport::drop_write() {
   if (!state_ || !state_->closing.load())
     return false;
-  if (++state_->dropped_writes == dropped_write_warning && state_->warn)
-    state_->warn("writes after the transport was closed are being dropped");
+  state_->count_dropped_write();
   return true;
 }
 
 caf::error transport::write(bytes data) {
-  if (data.empty())
-    return caf::none;
   if (state_ && state_->eof_written.load())
     return make_error(errc::write_after_eof);
+  if (data.empty())
+    return caf::none;
   if (drop_write())
     return caf::none;
   if (state_)

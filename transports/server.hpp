@@ -59,7 +59,9 @@ public:
   /// Connections accepted and not yet lost.
   [[nodiscard]] size_t active_connections() const noexcept;
 
-  /// Times accepting paused for lack of descriptors or memory.
+  /// Accept attempts that failed for lack of descriptors or memory, each
+  /// followed by a one-second pause (a long shortage counts once a second;
+  /// the warning comes once per shortage).
   [[nodiscard]] uint64_t accept_pauses() const noexcept;
 
   /// The server actor.

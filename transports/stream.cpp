@@ -205,6 +205,10 @@ private:
     auto want = std::min<size_t>(mux().scratch_size(), credit);
     auto n = ::recv(fd_, mux().scratch(), want, 0);
     if (n > 0) {
+      // With no protocol (set_protocol to nothing) the bytes have nowhere
+      // to go: drop them rather than charge credit no one gives back.
+      if (!protocol_)
+        return;
       bytes data(mux().scratch(), mux().scratch() + n);
       auto before = state_->unconsumed.fetch_add(static_cast<uint64_t>(n));
       if (before + static_cast<uint64_t>(n) >= state_->read_credit) {
@@ -214,8 +218,7 @@ private:
         if (state_->unconsumed.load() < state_->read_credit)
           state_->credit_blocked = false;
       }
-      if (protocol_)
-        send(protocol_, data_received{std::move(data)});
+      send(protocol_, data_received{std::move(data)});
       return;
     }
     if (n == 0) {
@@ -251,7 +254,7 @@ private:
     if (x.data.empty())
       return;
     if (lost_ || closing_ || eof_requested_) {
-      drop_write();
+      state_->count_dropped_write();
       return;
     }
     if (wbuf_.empty()) {
@@ -324,11 +327,6 @@ private:
       lose(caf::none);
   }
 
-  void drop_write() {
-    if (++state_->dropped_writes == 5)
-      mux().warn("writes after the transport was closed are being dropped");
-  }
-
   void on_write_eof() {
     if (closing_ || eof_requested_ || lost_)
       return;
@@ -348,7 +346,7 @@ private:
   void maybe_resume_protocol() {
     if (protocol_paused_ && buffered_ <= low_) {
       protocol_paused_ = false;
-      if (protocol_ && !closing_)
+      if (protocol_)
         send(protocol_, resume_writing{});
     }
   }

@@ -16,8 +16,8 @@ namespace tact::detail {
 /// transport-side fields; handles write the fields that mirror their own
 /// calls.
 struct transport_state {
-  transport_state(bool can_write_eof, uint64_t read_credit)
-    : can_write_eof(can_write_eof), read_credit(read_credit) {
+  transport_state(bool eof_supported, uint64_t credit)
+    : can_write_eof(eof_supported), read_credit(credit) {
     // nop
   }
 
@@ -46,6 +46,13 @@ struct transport_state {
 
   // Called once, at the fifth dropped write.
   std::function<void(const std::string&)> warn;
+
+  /// Counts a write that came after closing; warns once, at the fifth
+  /// (asyncio warns at every one from the fifth on).
+  void count_dropped_write() {
+    if (++dropped_writes == 5 && warn)
+      warn("writes after the transport was closed are being dropped");
+  }
 
   // The protocol deliveries go to; kept after the loss so that a protocol
   // replaced by set_protocol can tell it was replaced.

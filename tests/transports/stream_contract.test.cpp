@@ -306,6 +306,7 @@ SCENARIO("empty writes, writes after write_eof and writes after close") {
         CHECK_FALSE(t->write("data"));
         CHECK_FALSE(t->write_eof());
         CHECK(code_of(t->write("more")) == errc::write_after_eof);
+        CHECK(code_of(t->write(bytes{})) == errc::write_after_eof);
         bool eof = false;
         CHECK(p.recv_all(&eof, 2s) == "data");
         CHECK(eof);

@@ -1,0 +1,13 @@
+#!/bin/sh
+# Builds tact and runs the whole test suite under CTest.
+#   ./tests/run.sh              (from the repository root)
+# Installs missing Debian packages first (needs root on a fresh machine).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+sh cmake/deps.sh
+build="${TACT_BUILD_DIR:-build}"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build "$build" -j2
+cd "$build"
+ctest --output-on-failure -j2 --timeout 300
