@@ -4,11 +4,11 @@
 #include <exception>
 #include <string>
 
-#include <caf/event_based_actor.hpp>
+#include <caf/sec.hpp>
 #include <caf/send.hpp>
+#include <caf/system_messages.hpp>
 
 #include "tact/actors/protocol.hpp"
-#include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -43,69 +43,98 @@ void protocol::connection_lost(const caf::error&) {
 
 class detail_access {
 public:
-  static void set_self(protocol& p, caf::event_based_actor* self) {
+  static void set_self(protocol& p, caf::abstract_actor* self) {
     p.self_ = self;
   }
 };
 
 namespace {
 
-class adapter final : public detail::mux_actor {
+// Runs a class protocol. A light actor on the connection's loop: its
+// transport hands it bytes by a direct call when nothing is queued for it.
+class adapter final : public detail::protocol_core {
 public:
   adapter(caf::actor_config& cfg, detail::multiplexer& mux,
           std::unique_ptr<protocol> proto)
-    : detail::mux_actor(cfg, mux), proto_(std::move(proto)) {
+    : detail::protocol_core(cfg, mux), proto_(std::move(proto)) {
     detail_access::set_self(*proto_, this);
   }
 
-  caf::behavior make_behavior() override {
-    set_down_handler([this](caf::down_msg& msg) {
-      if (!handle_ || msg.source != handle_.actor().address())
-        return;
-      if (replaced()) {
-        // set_protocol moved the connection to another protocol, which got
-        // connection_lost; this one just ends.
-        lost_ = true;
-        proto_.reset();
-        quit();
-        return;
-      }
-      lose(make_error(errc::transport_down));
-    });
-    return {
-      [this](connection_made& msg) {
-        handle_ = std::move(msg.handle);
-        if (handle_)
-          monitor(handle_.actor());
-        guarded("connection_made", [&] { proto_->connection_made(handle_); });
-      },
-      [this](data_received& msg) {
-        auto n = msg.data.size();
-        if (!failed_ && !lost_)
-          guarded("data_received",
-                  [&] { proto_->data_received(std::move(msg.data)); });
-        give_back(n);
-      },
-      [this](eof_received) {
-        bool keep_open = false;
-        if (!failed_ && !lost_)
-          guarded("eof_received",
-                  [&] { keep_open = proto_->eof_received(); });
-        return keep_open;
-      },
-      [this](pause_writing) {
-        if (!failed_ && !lost_)
-          guarded("pause_writing", [&] { proto_->pause_writing(); });
-      },
-      [this](resume_writing) {
-        if (!failed_ && !lost_)
-          guarded("resume_writing", [&] { proto_->resume_writing(); });
-      },
-      [this](connection_lost& msg) { lose(std::move(msg.reason)); },
-    };
+  void direct_data(bytes& data, detail::transport_core& from) override {
+    direct_from_ = &from;
+    on_data(data);
+    direct_from_ = nullptr;
+  }
+
+protected:
+  void on_message(caf::mailbox_element& x) override {
+    auto& msg = x.content();
+    current_ = &x;
+    dispatch(x, msg);
+    current_ = nullptr;
   }
 
 private:
+  void dispatch(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
+    if (msg.match_elements<data_received>()) {
+      on_data(msg.get_mutable_as<data_received>(0).data);
+    } else if (msg.match_elements<connection_made>()) {
+      handle_ = std::move(msg.get_mutable_as<connection_made>(0).handle);
+      if (handle_)
+        monitor(handle_.actor());
+      guarded("connection_made", [&] { proto_->connection_made(handle_); });
+      reply(x, caf::make_message());
+    } else if (msg.match_elements<eof_received>()) {
+      bool keep_open = false;
+      if (!failed_ && !lost_)
+        guarded("eof_received", [&] { keep_open = proto_->eof_received(); });
+      reply(x, caf::make_message(keep_open));
+    } else if (msg.match_elements<pause_writing>()) {
+      if (!failed_ && !lost_)
+        guarded("pause_writing", [&] { proto_->pause_writing(); });
+    } else if (msg.match_elements<resume_writing>()) {
+      if (!failed_ && !lost_)
+        guarded("resume_writing", [&] { proto_->resume_writing(); });
+    } else if (msg.match_elements<connection_lost>()) {
+      lose(std::move(msg.get_mutable_as<connection_lost>(0).reason));
+    } else if (msg.match_elements<caf::down_msg>()) {
+      on_down(msg.get_as<caf::down_msg>(0));
+    } else if (x.mid.is_request()) {
+      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+    }
+  }
+
+  void on_data(bytes& data) {
+    auto n = data.size();
+    if (!failed_ && !lost_)
+      guarded("data_received", [&] { proto_->data_received(std::move(data)); });
+    give_back(n);
+  }
+
+  // The transport that is delivering right now, for a protocol installed by
+  // set_protocol, which never saw connection_made and has no handle.
+  [[nodiscard]] caf::actor deliverer() const {
+    if (direct_from_ != nullptr)
+      return direct_from_->handle();
+    if (current_ != nullptr)
+      return caf::actor_cast<caf::actor>(current_->sender);
+    return {};
+  }
+
+  void on_down(const caf::down_msg& msg) {
+    if (!handle_ || msg.source != handle_.actor().address())
+      return;
+    if (replaced()) {
+      // set_protocol moved the connection to another protocol, which got
+      // connection_lost; this one just ends.
+      lost_ = true;
+      proto_.reset();
+      quit();
+      return;
+    }
+    lose(make_error(errc::transport_down));
+  }
+
   // Runs one callback; a throw is fatal for the connection (asyncio's
   // _fatal_error), reported once, and connection_lost follows.
   template <class F>
@@ -128,20 +157,20 @@ private:
     auto reason = make_error(errc::protocol_failed, text);
     if (handle_)
       handle_.abort(std::move(reason));
-    else if (auto src = current_sender())
-      caf::anon_send(caf::actor_cast<caf::actor>(src),
-                     op::abort{std::move(reason)});
+    else if (auto src = deliverer())
+      caf::anon_send(src, op::abort{std::move(reason)});
   }
 
   // Returns read credit: through the shared handle when there is one (no
   // message in the common case), else by message to whoever delivered the
   // bytes (a protocol installed by set_protocol never saw connection_made).
   void give_back(size_t n) {
-    if (handle_) {
+    if (handle_)
       handle_.consumed(n);
-    } else if (auto src = current_sender()) {
-      caf::anon_send(caf::actor_cast<caf::actor>(src), op::consumed{n});
-    }
+    else if (direct_from_ != nullptr)
+      transport{direct_from_->handle(), &direct_from_->state()}.consumed(n);
+    else if (auto src = deliverer())
+      caf::anon_send(src, op::consumed{n});
   }
 
   void lose(caf::error reason) {
@@ -162,15 +191,17 @@ private:
   }
 
   bool replaced() {
-    auto& st = handle_.state();
-    if (!st)
+    auto* st = handle_.state();
+    if (st == nullptr)
       return false;
-    std::lock_guard<std::mutex> guard{st->protocol_mtx};
-    return st->protocol && st->protocol.address() != address();
+    auto current = st->current_protocol();
+    return current && current.address() != address();
   }
 
   std::unique_ptr<protocol> proto_;
   transport handle_;
+  caf::mailbox_element* current_ = nullptr;
+  detail::transport_core* direct_from_ = nullptr;
   bool failed_ = false;
   bool lost_ = false;
 };
@@ -179,7 +210,7 @@ private:
 
 caf::actor protocol_factory::spawn_adapter(detail::multiplexer& mux,
                                            std::unique_ptr<protocol> p) {
-  return mux.system().spawn<adapter>(mux, std::move(p));
+  return detail::spawn_light<adapter>(mux, std::move(p));
 }
 
 } // namespace tact

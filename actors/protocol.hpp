@@ -5,7 +5,9 @@
 #include <type_traits>
 #include <utility>
 
+#include <caf/abstract_actor.hpp>
 #include <caf/actor.hpp>
+#include <caf/actor_cast.hpp>
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
@@ -53,15 +55,20 @@ public:
   virtual void connection_lost(const caf::error& reason);
 
 protected:
-  /// The adapter actor running this protocol: use it to send messages,
-  /// spawn actors or set timers. Valid from `connection_made` on.
-  [[nodiscard]] caf::event_based_actor* self() const noexcept {
-    return self_;
+  /// The adapter actor running this protocol, as a handle to give to other
+  /// actors. Valid from `connection_made` on.
+  [[nodiscard]] caf::actor self() const noexcept {
+    return caf::actor_cast<caf::actor>(self_);
+  }
+
+  /// The actor system the protocol runs in: spawn actors, send messages.
+  [[nodiscard]] caf::actor_system& system() const noexcept {
+    return self_->home_system();
   }
 
 private:
   friend class detail_access;
-  caf::event_based_actor* self_ = nullptr;
+  caf::abstract_actor* self_ = nullptr;
 };
 
 /// Makes the protocol of each new connection: either a protocol actor (the

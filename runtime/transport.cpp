@@ -1,6 +1,11 @@
 #include "tact/runtime/transport.hpp"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <caf/send.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
 
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
@@ -15,11 +20,33 @@ constexpr size_t default_high = 64 * 1024;
 
 } // namespace
 
-transport::transport(caf::actor actor,
-                     std::shared_ptr<detail::transport_state> state,
-                     caf::settings extra)
-  : actor_(std::move(actor)), state_(std::move(state)),
-    extra_(std::move(extra)) {
+namespace detail {
+
+caf::config_value to_config_value(const address_info& addr) {
+  if (addr.family == 1 || addr.family == 0)
+    return caf::config_value{addr.path};
+  char host[INET6_ADDRSTRLEN] = {};
+  inet_ntop(addr.family == 4 ? AF_INET : AF_INET6, addr.ip.data(), host,
+            sizeof(host));
+  caf::config_value::list result;
+  result.emplace_back(std::string{host});
+  result.emplace_back(static_cast<int64_t>(addr.port));
+  if (addr.family == 6) {
+    result.emplace_back(static_cast<int64_t>(addr.flowinfo));
+    result.emplace_back(static_cast<int64_t>(addr.scope_id));
+  }
+  return caf::config_value{std::move(result)};
+}
+
+void transport_state::count_dropped_write() {
+  if (++dropped_writes == 5)
+    core->mux().warn("writes after the transport was closed are being dropped");
+}
+
+} // namespace detail
+
+transport::transport(caf::actor actor, detail::transport_state* state)
+  : actor_(std::move(actor)), state_(state) {
   // nop
 }
 
@@ -37,8 +64,14 @@ caf::error transport::write(bytes data) {
     return caf::none;
   if (drop_write())
     return caf::none;
-  if (state_)
+  if (state_) {
+    // On the transport's loop with nothing queued before it: write now,
+    // without a message (same order as the mailbox would give).
+    auto* core = state_->core;
+    if (core->run_now([&] { core->direct_write(data); }))
+      return caf::none;
     state_->in_flight += data.size();
+  }
   caf::anon_send(actor_, op::write{std::move(data), state_ != nullptr});
   return caf::none;
 }
@@ -164,25 +197,44 @@ size_t transport::get_write_buffer_size() const {
 
 std::optional<caf::config_value>
 transport::get_extra_info(std::string_view name) const {
-  auto i = extra_.find(name);
-  if (i == extra_.end())
-    return std::nullopt;
-  return i->second;
+  if (!state_) {
+    if (!remote_extra_)
+      return std::nullopt;
+    auto i = remote_extra_->find(name);
+    if (i == remote_extra_->end())
+      return std::nullopt;
+    return i->second;
+  }
+  if (name == "peername")
+    return to_config_value(state_->peer);
+  if (name == "sockname")
+    return to_config_value(state_->local);
+  if (name == "socket")
+    return caf::config_value{static_cast<int64_t>(state_->fd)};
+  if (name == "family")
+    return caf::config_value{std::string{state_->family}};
+  return std::nullopt;
+}
+
+caf::settings transport::extra_info() const {
+  if (!state_)
+    return remote_extra_ ? *remote_extra_ : caf::settings{};
+  caf::settings result;
+  for (auto name : {"peername", "sockname", "socket", "family"})
+    result[name] = *get_extra_info(name);
+  return result;
 }
 
 void transport::set_protocol(caf::actor protocol) {
-  if (state_) {
-    std::lock_guard<std::mutex> guard{state_->protocol_mtx};
-    state_->protocol = protocol;
-  }
+  if (state_)
+    state_->set_protocol(protocol);
   caf::anon_send(actor_, op::set_protocol{std::move(protocol)});
 }
 
 caf::actor transport::get_protocol() const {
   if (!state_ || state_->lost.load())
     return {};
-  std::lock_guard<std::mutex> guard{state_->protocol_mtx};
-  return state_->protocol;
+  return state_->current_protocol();
 }
 
 uint64_t transport::dropped_writes() const noexcept {

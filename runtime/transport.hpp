@@ -37,8 +37,9 @@ class transport {
 public:
   transport() = default;
 
-  transport(caf::actor actor, std::shared_ptr<detail::transport_state> state,
-            caf::settings extra);
+  /// A handle on the transport actor `actor` whose shared state is `state`
+  /// (empty for a transport on another node).
+  transport(caf::actor actor, detail::transport_state* state);
 
   // -- writing -----------------------------------------------------------------
 
@@ -116,9 +117,7 @@ public:
   get_extra_info(std::string_view name) const;
 
   /// The whole snapshot of extra info.
-  [[nodiscard]] const caf::settings& extra_info() const noexcept {
-    return extra_;
-  }
+  [[nodiscard]] caf::settings extra_info() const;
 
   // -- protocol switching --------------------------------------------------------
 
@@ -140,23 +139,33 @@ public:
     return static_cast<bool>(actor_);
   }
 
-  /// The shared state (tact-internal; empty for a handle from another node).
-  [[nodiscard]] const std::shared_ptr<detail::transport_state>&
-  state() const noexcept {
+  /// The shared state (tact-internal; null for a handle from another node).
+  [[nodiscard]] detail::transport_state* state() const noexcept {
     return state_;
   }
 
+  // Crossing nodes, a handle keeps the actor and a copy of the extra info;
+  // its queries then answer from that copy and defaults.
   template <class Inspector>
   friend typename Inspector::result_type inspect(Inspector& f, transport& x) {
-    return f(caf::meta::type_name("tact.transport"), x.actor_, x.extra_);
+    if constexpr (Inspector::reads_state) {
+      auto extra = x.extra_info();
+      return f(caf::meta::type_name("tact.transport"), x.actor_, extra);
+    } else {
+      caf::settings extra;
+      auto result = f(caf::meta::type_name("tact.transport"), x.actor_, extra);
+      x.state_ = nullptr;
+      x.remote_extra_ = std::make_shared<const caf::settings>(std::move(extra));
+      return result;
+    }
   }
 
 private:
   bool drop_write();
 
   caf::actor actor_;
-  std::shared_ptr<detail::transport_state> state_;
-  caf::settings extra_;
+  detail::transport_state* state_ = nullptr;
+  std::shared_ptr<const caf::settings> remote_extra_;
 };
 
 } // namespace tact

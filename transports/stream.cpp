@@ -1,11 +1,10 @@
 // The stream-socket transport (TCP and Unix): asyncio's
-// _SelectorSocketTransport as an actor living on the multiplexer.
+// _SelectorSocketTransport as a light actor living on the multiplexer.
 
 #include "tact/transports/detail/stream.hpp"
 
 #include <cerrno>
-#include <deque>
-#include <memory>
+#include <vector>
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -13,12 +12,10 @@
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
-#include <caf/atom.hpp>
-#include <caf/event_based_actor.hpp>
-#include <caf/send.hpp>
+#include <caf/sec.hpp>
+#include <caf/system_messages.hpp>
 
 #include "tact/runtime/detail/multiplexer.hpp"
-#include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -28,100 +25,68 @@ namespace tact::detail {
 
 namespace {
 
-using stop_atom = caf::atom_constant<caf::atom("tactstop")>;
-
-// Chunks handed to one writev.
+// Chunks handed to one sendmsg.
 constexpr int max_iov = 64;
 
-class stream_transport final : public mux_actor, public io_handler {
+// The write buffer: the chunks as they were written (no copy), consumed
+// from the front. Unlike std::deque it allocates nothing while empty, which
+// is what nearly every idle connection is.
+class write_queue {
+public:
+  [[nodiscard]] bool empty() const noexcept { return first_ == chunks_.size(); }
+
+  [[nodiscard]] size_t count() const noexcept { return chunks_.size() - first_; }
+
+  [[nodiscard]] bytes& at(size_t i) noexcept { return chunks_[first_ + i]; }
+
+  void push_back(bytes&& chunk) { chunks_.push_back(std::move(chunk)); }
+
+  void pop_front() {
+    chunks_[first_++] = bytes{};
+    if (first_ == chunks_.size()) {
+      first_ = 0;
+      chunks_.clear();
+      if (chunks_.capacity() > 64)
+        chunks_.shrink_to_fit();
+    } else if (first_ >= 64 && first_ * 2 >= chunks_.size()) {
+      chunks_.erase(chunks_.begin(),
+                    chunks_.begin() + static_cast<ptrdiff_t>(first_));
+      first_ = 0;
+    }
+  }
+
+  void clear() {
+    chunks_ = {};
+    first_ = 0;
+  }
+
+private:
+  std::vector<bytes> chunks_;
+  size_t first_ = 0;
+};
+
+class stream_transport final : public transport_core, public io_handler {
 public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
-                   caf::actor protocol, std::shared_ptr<transport_state> state,
-                   caf::settings extra)
-    : mux_actor(cfg, mux), fd_(fd), protocol_(std::move(protocol)),
-      state_(std::move(state)), extra_(std::move(extra)) {
-    // nop
+                   caf::actor protocol, uint64_t read_credit)
+    : transport_core(cfg, mux, true, read_credit), fd_(fd),
+      protocol_(std::move(protocol)) {
+    // The extra-info snapshot, taken before anyone can see the state.
+    auto local = local_address(fd);
+    state_.fd = fd;
+    state_.local = to_address_info(local);
+    state_.peer = to_address_info(peer_address(fd));
+    switch (local.family()) {
+      case AF_INET: state_.family = "inet"; break;
+      case AF_INET6: state_.family = "inet6"; break;
+      default: state_.family = "unix"; break;
+    }
+    state_.protocol = protocol_;
   }
 
   ~stream_transport() override {
     if (fd_ >= 0)
       ::close(fd_);
-  }
-
-  caf::behavior make_behavior() override {
-    mux().add(fd_, 0, this);
-    registered_ = true;
-    mux().track(id(), caf::actor_cast<caf::actor>(this), false);
-    set_down_handler([this](caf::down_msg& msg) {
-      if (protocol_ && msg.source == protocol_.address()) {
-        protocol_ = nullptr;
-        lose(make_error(errc::protocol_down));
-      }
-    });
-    if (protocol_) {
-      monitor(protocol_);
-      set_shared_protocol(protocol_);
-      transport handle{caf::actor_cast<caf::actor>(this), state_, extra_};
-      // Read nothing before the protocol has seen connection_made: whatever
-      // it asks for while handling it (pause_reading) comes first.
-      request(protocol_, caf::infinite, connection_made{std::move(handle)})
-        .then([this] { start(); },
-              [this](caf::error& err) {
-                // A behaviour without a handler for connection_made still
-                // gets the data; a dead protocol ends the connection.
-                if (err == caf::sec::unexpected_message)
-                  start();
-                else
-                  lose(make_error(errc::protocol_down));
-              });
-    } else {
-      lose(make_error(errc::protocol_down, "no protocol"));
-    }
-    return {
-      [this](op::write& x) { on_write(x); },
-      [this](op::write_eof) { on_write_eof(); },
-      [this](op::close) { on_close(); },
-      [this](op::abort& x) { lose(std::move(x.reason)); },
-      [this](op::pause_reading) {
-        if (closing_)
-          return;
-        user_paused_ = true;
-        state_->reading_paused = true;
-        update_interest();
-      },
-      [this](op::resume_reading) {
-        if (closing_)
-          return;
-        user_paused_ = false;
-        state_->reading_paused = false;
-        update_interest();
-      },
-      [this](op::set_write_buffer_limits x) {
-        high_ = x.high;
-        low_ = x.low;
-        state_->high = x.high;
-        state_->low = x.low;
-        maybe_pause_protocol();
-      },
-      [this](op::set_protocol& x) {
-        if (lost_)
-          return;
-        if (protocol_)
-          demonitor(protocol_);
-        protocol_ = std::move(x.protocol);
-        set_shared_protocol(protocol_);
-        if (protocol_)
-          monitor(protocol_);
-      },
-      [this](op::consumed x) {
-        if (x.n > 0)
-          state_->unconsumed -= x.n;
-        state_->credit_blocked = false;
-        update_interest();
-      },
-      [this](op::get_write_buffer_size) -> uint64_t { return buffered_; },
-      [this](stop_atom) { quit(); },
-    };
   }
 
   void handle_io(uint32_t events) override {
@@ -148,23 +113,86 @@ public:
     return caf::actor_cast<caf::strong_actor_ptr>(this);
   }
 
+  void direct_write(bytes& data) override {
+    on_write(data);
+  }
+
+protected:
+  void on_start() override {
+    mux().add(fd_, 0, this);
+    registered_ = true;
+    mux().track(id(), handle(), false);
+    if (!protocol_) {
+      lose(make_error(errc::protocol_down, "no protocol"));
+      return;
+    }
+    watch_protocol();
+    // Read nothing before the protocol has seen connection_made: whatever
+    // it asks for while handling it (pause_reading) comes first.
+    made_request_ = request_to(
+      protocol_, caf::make_message(connection_made{transport{handle(), &state_}}));
+  }
+
+  void on_message(caf::mailbox_element& x) override {
+    auto& msg = x.content();
+    if (auto id = answer_to(x)) {
+      on_answer(id, msg);
+    } else if (msg.match_elements<op::write>()) {
+      auto& w = msg.get_mutable_as<op::write>(0);
+      if (w.counted)
+        state_.in_flight -= w.data.size();
+      on_write(w.data);
+    } else if (msg.match_elements<op::consumed>()) {
+      if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
+        state_.unconsumed -= n;
+      state_.credit_blocked = false;
+      update_interest();
+    } else if (msg.match_elements<op::write_eof>()) {
+      on_write_eof();
+    } else if (msg.match_elements<op::close>()) {
+      on_close();
+    } else if (msg.match_elements<op::abort>()) {
+      lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
+    } else if (msg.match_elements<op::pause_reading>()) {
+      set_paused(true);
+    } else if (msg.match_elements<op::resume_reading>()) {
+      set_paused(false);
+    } else if (msg.match_elements<op::set_write_buffer_limits>()) {
+      auto& lim = msg.get_as<op::set_write_buffer_limits>(0);
+      high_ = lim.high;
+      low_ = lim.low;
+      state_.high = lim.high;
+      state_.low = lim.low;
+      maybe_pause_protocol();
+    } else if (msg.match_elements<op::set_protocol>()) {
+      on_set_protocol(std::move(msg.get_mutable_as<op::set_protocol>(0).protocol));
+    } else if (msg.match_elements<op::get_write_buffer_size>()) {
+      reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
+    } else if (msg.match_elements<caf::down_msg>()) {
+      auto& down = msg.get_as<caf::down_msg>(0);
+      if (protocol_ && down.source == protocol_.address()) {
+        protocol_ = nullptr;
+        fast_ = nullptr;
+        lose(make_error(errc::protocol_down));
+      }
+    } else if (x.mid.is_request()) {
+      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+    }
+  }
+
 private:
   // -- state queries -------------------------------------------------------------
 
   bool wants_read() const noexcept {
-    return started_ && !closing_ && !user_paused_ && !eof_seen_ && !lost_
-           && state_->unconsumed.load() < state_->read_credit;
-  }
-
-  bool wants_write() const noexcept {
-    return !lost_ && !wbuf_.empty();
+    return read_started_ && !closing_ && !user_paused_ && !eof_seen_ && !lost_
+           && state_.unconsumed.load() < state_.read_credit;
   }
 
   void update_interest() {
     if (lost_)
       return;
     uint32_t mask = (wants_read() ? EPOLLIN : 0u)
-                    | (wants_write() ? EPOLLOUT : 0u);
+                    | (!wbuf_.empty() ? EPOLLOUT : 0u);
     if (mask == 0 && hup_) {
       // A hung-up socket reports EPOLLHUP whatever the mask; take it off
       // the loop until there is something to do with it.
@@ -186,22 +214,61 @@ private:
     }
   }
 
-  void set_shared_protocol(const caf::actor& p) {
-    std::lock_guard<std::mutex> guard{state_->protocol_mtx};
-    state_->protocol = p;
+  // -- the protocol --------------------------------------------------------------
+
+  void watch_protocol() {
+    monitor(protocol_);
+    fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
+  }
+
+  void on_set_protocol(caf::actor p) {
+    if (lost_)
+      return;
+    if (protocol_)
+      demonitor(protocol_);
+    protocol_ = std::move(p);
+    fast_ = nullptr;
+    state_.set_protocol(protocol_);
+    if (protocol_)
+      watch_protocol();
+  }
+
+  void on_answer(uint64_t id, caf::type_erased_tuple& msg) {
+    if (id == made_request_) {
+      // An empty answer, or a behaviour without a handler for
+      // connection_made: read. Anything else means the protocol is gone.
+      if (msg.empty()
+          || (msg.match_elements<caf::error>()
+              && msg.get_as<caf::error>(0) == caf::sec::unexpected_message))
+        start_reading();
+      else
+        lose(make_error(errc::protocol_down));
+    } else if (id == eof_request_) {
+      bool keep_open = msg.match_elements<bool>() && msg.get_as<bool>(0);
+      if (!keep_open)
+        on_close();
+    }
+  }
+
+  void set_paused(bool paused) {
+    if (closing_)
+      return;
+    user_paused_ = paused;
+    state_.reading_paused = paused;
+    update_interest();
   }
 
   // -- reading ---------------------------------------------------------------------
 
-  void start() {
+  void start_reading() {
     if (lost_)
       return;
-    started_ = true;
+    read_started_ = true;
     update_interest();
   }
 
   void do_read() {
-    auto credit = state_->read_credit - state_->unconsumed.load();
+    auto credit = state_.read_credit - state_.unconsumed.load();
     auto want = std::min<size_t>(mux().scratch_size(), credit);
     auto n = ::recv(fd_, mux().scratch(), want, 0);
     if (n > 0) {
@@ -210,15 +277,21 @@ private:
       if (!protocol_)
         return;
       bytes data(mux().scratch(), mux().scratch() + n);
-      auto before = state_->unconsumed.fetch_add(static_cast<uint64_t>(n));
-      if (before + static_cast<uint64_t>(n) >= state_->read_credit) {
-        state_->credit_blocked = true;
+      auto before = state_.unconsumed.fetch_add(static_cast<uint64_t>(n));
+      if (before + static_cast<uint64_t>(n) >= state_.read_credit) {
+        state_.credit_blocked = true;
         // The protocol may have consumed in between: check again so that a
         // wake-up cannot be lost.
-        if (state_->unconsumed.load() < state_->read_credit)
-          state_->credit_blocked = false;
+        if (state_.unconsumed.load() < state_.read_credit)
+          state_.credit_blocked = false;
       }
-      send(protocol_, data_received{std::move(data)});
+      // A class protocol on this loop with nothing queued takes the bytes
+      // by a direct call: same order as the mailbox, no message. It may
+      // write back from inside (direct_write): nothing below depends on
+      // state that call changes.
+      if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
+        return;
+      send_to(protocol_, caf::make_message(data_received{std::move(data)}));
       return;
     }
     if (n == 0) {
@@ -238,28 +311,21 @@ private:
       on_close();
       return;
     }
-    request(protocol_, caf::infinite, eof_received{})
-      .then([this](bool keep_open) {
-              if (!keep_open)
-                on_close();
-            },
-            [this](caf::error&) { on_close(); });
+    eof_request_ = request_to(protocol_, caf::make_message(eof_received{}));
   }
 
   // -- writing -----------------------------------------------------------------------
 
-  void on_write(op::write& x) {
-    if (x.counted)
-      state_->in_flight -= x.data.size();
-    if (x.data.empty())
+  void on_write(bytes& data) {
+    if (data.empty())
       return;
     if (lost_ || closing_ || eof_requested_) {
-      state_->count_dropped_write();
+      state_.count_dropped_write();
       return;
     }
     if (wbuf_.empty()) {
       // Nothing queued: try the kernel right away.
-      auto n = ::send(fd_, x.data.data(), x.data.size(), MSG_NOSIGNAL);
+      auto n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
       if (n < 0) {
         auto err = errno;
         if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
@@ -268,30 +334,32 @@ private:
         }
         n = 0;
       }
-      if (static_cast<size_t>(n) == x.data.size())
+      if (static_cast<size_t>(n) == data.size())
         return;
       head_ = static_cast<size_t>(n);
+      buffered_ += data.size() - head_;
+    } else {
+      buffered_ += data.size();
     }
-    buffered_ += x.data.size() - (wbuf_.empty() ? head_ : 0);
-    wbuf_.push_back(std::move(x.data));
-    state_->buffered = buffered_;
+    wbuf_.push_back(std::move(data));
+    state_.buffered = buffered_;
     maybe_pause_protocol();
     update_interest();
   }
 
   void do_flush() {
     iovec iov[max_iov];
-    int count = 0;
+    auto count = std::min<size_t>(wbuf_.count(), max_iov);
     size_t offset = head_;
-    for (auto i = wbuf_.begin(); i != wbuf_.end() && count < max_iov; ++i) {
-      iov[count].iov_base = i->data() + offset;
-      iov[count].iov_len = i->size() - offset;
+    for (size_t i = 0; i < count; ++i) {
+      auto& chunk = wbuf_.at(i);
+      iov[i].iov_base = chunk.data() + offset;
+      iov[i].iov_len = chunk.size() - offset;
       offset = 0;
-      ++count;
     }
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(count);
+    msg.msg_iovlen = count;
     auto n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       auto err = errno;
@@ -303,7 +371,7 @@ private:
     auto left = static_cast<size_t>(n);
     buffered_ -= left;
     while (left > 0) {
-      auto avail = wbuf_.front().size() - head_;
+      auto avail = wbuf_.at(0).size() - head_;
       if (left < avail) {
         head_ += left;
         break;
@@ -312,7 +380,7 @@ private:
       wbuf_.pop_front();
       head_ = 0;
     }
-    state_->buffered = buffered_;
+    state_.buffered = buffered_;
     maybe_resume_protocol();
     if (wbuf_.empty())
       on_drained();
@@ -331,7 +399,7 @@ private:
     if (closing_ || eof_requested_ || lost_)
       return;
     eof_requested_ = true;
-    state_->eof_written = true;
+    state_.eof_written = true;
     if (wbuf_.empty())
       on_drained();
   }
@@ -339,7 +407,7 @@ private:
   void maybe_pause_protocol() {
     if (!protocol_paused_ && buffered_ > high_ && protocol_) {
       protocol_paused_ = true;
-      send(protocol_, pause_writing{});
+      send_to(protocol_, caf::make_message(pause_writing{}));
     }
   }
 
@@ -347,7 +415,7 @@ private:
     if (protocol_paused_ && buffered_ <= low_) {
       protocol_paused_ = false;
       if (protocol_)
-        send(protocol_, resume_writing{});
+        send_to(protocol_, caf::make_message(resume_writing{}));
     }
   }
 
@@ -357,7 +425,7 @@ private:
     if (closing_ || lost_)
       return;
     closing_ = true;
-    state_->closing = true;
+    state_.closing = true;
     update_interest();
     if (wbuf_.empty())
       lose(caf::none);
@@ -378,7 +446,7 @@ private:
       return;
     lost_ = true;
     closing_ = true;
-    state_->closing = true;
+    state_.closing = true;
     if (registered_) {
       mux().remove(fd_);
       registered_ = false;
@@ -387,34 +455,35 @@ private:
     fd_ = -1;
     wbuf_.clear();
     buffered_ = 0;
-    state_->buffered = 0;
+    state_.buffered = 0;
     mux().untrack(id());
-    state_->lost = true;
+    state_.lost = true;
     if (protocol_) {
       demonitor(protocol_);
-      send(protocol_, connection_lost{std::move(reason)});
+      send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
       protocol_ = nullptr;
+      fast_ = nullptr;
     }
-    // lose() may run inside handle_io, outside of a resume: stop through the
-    // mailbox so CAF finalizes the actor properly.
-    caf::anon_send(caf::actor_cast<caf::actor>(this), stop_atom::value);
+    quit();
   }
 
   int fd_;
   caf::actor protocol_;
-  std::shared_ptr<transport_state> state_;
-  caf::settings extra_;
+  // protocol_ as a class adapter on this loop, for direct delivery.
+  protocol_core* fast_ = nullptr;
 
-  std::deque<bytes> wbuf_;
+  write_queue wbuf_;
   size_t head_ = 0;
   size_t buffered_ = 0;
   size_t high_ = 64 * 1024;
   size_t low_ = 16 * 1024;
+  uint64_t made_request_ = 0;
+  uint64_t eof_request_ = 0;
 
   uint32_t mask_ = 0;
   bool registered_ = false;
   bool hup_ = false;
-  bool started_ = false;
+  bool read_started_ = false;
   bool user_paused_ = false;
   bool eof_seen_ = false;
   bool eof_requested_ = false;
@@ -430,26 +499,11 @@ transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit) {
   if (kind == stream_kind::tcp)
     set_nodelay(fd);
-  caf::settings extra;
-  auto local = local_address(fd);
-  auto peer = peer_address(fd);
-  extra["sockname"] = to_config_value(local);
-  extra["peername"] = to_config_value(peer);
-  extra["socket"] = static_cast<int64_t>(fd);
-  switch (local.family()) {
-    case AF_INET: extra["family"] = "inet"; break;
-    case AF_INET6: extra["family"] = "inet6"; break;
-    default: extra["family"] = "unix"; break;
-  }
-  auto state = std::make_shared<transport_state>(true, read_credit);
-  state->warn = [&mux](const std::string& text) { mux.warn(text); };
-  {
-    std::lock_guard<std::mutex> guard{state->protocol_mtx};
-    state->protocol = protocol;
-  }
-  auto self = mux.system().spawn<stream_transport>(mux, fd, protocol, state,
-                                                   extra);
-  return transport{std::move(self), std::move(state), std::move(extra)};
+  auto hdl = spawn_light<stream_transport>(mux, fd, std::move(protocol),
+                                           read_credit);
+  auto* self = static_cast<stream_transport*>(
+    caf::actor_cast<caf::abstract_actor*>(hdl));
+  return transport{std::move(hdl), &self->state()};
 }
 
 } // namespace tact::detail

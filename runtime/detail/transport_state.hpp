@@ -1,26 +1,67 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/config_value.hpp>
+
+#include "tact/runtime/bytes.hpp"
+#include "tact/runtime/detail/light_actor.hpp"
+
+namespace tact {
+class transport;
+} // namespace tact
 
 namespace tact::detail {
 
+class transport_core;
+
+/// One end of a connection as the extra info shows it, kept compact: the
+/// `caf::config_value` form is made only when asked for.
+struct address_info {
+  /// 0 (none), 4 (IPv4), 6 (IPv6) or 1 (Unix).
+  uint8_t family = 0;
+  uint16_t port = 0;
+  std::array<uint8_t, 16> ip{};
+  uint32_t flowinfo = 0;
+  uint32_t scope_id = 0;
+  /// Unix socket path (empty for an unnamed end).
+  std::string path;
+};
+
+/// The address as asyncio's extra info shows it: `[host, port]` for IPv4,
+/// `[host, port, flowinfo, scope_id]` for IPv6, the path for Unix sockets.
+[[nodiscard]] caf::config_value to_config_value(const address_info& addr);
+
+/// A tiny spin lock for the rarely written protocol handle.
+class spin_lock {
+public:
+  void lock() noexcept {
+    while (flag_.test_and_set(std::memory_order_acquire)) {
+      // spin
+    }
+  }
+  void unlock() noexcept { flag_.clear(std::memory_order_release); }
+
+private:
+  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
+
 /// State a transport shares with the handles its protocols hold, so that
 /// asyncio's synchronous queries (`is_closing`, `get_write_buffer_size`, ...)
-/// need no round trip. The transport actor is the only writer of the
-/// transport-side fields; handles write the fields that mirror their own
-/// calls.
+/// need no round trip. It lives inside the transport actor, which handles
+/// keep alive. The transport is the only writer of the transport-side
+/// fields; handles write the fields that mirror their own calls.
 struct transport_state {
-  transport_state(bool eof_supported, uint64_t credit)
-    : can_write_eof(eof_supported), read_credit(credit) {
+  transport_state(transport_core& owner, bool eof_supported, uint64_t credit)
+    : core(&owner), can_write_eof(eof_supported), read_credit(credit) {
     // nop
   }
 
+  transport_core* core;
   const bool can_write_eof;
   const uint64_t read_credit;
 
@@ -42,22 +83,69 @@ struct transport_state {
   std::atomic<bool> credit_blocked{false};
 
   // Writes dropped because the transport was closing or gone.
-  std::atomic<uint64_t> dropped_writes{0};
+  std::atomic<uint32_t> dropped_writes{0};
 
-  // Called once, at the fifth dropped write.
-  std::function<void(const std::string&)> warn;
-
-  /// Counts a write that came after closing; warns once, at the fifth
-  /// (asyncio warns at every one from the fifth on).
-  void count_dropped_write() {
-    if (++dropped_writes == 5 && warn)
-      warn("writes after the transport was closed are being dropped");
-  }
+  // Extra info, fixed when the connection is made.
+  int fd = -1;
+  const char* family = "";
+  address_info local;
+  address_info peer;
 
   // The protocol deliveries go to; kept after the loss so that a protocol
   // replaced by set_protocol can tell it was replaced.
-  std::mutex protocol_mtx;
+  spin_lock protocol_lock;
   caf::actor protocol;
+
+  /// Counts a write that came after closing; warns once, at the fifth
+  /// (asyncio warns at every one from the fifth on).
+  void count_dropped_write();
+
+  [[nodiscard]] caf::actor current_protocol() {
+    protocol_lock.lock();
+    auto result = protocol;
+    protocol_lock.unlock();
+    return result;
+  }
+
+  void set_protocol(caf::actor p) {
+    protocol_lock.lock();
+    protocol.swap(p);
+    protocol_lock.unlock();
+  }
+};
+
+} // namespace tact::detail
+
+namespace tact::detail {
+
+/// A transport actor as its handles see it: the shared state, and the one
+/// command that handles may run by a direct call when they are on the
+/// transport's loop and its mailbox is empty (see `light_actor::run_now`).
+class transport_core : public light_actor {
+public:
+  transport_core(caf::actor_config& cfg, multiplexer& mux, bool can_write_eof,
+                 uint64_t read_credit)
+    : light_actor(cfg, mux), state_(*this, can_write_eof, read_credit) {
+    // nop
+  }
+
+  /// Queues or sends `data`, as `op::write` would. Runs inside `run_now`.
+  virtual void direct_write(bytes& data) = 0;
+
+  [[nodiscard]] transport_state& state() noexcept { return state_; }
+
+protected:
+  transport_state state_;
+};
+
+/// A protocol actor that its transport may hand bytes by a direct call on
+/// their shared loop (the class adapter), saving a message per read.
+class protocol_core : public light_actor {
+public:
+  using light_actor::light_actor;
+
+  /// Handles `data_received` from `from`. Runs inside `run_now`.
+  virtual void direct_data(bytes& data, transport_core& from) = 0;
 };
 
 } // namespace tact::detail

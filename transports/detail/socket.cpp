@@ -112,26 +112,37 @@ std::string to_string(const sock_address& addr) {
   }
 }
 
-caf::config_value to_config_value(const sock_address& addr) {
-  caf::config_value::list result;
+address_info to_address_info(const sock_address& addr) {
+  address_info result;
   switch (addr.family()) {
-    case AF_INET:
-      result.emplace_back(host_of(addr));
-      result.emplace_back(static_cast<int64_t>(port_of(addr)));
-      return caf::config_value{std::move(result)};
+    case AF_INET: {
+      auto* in = reinterpret_cast<const sockaddr_in*>(&addr.storage);
+      result.family = 4;
+      result.port = ntohs(in->sin_port);
+      std::memcpy(result.ip.data(), &in->sin_addr, 4);
+      break;
+    }
     case AF_INET6: {
       auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr.storage);
-      result.emplace_back(host_of(addr));
-      result.emplace_back(static_cast<int64_t>(port_of(addr)));
-      result.emplace_back(static_cast<int64_t>(ntohl(in6->sin6_flowinfo)));
-      result.emplace_back(static_cast<int64_t>(in6->sin6_scope_id));
-      return caf::config_value{std::move(result)};
+      result.family = 6;
+      result.port = ntohs(in6->sin6_port);
+      std::memcpy(result.ip.data(), &in6->sin6_addr, 16);
+      result.flowinfo = ntohl(in6->sin6_flowinfo);
+      result.scope_id = in6->sin6_scope_id;
+      break;
     }
     case AF_UNIX:
-      return caf::config_value{path_of(addr)};
+      result.family = 1;
+      result.path = path_of(addr);
+      break;
     default:
-      return caf::config_value{std::string{}};
+      break;
   }
+  return result;
+}
+
+caf::config_value to_config_value(const sock_address& addr) {
+  return to_config_value(to_address_info(addr));
 }
 
 sock_address local_address(int fd) {

@@ -11,6 +11,8 @@
 #include <caf/config_value.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/runtime/detail/transport_state.hpp"
+
 namespace tact::detail {
 
 /// A resolved socket address.
@@ -40,6 +42,9 @@ caf::expected<sock_address> unix_address(const std::string& path);
 /// `[host, port, flowinfo, scope_id]` for IPv6, the path for Unix sockets
 /// (empty for an unnamed one).
 [[nodiscard]] caf::config_value to_config_value(const sock_address& addr);
+
+/// The compact form kept in a transport's shared state.
+[[nodiscard]] address_info to_address_info(const sock_address& addr);
 
 /// getsockname / getpeername; an empty address on failure.
 [[nodiscard]] sock_address local_address(int fd);
