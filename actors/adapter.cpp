@@ -70,12 +70,22 @@ protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
     current_ = &x;
-    dispatch(x, msg);
+    handle_message(x, msg);
     current_ = nullptr;
   }
 
+  // Killed by an exit message: the connection ends with it.
+  void on_exit(caf::error reason) override {
+    if (!lost_ && handle_)
+      handle_.abort(make_error(errc::protocol_down));
+    lost_ = true;
+    handle_ = transport{};
+    proto_.reset();
+    quit(std::move(reason));
+  }
+
 private:
-  void dispatch(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
+  void handle_message(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
     if (msg.match_elements<data_received>()) {
       on_data(msg.get_mutable_as<data_received>(0).data);
     } else if (msg.match_elements<connection_made>()) {

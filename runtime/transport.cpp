@@ -24,7 +24,7 @@ namespace detail {
 
 caf::config_value to_config_value(const address_info& addr) {
   if (addr.family == 1 || addr.family == 0)
-    return caf::config_value{addr.path};
+    return caf::config_value{addr.path ? *addr.path : std::string{}};
   char host[INET6_ADDRSTRLEN] = {};
   inet_ntop(addr.family == 4 ? AF_INET : AF_INET6, addr.ip.data(), host,
             sizeof(host));

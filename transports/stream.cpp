@@ -117,6 +117,11 @@ public:
     on_write(data);
   }
 
+  // Killed by an exit message: the protocol still hears of it.
+  void on_exit(caf::error reason) override {
+    lose(reason ? std::move(reason) : make_error(errc::transport_down));
+  }
+
 protected:
   void on_start() override {
     mux().add(fd_, 0, this);
@@ -159,8 +164,6 @@ protected:
       set_paused(false);
     } else if (msg.match_elements<op::set_write_buffer_limits>()) {
       auto& lim = msg.get_as<op::set_write_buffer_limits>(0);
-      high_ = lim.high;
-      low_ = lim.low;
       state_.high = lim.high;
       state_.low = lim.low;
       maybe_pause_protocol();
@@ -216,18 +219,26 @@ private:
 
   // -- the protocol --------------------------------------------------------------
 
+  // A class adapter on this loop is watched by the direct path: it ends
+  // only through connection_lost or by aborting this transport (see
+  // adapter.cpp), so only other protocols are monitored.
   void watch_protocol() {
-    monitor(protocol_);
     fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
+    if (fast_ == nullptr)
+      monitor(protocol_);
+  }
+
+  void unwatch_protocol() {
+    if (protocol_ && fast_ == nullptr)
+      demonitor(protocol_);
+    fast_ = nullptr;
   }
 
   void on_set_protocol(caf::actor p) {
     if (lost_)
       return;
-    if (protocol_)
-      demonitor(protocol_);
+    unwatch_protocol();
     protocol_ = std::move(p);
-    fast_ = nullptr;
     state_.set_protocol(protocol_);
     if (protocol_)
       watch_protocol();
@@ -405,14 +416,14 @@ private:
   }
 
   void maybe_pause_protocol() {
-    if (!protocol_paused_ && buffered_ > high_ && protocol_) {
+    if (!protocol_paused_ && buffered_ > state_.high.load(std::memory_order_relaxed) && protocol_) {
       protocol_paused_ = true;
       send_to(protocol_, caf::make_message(pause_writing{}));
     }
   }
 
   void maybe_resume_protocol() {
-    if (protocol_paused_ && buffered_ <= low_) {
+    if (protocol_paused_ && buffered_ <= state_.low.load(std::memory_order_relaxed)) {
       protocol_paused_ = false;
       if (protocol_)
         send_to(protocol_, caf::make_message(resume_writing{}));
@@ -459,10 +470,9 @@ private:
     mux().untrack(id());
     state_.lost = true;
     if (protocol_) {
-      demonitor(protocol_);
+      unwatch_protocol();
       send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
       protocol_ = nullptr;
-      fast_ = nullptr;
     }
     quit();
   }
@@ -475,8 +485,6 @@ private:
   write_queue wbuf_;
   size_t head_ = 0;
   size_t buffered_ = 0;
-  size_t high_ = 64 * 1024;
-  size_t low_ = 16 * 1024;
   uint64_t made_request_ = 0;
   uint64_t eof_request_ = 0;
 

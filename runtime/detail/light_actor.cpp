@@ -6,6 +6,7 @@
 #include <caf/detail/sync_request_bouncer.hpp>
 #include <caf/exit_reason.hpp>
 #include <caf/make_actor.hpp>
+#include <caf/system_messages.hpp>
 
 namespace tact::detail {
 
@@ -116,7 +117,7 @@ caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
       local_tail_ = nullptr;
     elem->next = nullptr;
     busy_ = true;
-    on_message(*elem);
+    dispatch(*elem);
     busy_ = false;
     ++handled;
     if (quit_pending_) {
@@ -128,11 +129,11 @@ caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
 }
 
 bool light_actor::can_run_now() const noexcept {
-  return started_ && !busy_ && !terminated_ && !quit_pending_
-         && !scheduled_.load(std::memory_order_relaxed)
+  // The thread first: the plain fields belong to the loop thread.
+  return mux_.on_loop_thread() && started_ && !busy_ && !terminated_
+         && !quit_pending_ && !scheduled_.load(std::memory_order_relaxed)
          && local_head_ == nullptr
-         && inbox_.load(std::memory_order_relaxed) == nullptr
-         && mux_.on_loop_thread();
+         && inbox_.load(std::memory_order_relaxed) == nullptr;
 }
 
 void light_actor::intrusive_ptr_add_ref_impl() {
@@ -157,6 +158,17 @@ void light_actor::quit(caf::error reason) {
     intrusive_ptr_add_ref(ctrl());
     mux_.home()->exec_later(this);
   }
+}
+
+void light_actor::dispatch(caf::mailbox_element& x) {
+  auto& msg = x.content();
+  if (msg.match_elements<caf::exit_msg>()) {
+    auto& reason = msg.get_mutable_as<caf::exit_msg>(0).reason;
+    if (reason && reason != caf::exit_reason::normal)
+      on_exit(std::move(reason));
+    return;
+  }
+  on_message(x);
 }
 
 void light_actor::finish() {

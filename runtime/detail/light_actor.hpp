@@ -90,6 +90,12 @@ protected:
   /// Handles one message; runs on the loop thread.
   virtual void on_message(caf::mailbox_element& x) = 0;
 
+  /// Handles an exit message (`send_exit`, a linked actor's end) whose
+  /// reason is not `normal`; quits with that reason by default.
+  virtual void on_exit(caf::error reason) {
+    quit(std::move(reason));
+  }
+
   /// Terminates the actor once the current handler returns; monitors get
   /// `reason`.
   void quit(caf::error reason = caf::error{});
@@ -121,6 +127,7 @@ protected:
 
 private:
   void finish();
+  void dispatch(caf::mailbox_element& x);
   void drain(bool bounce);
   bool take_inbox();
 

@@ -3,6 +3,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -22,14 +23,14 @@ class transport_core;
 /// One end of a connection as the extra info shows it, kept compact: the
 /// `caf::config_value` form is made only when asked for.
 struct address_info {
-  /// 0 (none), 4 (IPv4), 6 (IPv6) or 1 (Unix).
-  uint8_t family = 0;
-  uint16_t port = 0;
   std::array<uint8_t, 16> ip{};
   uint32_t flowinfo = 0;
   uint32_t scope_id = 0;
-  /// Unix socket path (empty for an unnamed end).
-  std::string path;
+  uint16_t port = 0;
+  /// 0 (none), 4 (IPv4), 6 (IPv6) or 1 (Unix).
+  uint8_t family = 0;
+  /// Unix socket path; null for an unnamed end (most client ends).
+  std::unique_ptr<const std::string> path;
 };
 
 /// The address as asyncio's extra info shows it: `[host, port]` for IPv4,

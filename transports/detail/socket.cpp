@@ -133,7 +133,8 @@ address_info to_address_info(const sock_address& addr) {
     }
     case AF_UNIX:
       result.family = 1;
-      result.path = path_of(addr);
+      if (auto path = path_of(addr); !path.empty())
+        result.path = std::make_unique<const std::string>(std::move(path));
       break;
     default:
       break;
