@@ -77,10 +77,13 @@ struct pause_reading {};
 
 struct resume_reading {};
 
-/// New watermarks; the sender has validated `high >= low`.
+/// New watermarks; the sender has validated `high >= low`. `applied` is set
+/// by `tact::transport` handles, which have stored them in the shared state
+/// already (so that a later query sees them at once).
 struct set_write_buffer_limits {
   size_t high = 0;
   size_t low = 0;
+  bool applied = false;
 };
 
 /// Reroute deliveries to another protocol actor.
@@ -167,7 +170,7 @@ template <class Inspector>
 typename Inspector::result_type
 inspect(Inspector& f, set_write_buffer_limits& x) {
   return f(caf::meta::type_name("tact.op.set_write_buffer_limits"), x.high,
-           x.low);
+           x.low, x.applied);
 }
 
 template <class Inspector>

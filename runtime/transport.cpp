@@ -179,7 +179,7 @@ caf::error transport::set_write_buffer_limits(std::optional<size_t> high,
     state_->high = hi;
     state_->low = lo;
   }
-  caf::anon_send(actor_, op::set_write_buffer_limits{hi, lo});
+  caf::anon_send(actor_, op::set_write_buffer_limits{hi, lo, state_ != nullptr});
   return caf::none;
 }
 

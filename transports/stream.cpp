@@ -163,9 +163,12 @@ protected:
     } else if (msg.match_elements<op::resume_reading>()) {
       set_paused(false);
     } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-      auto& lim = msg.get_as<op::set_write_buffer_limits>(0);
-      state_.high = lim.high;
-      state_.low = lim.low;
+      // A local handle stored the limits already; storing them again here
+      // could undo a later call that the handle made meanwhile.
+      if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
+        state_.high = lim.high;
+        state_.low = lim.low;
+      }
       maybe_pause_protocol();
     } else if (msg.match_elements<op::set_protocol>()) {
       on_set_protocol(std::move(msg.get_mutable_as<op::set_protocol>(0).protocol));

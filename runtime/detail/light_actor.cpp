@@ -81,6 +81,8 @@ bool light_actor::take_inbox() {
 caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
                                                   size_t max_throughput) {
   if (terminated_) {
+    // Sent while it was finishing: answer requests with an error.
+    drain(true);
     scheduled_ = false;
     return resumable::done;
   }

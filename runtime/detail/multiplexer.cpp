@@ -196,7 +196,8 @@ void multiplexer::run_ready() {
 
 void multiplexer::run() {
   thread_id_ = std::this_thread::get_id();
-  constexpr int max_events = 64;
+  // As many as the epoll reference server takes per call.
+  constexpr int max_events = 256;
   epoll_event events[max_events];
   while (!stop_) {
     int timeout = ready_.empty() ? -1 : 0;
