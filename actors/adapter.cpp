@@ -75,8 +75,10 @@ protected:
   }
 
   // Killed by an exit message: the connection ends with it.
+  // (A protocol installed by set_protocol has no handle; its transport
+  // monitors it instead.) A replaced protocol leaves the connection alone.
   void on_exit(caf::error reason) override {
-    if (!lost_ && handle_)
+    if (!lost_ && handle_ && !replaced())
       handle_.abort(make_error(errc::protocol_down));
     lost_ = true;
     handle_ = transport{};

@@ -131,7 +131,7 @@ protected:
       lose(make_error(errc::protocol_down, "no protocol"));
       return;
     }
-    watch_protocol();
+    watch_protocol(false);
     // Read nothing before the protocol has seen connection_made: whatever
     // it asks for while handling it (pause_reading) comes first.
     made_request_ = request_to(
@@ -222,18 +222,21 @@ private:
 
   // -- the protocol --------------------------------------------------------------
 
-  // A class adapter on this loop is watched by the direct path: it ends
+  // The class adapter made for this connection needs no monitor: it ends
   // only through connection_lost or by aborting this transport (see
-  // adapter.cpp), so only other protocols are monitored.
-  void watch_protocol() {
+  // adapter.cpp). Behaviours, and any protocol installed by set_protocol
+  // (an adapter there has no handle to abort with), are monitored.
+  void watch_protocol(bool installed) {
     fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
-    if (fast_ == nullptr)
+    monitored_ = installed || fast_ == nullptr;
+    if (monitored_)
       monitor(protocol_);
   }
 
   void unwatch_protocol() {
-    if (protocol_ && fast_ == nullptr)
+    if (protocol_ && monitored_)
       demonitor(protocol_);
+    monitored_ = false;
     fast_ = nullptr;
   }
 
@@ -244,7 +247,7 @@ private:
     protocol_ = std::move(p);
     state_.set_protocol(protocol_);
     if (protocol_)
-      watch_protocol();
+      watch_protocol(true);
   }
 
   void on_answer(uint64_t id, caf::type_erased_tuple& msg) {
@@ -492,6 +495,7 @@ private:
   uint64_t eof_request_ = 0;
 
   uint32_t mask_ = 0;
+  bool monitored_ = false;
   bool registered_ = false;
   bool hup_ = false;
   bool read_started_ = false;

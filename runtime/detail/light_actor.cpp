@@ -41,7 +41,7 @@ void light_actor::enqueue(caf::mailbox_element_ptr what, caf::execution_unit*) {
   auto* head = inbox_.load(std::memory_order_relaxed);
   do {
     elem->next = head;
-  } while (!inbox_.compare_exchange_weak(head, elem, std::memory_order_release,
+  } while (!inbox_.compare_exchange_weak(head, elem, std::memory_order_seq_cst,
                                          std::memory_order_relaxed));
   // Whoever flips `scheduled_` schedules; the running actor checks the inbox
   // again after clearing it, so no message is left behind.
@@ -80,17 +80,12 @@ bool light_actor::take_inbox() {
 
 caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
                                                   size_t max_throughput) {
-  if (terminated_) {
-    // Sent while it was finishing: answer requests with an error.
-    drain(true);
-    scheduled_ = false;
-    return resumable::done;
-  }
+  if (terminated_)
+    return retire();
   if (quit_pending_) {
     // quit() called outside a handler (from handle_io).
     finish();
-    scheduled_ = false;
-    return resumable::done;
+    return retire();
   }
   if (!started_) {
     started_ = true;
@@ -99,7 +94,7 @@ caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
     busy_ = false;
     if (quit_pending_) {
       finish();
-      return resumable::done;
+      return retire();
     }
   }
   size_t handled = 0;
@@ -124,9 +119,20 @@ caf::resumable::resume_result light_actor::resume(caf::execution_unit*,
     ++handled;
     if (quit_pending_) {
       finish();
-      scheduled_ = false;
-      return resumable::done;
+      return retire();
     }
+  }
+}
+
+caf::resumable::resume_result light_actor::retire() {
+  // A sender that passed the terminated check before finish() and pushed
+  // after the drain found scheduled_ set and scheduled nothing: look again
+  // after letting go, so its request is bounced rather than left behind.
+  for (;;) {
+    drain(true);
+    scheduled_ = false;
+    if (inbox_.load() == nullptr || scheduled_.exchange(true))
+      return resumable::done;
   }
 }
 

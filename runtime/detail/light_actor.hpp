@@ -68,9 +68,12 @@ public:
   bool run_now(F&& f) {
     if (!can_run_now())
       return false;
+    struct busy_guard {
+      bool& flag;
+      ~busy_guard() { flag = false; }
+    } guard{busy_};
     busy_ = true;
     f();
-    busy_ = false;
     if (quit_pending_)
       finish();
     return true;
@@ -127,6 +130,7 @@ protected:
 
 private:
   void finish();
+  resume_result retire();
   void dispatch(caf::mailbox_element& x);
   void drain(bool bounce);
   bool take_inbox();
