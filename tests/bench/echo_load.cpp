@@ -5,8 +5,10 @@
 //   echo_load --url tcp://127.0.0.1:PORT --conns 100 --size 1024
 //             [--depth 1] [--warmup 1] [--duration 5] [--server-pid PID]
 //
-// Prints one line of key=value pairs: requests/s, latency percentiles and,
-// given --server-pid, the server's CPU time per request.
+// Prints `measuring` and `measured` around the measured window (for a tool
+// like perf that counts the server's events in it), then one line of
+// key=value pairs: requests/s, latency percentiles and, given --server-pid,
+// the server's CPU time per request.
 
 #include <algorithm>
 #include <chrono>
@@ -153,6 +155,9 @@ int main(int argc, char** argv) {
       measuring = true;
       measure_start = now;
       cpu_start = bench::cpu_seconds(o.server_pid);
+      // Marks the window for tools that count the server's events in it.
+      std::printf("measuring\n");
+      std::fflush(stdout);
     }
     if (now >= end)
       break;
@@ -198,6 +203,8 @@ int main(int argc, char** argv) {
   auto elapsed = std::chrono::duration<double>(clock_type::now() - measure_start)
                    .count();
   auto cpu = bench::cpu_seconds(o.server_pid) - cpu_start;
+  std::printf("measured\n");
+  std::fflush(stdout);
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
     if (latencies.empty())

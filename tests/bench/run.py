@@ -87,6 +87,51 @@ def client(build, prog, args):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out.stdout)}
 
 
+def perf_works():
+    """Whether `perf stat` can count instructions and cycles here."""
+    try:
+        out = subprocess.run(["perf", "stat", "-x,", "-e", "instructions,cycles",
+                              "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "not supported" not in out.stderr \
+        and re.search(r"^\d+,,instructions", out.stderr, re.M) is not None
+
+
+def load(build, args, pid, use_perf):
+    """Runs echo_load on core 1; with `use_perf`, counts the server's
+    instructions and cycles (user and kernel) during the measured window
+    and adds them per request."""
+    cl = subprocess.Popen(
+        ["taskset", "-c", "1", os.path.join(build, "tests", "bench", "echo_load")]
+        + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    perf = None
+    lines = []
+    for line in cl.stdout:
+        if line.startswith("measuring") and use_perf:
+            perf = subprocess.Popen(
+                ["perf", "stat", "-x,", "-e", "instructions,cycles",
+                 "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elif line.startswith("measured") and perf is not None:
+            perf.send_signal(signal.SIGINT)
+        else:
+            lines.append(line)
+    err = cl.stderr.read()
+    if cl.wait() != 0:
+        raise RuntimeError("echo_load %s failed: %s%s" % (args, "".join(lines), err))
+    r = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", "".join(lines))}
+    if perf is not None:
+        counts = perf.communicate(timeout=30)[1]
+        for event in ("instructions", "cycles"):
+            # value,unit,event,run time in ns,percentage,...
+            m = re.search(r"^(\d+),[^,]*,%s[^,]*,(\d+)," % event, counts, re.M)
+            if m and r.get("rps"):
+                per_second = float(m.group(1)) / (float(m.group(2)) / 1e9)
+                r[event + "_per_req"] = per_second / r["rps"]
+    return r
+
+
 def summary(values):
     return statistics.median(values), min(values), max(values)
 
@@ -123,7 +168,7 @@ def machine():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--quick", action="store_true",
                     help="one repetition of 1.5 s per workload")
@@ -131,9 +176,12 @@ def main():
     opts = ap.parse_args()
     if opts.quick:
         opts.reps, opts.duration = 1, 1.5
+    if opts.quick and opts.out == os.path.join(ROOT, "docs"):
+        opts.out = "/tmp"
     build = os.path.abspath(opts.build)
     srv = servers(build)
     names = [n for n, _ in srv]
+    use_perf = perf_works()
     started = time.time()
 
     # echo[(name, size, conns)] = list of result dicts, one per repetition
@@ -145,15 +193,18 @@ def main():
             for conns in CONNS:
                 for name, argv in srv:
                     with Server(argv) as s:
-                        r = client(build, "echo_load",
-                                   ["--url", s.url, "--conns", str(conns),
-                                    "--size", str(size), "--warmup", "1",
-                                    "--duration", str(opts.duration),
-                                    "--server-pid", str(s.proc.pid)])
+                        r = load(build,
+                                 ["--url", s.url, "--conns", str(conns),
+                                  "--size", str(size), "--warmup", "1",
+                                  "--duration", str(opts.duration),
+                                  "--server-pid", str(s.proc.pid)],
+                                 s.proc.pid, use_perf)
                     echo.setdefault((name, size, conns), []).append(r)
-                    print("rep %d %-10s %6d B x %4d: %8.0f req/s, %6.2f us CPU/req"
+                    print("rep %d %-14s %6d B x %4d: %8.0f req/s, %6.2f us CPU/req,"
+                          " %6.0f instructions/req"
                           % (rep + 1, name, size, conns, r["rps"],
-                             r["cpu_us_per_req"]), flush=True)
+                             r["cpu_us_per_req"],
+                             r.get("instructions_per_req", 0)), flush=True)
         for name, argv in srv:
             with Server(argv) as s:
                 r = client(build, "echo_bulk",
@@ -173,7 +224,7 @@ def main():
               flush=True)
 
     minutes = (time.time() - started) / 60
-    write_report(opts, names, echo, bulk, idle, minutes)
+    write_report(opts, names, echo, bulk, idle, minutes, use_perf)
     write_plot(opts, names, echo)
 
 
@@ -181,18 +232,25 @@ def cpu(echo, name, size, conns):
     return [r["cpu_us_per_req"] for r in echo[(name, size, conns)]]
 
 
-def write_report(opts, names, echo, bulk, idle, minutes):
+def write_report(opts, names, echo, bulk, idle, minutes, use_perf):
     med = lambda xs: statistics.median(xs)
     lines = []
     add = lines.append
     add("# tact performance")
     add("")
-    add("Reproduce (fresh Debian bookworm, as root; about 15 minutes):")
+    add("Reproduce (fresh Debian bookworm, as root; about 25 minutes):")
     add("")
     add("    ./tests/bench/run.sh")
     add("")
-    add("Written by `tests/bench/run.py` on %s, from one run of %.0f minutes."
-        % (datetime.date.today().isoformat(), minutes))
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
+                            "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    add("Written by `tests/bench/run.py` on %s, from one run of %.0f minutes, "
+        "at commit %s%s."
+        % (datetime.date.today().isoformat(), minutes, commit or "unknown",
+           " with local changes" if dirty else ""))
     add("")
     add("Machine: %s." % machine())
     add("")
@@ -226,6 +284,35 @@ def write_report(opts, names, echo, bulk, idle, minutes):
             e = med(cpu(echo, "epoll (C)", size, conns))
             add("| %s | %d | %s | %.2f | %.2f |"
                 % (size_name(size), conns, " | ".join(row), t / u, t / e))
+    if use_perf:
+        add("")
+        add("## Server instructions and cycles per request, by message size "
+            "and connections")
+        add("")
+        add("Counted by `perf stat -p PID -e instructions,cycles` over the "
+            "same measured window, user and kernel together, divided by the "
+            "requests answered. Instructions per request vary by a percent or "
+            "two between repetitions where CPU time varies by a third, so "
+            "they are the figure to compare when the ranges above overlap; "
+            "cycles move with CPU time. Medians; thousands.")
+        add("")
+        add("| size | conns | " + " | ".join(
+            "%s instr · cycles" % n for n in names)
+            + " | tact / uvloop (instr) | tact / epoll (instr) |")
+        add("|---|---|" + "---|" * (len(names) + 2))
+        for size in SIZES:
+            for conns in CONNS:
+                cells = []
+                for n in names:
+                    rs = echo[(n, size, conns)]
+                    cells.append("%.1f · %.1f" % (
+                        med([r.get("instructions_per_req", 0) for r in rs]) / 1e3,
+                        med([r.get("cycles_per_req", 0) for r in rs]) / 1e3))
+                ins = lambda n: med([r.get("instructions_per_req", 0)
+                                     for r in echo[(n, size, conns)]])
+                add("| %s | %d | %s | %.2f | %.2f |" % (
+                    size_name(size), conns, " | ".join(cells),
+                    ins("tact") / ins("uvloop"), ins("tact") / ins("epoll (C)")))
     add("")
     add("## Requests per second and latency (medians)")
     add("")
