@@ -1,5 +1,6 @@
-// The adapter actor: runs a class protocol (tact::protocol) as an actor on
-// its connection's loop, translating messages into callbacks.
+// The adapter actor: runs a class protocol (tact::protocol or
+// tact::datagram_protocol) as an actor on its transport's loop, translating
+// messages into callbacks.
 
 #include <exception>
 #include <string>
@@ -15,9 +16,9 @@
 
 namespace tact {
 
-protocol::~protocol() = default;
+base_protocol::~base_protocol() = default;
 
-void protocol::connection_made(transport&) {
+void base_protocol::connection_made(transport&) {
   // nop
 }
 
@@ -29,21 +30,29 @@ bool protocol::eof_received() {
   return false;
 }
 
-void protocol::pause_writing() {
+void datagram_protocol::datagram_received(bytes, endpoint) {
   // nop
 }
 
-void protocol::resume_writing() {
+void datagram_protocol::error_received(const caf::error&) {
   // nop
 }
 
-void protocol::connection_lost(const caf::error&) {
+void base_protocol::pause_writing() {
+  // nop
+}
+
+void base_protocol::resume_writing() {
+  // nop
+}
+
+void base_protocol::connection_lost(const caf::error&) {
   // nop
 }
 
 class detail_access {
 public:
-  static void set_self(protocol& p, caf::abstract_actor* self) {
+  static void set_self(base_protocol& p, caf::abstract_actor* self) {
     p.self_ = self;
   }
 };
@@ -55,8 +64,10 @@ namespace {
 class adapter final : public detail::protocol_core {
 public:
   adapter(caf::actor_config& cfg, detail::multiplexer& mux,
-          std::unique_ptr<protocol> proto)
-    : detail::protocol_core(cfg, mux), proto_(std::move(proto)) {
+          std::unique_ptr<base_protocol> proto)
+    : detail::protocol_core(cfg, mux), proto_(std::move(proto)),
+      stream_(dynamic_cast<protocol*>(proto_.get())),
+      datagram_(dynamic_cast<datagram_protocol*>(proto_.get())) {
     detail_access::set_self(*proto_, this);
   }
 
@@ -82,7 +93,7 @@ protected:
       handle_.abort(make_error(errc::protocol_down));
     lost_ = true;
     handle_ = transport{};
-    proto_.reset();
+    reset_protocol();
     quit(std::move(reason));
   }
 
@@ -96,10 +107,23 @@ private:
         monitor(handle_.actor());
       guarded("connection_made", [&] { proto_->connection_made(handle_); });
       reply(x, caf::make_message());
+    } else if (msg.match_elements<datagram_received>()) {
+      auto& d = msg.get_mutable_as<datagram_received>(0);
+      auto n = d.data.size();
+      if (datagram_ && !failed_ && !lost_)
+        guarded("datagram_received", [&] {
+          datagram_->datagram_received(std::move(d.data), std::move(d.addr));
+        });
+      give_back(n);
+    } else if (msg.match_elements<error_received>()) {
+      if (datagram_ && !failed_ && !lost_)
+        guarded("error_received", [&] {
+          datagram_->error_received(msg.get_as<error_received>(0).reason);
+        });
     } else if (msg.match_elements<eof_received>()) {
       bool keep_open = false;
-      if (!failed_ && !lost_)
-        guarded("eof_received", [&] { keep_open = proto_->eof_received(); });
+      if (stream_ && !failed_ && !lost_)
+        guarded("eof_received", [&] { keep_open = stream_->eof_received(); });
       reply(x, caf::make_message(keep_open));
     } else if (msg.match_elements<pause_writing>()) {
       if (!failed_ && !lost_)
@@ -118,8 +142,8 @@ private:
 
   void on_data(bytes& data) {
     auto n = data.size();
-    if (!failed_ && !lost_)
-      guarded("data_received", [&] { proto_->data_received(std::move(data)); });
+    if (stream_ && !failed_ && !lost_)
+      guarded("data_received", [&] { stream_->data_received(std::move(data)); });
     give_back(n);
   }
 
@@ -140,7 +164,7 @@ private:
       // set_protocol moved the connection to another protocol, which got
       // connection_lost; this one just ends.
       lost_ = true;
-      proto_.reset();
+      reset_protocol();
       quit();
       return;
     }
@@ -198,8 +222,14 @@ private:
       mux().warn("protocol callback connection_lost failed");
     }
     handle_ = transport{};
-    proto_.reset();
+    reset_protocol();
     quit();
+  }
+
+  void reset_protocol() {
+    proto_.reset();
+    stream_ = nullptr;
+    datagram_ = nullptr;
   }
 
   bool replaced() {
@@ -210,7 +240,10 @@ private:
     return current && current.address() != address();
   }
 
-  std::unique_ptr<protocol> proto_;
+  std::unique_ptr<base_protocol> proto_;
+  // proto_ as the one of the two kinds it is (the other is null).
+  protocol* stream_;
+  datagram_protocol* datagram_;
   transport handle_;
   caf::mailbox_element* current_ = nullptr;
   detail::transport_core* direct_from_ = nullptr;
@@ -221,7 +254,7 @@ private:
 } // namespace
 
 caf::actor protocol_factory::spawn_adapter(detail::multiplexer& mux,
-                                           std::unique_ptr<protocol> p) {
+                                           std::unique_ptr<base_protocol> p) {
   return detail::spawn_light<adapter>(mux, std::move(p));
 }
 

@@ -12,6 +12,7 @@
 #include <caf/fwd.hpp>
 
 #include "tact/runtime/bytes.hpp"
+#include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact {
@@ -20,30 +21,21 @@ namespace detail {
 class multiplexer;
 } // namespace detail
 
-/// asyncio's `Protocol` as a C++ class: override the callbacks you need.
+/// What every class protocol has (asyncio's `BaseProtocol`).
 ///
 /// tact runs each instance inside an adapter actor on the multiplexer that
-/// owns its connection, so the callbacks of one protocol never run
+/// owns its transport, so the callbacks of one protocol never run
 /// concurrently and may use `transport` methods freely. Callbacks must not
-/// block: they share the loop thread with every other connection on it.
-///
-/// Order (asyncio's grammar): `connection_made data_received*
-/// eof_received? connection_lost`, with `pause_writing` / `resume_writing`
-/// anywhere before `connection_lost`. A callback that throws is reported
-/// through the runtime's warning hook, the connection is aborted, and
-/// `connection_lost` follows with `errc::protocol_failed`.
-class protocol {
+/// block: they share the loop thread with every other connection on it. A
+/// callback that throws is reported through the runtime's warning hook, the
+/// transport is aborted, and `connection_lost` follows with
+/// `errc::protocol_failed`.
+class base_protocol {
 public:
-  virtual ~protocol();
+  virtual ~base_protocol();
 
-  /// The connection is up; keep `t` (a cheap handle) to write later.
+  /// The transport is up; keep `t` (a cheap handle) to write later.
   virtual void connection_made(transport& t);
-
-  /// Bytes from the peer. Moving `data` into a `write` costs no copy.
-  virtual void data_received(bytes data);
-
-  /// The peer sent EOF. Return true to keep the connection half-open.
-  virtual bool eof_received();
 
   /// The transport's write buffer went over its high watermark.
   virtual void pause_writing();
@@ -51,7 +43,7 @@ public:
   /// The transport's write buffer is back at or under its low watermark.
   virtual void resume_writing();
 
-  /// The connection is gone; `reason` is empty for a clean close.
+  /// The transport is gone; `reason` is empty for a clean close.
   virtual void connection_lost(const caf::error& reason);
 
 protected:
@@ -71,11 +63,42 @@ private:
   caf::abstract_actor* self_ = nullptr;
 };
 
-/// Makes the protocol of each new connection: either a protocol actor (the
-/// behaviour path: the callable returns a `caf::actor` that handles the
-/// messages of `tact/runtime/messages.hpp`) or a class protocol (the
-/// callable returns a `std::unique_ptr` to a `tact::protocol`, which tact
-/// runs in an adapter actor on the connection's loop).
+/// asyncio's `Protocol` (streams: TCP, Unix) as a C++ class: override the
+/// callbacks you need.
+///
+/// Order (asyncio's grammar): `connection_made data_received*
+/// eof_received? connection_lost`, with `pause_writing` / `resume_writing`
+/// anywhere before `connection_lost`.
+class protocol : public base_protocol {
+public:
+  /// Bytes from the peer. Moving `data` into a `write` costs no copy.
+  virtual void data_received(bytes data);
+
+  /// The peer sent EOF. Return true to keep the connection half-open.
+  virtual bool eof_received();
+};
+
+/// asyncio's `DatagramProtocol` (UDP, Unix datagram sockets) as a C++
+/// class: override the callbacks you need.
+///
+/// Order: `connection_made (datagram_received | error_received)*
+/// connection_lost`, with `pause_writing` / `resume_writing` anywhere
+/// before `connection_lost`.
+class datagram_protocol : public base_protocol {
+public:
+  /// One datagram from `addr`. Moving `data` into a `sendto` costs no copy.
+  virtual void datagram_received(bytes data, endpoint addr);
+
+  /// A send or receive failed with an OS error; the transport stays open.
+  virtual void error_received(const caf::error& reason);
+};
+
+/// Makes the protocol of each new connection or endpoint: either a protocol
+/// actor (the behaviour path: the callable returns a `caf::actor` that
+/// handles the messages of `tact/runtime/messages.hpp`) or a class protocol
+/// (the callable returns a `std::unique_ptr` to a `tact::protocol` or a
+/// `tact::datagram_protocol`, which tact runs in an adapter actor on the
+/// transport's loop).
 class protocol_factory {
 public:
   using function = std::function<caf::actor(detail::multiplexer&)>;
@@ -90,11 +113,13 @@ public:
         return caf::actor{f()};
       };
     } else {
-      static_assert(std::is_convertible_v<result, std::unique_ptr<protocol>>,
+      static_assert(std::is_convertible_v<result,
+                                          std::unique_ptr<base_protocol>>,
                     "a protocol factory returns a caf::actor or a "
-                    "std::unique_ptr to a tact::protocol");
+                    "std::unique_ptr to a tact::protocol or a "
+                    "tact::datagram_protocol");
       fn_ = [f = std::move(f)](detail::multiplexer& mux) mutable {
-        return spawn_adapter(mux, std::unique_ptr<protocol>{f()});
+        return spawn_adapter(mux, std::unique_ptr<base_protocol>{f()});
       };
     }
   }
@@ -104,7 +129,7 @@ public:
 
   /// Spawns the adapter actor that runs `p` on `mux`.
   static caf::actor spawn_adapter(detail::multiplexer& mux,
-                                  std::unique_ptr<protocol> p);
+                                  std::unique_ptr<base_protocol> p);
 
 private:
   function fn_;

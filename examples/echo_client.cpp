@@ -1,11 +1,13 @@
-// asyncio's echo client: connect, send a message, print what comes back.
+// asyncio's echo clients: connect, send a message, print what comes back.
 //
 //   echo_client tcp://127.0.0.1:8888 --message "hello"
 //   echo_client unix:///tmp/echo.sock
+//   echo_client udp://127.0.0.1:9999 --message "hello"
 //
-// Sends the message, half-closes, prints the echo as it arrives and exits 0
-// when the server closes; exits 1 with a one-line reason when it cannot
-// connect or the connection fails.
+// Streams: sends the message, half-closes, prints the echo as it arrives
+// and exits 0 when the server closes. UDP: sends one datagram, prints the
+// reply, closes. Exits 1 with a one-line reason when it cannot connect, the
+// connection fails or (UDP) no reply comes within 5 seconds.
 
 #include <chrono>
 #include <cstdio>
@@ -52,6 +54,42 @@ private:
   std::promise<caf::error> done_;
 };
 
+// asyncio's UDP echo client: one datagram out, one back, then close.
+class udp_echo_client final : public tact::datagram_protocol {
+public:
+  udp_echo_client(std::string message, std::promise<caf::error> done)
+    : message_(std::move(message)), done_(std::move(done)) {
+    // nop
+  }
+
+  void connection_made(tact::transport& t) override {
+    t_ = t;
+    t.sendto(tact::to_bytes(message_));
+    std::printf("sent: %s\n", message_.c_str());
+  }
+
+  void datagram_received(tact::bytes data, tact::endpoint) override {
+    std::printf("received: %.*s\n", static_cast<int>(data.size()), data.data());
+    std::fflush(stdout);
+    t_.close();
+  }
+
+  void error_received(const caf::error& reason) override {
+    error_ = reason;
+    t_.close();
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    done_.set_value(reason ? reason : error_);
+  }
+
+private:
+  std::string message_;
+  std::promise<caf::error> done_;
+  tact::transport t_;
+  caf::error error_;
+};
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -72,7 +110,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto u = tact::parse_url(target);
-  if (!u || (u->scheme != "tcp" && u->scheme != "unix")) {
+  if (!u || (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp")) {
     std::fprintf(stderr, "echo_client: %s\n",
                  u ? "unsupported scheme" : tact::describe(u.error()).c_str());
     return 2;
@@ -83,17 +121,25 @@ int main(int argc, char** argv) {
   auto factory = [&] {
     return std::make_unique<echo_client>(message, std::move(done));
   };
-  auto conn = u->scheme == "unix"
-                ? rt.create_unix_connection(factory, u->path)
-                : rt.create_connection(factory, u->host, u->port);
+  auto udp_factory = [&] {
+    return std::make_unique<udp_echo_client>(message, std::move(done));
+  };
+  auto conn
+    = u->scheme == "unix"  ? rt.create_unix_connection(factory, u->path)
+      : u->scheme == "udp" ? rt.create_datagram_endpoint(
+                               udp_factory,
+                               {.remote_addr = tact::endpoint::inet(u->host,
+                                                                    u->port)})
+                           : rt.create_connection(factory, u->host, u->port);
   if (!conn) {
     std::fprintf(stderr, "echo_client: cannot connect to %s: %s\n", target,
                  tact::describe(conn.error()).c_str());
     return 1;
   }
-  if (result.wait_for(std::chrono::seconds{30}) != std::future_status::ready) {
-    std::fprintf(stderr, "echo_client: no answer from %s within 30 s\n",
-                 target);
+  auto patience = std::chrono::seconds{u->scheme == "udp" ? 5 : 30};
+  if (result.wait_for(patience) != std::future_status::ready) {
+    std::fprintf(stderr, "echo_client: no answer from %s within %d s\n",
+                 target, static_cast<int>(patience.count()));
     return 1;
   }
   if (auto err = result.get()) {

@@ -1,9 +1,12 @@
-// Echo server on any number of TCP and Unix socket URLs, with flow control.
+// Echo server on any number of TCP, Unix socket and UDP URLs, with flow
+// control.
 //
-//   echo_server tcp://127.0.0.1:0 tcp://[::1]:7000 unix:///tmp/echo.sock
+//   echo_server tcp://127.0.0.1:0 tcp://[::1]:7000 unix:///tmp/echo.sock \
+//               udp://127.0.0.1:0
 //
 // Prints one `listening on URL` line per listener (real port numbers),
-// echoes every byte, and exits 0 on SIGINT or SIGTERM after flushing.
+// echoes every byte (every datagram, to its sender), and exits 0 on SIGINT
+// or SIGTERM after flushing.
 
 #include <cstdio>
 #include <memory>
@@ -16,7 +19,9 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH)\n",
+    std::fprintf(stderr,
+                 "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
+                 "udp://HOST:PORT)\n",
                  argv[0]);
     return 2;
   }
@@ -27,7 +32,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "echo_server: %s\n", tact::describe(u.error()).c_str());
       return 2;
     }
-    if (u->scheme != "tcp" && u->scheme != "unix") {
+    if (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp") {
       std::fprintf(stderr, "echo_server: unsupported scheme '%s' in %s\n",
                    u->scheme.c_str(), argv[i]);
       return 2;
@@ -37,7 +42,30 @@ int main(int argc, char** argv) {
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
   auto factory = [] { return std::make_unique<tact::echo_protocol>(); };
   std::vector<tact::server> servers;
+  std::vector<tact::transport> endpoints;
   for (auto& u : urls) {
+    if (u.scheme == "udp") {
+      auto ep = rt.create_datagram_endpoint(
+        [] { return std::make_unique<tact::datagram_echo_protocol>(); },
+        {.local_addr = tact::endpoint::inet(u.host, u.port)});
+      if (!ep) {
+        std::fprintf(stderr, "echo_server: cannot listen on %s: %s\n",
+                     tact::to_string(u).c_str(),
+                     tact::describe(ep.error()).c_str());
+        return 1;
+      }
+      auto name = ep->get_extra_info("sockname");
+      auto& addr = caf::get<caf::config_value::list>(*name);
+      auto host = caf::get<std::string>(addr[0]);
+      std::printf("listening on udp://%s%s%s:%d\n",
+                  host.find(':') != std::string::npos ? "[" : "",
+                  host.c_str(),
+                  host.find(':') != std::string::npos ? "]" : "",
+                  static_cast<int>(caf::get<int64_t>(addr[1])));
+      std::fflush(stdout);
+      endpoints.push_back(std::move(*ep));
+      continue;
+    }
     auto srv = u.scheme == "unix" ? rt.create_unix_server(factory, u.path)
                                   : rt.create_server(factory, u.host, u.port);
     if (!srv) {

@@ -24,4 +24,21 @@ void echo_protocol::resume_writing() {
   transport_.resume_reading();
 }
 
+void datagram_echo_protocol::connection_made(transport& t) {
+  transport_ = t;
+}
+
+void datagram_echo_protocol::datagram_received(bytes data, endpoint addr) {
+  if (!addr.empty())
+    transport_.sendto(std::move(data), std::move(addr));
+}
+
+void datagram_echo_protocol::pause_writing() {
+  transport_.pause_reading();
+}
+
+void datagram_echo_protocol::resume_writing() {
+  transport_.resume_reading();
+}
+
 } // namespace tact

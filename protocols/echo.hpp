@@ -22,4 +22,20 @@ private:
   transport transport_;
 };
 
+/// Sends every datagram back to its sender (datagrams from an unnamed Unix
+/// socket have no sender to answer and are dropped).
+///
+/// Flow control: while the transport's queue is over its high watermark it
+/// pauses reading; datagrams that arrive meanwhile wait in the kernel.
+class datagram_echo_protocol : public datagram_protocol {
+public:
+  void connection_made(transport& t) override;
+  void datagram_received(bytes data, endpoint addr) override;
+  void pause_writing() override;
+  void resume_writing() override;
+
+private:
+  transport transport_;
+};
+
 } // namespace tact

@@ -33,6 +33,7 @@ std::string_view to_string(errc x) {
     case errc::transport_down: return "transport_down";
     case errc::closed: return "closed";
     case errc::would_deadlock: return "would_deadlock";
+    case errc::message_too_long: return "message_too_long";
     case errc::os_error: return "os_error";
   }
   return "unknown";
@@ -66,6 +67,7 @@ errc from_errno(int err) {
     case ENOBUFS:
     case ENOMEM: return errc::out_of_resources;
     case ENOENT: return errc::no_such_file;
+    case EMSGSIZE: return errc::message_too_long;
     case EINVAL:
     case EAFNOSUPPORT: return errc::invalid_argument;
     case EBADF:

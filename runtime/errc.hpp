@@ -59,6 +59,8 @@ enum class errc : uint8_t {
   closed,
   /// A blocking call was made from the multiplexer's own thread.
   would_deadlock,
+  /// A datagram too large for the socket (EMSGSIZE).
+  message_too_long,
   /// Any other operating-system error.
   os_error,
 };

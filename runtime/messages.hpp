@@ -14,6 +14,7 @@
 #include <caf/meta/type_name.hpp>
 
 #include "tact/runtime/bytes.hpp"
+#include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact {
@@ -51,6 +52,19 @@ struct connection_lost {
   caf::error reason;
 };
 
+/// One datagram from `addr` (datagram transports). Like `data_received`, it
+/// counts against the read credit until given back with `consumed`.
+struct datagram_received {
+  bytes data;
+  endpoint addr;
+};
+
+/// A send or receive failed with an OS error (datagram transports); the
+/// transport stays open.
+struct error_received {
+  caf::error reason;
+};
+
 // -- protocol -> transport ---------------------------------------------------
 
 namespace op {
@@ -59,6 +73,14 @@ namespace op {
 /// which account for in-flight bytes in the shared buffer size.
 struct write {
   bytes data;
+  bool counted = false;
+};
+
+/// Send one datagram to `addr`, or to the connected peer when `addr` is
+/// empty. `counted` as for `write`.
+struct sendto {
+  bytes data;
+  endpoint addr;
   bool counted = false;
 };
 
@@ -134,7 +156,22 @@ typename Inspector::result_type inspect(Inspector& f, connection_lost& x) {
   return f(caf::meta::type_name("tact.connection_lost"), x.reason);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, datagram_received& x) {
+  return f(caf::meta::type_name("tact.datagram_received"), x.data, x.addr);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, error_received& x) {
+  return f(caf::meta::type_name("tact.error_received"), x.reason);
+}
+
 namespace op {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, sendto& x) {
+  return f(caf::meta::type_name("tact.op.sendto"), x.data, x.addr, x.counted);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, write& x) {

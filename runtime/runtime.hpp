@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -12,6 +13,7 @@
 #include <caf/expected.hpp>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
 #include "tact/transports/server.hpp"
 
@@ -36,6 +38,25 @@ struct runtime_options {
   /// Where warnings go (dropped writes, accept pauses, failed callbacks).
   /// Default: one line on stderr each.
   std::function<void(const std::string&)> on_warning;
+};
+
+/// An address family, for `create_datagram_endpoint` without addresses.
+enum class address_family : uint8_t { unspecified, ipv4, ipv6 };
+
+/// asyncio's keyword arguments of `create_datagram_endpoint`.
+struct datagram_options {
+  /// Address to bind; the host may be a name (resolved on the calling
+  /// thread) or empty for every interface; port 0 picks a free port.
+  std::optional<endpoint> local_addr;
+  /// Peer to connect to (the endpoint then only talks to it).
+  std::optional<endpoint> remote_addr;
+  /// Restricts the addresses above to one family; needed when neither is
+  /// given (an unbound socket of that family).
+  address_family family = address_family::unspecified;
+  /// SO_REUSEPORT.
+  bool reuse_port = false;
+  /// SO_BROADCAST.
+  bool allow_broadcast = false;
 };
 
 /// The event loop and the actor system behind it: asyncio's loop.
@@ -85,6 +106,20 @@ public:
   /// ownership of `fd`.
   caf::expected<transport> connect_accepted_socket(protocol_factory factory,
                                                    int fd);
+
+  /// Opens a UDP endpoint: binds `local_addr` and/or connects to
+  /// `remote_addr` (asyncio's `create_datagram_endpoint`). The protocol is
+  /// usually a `tact::datagram_protocol`.
+  caf::expected<transport> create_datagram_endpoint(protocol_factory factory,
+                                                    datagram_options opts);
+
+  /// Opens a Unix datagram endpoint bound to `local_path` (a stale socket
+  /// file there is replaced; empty: unnamed, it can send but not be
+  /// answered) and connected to `remote_path` (empty: unconnected).
+  caf::expected<transport>
+  create_unix_datagram_endpoint(protocol_factory factory,
+                                const std::string& local_path,
+                                const std::string& remote_path = {});
 
   // -- actors -----------------------------------------------------------------------
 

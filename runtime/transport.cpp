@@ -38,6 +38,15 @@ caf::config_value to_config_value(const address_info& addr) {
   return caf::config_value{std::move(result)};
 }
 
+endpoint to_endpoint(const address_info& addr) {
+  if (addr.family == 1 || addr.family == 0)
+    return endpoint::unix_path(addr.path ? *addr.path : std::string{});
+  char host[INET6_ADDRSTRLEN] = {};
+  inet_ntop(addr.family == 4 ? AF_INET : AF_INET6, addr.ip.data(), host,
+            sizeof(host));
+  return endpoint::inet(host, addr.port);
+}
+
 void transport_state::count_dropped_write() {
   if (++dropped_writes == 5)
     core->mux().warn("writes after the transport was closed are being dropped");
@@ -58,6 +67,8 @@ bool transport::drop_write() {
 }
 
 caf::error transport::write(bytes data) {
+  if (state_ && state_->kind == detail::transport_kind::datagram)
+    return make_error(errc::not_supported, "write on a datagram transport");
   if (state_ && state_->eof_written.load())
     return make_error(errc::write_after_eof);
   if (data.empty())
@@ -74,6 +85,51 @@ caf::error transport::write(bytes data) {
   }
   caf::anon_send(actor_, op::write{std::move(data), state_ != nullptr});
   return caf::none;
+}
+
+caf::error transport::sendto(bytes data, std::optional<endpoint> addr) {
+  if (state_) {
+    if (state_->kind != detail::transport_kind::datagram)
+      return make_error(errc::not_supported, "sendto on a stream transport");
+    if (addr && addr->empty())
+      return make_error(errc::invalid_argument,
+                        "sendto an empty address (an unnamed socket)");
+    auto connected = state_->peer.family != 0;
+    if (!addr && !connected)
+      return make_error(errc::invalid_argument,
+                        "sendto without an address on an unconnected "
+                        "endpoint");
+    if (addr && connected && *addr != detail::to_endpoint(state_->peer))
+      return make_error(errc::invalid_argument,
+                        "sendto " + to_string(*addr)
+                          + " on an endpoint connected to "
+                          + to_string(detail::to_endpoint(state_->peer)));
+    if (addr && !addr->host.empty()) {
+      // A quick check that the host is numeric, so the caller learns of a
+      // name at once rather than through error_received.
+      unsigned char buf[sizeof(in6_addr)];
+      if (inet_pton(AF_INET, addr->host.c_str(), buf) != 1
+          && inet_pton(AF_INET6, addr->host.c_str(), buf) != 1)
+        return make_error(errc::invalid_argument,
+                          "not a numeric IPv4 or IPv6 address: '"
+                            + addr->host + "'");
+    }
+    if (drop_write())
+      return caf::none;
+    state_->in_flight += data.size();
+  }
+  caf::anon_send(actor_, op::sendto{std::move(data),
+                                    addr ? std::move(*addr) : endpoint{},
+                                    state_ != nullptr});
+  return caf::none;
+}
+
+std::string to_string(const endpoint& x) {
+  if (x.host.empty())
+    return x.path;
+  if (x.host.find(':') != std::string::npos)
+    return "[" + x.host + "]:" + std::to_string(x.port);
+  return x.host + ":" + std::to_string(x.port);
 }
 
 caf::error transport::write(std::string_view text) {
@@ -235,6 +291,10 @@ caf::actor transport::get_protocol() const {
   if (!state_ || state_->lost.load())
     return {};
   return state_->current_protocol();
+}
+
+uint64_t transport::dropped_datagrams() const noexcept {
+  return state_ ? state_->dropped_datagrams.load() : 0;
 }
 
 uint64_t transport::dropped_writes() const noexcept {

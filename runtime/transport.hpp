@@ -16,6 +16,7 @@
 #include <caf/settings.hpp>
 
 #include "tact/runtime/bytes.hpp"
+#include "tact/runtime/endpoint.hpp"
 
 namespace tact {
 
@@ -46,8 +47,19 @@ public:
   /// Queues `data`. Empty data does nothing. After `write_eof()` this is an
   /// error (`errc::write_after_eof`); after `close()`, `abort()` or the
   /// connection's loss the data is dropped and counted, with one warning at
-  /// the fifth such write.
+  /// the fifth such write. `errc::not_supported` on a datagram transport.
   caf::error write(bytes data);
+
+  /// Sends `data` as one datagram (datagram transports only) to `addr`, or
+  /// to the connected peer when `addr` is empty. Empty datagrams are sent.
+  /// Errors: `errc::not_supported` on a stream transport;
+  /// `errc::invalid_argument` without an address on an unconnected
+  /// endpoint, with an address other than the connected peer's, or with a
+  /// host that is not a numeric address. After `close()` or `abort()` the
+  /// datagram is dropped and counted like a late write. An OS error on the
+  /// send itself (EMSGSIZE, ECONNREFUSED, ...) reaches the protocol as
+  /// `error_received`, and the transport stays open.
+  caf::error sendto(bytes data, std::optional<endpoint> addr = std::nullopt);
 
   /// Copies `text` and queues it.
   caf::error write(std::string_view text);
@@ -131,6 +143,10 @@ public:
 
   /// Writes dropped because they came after closing.
   [[nodiscard]] uint64_t dropped_writes() const noexcept;
+
+  /// Datagrams read and dropped because the protocol held its whole read
+  /// credit (datagram transports; 0 for streams).
+  [[nodiscard]] uint64_t dropped_datagrams() const noexcept;
 
   /// The transport actor.
   [[nodiscard]] const caf::actor& actor() const noexcept { return actor_; }

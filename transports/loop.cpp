@@ -1,8 +1,10 @@
-// asyncio's loop operations for stream sockets: create_server,
-// create_unix_server, create_connection, create_unix_connection and
-// connect_accepted_socket. Each runs on the caller's thread up to the point
-// where a connected or listening descriptor is handed to the loop.
+// asyncio's loop operations for sockets: create_server, create_unix_server,
+// create_connection, create_unix_connection, connect_accepted_socket,
+// create_datagram_endpoint and its Unix variant. Each runs on the caller's
+// thread up to the point where a connected, bound or listening descriptor
+// is handed to the loop.
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,6 +17,7 @@
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
+#include "tact/transports/detail/datagram.hpp"
 #include "tact/transports/detail/server.hpp"
 #include "tact/transports/detail/socket.hpp"
 #include "tact/transports/detail/stream.hpp"
@@ -205,6 +208,159 @@ runtime::connect_accepted_socket(protocol_factory factory, int fd) {
                                 : detail::stream_kind::tcp;
   return detail::spawn_stream_transport(*mux_, fd, factory(*mux_), kind,
                                         opts_.read_credit);
+}
+
+
+namespace {
+
+// Opens a datagram socket of `family`, with asyncio's options, bound to
+// `local` and connected to `remote` when given.
+caf::expected<int> open_datagram(int family, const detail::sock_address* local,
+                                 const detail::sock_address* remote,
+                                 const datagram_options& opts) {
+  auto fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return error_from_errno(errno, "socket");
+  int one = 1;
+  if (opts.reuse_port
+      && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "SO_REUSEPORT");
+  }
+  if (opts.allow_broadcast)
+    setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+  if (local && ::bind(fd, local->get(), local->length) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "bind " + detail::to_string(*local));
+  }
+  if (remote && ::connect(fd, remote->get(), remote->length) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "connect " + detail::to_string(*remote));
+  }
+  return fd;
+}
+
+int to_af(address_family family) {
+  switch (family) {
+    case address_family::ipv4: return AF_INET;
+    case address_family::ipv6: return AF_INET6;
+    default: return AF_UNSPEC;
+  }
+}
+
+} // namespace
+
+caf::expected<transport>
+runtime::create_datagram_endpoint(protocol_factory factory,
+                                  datagram_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  auto want = to_af(opts.family);
+  auto resolve = [&](const std::optional<endpoint>& ep, bool passive)
+    -> caf::expected<std::vector<detail::sock_address>> {
+    if (!ep)
+      return std::vector<detail::sock_address>{};
+    auto addrs = detail::resolve(ep->host, ep->port, passive);
+    if (!addrs)
+      return std::move(addrs.error());
+    std::vector<detail::sock_address> result;
+    for (auto& a : *addrs)
+      if (want == AF_UNSPEC || a.family() == want)
+        result.push_back(a);
+    if (result.empty())
+      return make_error(errc::name_resolution_failed,
+                        "no address of the requested family for '"
+                          + ep->host + "'");
+    return result;
+  };
+  auto locals = resolve(opts.local_addr, true);
+  if (!locals)
+    return std::move(locals.error());
+  auto remotes = resolve(opts.remote_addr, false);
+  if (!remotes)
+    return std::move(remotes.error());
+  caf::expected<int> fd = make_error(errc::invalid_argument,
+                                     "unexpected address family: give "
+                                     "local_addr, remote_addr or family");
+  if (locals->empty() && remotes->empty()) {
+    if (want != AF_UNSPEC)
+      fd = open_datagram(want, nullptr, nullptr, opts);
+  } else {
+    // asyncio's order: each family the local addresses have (or the remote
+    // ones, when no local address is given), local and remote of that
+    // family together; the first pair that binds and connects wins.
+    fd = make_error(errc::invalid_argument,
+                    "local_addr and remote_addr have no family in common");
+    auto try_family = [&](int family, const detail::sock_address* local) {
+      if (remotes->empty())
+        return open_datagram(family, local, nullptr, opts);
+      caf::expected<int> last = make_error(errc::invalid_argument);
+      for (auto& remote : *remotes) {
+        if (remote.family() != family)
+          continue;
+        last = open_datagram(family, local, &remote, opts);
+        if (last)
+          break;
+      }
+      return last;
+    };
+    if (!locals->empty()) {
+      for (auto& local : *locals) {
+        if (!remotes->empty()
+            && std::none_of(remotes->begin(), remotes->end(),
+                            [&](auto& r) { return r.family() == local.family(); }))
+          continue;
+        fd = try_family(local.family(), &local);
+        if (fd)
+          break;
+      }
+    } else {
+      for (auto& remote : *remotes) {
+        fd = open_datagram(remote.family(), nullptr, &remote, opts);
+        if (fd)
+          break;
+      }
+    }
+  }
+  if (!fd)
+    return std::move(fd.error());
+  return detail::spawn_datagram_transport(*mux_, *fd, factory(*mux_),
+                                          opts_.read_credit);
+}
+
+caf::expected<transport>
+runtime::create_unix_datagram_endpoint(protocol_factory factory,
+                                       const std::string& local_path,
+                                       const std::string& remote_path) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  std::optional<detail::sock_address> local;
+  std::optional<detail::sock_address> remote;
+  if (!local_path.empty()) {
+    auto addr = detail::unix_address(local_path);
+    if (!addr)
+      return std::move(addr.error());
+    local = *addr;
+    // Replace a stale socket file, as asyncio does.
+    struct stat st{};
+    if (::stat(local_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+      ::unlink(local_path.c_str());
+  }
+  if (!remote_path.empty()) {
+    auto addr = detail::unix_address(remote_path);
+    if (!addr)
+      return std::move(addr.error());
+    remote = *addr;
+  }
+  auto fd = open_datagram(AF_UNIX, local ? &*local : nullptr,
+                          remote ? &*remote : nullptr, datagram_options{});
+  if (!fd)
+    return std::move(fd.error());
+  return detail::spawn_datagram_transport(*mux_, *fd, factory(*mux_),
+                                          opts_.read_credit);
 }
 
 } // namespace tact

@@ -9,24 +9,18 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
-#include <caf/actor_system.hpp>
-#include <caf/sec.hpp>
-#include <caf/system_messages.hpp>
-
-#include "tact/runtime/detail/multiplexer.hpp"
-#include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/socket.hpp"
+#include "tact/transports/detail/socket_transport.hpp"
 
 namespace tact::detail {
 
 namespace {
 
 // Chunks handed to one sendmsg.
-constexpr int max_iov = 64;
+constexpr size_t max_iov = 64;
 
 // The write buffer: the chunks as they were written (no copy), consumed
 // from the front. Unlike std::deque it allocates nothing while empty, which
@@ -65,28 +59,13 @@ private:
   size_t first_ = 0;
 };
 
-class stream_transport final : public transport_core, public io_handler {
+class stream_transport final : public socket_transport {
 public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                    caf::actor protocol, uint64_t read_credit)
-    : transport_core(cfg, mux, true, read_credit), fd_(fd),
-      protocol_(std::move(protocol)) {
-    // The extra-info snapshot, taken before anyone can see the state.
-    auto local = local_address(fd);
-    state_.fd = fd;
-    state_.local = to_address_info(local);
-    state_.peer = to_address_info(peer_address(fd));
-    switch (local.family()) {
-      case AF_INET: state_.family = "inet"; break;
-      case AF_INET6: state_.family = "inet6"; break;
-      default: state_.family = "unix"; break;
-    }
-    state_.protocol = protocol_;
-  }
-
-  ~stream_transport() override {
-    if (fd_ >= 0)
-      ::close(fd_);
+    : socket_transport(cfg, mux, fd, std::move(protocol), read_credit,
+                       transport_kind::stream) {
+    // nop
   }
 
   void handle_io(uint32_t events) override {
@@ -109,180 +88,57 @@ public:
     update_interest();
   }
 
-  caf::strong_actor_ptr io_owner() override {
-    return caf::actor_cast<caf::strong_actor_ptr>(this);
-  }
-
   void direct_write(bytes& data) override {
     on_write(data);
   }
 
-  // Killed by an exit message: the protocol still hears of it.
-  void on_exit(caf::error reason) override {
-    lose(reason ? std::move(reason) : make_error(errc::transport_down));
-  }
-
 protected:
-  void on_start() override {
-    mux().add(fd_, 0, this);
-    registered_ = true;
-    mux().track(id(), handle(), false);
-    if (!protocol_) {
-      lose(make_error(errc::protocol_down, "no protocol"));
-      return;
-    }
-    watch_protocol(false);
-    // Read nothing before the protocol has seen connection_made: whatever
-    // it asks for while handling it (pause_reading) comes first.
-    made_request_ = request_to(
-      protocol_, caf::make_message(connection_made{transport{handle(), &state_}}));
-  }
-
-  void on_message(caf::mailbox_element& x) override {
-    auto& msg = x.content();
-    if (auto id = answer_to(x)) {
-      on_answer(id, msg);
-    } else if (msg.match_elements<op::write>()) {
+  bool on_transport_message(caf::mailbox_element&,
+                            caf::type_erased_tuple& msg) override {
+    if (msg.match_elements<op::write>()) {
       auto& w = msg.get_mutable_as<op::write>(0);
       if (w.counted)
         state_.in_flight -= w.data.size();
       on_write(w.data);
-    } else if (msg.match_elements<op::consumed>()) {
-      if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
-        state_.unconsumed -= n;
-      state_.credit_blocked = false;
-      update_interest();
-    } else if (msg.match_elements<op::write_eof>()) {
-      on_write_eof();
-    } else if (msg.match_elements<op::close>()) {
-      on_close();
-    } else if (msg.match_elements<op::abort>()) {
-      lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
-    } else if (msg.match_elements<op::pause_reading>()) {
-      set_paused(true);
-    } else if (msg.match_elements<op::resume_reading>()) {
-      set_paused(false);
-    } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-      // A local handle stored the limits already; storing them again here
-      // could undo a later call that the handle made meanwhile.
-      if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
-        state_.high = lim.high;
-        state_.low = lim.low;
-      }
-      maybe_pause_protocol();
-    } else if (msg.match_elements<op::set_protocol>()) {
-      on_set_protocol(std::move(msg.get_mutable_as<op::set_protocol>(0).protocol));
-    } else if (msg.match_elements<op::get_write_buffer_size>()) {
-      reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
-    } else if (msg.match_elements<caf::down_msg>()) {
-      auto& down = msg.get_as<caf::down_msg>(0);
-      if (protocol_ && down.source == protocol_.address()) {
-        protocol_ = nullptr;
-        fast_ = nullptr;
-        lose(make_error(errc::protocol_down));
-      }
-    } else if (x.mid.is_request()) {
-      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+      return true;
     }
+    if (msg.match_elements<op::write_eof>()) {
+      on_write_eof();
+      return true;
+    }
+    return false;
+  }
+
+  void on_answer(uint64_t id, caf::type_erased_tuple& msg) override {
+    if (id != eof_request_)
+      return;
+    // Anything but `true` (an error, no handler) closes.
+    if (!(msg.match_elements<bool>() && msg.get_as<bool>(0)))
+      on_close();
+  }
+
+  bool drained() const noexcept override {
+    return wbuf_.empty();
+  }
+
+  void drop_buffer() override {
+    wbuf_.clear();
+  }
+
+  bool wants_read() const noexcept override {
+    return socket_transport::wants_read() && !eof_seen_;
+  }
+
+  void on_drained() override {
+    if (eof_requested_ && !eof_sent_) {
+      eof_sent_ = true;
+      ::shutdown(fd_, SHUT_WR);
+    }
+    socket_transport::on_drained();
   }
 
 private:
-  // -- state queries -------------------------------------------------------------
-
-  bool wants_read() const noexcept {
-    return read_started_ && !closing_ && !user_paused_ && !eof_seen_ && !lost_
-           && state_.unconsumed.load() < state_.read_credit;
-  }
-
-  void update_interest() {
-    if (lost_)
-      return;
-    uint32_t mask = (wants_read() ? EPOLLIN : 0u)
-                    | (!wbuf_.empty() ? EPOLLOUT : 0u);
-    if (mask == 0 && hup_) {
-      // A hung-up socket reports EPOLLHUP whatever the mask; take it off
-      // the loop until there is something to do with it.
-      if (registered_) {
-        mux().remove(fd_);
-        registered_ = false;
-      }
-      return;
-    }
-    if (!registered_) {
-      mux().add(fd_, mask, this);
-      registered_ = true;
-      mask_ = mask;
-      return;
-    }
-    if (mask != mask_) {
-      mux().modify(fd_, mask, this);
-      mask_ = mask;
-    }
-  }
-
-  // -- the protocol --------------------------------------------------------------
-
-  // The class adapter made for this connection needs no monitor: it ends
-  // only through connection_lost or by aborting this transport (see
-  // adapter.cpp). Behaviours, and any protocol installed by set_protocol
-  // (an adapter there has no handle to abort with), are monitored.
-  void watch_protocol(bool installed) {
-    fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
-    monitored_ = installed || fast_ == nullptr;
-    if (monitored_)
-      monitor(protocol_);
-  }
-
-  void unwatch_protocol() {
-    if (protocol_ && monitored_)
-      demonitor(protocol_);
-    monitored_ = false;
-    fast_ = nullptr;
-  }
-
-  void on_set_protocol(caf::actor p) {
-    if (lost_)
-      return;
-    unwatch_protocol();
-    protocol_ = std::move(p);
-    state_.set_protocol(protocol_);
-    if (protocol_)
-      watch_protocol(true);
-  }
-
-  void on_answer(uint64_t id, caf::type_erased_tuple& msg) {
-    if (id == made_request_) {
-      // An empty answer, or a behaviour without a handler for
-      // connection_made: read. Anything else means the protocol is gone.
-      if (msg.empty()
-          || (msg.match_elements<caf::error>()
-              && msg.get_as<caf::error>(0) == caf::sec::unexpected_message))
-        start_reading();
-      else
-        lose(make_error(errc::protocol_down));
-    } else if (id == eof_request_) {
-      bool keep_open = msg.match_elements<bool>() && msg.get_as<bool>(0);
-      if (!keep_open)
-        on_close();
-    }
-  }
-
-  void set_paused(bool paused) {
-    if (closing_)
-      return;
-    user_paused_ = paused;
-    state_.reading_paused = paused;
-    update_interest();
-  }
-
   // -- reading ---------------------------------------------------------------------
-
-  void start_reading() {
-    if (lost_)
-      return;
-    read_started_ = true;
-    update_interest();
-  }
 
   void do_read() {
     auto credit = state_.read_credit - state_.unconsumed.load();
@@ -294,21 +150,14 @@ private:
       if (!protocol_)
         return;
       bytes data(mux().scratch(), mux().scratch() + n);
-      auto before = state_.unconsumed.fetch_add(static_cast<uint64_t>(n));
-      if (before + static_cast<uint64_t>(n) >= state_.read_credit) {
-        state_.credit_blocked = true;
-        // The protocol may have consumed in between: check again so that a
-        // wake-up cannot be lost.
-        if (state_.unconsumed.load() < state_.read_credit)
-          state_.credit_blocked = false;
-      }
+      charge_credit(static_cast<size_t>(n));
       // A class protocol on this loop with nothing queued takes the bytes
       // by a direct call: same order as the mailbox, no message. It may
       // write back from inside (direct_write): nothing below depends on
       // state that call changes.
       if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
         return;
-      send_to(protocol_, caf::make_message(data_received{std::move(data)}));
+      deliver(caf::make_message(data_received{std::move(data)}));
       return;
     }
     if (n == 0) {
@@ -340,6 +189,7 @@ private:
       state_.count_dropped_write();
       return;
     }
+    size_t sent = 0;
     if (wbuf_.empty()) {
       // Nothing queued: try the kernel right away.
       auto n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
@@ -351,22 +201,20 @@ private:
         }
         n = 0;
       }
-      if (static_cast<size_t>(n) == data.size())
+      sent = static_cast<size_t>(n);
+      if (sent == data.size())
         return;
-      head_ = static_cast<size_t>(n);
-      buffered_ += data.size() - head_;
-    } else {
-      buffered_ += data.size();
+      head_ = sent;
     }
+    auto rest = data.size() - sent;
     wbuf_.push_back(std::move(data));
-    state_.buffered = buffered_;
-    maybe_pause_protocol();
+    buffered_add(rest);
     update_interest();
   }
 
   void do_flush() {
     iovec iov[max_iov];
-    auto count = std::min<size_t>(wbuf_.count(), max_iov);
+    auto count = std::min(wbuf_.count(), max_iov);
     size_t offset = head_;
     for (size_t i = 0; i < count; ++i) {
       auto& chunk = wbuf_.at(i);
@@ -386,7 +234,7 @@ private:
       return;
     }
     auto left = static_cast<size_t>(n);
-    buffered_ -= left;
+    buffered_sub(left);
     while (left > 0) {
       auto avail = wbuf_.at(0).size() - head_;
       if (left < avail) {
@@ -397,19 +245,8 @@ private:
       wbuf_.pop_front();
       head_ = 0;
     }
-    state_.buffered = buffered_;
-    maybe_resume_protocol();
     if (wbuf_.empty())
       on_drained();
-  }
-
-  void on_drained() {
-    if (eof_requested_ && !eof_sent_) {
-      eof_sent_ = true;
-      ::shutdown(fd_, SHUT_WR);
-    }
-    if (closing_)
-      lose(caf::none);
   }
 
   void on_write_eof() {
@@ -421,91 +258,12 @@ private:
       on_drained();
   }
 
-  void maybe_pause_protocol() {
-    if (!protocol_paused_ && buffered_ > state_.high.load(std::memory_order_relaxed) && protocol_) {
-      protocol_paused_ = true;
-      send_to(protocol_, caf::make_message(pause_writing{}));
-    }
-  }
-
-  void maybe_resume_protocol() {
-    if (protocol_paused_ && buffered_ <= state_.low.load(std::memory_order_relaxed)) {
-      protocol_paused_ = false;
-      if (protocol_)
-        send_to(protocol_, caf::make_message(resume_writing{}));
-    }
-  }
-
-  // -- closing -----------------------------------------------------------------------
-
-  void on_close() {
-    if (closing_ || lost_)
-      return;
-    closing_ = true;
-    state_.closing = true;
-    update_interest();
-    if (wbuf_.empty())
-      lose(caf::none);
-  }
-
-  void lose_errno(int err, const char* call) {
-    auto code = from_errno(err);
-    if (code == errc::connection_reset || code == errc::broken_pipe)
-      lose(make_error(code));
-    else
-      lose(error_from_errno(err, call));
-  }
-
-  // Ends the connection exactly once: closes the descriptor, tells the
-  // protocol, drops it, and stops the actor.
-  void lose(caf::error reason) {
-    if (lost_)
-      return;
-    lost_ = true;
-    closing_ = true;
-    state_.closing = true;
-    if (registered_) {
-      mux().remove(fd_);
-      registered_ = false;
-    }
-    ::close(fd_);
-    fd_ = -1;
-    wbuf_.clear();
-    buffered_ = 0;
-    state_.buffered = 0;
-    mux().untrack(id());
-    state_.lost = true;
-    if (protocol_) {
-      unwatch_protocol();
-      send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
-      protocol_ = nullptr;
-    }
-    quit();
-  }
-
-  int fd_;
-  caf::actor protocol_;
-  // protocol_ as a class adapter on this loop, for direct delivery.
-  protocol_core* fast_ = nullptr;
-
   write_queue wbuf_;
   size_t head_ = 0;
-  size_t buffered_ = 0;
-  uint64_t made_request_ = 0;
   uint64_t eof_request_ = 0;
-
-  uint32_t mask_ = 0;
-  bool monitored_ = false;
-  bool registered_ = false;
-  bool hup_ = false;
-  bool read_started_ = false;
-  bool user_paused_ = false;
   bool eof_seen_ = false;
   bool eof_requested_ = false;
   bool eof_sent_ = false;
-  bool protocol_paused_ = false;
-  bool closing_ = false;
-  bool lost_ = false;
 };
 
 } // namespace

@@ -10,6 +10,7 @@
 #include <caf/config_value.hpp>
 
 #include "tact/runtime/bytes.hpp"
+#include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/detail/light_actor.hpp"
 
 namespace tact {
@@ -19,6 +20,9 @@ class transport;
 namespace tact::detail {
 
 class transport_core;
+
+/// What a transport carries: a byte stream or datagrams.
+enum class transport_kind : uint8_t { stream, datagram };
 
 /// One end of a connection as the extra info shows it, kept compact: the
 /// `caf::config_value` form is made only when asked for.
@@ -36,6 +40,9 @@ struct address_info {
 /// The address as asyncio's extra info shows it: `[host, port]` for IPv4,
 /// `[host, port, flowinfo, scope_id]` for IPv6, the path for Unix sockets.
 [[nodiscard]] caf::config_value to_config_value(const address_info& addr);
+
+/// The address as a datagram protocol sees it.
+[[nodiscard]] endpoint to_endpoint(const address_info& addr);
 
 /// A tiny spin lock for the rarely written protocol handle.
 class spin_lock {
@@ -57,12 +64,14 @@ private:
 /// keep alive. The transport is the only writer of the transport-side
 /// fields; handles write the fields that mirror their own calls.
 struct transport_state {
-  transport_state(transport_core& owner, bool eof_supported, uint64_t credit)
-    : core(&owner), can_write_eof(eof_supported), read_credit(credit) {
+  transport_state(transport_core& owner, transport_kind k, uint64_t credit)
+    : core(&owner), kind(k), can_write_eof(k == transport_kind::stream),
+      read_credit(credit) {
     // nop
   }
 
   transport_core* core;
+  const transport_kind kind;
   const bool can_write_eof;
   const uint64_t read_credit;
 
@@ -85,6 +94,10 @@ struct transport_state {
 
   // Writes dropped because the transport was closing or gone.
   std::atomic<uint32_t> dropped_writes{0};
+
+  // Datagrams read and dropped because the protocol held the whole read
+  // credit (datagram transports only).
+  std::atomic<uint64_t> dropped_datagrams{0};
 
   // Extra info, fixed when the connection is made.
   int fd = -1;
@@ -124,9 +137,9 @@ namespace tact::detail {
 /// transport's loop and its mailbox is empty (see `light_actor::run_now`).
 class transport_core : public light_actor {
 public:
-  transport_core(caf::actor_config& cfg, multiplexer& mux, bool can_write_eof,
+  transport_core(caf::actor_config& cfg, multiplexer& mux, transport_kind kind,
                  uint64_t read_credit)
-    : light_actor(cfg, mux), state_(*this, can_write_eof, read_credit) {
+    : light_actor(cfg, mux), state_(*this, kind, read_credit) {
     // nop
   }
 

@@ -59,11 +59,10 @@ size_t thread_count() {
 }
 
 void with_runtime(const std::function<void(runtime&)>& body,
-                  std::vector<std::string>* warnings) {
+                  std::vector<std::string>* warnings, runtime_options opts) {
   auto fds_before = fd_count();
   auto threads_before = thread_count();
   {
-    runtime_options opts;
     auto mtx = std::make_shared<std::mutex>();
     if (warnings != nullptr)
       opts.on_warning = [warnings, mtx](const std::string& text) {

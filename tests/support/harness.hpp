@@ -27,7 +27,8 @@ size_t thread_count();
 /// Runs `body` with a fresh runtime, destroys it, and checks that no
 /// descriptor or thread was left behind. Warnings go to `warnings` if given.
 void with_runtime(const std::function<void(runtime&)>& body,
-                  std::vector<std::string>* warnings = nullptr);
+                  std::vector<std::string>* warnings = nullptr,
+                  runtime_options opts = {});
 
 /// A thread-safe list of what a protocol saw, with waits.
 class journal {

@@ -142,6 +142,35 @@ address_info to_address_info(const sock_address& addr) {
   return result;
 }
 
+endpoint to_endpoint(const sock_address& addr) {
+  return to_endpoint(to_address_info(addr));
+}
+
+caf::expected<sock_address> to_sock_address(const endpoint& ep) {
+  if (ep.host.empty()) {
+    if (ep.path.empty())
+      return make_error(errc::invalid_argument, "empty address");
+    return unix_address(ep.path);
+  }
+  sock_address addr;
+  auto* in = reinterpret_cast<sockaddr_in*>(&addr.storage);
+  if (inet_pton(AF_INET, ep.host.c_str(), &in->sin_addr) == 1) {
+    in->sin_family = AF_INET;
+    in->sin_port = htons(ep.port);
+    addr.length = sizeof(sockaddr_in);
+    return addr;
+  }
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr.storage);
+  if (inet_pton(AF_INET6, ep.host.c_str(), &in6->sin6_addr) == 1) {
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(ep.port);
+    addr.length = sizeof(sockaddr_in6);
+    return addr;
+  }
+  return make_error(errc::invalid_argument,
+                    "not a numeric IPv4 or IPv6 address: '" + ep.host + "'");
+}
+
 caf::config_value to_config_value(const sock_address& addr) {
   return to_config_value(to_address_info(addr));
 }

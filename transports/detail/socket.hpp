@@ -43,6 +43,14 @@ caf::expected<sock_address> unix_address(const std::string& path);
 /// (empty for an unnamed one).
 [[nodiscard]] caf::config_value to_config_value(const sock_address& addr);
 
+/// The address of a datagram's sender as protocols see it.
+[[nodiscard]] endpoint to_endpoint(const sock_address& addr);
+
+/// The socket address of `ep`: a numeric IPv4 or IPv6 host, or a path.
+/// Host names are an error (`errc::invalid_argument`): resolving them would
+/// block the loop.
+caf::expected<sock_address> to_sock_address(const endpoint& ep);
+
 /// The compact form kept in a transport's shared state.
 [[nodiscard]] address_info to_address_info(const sock_address& addr);
 

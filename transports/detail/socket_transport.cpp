@@ -1,0 +1,291 @@
+#include "tact/transports/detail/socket_transport.hpp"
+
+#include <cerrno>
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <caf/sec.hpp>
+#include <caf/system_messages.hpp>
+
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/socket.hpp"
+
+namespace tact::detail {
+
+socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
+                                   int fd, caf::actor protocol,
+                                   uint64_t read_credit, transport_kind kind)
+  : transport_core(cfg, mux, kind, read_credit), fd_(fd),
+    protocol_(std::move(protocol)) {
+  // The extra-info snapshot, taken before anyone can see the state.
+  auto local = local_address(fd);
+  state_.fd = fd;
+  state_.local = to_address_info(local);
+  state_.peer = to_address_info(peer_address(fd));
+  switch (local.family()) {
+    case AF_INET: state_.family = "inet"; break;
+    case AF_INET6: state_.family = "inet6"; break;
+    default: state_.family = "unix"; break;
+  }
+  state_.protocol = protocol_;
+}
+
+socket_transport::~socket_transport() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+caf::strong_actor_ptr socket_transport::io_owner() {
+  return caf::actor_cast<caf::strong_actor_ptr>(this);
+}
+
+void socket_transport::on_exit(caf::error reason) {
+  lose(reason ? std::move(reason) : make_error(errc::transport_down));
+}
+
+void socket_transport::on_start() {
+  mux().add(fd_, 0, this);
+  registered_ = true;
+  mux().track(id(), handle(), false);
+  if (!protocol_) {
+    lose(make_error(errc::protocol_down, "no protocol"));
+    return;
+  }
+  watch_protocol(false);
+  // Read nothing before the protocol has seen connection_made: whatever it
+  // asks for while handling it (pause_reading) comes first.
+  made_request_ = request_to(
+    protocol_, caf::make_message(connection_made{transport{handle(), &state_}}));
+}
+
+void socket_transport::on_message(caf::mailbox_element& x) {
+  auto& msg = x.content();
+  if (auto id = answer_to(x)) {
+    if (id != made_request_) {
+      on_answer(id, msg);
+      return;
+    }
+    // An empty answer, or a behaviour without a handler for
+    // connection_made: read. Anything else means the protocol is gone.
+    if (msg.empty()
+        || (msg.match_elements<caf::error>()
+            && msg.get_as<caf::error>(0) == caf::sec::unexpected_message)) {
+      if (!lost_) {
+        read_started_ = true;
+        update_interest();
+      }
+    } else {
+      lose(make_error(errc::protocol_down));
+    }
+  } else if (on_transport_message(x, msg)) {
+    // handled by the subclass
+  } else if (msg.match_elements<op::consumed>()) {
+    if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
+      state_.unconsumed -= n;
+    state_.credit_blocked = false;
+    update_interest();
+  } else if (msg.match_elements<op::close>()) {
+    on_close();
+  } else if (msg.match_elements<op::abort>()) {
+    lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
+  } else if (msg.match_elements<op::pause_reading>()) {
+    set_paused(true);
+  } else if (msg.match_elements<op::resume_reading>()) {
+    set_paused(false);
+  } else if (msg.match_elements<op::set_write_buffer_limits>()) {
+    // A local handle stored the limits already; storing them again here
+    // could undo a later call that the handle made meanwhile.
+    if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
+      state_.high = lim.high;
+      state_.low = lim.low;
+    }
+    maybe_pause_protocol();
+  } else if (msg.match_elements<op::set_protocol>()) {
+    on_set_protocol(std::move(msg.get_mutable_as<op::set_protocol>(0).protocol));
+  } else if (msg.match_elements<op::get_write_buffer_size>()) {
+    reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
+  } else if (msg.match_elements<caf::down_msg>()) {
+    auto& down = msg.get_as<caf::down_msg>(0);
+    if (protocol_ && down.source == protocol_.address()) {
+      protocol_ = nullptr;
+      fast_ = nullptr;
+      monitored_ = false;
+      lose(make_error(errc::protocol_down));
+    }
+  } else if (x.mid.is_request()) {
+    reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+  }
+}
+
+void socket_transport::on_answer(uint64_t, caf::type_erased_tuple&) {
+  // nop
+}
+
+bool socket_transport::wants_read() const noexcept {
+  return reading_allowed() && credit_left();
+}
+
+bool socket_transport::reading_allowed() const noexcept {
+  return read_started_ && !closing_ && !user_paused_ && !lost_;
+}
+
+bool socket_transport::credit_left() const noexcept {
+  return state_.unconsumed.load() < state_.read_credit;
+}
+
+void socket_transport::charge_credit(size_t n) {
+  auto before = state_.unconsumed.fetch_add(n);
+  if (before + n >= state_.read_credit) {
+    state_.credit_blocked = true;
+    // The protocol may have consumed in between: check again so that a
+    // wake-up cannot be lost.
+    if (state_.unconsumed.load() < state_.read_credit)
+      state_.credit_blocked = false;
+  }
+}
+
+void socket_transport::update_interest() {
+  if (lost_)
+    return;
+  uint32_t mask = (wants_read() ? EPOLLIN : 0u) | (drained() ? 0u : EPOLLOUT);
+  if (mask == 0 && hup_) {
+    // A hung-up socket reports EPOLLHUP whatever the mask; take it off the
+    // loop until there is something to do with it.
+    if (registered_) {
+      mux().remove(fd_);
+      registered_ = false;
+    }
+    return;
+  }
+  if (!registered_) {
+    mux().add(fd_, mask, this);
+    registered_ = true;
+    mask_ = mask;
+    return;
+  }
+  if (mask != mask_) {
+    mux().modify(fd_, mask, this);
+    mask_ = mask;
+  }
+}
+
+void socket_transport::deliver(caf::message msg) {
+  if (protocol_)
+    send_to(protocol_, std::move(msg));
+}
+
+// The class adapter made for this connection needs no monitor: it ends only
+// through connection_lost or by aborting this transport (see adapter.cpp).
+// Behaviours, and any protocol installed by set_protocol (an adapter there
+// has no handle to abort with), are monitored.
+void socket_transport::watch_protocol(bool installed) {
+  fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
+  monitored_ = installed || fast_ == nullptr;
+  if (monitored_)
+    monitor(protocol_);
+}
+
+void socket_transport::unwatch_protocol() {
+  if (protocol_ && monitored_)
+    demonitor(protocol_);
+  monitored_ = false;
+  fast_ = nullptr;
+}
+
+void socket_transport::on_set_protocol(caf::actor p) {
+  if (lost_)
+    return;
+  unwatch_protocol();
+  protocol_ = std::move(p);
+  state_.set_protocol(protocol_);
+  if (protocol_)
+    watch_protocol(true);
+}
+
+void socket_transport::set_paused(bool paused) {
+  if (closing_)
+    return;
+  user_paused_ = paused;
+  state_.reading_paused = paused;
+  update_interest();
+}
+
+void socket_transport::buffered_add(size_t n) {
+  buffered_ += n;
+  state_.buffered.store(buffered_, std::memory_order_relaxed);
+  maybe_pause_protocol();
+}
+
+void socket_transport::buffered_sub(size_t n) {
+  buffered_ -= n;
+  state_.buffered.store(buffered_, std::memory_order_relaxed);
+  maybe_resume_protocol();
+}
+
+void socket_transport::maybe_pause_protocol() {
+  if (!protocol_paused_ && protocol_
+      && buffered_ > state_.high.load(std::memory_order_relaxed)) {
+    protocol_paused_ = true;
+    deliver(caf::make_message(pause_writing{}));
+  }
+}
+
+void socket_transport::maybe_resume_protocol() {
+  if (protocol_paused_
+      && buffered_ <= state_.low.load(std::memory_order_relaxed)) {
+    protocol_paused_ = false;
+    deliver(caf::make_message(resume_writing{}));
+  }
+}
+
+void socket_transport::on_close() {
+  if (closing_ || lost_)
+    return;
+  closing_ = true;
+  state_.closing = true;
+  update_interest();
+  if (drained())
+    lose(caf::none);
+}
+
+void socket_transport::on_drained() {
+  if (closing_)
+    lose(caf::none);
+}
+
+void socket_transport::lose_errno(int err, const char* call) {
+  auto code = from_errno(err);
+  if (code == errc::connection_reset || code == errc::broken_pipe)
+    lose(make_error(code));
+  else
+    lose(error_from_errno(err, call));
+}
+
+void socket_transport::lose(caf::error reason) {
+  if (lost_)
+    return;
+  lost_ = true;
+  closing_ = true;
+  state_.closing = true;
+  if (registered_) {
+    mux().remove(fd_);
+    registered_ = false;
+  }
+  ::close(fd_);
+  fd_ = -1;
+  drop_buffer();
+  buffered_ = 0;
+  state_.buffered = 0;
+  mux().untrack(id());
+  state_.lost = true;
+  if (protocol_) {
+    unwatch_protocol();
+    send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
+    protocol_ = nullptr;
+  }
+  quit();
+}
+
+} // namespace tact::detail

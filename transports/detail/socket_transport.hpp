@@ -1,0 +1,116 @@
+#pragma once
+
+// What every socket transport does the same way (stream and datagram): the
+// protocol's lifecycle (connection_made as a request, monitors,
+// set_protocol, connection_lost exactly once), epoll interest, write flow
+// control with asyncio's watermarks, close and abort. A subclass adds how
+// it reads and writes.
+
+#include <cstdint>
+
+#include <caf/actor.hpp>
+#include <caf/mailbox_element.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/transport_state.hpp"
+
+namespace tact::detail {
+
+class socket_transport : public transport_core, public io_handler {
+public:
+  socket_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
+                   caf::actor protocol, uint64_t read_credit,
+                   transport_kind kind);
+
+  ~socket_transport() override;
+
+  caf::strong_actor_ptr io_owner() override;
+
+  // Killed by an exit message: the protocol still hears of it.
+  void on_exit(caf::error reason) override;
+
+protected:
+  void on_start() override;
+
+  void on_message(caf::mailbox_element& x) override;
+
+  // -- hooks for subclasses --------------------------------------------------------
+
+  /// Handles a message the base does not know (a write); false if unknown.
+  virtual bool on_transport_message(caf::mailbox_element& x,
+                                    caf::type_erased_tuple& msg) = 0;
+
+  /// Handles the answer to a request the subclass made.
+  virtual void on_answer(uint64_t id, caf::type_erased_tuple& msg);
+
+  /// Whether the subclass has nothing left to send.
+  [[nodiscard]] virtual bool drained() const noexcept = 0;
+
+  /// Drops what is buffered (on loss).
+  virtual void drop_buffer() = 0;
+
+  /// Whether to read now: by default `reading_allowed()` with read credit
+  /// left; subclasses may add conditions.
+  [[nodiscard]] virtual bool wants_read() const noexcept;
+
+  // -- for subclasses ----------------------------------------------------------------
+
+  /// Started (connection_made answered), not closing, not paused, not lost.
+  [[nodiscard]] bool reading_allowed() const noexcept;
+
+  /// Whether the protocol holds less than the read credit.
+  [[nodiscard]] bool credit_left() const noexcept;
+
+  /// Charges `n` delivered bytes to the read credit.
+  void charge_credit(size_t n);
+
+  /// Sets epoll interest from `wants_read()` and `drained()`.
+  void update_interest();
+
+  /// Sends `msg` to the protocol (if any).
+  void deliver(caf::message msg);
+
+  /// `close()`: stop reading, flush, then lose the connection cleanly.
+  void on_close();
+
+  /// Called when the buffer has just drained; closes if closing.
+  virtual void on_drained();
+
+  /// Ends the connection exactly once: closes the descriptor, tells the
+  /// protocol, drops it, and stops the actor.
+  void lose(caf::error reason);
+
+  void lose_errno(int err, const char* call);
+
+  /// Adds to / takes from the buffered byte count, pausing or resuming the
+  /// protocol at the watermarks.
+  void buffered_add(size_t n);
+  void buffered_sub(size_t n);
+
+  int fd_;
+  caf::actor protocol_;
+  // protocol_ as a class adapter on this loop, for direct delivery.
+  protocol_core* fast_ = nullptr;
+  size_t buffered_ = 0;
+  bool read_started_ = false;
+  bool hup_ = false;
+  bool closing_ = false;
+  bool lost_ = false;
+
+private:
+  void watch_protocol(bool installed);
+  void unwatch_protocol();
+  void on_set_protocol(caf::actor p);
+  void set_paused(bool paused);
+  void maybe_pause_protocol();
+  void maybe_resume_protocol();
+
+  uint64_t made_request_ = 0;
+  uint32_t mask_ = 0;
+  bool monitored_ = false;
+  bool registered_ = false;
+  bool user_paused_ = false;
+  bool protocol_paused_ = false;
+};
+
+} // namespace tact::detail
