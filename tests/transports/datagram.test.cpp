@@ -638,3 +638,26 @@ SCENARIO("datagram: a protocol that does not keep up has datagrams dropped "
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0].find("dropped") != std::string::npos);
 }
+
+SCENARIO("datagram: sendto after close is dropped and counted, not sent") {
+  auto k = any_dkind();
+  INFO("transport: " << name_of(k));
+  auto log = std::make_shared<dlog>();
+  with_runtime([&](runtime& rt) {
+    dpeer peer{k};
+    auto t = open(rt, k, drecording(log));
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    CHECK(t->sendto(to_bytes("before"), peer.addr()) == caf::none);
+    t->close();
+    CHECK(t->sendto(to_bytes("after"), peer.addr()) == caf::none);
+    CHECK(t->dropped_writes() == 1);
+    // close() flushed what came before it.
+    CHECK(peer.recv() == "before");
+    REQUIRE(log->wait_for("connection_lost"));
+    CHECK(log->lost_reason == caf::none);
+    CHECK(t->sendto(to_bytes("lost"), peer.addr()) == caf::none);
+    CHECK(t->dropped_writes() == 2);
+    CHECK_FALSE(peer.recv(100ms));
+  });
+}
