@@ -105,11 +105,13 @@ private:
       handle_ = std::move(msg.get_mutable_as<connection_made>(0).handle);
       if (handle_)
         monitor(handle_.actor());
-      guarded("connection_made", [&] { proto_->connection_made(handle_); });
+      check_kind();
+      if (!mismatched_)
+        guarded("connection_made", [&] { proto_->connection_made(handle_); });
       reply(x, caf::make_message());
     } else if (msg.match_elements<datagram_received>()) {
       auto& d = msg.get_mutable_as<datagram_received>(0);
-      auto n = d.data.size();
+      auto n = d.data.size() + datagram_overhead;
       if (datagram_ && !failed_ && !lost_)
         guarded("datagram_received", [&] {
           datagram_->datagram_received(std::move(d.data), std::move(d.addr));
@@ -138,6 +140,21 @@ private:
     } else if (x.mid.is_request()) {
       reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
     }
+  }
+
+  // A stream protocol on a datagram transport (or the reverse) would see
+  // nothing: fail the connection at once instead.
+  void check_kind() {
+    auto* st = handle_.state();
+    if (st == nullptr)
+      return;
+    auto datagram = st->kind == detail::transport_kind::datagram;
+    mismatched_ = (datagram && stream_ != nullptr)
+                  || (!datagram && datagram_ != nullptr);
+    if (mismatched_)
+      fail("connection_made", datagram
+                                ? "a stream protocol on a datagram transport"
+                                : "a datagram protocol on a stream transport");
   }
 
   void on_data(bytes& data) {
@@ -214,7 +231,10 @@ private:
       return;
     lost_ = true;
     try {
-      proto_->connection_lost(reason);
+      // A protocol of the wrong kind never saw connection_made: it gets
+      // no connection_lost either.
+      if (!mismatched_)
+        proto_->connection_lost(reason);
     } catch (const std::exception& ex) {
       mux().warn(std::string{"protocol callback connection_lost failed: "}
                  + ex.what());
@@ -247,6 +267,7 @@ private:
   transport handle_;
   caf::mailbox_element* current_ = nullptr;
   detail::transport_core* direct_from_ = nullptr;
+  bool mismatched_ = false;
   bool failed_ = false;
   bool lost_ = false;
 };

@@ -52,8 +52,13 @@ struct connection_lost {
   caf::error reason;
 };
 
-/// One datagram from `addr` (datagram transports). Like `data_received`, it
-/// counts against the read credit until given back with `consumed`.
+/// What one datagram costs of the read credit beyond its bytes, so that a
+/// flood of empty datagrams is bounded too.
+constexpr size_t datagram_overhead = 64;
+
+/// One datagram from `addr` (datagram transports). It counts against the
+/// read credit until given back: a behaviour calls
+/// `consumed(data.size() + datagram_overhead)` (the class adapter does it).
 struct datagram_received {
   bytes data;
   endpoint addr;

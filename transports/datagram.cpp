@@ -5,13 +5,13 @@
 
 #include <cerrno>
 #include <optional>
-#include <vector>
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/fifo.hpp"
 #include "tact/transports/detail/socket.hpp"
 #include "tact/transports/detail/socket_transport.hpp"
 
@@ -49,8 +49,13 @@ public:
       do_read();
     if (!lost_ && (events & EPOLLOUT) && !queue_.empty())
       do_flush();
-    if (!lost_)
-      update_interest();
+    if (lost_)
+      return;
+    // Reported whatever the mask (someone shut the socket down): take it
+    // off the loop while there is nothing to do, as streams do.
+    if (events & EPOLLHUP)
+      hup_ = true;
+    update_interest();
   }
 
   void direct_write(bytes&) override {
@@ -70,12 +75,11 @@ protected:
   }
 
   bool drained() const noexcept override {
-    return first_ == queue_.size();
+    return queue_.empty();
   }
 
   void drop_buffer() override {
-    queue_ = {};
-    first_ = 0;
+    queue_.clear();
   }
 
   // Datagrams past the read credit are dropped (and counted), not left in
@@ -114,11 +118,13 @@ private:
       auto size = static_cast<size_t>(n);
       if (!protocol_ || !credit_left()) {
         if (++state_.dropped_datagrams == 1)
-          mux().warn("datagrams are being dropped: the protocol does not "
-                     "keep up (read credit exhausted)");
+          mux().warn("datagrams are being dropped: no protocol, or the "
+                     "protocol does not keep up (read credit exhausted)");
         continue;
       }
-      charge_credit(size);
+      // Empty datagrams cost something too, or a flood of them would
+      // never exhaust the credit.
+      charge_credit(size + datagram_overhead);
       deliver(caf::make_message(datagram_received{
         bytes(mux().scratch(), mux().scratch() + size), to_endpoint(from)}));
     }
@@ -151,6 +157,16 @@ private:
         report(err, "sendto");
         return;
       }
+      // An unconnected Unix socket gets no EPOLLOUT when the receiver's
+      // queue drains (the kernel only tracks a connected peer), so a
+      // queued datagram would spin the loop: drop it and say so.
+      if (to && state_.local.family == 1) {
+        deliver(caf::make_message(error_received{make_error(
+          errc::out_of_resources,
+          "the receiver's queue is full; datagram to "
+            + to_string(to_endpoint(*to)) + " dropped")}));
+        return;
+      }
     }
     auto size = data.size();
     queue_.push_back(pending{std::move(data), std::move(to)});
@@ -170,27 +186,23 @@ private:
   }
 
   void do_flush() {
-    while (first_ < queue_.size()) {
-      auto& next = queue_[first_];
+    while (!queue_.empty()) {
+      auto& next = queue_.front();
       auto err = send_one(next.data, next.to);
       if (would_block(err))
         return;
       if (err != 0)
         report(err, "sendto");
       auto size = next.data.size();
-      next = pending{};
-      ++first_;
+      queue_.pop_front();
       buffered_sub(size);
       if (lost_)
         return;
     }
-    queue_.clear();
-    first_ = 0;
     on_drained();
   }
 
-  std::vector<pending> queue_;
-  size_t first_ = 0;
+  fifo<pending> queue_;
 };
 
 } // namespace

@@ -12,6 +12,7 @@
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/fifo.hpp"
 #include "tact/transports/detail/socket.hpp"
 #include "tact/transports/detail/socket_transport.hpp"
 
@@ -21,43 +22,6 @@ namespace {
 
 // Chunks handed to one sendmsg.
 constexpr size_t max_iov = 64;
-
-// The write buffer: the chunks as they were written (no copy), consumed
-// from the front. Unlike std::deque it allocates nothing while empty, which
-// is what nearly every idle connection is.
-class write_queue {
-public:
-  [[nodiscard]] bool empty() const noexcept { return first_ == chunks_.size(); }
-
-  [[nodiscard]] size_t count() const noexcept { return chunks_.size() - first_; }
-
-  [[nodiscard]] bytes& at(size_t i) noexcept { return chunks_[first_ + i]; }
-
-  void push_back(bytes&& chunk) { chunks_.push_back(std::move(chunk)); }
-
-  void pop_front() {
-    chunks_[first_++] = bytes{};
-    if (first_ == chunks_.size()) {
-      first_ = 0;
-      chunks_.clear();
-      if (chunks_.capacity() > 64)
-        chunks_.shrink_to_fit();
-    } else if (first_ >= 64 && first_ * 2 >= chunks_.size()) {
-      chunks_.erase(chunks_.begin(),
-                    chunks_.begin() + static_cast<ptrdiff_t>(first_));
-      first_ = 0;
-    }
-  }
-
-  void clear() {
-    chunks_ = {};
-    first_ = 0;
-  }
-
-private:
-  std::vector<bytes> chunks_;
-  size_t first_ = 0;
-};
 
 class stream_transport final : public socket_transport {
 public:
@@ -214,7 +178,7 @@ private:
 
   void do_flush() {
     iovec iov[max_iov];
-    auto count = std::min(wbuf_.count(), max_iov);
+    auto count = std::min(wbuf_.size(), max_iov);
     size_t offset = head_;
     for (size_t i = 0; i < count; ++i) {
       auto& chunk = wbuf_.at(i);
@@ -236,7 +200,7 @@ private:
     auto left = static_cast<size_t>(n);
     buffered_sub(left);
     while (left > 0) {
-      auto avail = wbuf_.at(0).size() - head_;
+      auto avail = wbuf_.front().size() - head_;
       if (left < avail) {
         head_ += left;
         break;
@@ -258,7 +222,8 @@ private:
       on_drained();
   }
 
-  write_queue wbuf_;
+  // The chunks as they were written (no copy).
+  fifo<bytes> wbuf_;
   size_t head_ = 0;
   uint64_t eof_request_ = 0;
   bool eof_seen_ = false;

@@ -20,6 +20,7 @@
 
 #include "support/harness.hpp"
 #include "tact/runtime/endpoint.hpp"
+#include "tact/protocols/echo.hpp"
 #include "tact/runtime/messages.hpp"
 
 using namespace tact;
@@ -566,7 +567,10 @@ SCENARIO("datagram: queued bytes pause and resume the protocol; close "
     // most, the rest waits in the transport.
     for (int i = 0; i < 400; ++i)
       CHECK(t->sendto(bytes(1024, static_cast<char>(i))) == caf::none);
-    REQUIRE(eventually([&] { return t->get_write_buffer_size() > 0; }));
+    // The transport queued what the kernel refused, past the high
+    // watermark.
+    REQUIRE(log->wait_for("pause_writing"));
+    CHECK(t->get_write_buffer_size() > 64 * 1024);
     if (flush) {
       t->close();
       CHECK(t->sendto(bytes(10, 'z')) == caf::none); // dropped, counted
@@ -582,7 +586,6 @@ SCENARIO("datagram: queued bytes pause and resume the protocol; close "
       CHECK(log->count("pause_writing") == 1);
       CHECK(log->count("resume_writing") == 1);
     } else {
-      CHECK(log->wait_for("pause_writing"));
       t->abort();
       REQUIRE(log->wait_for("connection_lost"));
       size_t got = 0;
@@ -604,20 +607,23 @@ SCENARIO("datagram: a protocol that does not keep up has datagrams dropped "
       dpeer peer{k};
       // A behaviour that never gives read credit back until told to.
       auto received = std::make_shared<std::atomic<size_t>>(0);
-      auto factory = [&rt, received] {
-        return rt.spawn_on_loop([received](caf::event_based_actor* self)
+      auto count = std::make_shared<std::atomic<size_t>>(0);
+      auto factory = [&rt, received, count] {
+        return rt.spawn_on_loop([received, count](caf::event_based_actor* self)
                                   -> caf::behavior {
           auto t = std::make_shared<transport>();
           return {
             [=](connection_made& msg) { *t = msg.handle; },
-            [=](datagram_received& msg) { *received += msg.data.size(); },
+            [=](datagram_received& msg) {
+              *received += msg.data.size();
+              ++*count;
+            },
             [=](connection_lost&) { self->quit(); },
           };
         });
       };
       auto t = open(rt, k, factory);
       REQUIRE(t);
-      REQUIRE(eventually([&] { return t->is_reading(); }));
       for (int i = 0; i < 64; ++i)
         peer.send_to(std::string(1024, 'd'), sockname(*t));
       REQUIRE(eventually([&] {
@@ -627,8 +633,9 @@ SCENARIO("datagram: a protocol that does not keep up has datagrams dropped "
       // datagram that crossed it.
       CHECK(*received <= 9 * 1024);
       CHECK(t->dropped_datagrams() >= 55);
-      // Giving credit back lets datagrams in again.
-      t->consumed(*received);
+      // Each datagram also costs datagram_overhead; giving all of it back
+      // lets datagrams in again.
+      t->consumed(*received + *count * datagram_overhead);
       peer.send_to("more", sockname(*t));
       REQUIRE(eventually([&] { return *received % 1024 == 4; }));
       t->close();
@@ -660,4 +667,66 @@ SCENARIO("datagram: sendto after close is dropped and counted, not sent") {
     CHECK(t->dropped_writes() == 2);
     CHECK_FALSE(peer.recv(100ms));
   });
+}
+
+SCENARIO("datagram: unbound endpoints send; an unnamed Unix sender has no "
+         "address") {
+  auto k = any_dkind();
+  INFO("transport: " << name_of(k));
+  auto bound = std::make_shared<dlog>();
+  auto unbound = std::make_shared<dlog>();
+  with_runtime([&](runtime& rt) {
+    auto server = open(rt, k, drecording(bound));
+    REQUIRE(server);
+    // UDP: family only; Unix: no path (unnamed).
+    auto client = open(rt, k, drecording(unbound), std::nullopt, false);
+    REQUIRE(client);
+    REQUIRE(unbound->wait_for("connection_made"));
+    CHECK(client->sendto(to_bytes("from nowhere"), sockname(*server))
+          == caf::none);
+    REQUIRE(bound->wait_for("datagram_received"));
+    std::lock_guard<std::mutex> guard{bound->mtx};
+    CHECK(bound->datagrams[0].first == "from nowhere");
+    if (k == dkind::udp)
+      CHECK(bound->datagrams[0].second.port != 0); // bound by the send
+    else
+      CHECK(bound->datagrams[0].second.empty());
+  });
+}
+
+SCENARIO("datagram: endpoint options are checked") {
+  with_runtime([&](runtime& rt) {
+    auto f = [] { return std::make_unique<datagram_echo_protocol>(); };
+    // Neither an address nor a family.
+    CHECK(code_of(rt.create_datagram_endpoint(f, {}).error())
+          == errc::invalid_argument);
+    // A family that the address does not have.
+    datagram_options v6_only;
+    v6_only.local_addr = endpoint::inet("127.0.0.1", 0);
+    v6_only.family = address_family::ipv6;
+    CHECK_FALSE(rt.create_datagram_endpoint(f, v6_only));
+    // A Unix path that is too long.
+    CHECK(code_of(rt.create_unix_datagram_endpoint(f, std::string(200, 'x'))
+                    .error())
+          == errc::invalid_argument);
+  });
+}
+
+SCENARIO("datagram: a stream protocol on a datagram endpoint fails at once") {
+  auto k = any_dkind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  std::vector<std::string> warnings;
+  with_runtime(
+    [&](runtime& rt) {
+      auto t = open(rt, k, recording(j));
+      REQUIRE(t);
+      REQUIRE(eventually([&] { return t->is_closing(); }));
+      std::this_thread::sleep_for(50ms);
+      // Neither connection_made nor connection_lost reached it.
+      CHECK(j->events().empty());
+    },
+    &warnings);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].find("stream protocol on a datagram") != std::string::npos);
 }
