@@ -209,11 +209,9 @@ private:
 
 transport spawn_datagram_transport(multiplexer& mux, int fd,
                                    caf::actor protocol, uint64_t read_credit) {
-  auto hdl = spawn_light<datagram_transport>(mux, fd, std::move(protocol),
-                                             read_credit);
-  auto* self = static_cast<datagram_transport*>(
-    caf::actor_cast<caf::abstract_actor*>(hdl));
-  return transport{std::move(hdl), &self->state()};
+  return spawn_socket_transport<datagram_transport>(mux, fd,
+                                                    std::move(protocol),
+                                                    read_credit);
 }
 
 } // namespace tact::detail

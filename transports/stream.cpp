@@ -237,11 +237,8 @@ transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit) {
   if (kind == stream_kind::tcp)
     set_nodelay(fd);
-  auto hdl = spawn_light<stream_transport>(mux, fd, std::move(protocol),
-                                           read_credit);
-  auto* self = static_cast<stream_transport*>(
-    caf::actor_cast<caf::abstract_actor*>(hdl));
-  return transport{std::move(hdl), &self->state()};
+  return spawn_socket_transport<stream_transport>(mux, fd, std::move(protocol),
+                                                  read_credit);
 }
 
 } // namespace tact::detail

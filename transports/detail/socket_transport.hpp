@@ -13,6 +13,7 @@
 
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/transport.hpp"
 
 namespace tact::detail {
 
@@ -112,5 +113,14 @@ private:
   bool user_paused_ = false;
   bool protocol_paused_ = false;
 };
+
+/// Spawns a socket transport of type `T` on `mux` and returns its handle.
+template <class T>
+transport spawn_socket_transport(multiplexer& mux, int fd, caf::actor protocol,
+                                 uint64_t read_credit) {
+  auto hdl = spawn_light<T>(mux, fd, std::move(protocol), read_credit);
+  auto* self = static_cast<T*>(caf::actor_cast<caf::abstract_actor*>(hdl));
+  return transport{std::move(hdl), &self->state()};
+}
 
 } // namespace tact::detail
