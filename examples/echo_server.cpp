@@ -1,7 +1,7 @@
 // Echo server on any number of TCP, Unix socket and UDP URLs, with flow
 // control.
 //
-//   echo_server tcp://127.0.0.1:0 tcp://[::1]:7000 unix:///tmp/echo.sock \
+//   echo_server tcp://127.0.0.1:0 tcp://[::1]:7000 unix:///tmp/echo.sock
 //               udp://127.0.0.1:0
 //
 // Prints one `listening on URL` line per listener (real port numbers),

@@ -121,6 +121,17 @@ public:
                                 const std::string& local_path,
                                 const std::string& remote_path = {});
 
+  /// Reads the pipe `fd` (asyncio's `connect_read_pipe`): a FIFO, a socket
+  /// or a character device, else `errc::invalid_argument`. Takes ownership
+  /// of `fd` on success and makes it non-blocking. At EOF the protocol gets
+  /// `eof_received` and then `connection_lost`.
+  caf::expected<transport> connect_read_pipe(protocol_factory factory, int fd);
+
+  /// Writes to the pipe `fd` (asyncio's `connect_write_pipe`); the same kinds
+  /// of descriptor and ownership as `connect_read_pipe`. `close()` is
+  /// `write_eof()`: drain, then `connection_lost`.
+  caf::expected<transport> connect_write_pipe(protocol_factory factory, int fd);
+
   // -- actors -----------------------------------------------------------------------
 
   /// Spawns a behaviour on the loop thread, where transports live: its

@@ -69,6 +69,8 @@ bool transport::drop_write() {
 caf::error transport::write(bytes data) {
   if (state_ && state_->kind == detail::transport_kind::datagram)
     return make_error(errc::not_supported, "write on a datagram transport");
+  if (state_ && state_->kind == detail::transport_kind::read_pipe)
+    return make_error(errc::not_supported, "write on a read pipe");
   if (state_ && state_->eof_written.load())
     return make_error(errc::write_after_eof);
   if (data.empty())
@@ -146,6 +148,11 @@ caf::error transport::writelines(std::vector<bytes> chunks) {
 caf::error transport::write_eof() {
   if (state_ && !state_->can_write_eof)
     return make_error(errc::not_supported, "write_eof");
+  // asyncio: a write pipe's write_eof() is close().
+  if (state_ && state_->kind == detail::transport_kind::write_pipe) {
+    close();
+    return caf::none;
+  }
   if (state_ && (state_->closing.load() || state_->eof_written.exchange(true)))
     return caf::none;
   caf::anon_send(actor_, op::write_eof{});
@@ -261,6 +268,12 @@ transport::get_extra_info(std::string_view name) const {
       return std::nullopt;
     return i->second;
   }
+  auto pipe = state_->kind == detail::transport_kind::read_pipe
+              || state_->kind == detail::transport_kind::write_pipe;
+  if (pipe)
+    return name == "pipe"
+             ? std::optional{caf::config_value{static_cast<int64_t>(state_->fd)}}
+             : std::nullopt;
   if (name == "peername")
     return to_config_value(state_->peer);
   if (name == "sockname")
@@ -276,8 +289,9 @@ caf::settings transport::extra_info() const {
   if (!state_)
     return remote_extra_ ? *remote_extra_ : caf::settings{};
   caf::settings result;
-  for (auto name : {"peername", "sockname", "socket", "family"})
-    result[name] = *get_extra_info(name);
+  for (auto name : {"peername", "sockname", "socket", "family", "pipe"})
+    if (auto value = get_extra_info(name))
+      result[name] = std::move(*value);
   return result;
 }
 

@@ -1,6 +1,7 @@
 // asyncio's loop operations for sockets: create_server, create_unix_server,
 // create_connection, create_unix_connection, connect_accepted_socket,
-// create_datagram_endpoint and its Unix variant. Each runs on the caller's
+// create_datagram_endpoint and its Unix variant, connect_read_pipe and
+// connect_write_pipe. Each runs on the caller's
 // thread up to the point where a connected, bound or listening descriptor
 // is handed to the loop.
 
@@ -9,6 +10,7 @@
 #include <cstring>
 
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,6 +20,7 @@
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 #include "tact/transports/detail/datagram.hpp"
+#include "tact/transports/detail/pipe.hpp"
 #include "tact/transports/detail/server.hpp"
 #include "tact/transports/detail/socket.hpp"
 #include "tact/transports/detail/stream.hpp"
@@ -361,6 +364,53 @@ runtime::create_unix_datagram_endpoint(protocol_factory factory,
     return std::move(fd.error());
   return detail::spawn_datagram_transport(*mux_, *fd, factory(*mux_),
                                           opts_.read_credit);
+}
+
+namespace {
+
+// asyncio's check: pipes, sockets and character devices only.
+caf::error check_pipe_fd(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0)
+    return error_from_errno(errno, "fstat of descriptor " + std::to_string(fd));
+  if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode))
+    return make_error(errc::invalid_argument,
+                      "descriptor " + std::to_string(fd)
+                        + " is not a pipe, socket or character device");
+  // Some character devices (/dev/null, /dev/zero) cannot be watched by
+  // epoll: say so now rather than after connection_made.
+  int probe = ::epoll_create1(EPOLL_CLOEXEC);
+  if (probe < 0)
+    return error_from_errno(errno, "epoll_create1");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  auto rc = ::epoll_ctl(probe, EPOLL_CTL_ADD, fd, &ev);
+  auto err = errno;
+  ::close(probe);
+  if (rc != 0)
+    return error_from_errno(err, "descriptor " + std::to_string(fd)
+                                   + " cannot be watched by epoll");
+  if (!detail::set_nonblocking(fd, true))
+    return error_from_errno(errno, "O_NONBLOCK on descriptor "
+                                     + std::to_string(fd));
+  return caf::none;
+}
+
+} // namespace
+
+caf::expected<transport> runtime::connect_read_pipe(protocol_factory factory,
+                                                    int fd) {
+  if (auto err = check_pipe_fd(fd))
+    return err;
+  return detail::spawn_read_pipe_transport(*mux_, fd, factory(*mux_),
+                                           opts_.read_credit);
+}
+
+caf::expected<transport> runtime::connect_write_pipe(protocol_factory factory,
+                                                     int fd) {
+  if (auto err = check_pipe_fd(fd))
+    return err;
+  return detail::spawn_write_pipe_transport(*mux_, fd, factory(*mux_));
 }
 
 } // namespace tact

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <future>
 
+#include <csignal>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -78,17 +80,16 @@ void multiplexer::stop() {
   tracked_.clear();
 }
 
-void multiplexer::add(int fd, uint32_t events, io_handler* handler) {
+int multiplexer::add(int fd, uint32_t events, io_handler* handler) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = handler;
-  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    warn(std::string{"epoll_ctl(ADD) failed: "} + std::strerror(errno));
-    return;
-  }
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+    return errno;
   if (static_cast<size_t>(fd) >= fd_owners_.size())
     fd_owners_.resize(static_cast<size_t>(fd) + 64);
   fd_owners_[static_cast<size_t>(fd)] = handler->io_owner();
+  return 0;
 }
 
 void multiplexer::modify(int fd, uint32_t events, io_handler* handler) {
@@ -195,6 +196,13 @@ void multiplexer::run_ready() {
 }
 
 void multiplexer::run() {
+  // A write to a pipe whose reader is gone raises SIGPIPE in the writing
+  // thread (sockets use MSG_NOSIGNAL instead). Blocked here, it stays
+  // pending and the write fails with EPIPE; consume_sigpipe() clears it.
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
   thread_id_ = std::this_thread::get_id();
   // As many as the epoll reference server takes per call.
   constexpr int max_events = 256;
@@ -224,6 +232,16 @@ void multiplexer::run() {
         handler->handle_io(events[i].events);
     run_ready();
     graveyard_.clear();
+  }
+}
+
+void consume_sigpipe() noexcept {
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  timespec zero{};
+  while (sigtimedwait(&pipe_set, nullptr, &zero) == SIGPIPE) {
+    // drop it
   }
 }
 

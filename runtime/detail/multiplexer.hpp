@@ -16,6 +16,10 @@
 
 namespace tact::detail {
 
+/// Clears a SIGPIPE pending on the calling (loop) thread after a write to a
+/// pipe failed with EPIPE.
+void consume_sigpipe() noexcept;
+
 /// Something with a file descriptor registered on the multiplexer's epoll.
 class io_handler {
 public:
@@ -55,7 +59,9 @@ public:
 
   // -- descriptors (loop thread only) ---------------------------------------
 
-  void add(int fd, uint32_t events, io_handler* handler);
+  /// Registers `fd`; returns 0 or the errno of epoll_ctl (EPERM for a
+  /// descriptor epoll cannot watch, such as a regular file).
+  int add(int fd, uint32_t events, io_handler* handler);
   void modify(int fd, uint32_t events, io_handler* handler);
   void remove(int fd);
 

@@ -21,8 +21,9 @@ namespace tact::detail {
 
 class transport_core;
 
-/// What a transport carries: a byte stream or datagrams.
-enum class transport_kind : uint8_t { stream, datagram };
+/// What a transport carries: a byte stream (both ways, or one way for the
+/// ends of a pipe) or datagrams.
+enum class transport_kind : uint8_t { stream, datagram, read_pipe, write_pipe };
 
 /// One end of a connection as the extra info shows it, kept compact: the
 /// `caf::config_value` form is made only when asked for.
@@ -65,7 +66,9 @@ private:
 /// fields; handles write the fields that mirror their own calls.
 struct transport_state {
   transport_state(transport_core& owner, transport_kind k, uint64_t credit)
-    : core(&owner), kind(k), can_write_eof(k == transport_kind::stream),
+    : core(&owner), kind(k),
+      can_write_eof(k == transport_kind::stream
+                    || k == transport_kind::write_pipe),
       read_credit(credit) {
     // nop
   }

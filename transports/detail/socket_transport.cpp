@@ -19,9 +19,14 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
                                    uint64_t read_credit, transport_kind kind)
   : transport_core(cfg, mux, kind, read_credit), fd_(fd),
     protocol_(std::move(protocol)) {
+  state_.fd = fd;
+  state_.protocol = protocol_;
+  if (kind == transport_kind::read_pipe || kind == transport_kind::write_pipe) {
+    state_.family = "pipe";
+    return;
+  }
   // The extra-info snapshot, taken before anyone can see the state.
   auto local = local_address(fd);
-  state_.fd = fd;
   state_.local = to_address_info(local);
   state_.peer = to_address_info(peer_address(fd));
   switch (local.family()) {
@@ -29,7 +34,6 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
     case AF_INET6: state_.family = "inet6"; break;
     default: state_.family = "unix"; break;
   }
-  state_.protocol = protocol_;
 }
 
 socket_transport::~socket_transport() {
@@ -46,9 +50,13 @@ void socket_transport::on_exit(caf::error reason) {
 }
 
 void socket_transport::on_start() {
-  mux().add(fd_, 0, this);
-  registered_ = true;
   mux().track(id(), handle(), false);
+  if (auto err = mux().add(fd_, 0, this)) {
+    // Not a descriptor epoll can watch (a regular file, /dev/null).
+    lose(error_from_errno(err, "epoll_ctl"));
+    return;
+  }
+  registered_ = true;
   if (!protocol_) {
     lose(make_error(errc::protocol_down, "no protocol"));
     return;
@@ -160,7 +168,10 @@ void socket_transport::update_interest() {
     return;
   }
   if (!registered_) {
-    mux().add(fd_, mask, this);
+    if (auto err = mux().add(fd_, mask, this)) {
+      lose(error_from_errno(err, "epoll_ctl"));
+      return;
+    }
     registered_ = true;
     mask_ = mask;
     return;
@@ -233,8 +244,8 @@ void socket_transport::maybe_pause_protocol() {
 }
 
 void socket_transport::maybe_resume_protocol() {
-  if (protocol_paused_
-      && buffered_ <= state_.low.load(std::memory_order_relaxed)) {
+  auto low = resume_when_empty_ ? 0 : state_.low.load(std::memory_order_relaxed);
+  if (protocol_paused_ && buffered_ <= low) {
     protocol_paused_ = false;
     deliver(caf::make_message(resume_writing{}));
   }

@@ -93,6 +93,8 @@ protected:
   // protocol_ as a class adapter on this loop, for direct delivery.
   protocol_core* fast_ = nullptr;
   size_t buffered_ = 0;
+  // asyncio's write pipe resumes the protocol only once its buffer is empty.
+  bool resume_when_empty_ = false;
   bool read_started_ = false;
   bool hup_ = false;
   bool closing_ = false;
