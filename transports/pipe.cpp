@@ -6,33 +6,26 @@
 #include <cerrno>
 
 #include <sys/epoll.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
-#include "tact/transports/detail/fifo.hpp"
-#include "tact/transports/detail/socket_transport.hpp"
+#include "tact/transports/detail/byte_transport.hpp"
 
 namespace tact::detail {
 
 namespace {
 
-// Chunks handed to one writev.
-constexpr size_t max_iov = 64;
-
-bool would_block(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
-}
-
 // The read end: data_received until EOF, then eof_received and
-// connection_lost(none), whatever eof_received answers.
-class read_pipe_transport final : public socket_transport {
+// connection_lost(none), whatever eof_received answers. asyncio's read pipe
+// has no abort(); here abort() ends it like close(), the same for a
+// transport without a buffer.
+class read_pipe_transport final : public byte_transport {
 public:
   read_pipe_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                       caf::actor protocol, uint64_t read_credit)
-    : socket_transport(cfg, mux, fd, std::move(protocol), read_credit,
-                       transport_kind::read_pipe) {
+    : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
+                     transport_kind::read_pipe) {
     // nop
   }
 
@@ -49,63 +42,46 @@ public:
     update_interest();
   }
 
-  void direct_write(bytes&) override {
-    // write() on a read pipe fails in the handle; never here.
-  }
-
 protected:
-  // Nothing beyond the common commands (asyncio's read pipe has no
-  // abort(); here abort() ends it like close(), the same for a transport
-  // without a buffer).
-  bool on_transport_message(caf::mailbox_element&,
-                            caf::type_erased_tuple&) override {
-    return false;
+  ssize_t read_some(char* buf, size_t size) override {
+    return ::read(fd_, buf, size);
   }
 
-  bool drained() const noexcept override {
-    return true;
+  void on_eof() override {
+    // The answer does not matter: a read pipe ends at EOF.
+    if (protocol_)
+      request_to(protocol_, caf::make_message(eof_received{}));
+    lose(caf::none);
   }
 
-  void drop_buffer() override {
+  // write() and write_eof() fail in the handle; nothing gets here.
+  ssize_t write_some(const char*, size_t) override {
+    errno = EBADF;
+    return -1;
+  }
+
+  ssize_t write_gather(const iovec*, size_t) override {
+    errno = EBADF;
+    return -1;
+  }
+
+  void on_write_eof() override {
     // nop
   }
 
-private:
-  void do_read() {
-    auto credit = state_.read_credit - state_.unconsumed.load();
-    auto want = std::min<size_t>(mux().scratch_size(), credit);
-    auto n = ::read(fd_, mux().scratch(), want);
-    if (n > 0) {
-      if (!protocol_)
-        return;
-      bytes data(mux().scratch(), mux().scratch() + n);
-      charge_credit(static_cast<size_t>(n));
-      if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
-        return;
-      deliver(caf::make_message(data_received{std::move(data)}));
-      return;
-    }
-    if (n == 0) {
-      // The answer does not matter: a read pipe ends at EOF.
-      if (protocol_)
-        request_to(protocol_, caf::make_message(eof_received{}));
-      lose(caf::none);
-      return;
-    }
-    auto err = errno;
-    if (!would_block(err))
-      lose_errno(err, "read");
+  void on_write_error(int err) override {
+    lose_errno(err, "write");
   }
 };
 
 // The write end: close() is write_eof(): drain, then connection_lost. The
 // reader going away ends it: broken_pipe if data was still buffered.
-class write_pipe_transport final : public socket_transport {
+class write_pipe_transport final : public byte_transport {
 public:
   write_pipe_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                        caf::actor protocol, uint64_t read_credit)
-    : socket_transport(cfg, mux, fd, std::move(protocol), read_credit,
-                       transport_kind::write_pipe) {
+    : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
+                     transport_kind::write_pipe) {
     resume_when_empty_ = true;
   }
 
@@ -124,34 +100,26 @@ public:
       update_interest();
   }
 
-  void direct_write(bytes& data) override {
-    on_write(data);
-  }
-
 protected:
-  bool on_transport_message(caf::mailbox_element&,
-                            caf::type_erased_tuple& msg) override {
-    if (msg.match_elements<op::write>()) {
-      auto& w = msg.get_mutable_as<op::write>(0);
-      if (w.counted)
-        state_.in_flight -= w.data.size();
-      on_write(w.data);
-      return true;
-    }
-    if (msg.match_elements<op::write_eof>()) {
-      // asyncio: write_eof() is close().
-      on_close();
-      return true;
-    }
-    return false;
+  ssize_t write_some(const char* data, size_t size) override {
+    return ::write(fd_, data, size);
   }
 
-  bool drained() const noexcept override {
-    return wbuf_.empty();
+  ssize_t write_gather(const iovec* iov, size_t count) override {
+    return ::writev(fd_, iov, static_cast<int>(count));
   }
 
-  void drop_buffer() override {
-    wbuf_.clear();
+  // Pipes have no MSG_NOSIGNAL: the loop thread blocks SIGPIPE; take the
+  // pending one off.
+  void on_write_error(int err) override {
+    if (err == EPIPE)
+      consume_sigpipe();
+    lose_errno(err, "write");
+  }
+
+  // asyncio: write_eof() is close().
+  void on_write_eof() override {
+    on_close();
   }
 
   // Nothing to read from a write end.
@@ -159,77 +127,14 @@ protected:
     return false;
   }
 
-private:
-  void on_write(bytes& data) {
-    if (data.empty())
-      return;
-    if (lost_ || closing_) {
-      state_.count_dropped_write();
-      return;
-    }
-    size_t sent = 0;
-    if (wbuf_.empty()) {
-      auto n = ::write(fd_, data.data(), data.size());
-      if (n < 0) {
-        auto err = errno;
-        if (!would_block(err)) {
-          fail_write(err);
-          return;
-        }
-        n = 0;
-      }
-      sent = static_cast<size_t>(n);
-      if (sent == data.size())
-        return;
-      head_ = sent;
-    }
-    auto rest = data.size() - sent;
-    wbuf_.push_back(std::move(data));
-    buffered_add(rest);
-    update_interest();
+  ssize_t read_some(char*, size_t) override {
+    errno = EBADF;
+    return -1;
   }
 
-  void do_flush() {
-    iovec iov[max_iov];
-    auto count = std::min(wbuf_.size(), max_iov);
-    size_t offset = head_;
-    for (size_t i = 0; i < count; ++i) {
-      auto& chunk = wbuf_.at(i);
-      iov[i].iov_base = chunk.data() + offset;
-      iov[i].iov_len = chunk.size() - offset;
-      offset = 0;
-    }
-    auto n = ::writev(fd_, iov, static_cast<int>(count));
-    if (n < 0) {
-      auto err = errno;
-      if (!would_block(err))
-        fail_write(err);
-      return;
-    }
-    auto left = static_cast<size_t>(n);
-    while (left > 0) {
-      auto avail = wbuf_.front().size() - head_;
-      if (left < avail) {
-        head_ += left;
-        break;
-      }
-      left -= avail;
-      wbuf_.pop_front();
-      head_ = 0;
-    }
-    buffered_sub(static_cast<size_t>(n));
-    if (wbuf_.empty())
-      on_drained();
+  void on_eof() override {
+    // nop
   }
-
-  void fail_write(int err) {
-    if (err == EPIPE)
-      consume_sigpipe();
-    lose_errno(err, "write");
-  }
-
-  fifo<bytes> wbuf_;
-  size_t head_ = 0;
 };
 
 } // namespace
