@@ -38,6 +38,18 @@ void datagram_protocol::error_received(const caf::error&) {
   // nop
 }
 
+void subprocess_protocol::pipe_data_received(int, bytes) {
+  // nop
+}
+
+void subprocess_protocol::pipe_connection_lost(int, const caf::error&) {
+  // nop
+}
+
+void subprocess_protocol::process_exited() {
+  // nop
+}
+
 void base_protocol::pause_writing() {
   // nop
 }
@@ -67,7 +79,8 @@ public:
           std::unique_ptr<base_protocol> proto)
     : detail::protocol_core(cfg, mux), proto_(std::move(proto)),
       stream_(dynamic_cast<protocol*>(proto_.get())),
-      datagram_(dynamic_cast<datagram_protocol*>(proto_.get())) {
+      datagram_(dynamic_cast<datagram_protocol*>(proto_.get())),
+      child_(dynamic_cast<subprocess_protocol*>(proto_.get())) {
     detail_access::set_self(*proto_, this);
   }
 
@@ -117,6 +130,24 @@ private:
           datagram_->datagram_received(std::move(d.data), std::move(d.addr));
         });
       give_back(n);
+    } else if (msg.match_elements<pipe_data_received>()) {
+      auto& d = msg.get_mutable_as<pipe_data_received>(0);
+      auto n = d.data.size();
+      if (child_ && !failed_ && !lost_)
+        guarded("pipe_data_received", [&] {
+          child_->pipe_data_received(d.fd, std::move(d.data));
+        });
+      // The credit belongs to the pipe's own transport.
+      if (handle_)
+        handle_.get_pipe_transport(d.fd).consumed(n);
+    } else if (msg.match_elements<pipe_connection_lost>()) {
+      auto& d = msg.get_as<pipe_connection_lost>(0);
+      if (child_ && !failed_ && !lost_)
+        guarded("pipe_connection_lost",
+                [&] { child_->pipe_connection_lost(d.fd, d.reason); });
+    } else if (msg.match_elements<process_exited>()) {
+      if (child_ && !failed_ && !lost_)
+        guarded("process_exited", [&] { child_->process_exited(); });
     } else if (msg.match_elements<error_received>()) {
       if (datagram_ && !failed_ && !lost_)
         guarded("error_received", [&] {
@@ -148,13 +179,23 @@ private:
     auto* st = handle_.state();
     if (st == nullptr)
       return;
-    auto datagram = st->kind == detail::transport_kind::datagram;
-    mismatched_ = (datagram && stream_ != nullptr)
-                  || (!datagram && datagram_ != nullptr);
+    using detail::transport_kind;
+    auto kind = st->kind;
+    const char* wants = stream_     ? "a stream protocol"
+                        : datagram_ ? "a datagram protocol"
+                                    : "a subprocess protocol";
+    auto fits = stream_ ? kind != transport_kind::datagram
+                            && kind != transport_kind::subprocess
+                : datagram_ ? kind == transport_kind::datagram
+                            : kind == transport_kind::subprocess;
+    mismatched_ = !fits;
     if (mismatched_)
-      fail("connection_made", datagram
-                                ? "a stream protocol on a datagram transport"
-                                : "a datagram protocol on a stream transport");
+      fail("connection_made",
+           std::string{wants} + " on a "
+             + (kind == transport_kind::datagram     ? "datagram"
+                : kind == transport_kind::subprocess ? "subprocess"
+                                                     : "stream")
+             + " transport");
   }
 
   void on_data(bytes& data) {
@@ -250,20 +291,22 @@ private:
     proto_.reset();
     stream_ = nullptr;
     datagram_ = nullptr;
+    child_ = nullptr;
   }
 
   bool replaced() {
     auto* st = handle_.state();
     if (st == nullptr)
       return false;
-    auto current = st->current_protocol();
-    return current && current.address() != address();
+    auto current = st->current_protocol_addr();
+    return current && current != address();
   }
 
   std::unique_ptr<base_protocol> proto_;
   // proto_ as the one of the two kinds it is (the other is null).
   protocol* stream_;
   datagram_protocol* datagram_;
+  subprocess_protocol* child_;
   transport handle_;
   caf::mailbox_element* current_ = nullptr;
   detail::transport_core* direct_from_ = nullptr;

@@ -93,6 +93,26 @@ public:
   virtual void error_received(const caf::error& reason);
 };
 
+/// asyncio's `SubprocessProtocol` as a C++ class: override the callbacks
+/// you need.
+///
+/// Order: `connection_made (pipe_data_received | pipe_connection_lost |
+/// process_exited)* connection_lost`; per pipe, its data comes before its
+/// `pipe_connection_lost`; `connection_lost` comes once the child has exited
+/// and every pipe is closed. `pause_writing` / `resume_writing` are about
+/// the child's stdin.
+class subprocess_protocol : public base_protocol {
+public:
+  /// Output of the child on `fd` (1: stdout, 2: stderr).
+  virtual void pipe_data_received(int fd, bytes data);
+
+  /// The child's pipe `fd` closed; `reason` is empty for a clean EOF.
+  virtual void pipe_connection_lost(int fd, const caf::error& reason);
+
+  /// The child exited; `get_returncode()` says how.
+  virtual void process_exited();
+};
+
 /// Makes the protocol of each new connection or endpoint: either a protocol
 /// actor (the behaviour path: the callable returns a `caf::actor` that
 /// handles the messages of `tact/runtime/messages.hpp`) or a class protocol

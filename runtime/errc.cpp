@@ -33,6 +33,7 @@ std::string_view to_string(errc x) {
     case errc::transport_down: return "transport_down";
     case errc::closed: return "closed";
     case errc::would_deadlock: return "would_deadlock";
+    case errc::no_such_process: return "no_such_process";
     case errc::message_too_long: return "message_too_long";
     case errc::os_error: return "os_error";
   }
@@ -68,6 +69,7 @@ errc from_errno(int err) {
     case ENOMEM: return errc::out_of_resources;
     case ENOENT: return errc::no_such_file;
     case EMSGSIZE: return errc::message_too_long;
+    case ESRCH: return errc::no_such_process;
     case EINVAL:
     case EAFNOSUPPORT: return errc::invalid_argument;
     case EBADF:

@@ -59,6 +59,8 @@ enum class errc : uint8_t {
   closed,
   /// A blocking call was made from the multiplexer's own thread.
   would_deadlock,
+  /// The process is gone (ESRCH): a signal to a child already reaped.
+  no_such_process,
   /// A datagram too large for the socket (EMSGSIZE).
   message_too_long,
   /// Any other operating-system error.

@@ -70,6 +70,22 @@ struct error_received {
   caf::error reason;
 };
 
+/// Output of a child on `fd` (1 or 2). Give the bytes back with
+/// `get_pipe_transport(fd).consumed(n)` (the class adapter does it).
+struct pipe_data_received {
+  int fd = 0;
+  bytes data;
+};
+
+/// The child's pipe `fd` (0, 1 or 2) closed; `reason` is empty for EOF.
+struct pipe_connection_lost {
+  int fd = 0;
+  caf::error reason;
+};
+
+/// The child exited; `get_returncode()` says how.
+struct process_exited {};
+
 // -- protocol -> transport ---------------------------------------------------
 
 namespace op {
@@ -169,6 +185,21 @@ typename Inspector::result_type inspect(Inspector& f, datagram_received& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, error_received& x) {
   return f(caf::meta::type_name("tact.error_received"), x.reason);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pipe_data_received& x) {
+  return f(caf::meta::type_name("tact.pipe_data_received"), x.fd, x.data);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, pipe_connection_lost& x) {
+  return f(caf::meta::type_name("tact.pipe_connection_lost"), x.fd, x.reason);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, process_exited&) {
+  return f(caf::meta::type_name("tact.process_exited"));
 }
 
 namespace op {

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include <caf/actor.hpp>
@@ -57,6 +59,29 @@ struct datagram_options {
   bool reuse_port = false;
   /// SO_BROADCAST.
   bool allow_broadcast = false;
+};
+
+/// What a child's stdin, stdout or stderr is connected to.
+enum class subprocess_stdio : uint8_t {
+  /// A pipe to the parent: a pipe transport (`get_pipe_transport(fd)`).
+  pipe,
+  /// The parent's own descriptor.
+  inherit,
+  /// /dev/null.
+  devnull,
+  /// stderr only: the same as stdout (asyncio's STDOUT).
+  stdout_merge,
+};
+
+/// asyncio's keyword arguments of `subprocess_exec` / `subprocess_shell`.
+struct subprocess_options {
+  subprocess_stdio std_in = subprocess_stdio::pipe;
+  subprocess_stdio std_out = subprocess_stdio::pipe;
+  subprocess_stdio std_err = subprocess_stdio::pipe;
+  /// The child's whole environment; empty: the parent's.
+  std::optional<std::map<std::string, std::string>> env;
+  /// The child's working directory; empty: the parent's.
+  std::string cwd;
 };
 
 /// The event loop and the actor system behind it: asyncio's loop.
@@ -131,6 +156,20 @@ public:
   /// of descriptor and ownership as `connect_read_pipe`. `close()` is
   /// `write_eof()`: drain, then `connection_lost`.
   caf::expected<transport> connect_write_pipe(protocol_factory factory, int fd);
+
+  /// Starts `argv[0]` (looked up in PATH unless it has a '/') with the
+  /// arguments `argv[1...]` (asyncio's `subprocess_exec`). The protocol is
+  /// usually a `tact::subprocess_protocol`. A start failure (not found, not
+  /// executable, bad working directory) is an error reply with the OS's
+  /// reason, and no protocol is made.
+  caf::expected<transport> subprocess_exec(protocol_factory factory,
+                                           std::vector<std::string> argv,
+                                           subprocess_options opts = {});
+
+  /// Runs `command` with `/bin/sh -c` (asyncio's `subprocess_shell`).
+  caf::expected<transport> subprocess_shell(protocol_factory factory,
+                                            const std::string& command,
+                                            subprocess_options opts = {});
 
   // -- actors -----------------------------------------------------------------------
 

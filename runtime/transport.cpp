@@ -1,7 +1,10 @@
 #include "tact/runtime/transport.hpp"
 
 #include <arpa/inet.h>
+#include <csignal>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <caf/send.hpp>
 
@@ -268,6 +271,11 @@ transport::get_extra_info(std::string_view name) const {
       return std::nullopt;
     return i->second;
   }
+  if (state_->kind == detail::transport_kind::subprocess)
+    return name == "subprocess"
+             ? std::optional{caf::config_value{
+               static_cast<int64_t>(state_->sub->pid)}}
+             : std::nullopt;
   auto pipe = state_->kind == detail::transport_kind::read_pipe
               || state_->kind == detail::transport_kind::write_pipe;
   if (pipe)
@@ -289,7 +297,8 @@ caf::settings transport::extra_info() const {
   if (!state_)
     return remote_extra_ ? *remote_extra_ : caf::settings{};
   caf::settings result;
-  for (auto name : {"peername", "sockname", "socket", "family", "pipe"})
+  for (auto name :
+       {"peername", "sockname", "socket", "family", "pipe", "subprocess"})
     if (auto value = get_extra_info(name))
       result[name] = std::move(*value);
   return result;
@@ -305,6 +314,45 @@ caf::actor transport::get_protocol() const {
   if (!state_ || state_->lost.load())
     return {};
   return state_->current_protocol();
+}
+
+int transport::get_pid() const noexcept {
+  return state_ && state_->sub ? state_->sub->pid : -1;
+}
+
+std::optional<int> transport::get_returncode() const noexcept {
+  if (!state_ || !state_->sub || !state_->sub->exited.load())
+    return std::nullopt;
+  return state_->sub->returncode.load();
+}
+
+transport transport::get_pipe_transport(int fd) const {
+  if (!state_ || !state_->sub || fd < 0 || fd > 2)
+    return {};
+  state_->protocol_lock.lock();
+  auto result = state_->sub->pipes[fd];
+  state_->protocol_lock.unlock();
+  return result;
+}
+
+caf::error transport::send_signal(int sig) {
+  if (!state_ || !state_->sub)
+    return make_error(errc::not_supported, "send_signal on a transport "
+                                           "without a child");
+  if (state_->sub->exited.load())
+    return make_error(errc::no_such_process, "the child has exited");
+  if (::syscall(SYS_pidfd_send_signal, state_->sub->pidfd, sig, nullptr, 0)
+      != 0)
+    return error_from_errno(errno, "pidfd_send_signal");
+  return caf::none;
+}
+
+caf::error transport::terminate() {
+  return send_signal(SIGTERM);
+}
+
+caf::error transport::kill() {
+  return send_signal(SIGKILL);
 }
 
 uint64_t transport::dropped_datagrams() const noexcept {

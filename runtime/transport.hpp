@@ -144,6 +144,29 @@ public:
   /// Writes dropped because they came after closing.
   [[nodiscard]] uint64_t dropped_writes() const noexcept;
 
+  // -- subprocess transports ----------------------------------------------------
+
+  /// The child's process id (-1 for other transports).
+  [[nodiscard]] int get_pid() const noexcept;
+
+  /// Empty while the child runs; its exit status after, or minus the signal
+  /// number that ended it (asyncio's returncode).
+  [[nodiscard]] std::optional<int> get_returncode() const noexcept;
+
+  /// The pipe transport of the child's stdin (0), stdout (1) or stderr (2);
+  /// empty where that stream is not a pipe.
+  [[nodiscard]] transport get_pipe_transport(int fd) const;
+
+  /// Sends signal `sig` to the child through its pidfd: never to a recycled
+  /// pid. `errc::no_such_process` once the child is reaped.
+  caf::error send_signal(int sig);
+
+  /// `send_signal(SIGTERM)`.
+  caf::error terminate();
+
+  /// `send_signal(SIGKILL)`.
+  caf::error kill();
+
   /// Datagrams read and dropped because the protocol held its whole read
   /// credit (datagram transports; 0 for streams).
   [[nodiscard]] uint64_t dropped_datagrams() const noexcept;

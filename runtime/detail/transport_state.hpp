@@ -7,10 +7,13 @@
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/actor_addr.hpp>
+#include <caf/actor_cast.hpp>
 #include <caf/config_value.hpp>
 
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
+#include "tact/runtime/transport.hpp"
 #include "tact/runtime/detail/light_actor.hpp"
 
 namespace tact {
@@ -23,7 +26,15 @@ class transport_core;
 
 /// What a transport carries: a byte stream (both ways, or one way for the
 /// ends of a pipe) or datagrams.
-enum class transport_kind : uint8_t { stream, datagram, read_pipe, write_pipe };
+enum class transport_kind : uint8_t {
+  stream,
+  datagram,
+  read_pipe,
+  write_pipe,
+  subprocess,
+};
+
+struct subprocess_state;
 
 /// One end of a connection as the extra info shows it, kept compact: the
 /// `caf::config_value` form is made only when asked for.
@@ -102,6 +113,9 @@ struct transport_state {
   // credit (datagram transports only).
   std::atomic<uint64_t> dropped_datagrams{0};
 
+  // The child, for a subprocess transport (else null).
+  subprocess_state* sub = nullptr;
+
   // Extra info, fixed when the connection is made.
   int fd = -1;
   const char* family = "";
@@ -109,9 +123,12 @@ struct transport_state {
   address_info peer;
 
   // The protocol deliveries go to; kept after the loss so that a protocol
-  // replaced by set_protocol can tell it was replaced.
+  // replaced by set_protocol can tell it was replaced. A weak reference:
+  // the transport holds its protocol strongly while it lives, and a strong
+  // one here would tie transport and protocol in a cycle (a subprocess
+  // transport is its pipes' protocol and holds them).
   spin_lock protocol_lock;
-  caf::actor protocol;
+  caf::actor_addr protocol;
 
   /// Counts a write that came after closing; warns once, at the fifth
   /// (asyncio warns at every one from the fifth on).
@@ -119,14 +136,23 @@ struct transport_state {
 
   [[nodiscard]] caf::actor current_protocol() {
     protocol_lock.lock();
+    auto result = caf::actor_cast<caf::actor>(protocol);
+    protocol_lock.unlock();
+    return result;
+  }
+
+  /// The current protocol's address, even once it has terminated.
+  [[nodiscard]] caf::actor_addr current_protocol_addr() {
+    protocol_lock.lock();
     auto result = protocol;
     protocol_lock.unlock();
     return result;
   }
 
-  void set_protocol(caf::actor p) {
+  void set_protocol(const caf::actor& p) {
+    auto addr = p ? p.address() : caf::actor_addr{};
     protocol_lock.lock();
-    protocol.swap(p);
+    protocol.swap(addr);
     protocol_lock.unlock();
   }
 };
@@ -134,6 +160,18 @@ struct transport_state {
 } // namespace tact::detail
 
 namespace tact::detail {
+
+/// What a subprocess transport shares with its handles.
+struct subprocess_state {
+  int pid = -1;
+  // Owned by the transport actor, which handles keep alive; signals go
+  // through it, so they can never reach a recycled pid.
+  int pidfd = -1;
+  std::atomic<bool> exited{false};
+  std::atomic<int> returncode{0};
+  // stdin, stdout, stderr: empty where the stream is not a pipe.
+  transport pipes[3];
+};
 
 /// A transport actor as its handles see it: the shared state, and the one
 /// command that handles may run by a direct call when they are on the

@@ -58,9 +58,33 @@ size_t thread_count() {
   return count_entries("/proc/self/task");
 }
 
+namespace {
+
+// The open descriptors and what they are, for a failure message.
+std::string fd_list() {
+  std::string result;
+  if (auto* dir = opendir("/proc/self/fd")) {
+    while (auto* e = readdir(dir)) {
+      if (e->d_name[0] == '.')
+        continue;
+      char target[256] = {};
+      auto path = std::string{"/proc/self/fd/"} + e->d_name;
+      auto n = ::readlink(path.c_str(), target, sizeof(target) - 1);
+      result += std::string{e->d_name} + "->"
+                + (n > 0 ? std::string(target, static_cast<size_t>(n)) : "?")
+                + " ";
+    }
+    closedir(dir);
+  }
+  return result;
+}
+
+} // namespace
+
 void with_runtime(const std::function<void(runtime&)>& body,
                   std::vector<std::string>* warnings, runtime_options opts) {
   auto fds_before = fd_count();
+  auto fds_before_list = fd_list();
   auto threads_before = thread_count();
   {
     auto mtx = std::make_shared<std::mutex>();
@@ -73,6 +97,8 @@ void with_runtime(const std::function<void(runtime&)>& body,
     body(rt);
   }
   CHECK(eventually([&] { return thread_count() == threads_before; }, 2s));
+  INFO("descriptors before: " << fds_before_list);
+  INFO("descriptors after: " << fd_list());
   CHECK(fd_count() == fds_before);
   CHECK(thread_count() == threads_before);
 }

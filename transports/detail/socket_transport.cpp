@@ -20,7 +20,7 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
   : transport_core(cfg, mux, kind, read_credit), fd_(fd),
     protocol_(std::move(protocol)) {
   state_.fd = fd;
-  state_.protocol = protocol_;
+  state_.set_protocol(protocol_);
   if (kind == transport_kind::read_pipe || kind == transport_kind::write_pipe) {
     state_.family = "pipe";
     return;

@@ -1,0 +1,338 @@
+// ASYNCIO_CONTRACT.md items 30-35: children started with subprocess_exec
+// and subprocess_shell, real processes, their pipes and their exit.
+
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <dirent.h>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "support/harness.hpp"
+#include "tact/runtime/messages.hpp"
+
+using namespace tact;
+using namespace tact::test;
+
+namespace {
+
+// What a subprocess protocol saw.
+struct plog {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<std::string> events;
+  std::string out;
+  std::string err;
+  caf::error lost;
+  std::vector<caf::error> pipe_lost;
+
+  void add(std::string ev) {
+    std::lock_guard<std::mutex> guard{mtx};
+    events.push_back(std::move(ev));
+    cv.notify_all();
+  }
+
+  bool wait_for(const std::string& ev, std::chrono::milliseconds t = 10s) {
+    std::unique_lock<std::mutex> guard{mtx};
+    return cv.wait_for(guard, t, [&] {
+      return std::find(events.begin(), events.end(), ev) != events.end();
+    });
+  }
+
+  std::vector<std::string> all() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return events;
+  }
+};
+
+class precorder : public subprocess_protocol {
+public:
+  explicit precorder(std::shared_ptr<plog> log) : log_(std::move(log)) {
+    // nop
+  }
+
+  void connection_made(transport& t) override {
+    t_ = t;
+    log_->add("connection_made");
+    if (on_made)
+      on_made(t_);
+  }
+
+  void pipe_data_received(int fd, bytes data) override {
+    {
+      std::lock_guard<std::mutex> guard{log_->mtx};
+      (fd == 1 ? log_->out : log_->err).append(data.begin(), data.end());
+    }
+    log_->add("pipe_data_received " + std::to_string(fd));
+  }
+
+  void pipe_connection_lost(int fd, const caf::error& reason) override {
+    {
+      std::lock_guard<std::mutex> guard{log_->mtx};
+      log_->pipe_lost.push_back(reason);
+    }
+    log_->add("pipe_connection_lost " + std::to_string(fd));
+  }
+
+  void process_exited() override {
+    log_->add("process_exited");
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    {
+      std::lock_guard<std::mutex> guard{log_->mtx};
+      log_->lost = reason;
+    }
+    log_->add("connection_lost");
+  }
+
+  std::function<void(transport&)> on_made;
+
+private:
+  std::shared_ptr<plog> log_;
+  transport t_;
+};
+
+protocol_factory precording(std::shared_ptr<plog> log,
+                            std::function<void(precorder&)> setup = {}) {
+  return [log, setup] {
+    auto p = std::make_unique<precorder>(log);
+    if (setup)
+      setup(*p);
+    return p;
+  };
+}
+
+// Children of this process in the zombie state.
+size_t zombies() {
+  size_t n = 0;
+  auto self = std::to_string(::getpid());
+  if (auto* dir = opendir("/proc")) {
+    while (auto* e = readdir(dir)) {
+      std::ifstream f{std::string{"/proc/"} + e->d_name + "/stat"};
+      std::string line;
+      if (!std::getline(f, line))
+        continue;
+      auto close = line.rfind(')');
+      if (close == std::string::npos)
+        continue;
+      std::istringstream rest{line.substr(close + 2)};
+      std::string state;
+      std::string ppid;
+      rest >> state >> ppid;
+      if (state == "Z" && ppid == self)
+        ++n;
+    }
+    closedir(dir);
+  }
+  return n;
+}
+
+} // namespace
+
+SCENARIO("a child's output, exit and close come in asyncio's order") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto t = rt.subprocess_exec(precording(log),
+                                {"sh", "-c", "echo out; echo err >&2"});
+    REQUIRE(t);
+    CHECK(t->get_pid() > 0);
+    REQUIRE(log->wait_for("connection_lost"));
+    auto ev = log->all();
+    CHECK(ev.front() == "connection_made");
+    CHECK(ev.back() == "connection_lost");
+    CHECK(std::count(ev.begin(), ev.end(), "process_exited") == 1);
+    CHECK(std::count(ev.begin(), ev.end(), "pipe_connection_lost 1") == 1);
+    CHECK(std::count(ev.begin(), ev.end(), "pipe_connection_lost 2") == 1);
+    // Per pipe: data, then its pipe_connection_lost.
+    auto last_data1 = std::find(ev.rbegin(), ev.rend(), "pipe_data_received 1");
+    auto lost1 = std::find(ev.rbegin(), ev.rend(), "pipe_connection_lost 1");
+    CHECK(last_data1 > lost1); // reverse iterators: later is smaller
+    {
+      std::lock_guard<std::mutex> guard{log->mtx};
+      CHECK(log->out == "out\n");
+      CHECK(log->err == "err\n");
+      CHECK(log->lost == caf::none);
+      for (auto& e : log->pipe_lost)
+        CHECK(e == caf::none);
+    }
+    CHECK(t->get_returncode() == 0);
+    CHECK(caf::get<int64_t>(*t->get_extra_info("subprocess")) == t->get_pid());
+  });
+  CHECK(zombies() == 0);
+}
+
+SCENARIO("stdin is a write pipe transport; stdout and stderr read pipes") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto t = rt.subprocess_exec(precording(log), {"cat"});
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    auto in = t->get_pipe_transport(0);
+    REQUIRE(in);
+    CHECK(in.can_write_eof());
+    CHECK(t->get_pipe_transport(1));
+    CHECK(t->get_pipe_transport(2));
+    CHECK_FALSE(t->get_pipe_transport(3));
+    CHECK_FALSE(t->get_returncode());
+    CHECK(in.write(to_bytes("through cat")) == caf::none);
+    in.close();
+    REQUIRE(log->wait_for("connection_lost"));
+    std::lock_guard<std::mutex> guard{log->mtx};
+    CHECK(log->out == "through cat");
+    CHECK(t->get_returncode() == 0);
+  });
+}
+
+SCENARIO("stderr merged into stdout, and streams that are not pipes") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    subprocess_options opts;
+    opts.std_err = subprocess_stdio::stdout_merge;
+    opts.std_in = subprocess_stdio::devnull;
+    auto t = rt.subprocess_shell(precording(log), "echo a; echo b >&2; cat",
+                                 opts);
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    CHECK_FALSE(t->get_pipe_transport(0));
+    CHECK(t->get_pipe_transport(1));
+    CHECK_FALSE(t->get_pipe_transport(2));
+    REQUIRE(log->wait_for("connection_lost"));
+    std::lock_guard<std::mutex> guard{log->mtx};
+    CHECK(log->out == "a\nb\n");
+    CHECK(log->err.empty());
+  });
+}
+
+SCENARIO("return codes: the exit status, or minus the signal") {
+  auto sig = GENERATE(0, SIGTERM, SIGKILL);
+  INFO("signal " << sig);
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    // The signal goes to the child itself: `sleep` directly, not a shell
+    // that might fork it (a grandchild would keep the pipes open).
+    auto argv = sig == 0 ? std::vector<std::string>{"sh", "-c", "exit 3"}
+                         : std::vector<std::string>{"sleep", "30"};
+    auto t = rt.subprocess_exec(precording(log), argv);
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    if (sig == SIGTERM)
+      CHECK(t->terminate() == caf::none);
+    else if (sig == SIGKILL)
+      CHECK(t->kill() == caf::none);
+    REQUIRE(log->wait_for("process_exited"));
+    CHECK(t->get_returncode() == (sig == 0 ? 3 : -sig));
+    REQUIRE(log->wait_for("connection_lost"));
+    // Reaped: no signal can go anywhere now.
+    CHECK(code_of(t->send_signal(SIGTERM)) == errc::no_such_process);
+    CHECK(code_of(t->kill()) == errc::no_such_process);
+  });
+  CHECK(zombies() == 0);
+}
+
+SCENARIO("close() kills a running child and leaves a finished one alone") {
+  auto running = GENERATE(true, false);
+  INFO((running ? "running" : "finished"));
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto argv = running ? std::vector<std::string>{"sleep", "30"}
+                        : std::vector<std::string>{"sh", "-c", "exit 5"};
+    auto t = rt.subprocess_exec(precording(log), argv);
+    REQUIRE(t);
+    if (!running)
+      REQUIRE(log->wait_for("process_exited"));
+    else
+      REQUIRE(log->wait_for("connection_made"));
+    t->close();
+    CHECK(t->is_closing());
+    REQUIRE(log->wait_for("connection_lost"));
+    CHECK(t->get_returncode() == (running ? -SIGKILL : 5));
+  });
+  CHECK(zombies() == 0);
+}
+
+SCENARIO("a child that cannot start is an error reply, and no protocol "
+         "message follows") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto missing = rt.subprocess_exec(precording(log),
+                                      {"tact-no-such-program-here"});
+    REQUIRE_FALSE(missing);
+    CHECK(code_of(missing.error()) == errc::no_such_file);
+    char path[] = "/tmp/tact-noexec-XXXXXX";
+    int file = ::mkstemp(path);
+    REQUIRE(file >= 0);
+    REQUIRE(::write(file, "#!/bin/sh\n", 10) == 10);
+    ::close(file); // mode 0600: not executable
+    auto not_exec = rt.subprocess_exec(precording(log), {path});
+    ::unlink(path);
+    REQUIRE_FALSE(not_exec);
+    CHECK(code_of(not_exec.error()) == errc::permission_denied);
+    // Executable but not a program the kernel can run.
+    char junk[] = "/tmp/tact-junk-XXXXXX";
+    file = ::mkstemp(junk);
+    REQUIRE(file >= 0);
+    REQUIRE(::write(file, "\x7f" "ELFjunk", 8) == 8);
+    ::fchmod(file, 0700);
+    ::close(file);
+    auto bad_format = rt.subprocess_exec(precording(log), {junk});
+    ::unlink(junk);
+    REQUIRE_FALSE(bad_format);
+    subprocess_options bad_dir;
+    bad_dir.cwd = "/no/such/directory";
+    auto bad = rt.subprocess_exec(precording(log), {"true"}, bad_dir);
+    REQUIRE_FALSE(bad);
+    CHECK(code_of(bad.error()) == errc::no_such_file);
+    std::this_thread::sleep_for(100ms);
+    CHECK(log->all().empty());
+  });
+  CHECK(zombies() == 0);
+}
+
+SCENARIO("environment and working directory reach the child") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    subprocess_options opts;
+    opts.env = std::map<std::string, std::string>{{"TACT_TEST", "yes"}};
+    opts.cwd = "/tmp";
+    auto t = rt.subprocess_exec(precording(log),
+                                {"/bin/sh", "-c", "echo $TACT_TEST; pwd; "
+                                                  "echo ${HOME:-nohome}"},
+                                opts);
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_lost"));
+    std::lock_guard<std::mutex> guard{log->mtx};
+    CHECK(log->out == "yes\n/tmp\nnohome\n");
+  });
+}
+
+SCENARIO("200 short-lived children leave no fd and no zombie behind") {
+  with_runtime([&](runtime& rt) {
+    for (int i = 0; i < 200; ++i) {
+      auto log = std::make_shared<plog>();
+      auto t = rt.subprocess_exec(precording(log), {"true"});
+      REQUIRE(t);
+      REQUIRE(log->wait_for("connection_lost"));
+      REQUIRE(t->get_returncode() == 0);
+    }
+  });
+  CHECK(zombies() == 0);
+}
+
+SCENARIO("a runtime destroyed with a child running kills and reaps it") {
+  auto log = std::make_shared<plog>();
+  int pid = -1;
+  with_runtime([&](runtime& rt) {
+    auto t = rt.subprocess_exec(precording(log), {"sleep", "30"});
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    pid = t->get_pid();
+  });
+  CHECK(log->wait_for("connection_lost", 1s));
+  CHECK(::kill(pid, 0) != 0); // gone, and reaped
+  CHECK(zombies() == 0);
+}
