@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""End-to-end test of examples/run_command, driven from outside.
+
+    run_command_e2e.py --run PATH
+
+Prints `PASS name` / `FAIL name: reason` per test and `#` lines with
+figures; exits 0 only if every test passed.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+MiB = 1024 * 1024
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def test_cat_100mib(run):
+    """100 MiB through `run_command -- cat`, byte-exact, memory bounded."""
+    size = 100 * MiB
+    block = os.urandom(MiB)
+    proc = subprocess.Popen([run, "--", "cat"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            try:
+                with open("/proc/%d/status" % proc.pid) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak[0] = max(peak[0], int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    def feed():
+        for i in range(size // MiB):
+            proc.stdin.write(bytes([i % 251]) + block[1:])
+        proc.stdin.close()
+
+    threading.Thread(target=watch, daemon=True).start()
+    writer = threading.Thread(target=feed)
+    writer.start()
+    got = 0
+    bad = 0
+    i = 0
+    pending = b""
+    while True:
+        chunk = proc.stdout.read(256 * 1024)
+        if not chunk:
+            break
+        pending += chunk
+        while len(pending) >= MiB:
+            if pending[:MiB] != bytes([i % 251]) + block[1:]:
+                bad += 1
+            pending = pending[MiB:]
+            i += 1
+        got += len(chunk)
+    writer.join()
+    rc = proc.wait(30)
+    done.set()
+    err = proc.stderr.read()
+    print("# cat_100mib: %d bytes back, %d bad blocks, peak RSS %.1f MiB"
+          % (got, bad, peak[0] / 1024.0))
+    check(rc == 0, "exit %d, stderr %r" % (rc, err))
+    check(got == size and not pending, "%d of %d bytes back" % (got, size))
+    check(bad == 0, "%d blocks differ" % bad)
+    check(peak[0] < 64 * 1024, "peak RSS %d KiB" % peak[0])
+
+
+def test_stdout_stderr_separate(run):
+    out = subprocess.run([run, "--", "sh", "-c",
+                          "echo to-out; echo to-err >&2; echo more-out"],
+                         capture_output=True, text=True, timeout=20)
+    check(out.returncode == 0, "exit %d" % out.returncode)
+    check(out.stdout == "to-out\nmore-out\n", "stdout %r" % out.stdout)
+    check(out.stderr == "to-err\n", "stderr %r" % out.stderr)
+
+
+def test_exit_codes(run):
+    out = subprocess.run([run, "--", "sh", "-c", "exit 7"],
+                         capture_output=True, timeout=20)
+    check(out.returncode == 7, "exit 7 gave %d" % out.returncode)
+    out = subprocess.run([run, "--", "sh", "-c", "kill -9 $$"],
+                         capture_output=True, timeout=20)
+    check(out.returncode == 128 + 9, "SIGKILL gave %d" % out.returncode)
+    out = subprocess.run([run, "--", "sh", "-c", "kill -15 $$"],
+                         capture_output=True, timeout=20)
+    check(out.returncode == 128 + 15, "SIGTERM gave %d" % out.returncode)
+
+
+def test_timeout(run):
+    t0 = time.monotonic()
+    out = subprocess.run([run, "--timeout", "0.5", "--", "sleep", "30"],
+                         capture_output=True, timeout=20)
+    secs = time.monotonic() - t0
+    check(out.returncode == 124, "exit %d" % out.returncode)
+    check(secs < 2, "took %.1f s" % secs)
+    # A child that ignores SIGTERM gets SIGKILL two seconds later.
+    t0 = time.monotonic()
+    out = subprocess.run([run, "--timeout", "0.5", "--", "sh", "-c",
+                          "trap '' TERM; exec sleep 30"],
+                         capture_output=True, timeout=20)
+    secs = time.monotonic() - t0
+    print("# timeout: SIGTERM-proof child ended after %.1f s" % secs)
+    check(out.returncode == 124, "exit %d" % out.returncode)
+    check(2.3 < secs < 5, "took %.1f s" % secs)
+
+
+def test_cannot_start(run):
+    out = subprocess.run([run, "--", "tact-no-such-program"],
+                         capture_output=True, text=True, timeout=20)
+    lines = out.stderr.strip().splitlines()
+    check(out.returncode == 127, "exit %d" % out.returncode)
+    check(len(lines) == 1 and "tact-no-such-program" in lines[0],
+          "stderr %r" % out.stderr)
+    check(out.stdout == "", "stdout %r" % out.stdout)
+
+
+TESTS = [test_cat_100mib, test_stdout_stderr_separate, test_exit_codes,
+         test_timeout, test_cannot_start]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    opts = ap.parse_args()
+    failed = 0
+    for t in TESTS:
+        name = t.__name__[len("test_"):]
+        try:
+            t(opts.run)
+            print("PASS", name, flush=True)
+        except Exception as ex:  # a failure or an unexpected error
+            failed += 1
+            print("FAIL %s: %s" % (name, ex), flush=True)
+    print("%d passed, %d failed" % (len(TESTS) - failed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
