@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -373,5 +374,31 @@ SCENARIO("set_protocol on a read pipe reroutes; get_protocol is empty after") {
     REQUIRE(j2->wait_for("connection_lost"));
     CHECK(j1->count("data_received") == 0);
     CHECK_FALSE(t->get_protocol());
+  });
+}
+
+SCENARIO("a FIFO works as a read pipe and as a write pipe") {
+  auto j = std::make_shared<journal>();
+  auto jw = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto path = temp_socket_path() + ".fifo";
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    // Non-blocking opens: the read end first, so the write end opens.
+    int rfd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(rfd >= 0);
+    int wfd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(wfd >= 0);
+    auto r = rt.connect_read_pipe(recording(j), rfd);
+    REQUIRE(r);
+    auto w = rt.connect_write_pipe(recording(jw), wfd);
+    REQUIRE(w);
+    CHECK(w->write(to_bytes("through a fifo")) == caf::none);
+    w->close();
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(j->data() == "through a fifo");
+    CHECK(j->count("eof_received") == 1);
+    REQUIRE(jw->wait_for("connection_lost"));
+    CHECK(jw->lost_reason() == caf::none);
+    ::unlink(path.c_str());
   });
 }

@@ -336,3 +336,63 @@ SCENARIO("a runtime destroyed with a child running kills and reaps it") {
   CHECK(::kill(pid, 0) != 0); // gone, and reaped
   CHECK(zombies() == 0);
 }
+
+SCENARIO("a child that closes its stdout early goes on to the end") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto t = rt.subprocess_shell(precording(log),
+                                 "echo first; exec >&-; sleep 0.2; "
+                                 "echo later >&2; exit 4");
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_lost"));
+    auto ev = log->all();
+    auto stdout_lost = std::find(ev.begin(), ev.end(), "pipe_connection_lost 1");
+    auto exited = std::find(ev.begin(), ev.end(), "process_exited");
+    REQUIRE(stdout_lost != ev.end());
+    REQUIRE(exited != ev.end());
+    CHECK(stdout_lost < exited);
+    std::lock_guard<std::mutex> guard{log->mtx};
+    CHECK(log->out == "first\n");
+    CHECK(log->err == "later\n");
+    CHECK(t->get_returncode() == 4);
+  });
+}
+
+SCENARIO("a child flooding stdout to a protocol that does not keep up is "
+         "held back by the read credit") {
+  with_runtime(
+    [&](runtime& rt) {
+      // A behaviour that counts and never gives credit back.
+      auto received = std::make_shared<std::atomic<size_t>>(0);
+      auto lost = std::make_shared<std::atomic<bool>>(false);
+      auto factory = [&rt, received, lost] {
+        return rt.spawn_on_loop([=](caf::event_based_actor* self)
+                                  -> caf::behavior {
+          return {
+            [=](connection_made&) {},
+            [=](pipe_data_received& msg) { *received += msg.data.size(); },
+            [=](pipe_connection_lost&) {},
+            [=](process_exited) {},
+            [=](connection_lost&) {
+              *lost = true;
+              self->quit();
+            },
+          };
+        });
+      };
+      auto t = rt.subprocess_exec(factory, {"yes"});
+      REQUIRE(t);
+      REQUIRE(eventually([&] { return *received >= 64 * 1024; }));
+      std::this_thread::sleep_for(300ms);
+      auto held = received->load();
+      // The credit is 64 KiB here; one read may cross it.
+      CHECK(held <= 64 * 1024 + 64 * 1024);
+      std::this_thread::sleep_for(200ms);
+      CHECK(received->load() == held); // `yes` is blocked, not buffered
+      t->close();
+      REQUIRE(eventually([&] { return lost->load(); }));
+      CHECK(t->get_returncode() == -SIGKILL);
+    },
+    nullptr, runtime_options{.read_credit = 64 * 1024});
+  CHECK(zombies() == 0);
+}
