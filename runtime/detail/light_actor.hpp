@@ -137,7 +137,9 @@ private:
 
   multiplexer& mux_;
   std::atomic<caf::mailbox_element*> inbox_{nullptr};
-  std::atomic<bool> scheduled_{false};
+  // Set until start(): messages sent before then (an actor can be known
+  // before it starts) wait in the inbox instead of scheduling it early.
+  std::atomic<bool> scheduled_{true};
   // Taken from the inbox, in arrival order.
   caf::mailbox_element* local_head_ = nullptr;
   caf::mailbox_element* local_tail_ = nullptr;

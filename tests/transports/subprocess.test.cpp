@@ -305,7 +305,13 @@ SCENARIO("environment and working directory reach the child") {
                                 opts);
     REQUIRE(t);
     REQUIRE(log->wait_for("connection_lost"));
+    auto ev = log->all();
+    std::string seen;
+    for (auto& e : ev)
+      seen += e + "; ";
+    INFO("events: " << seen << " returncode " << t->get_returncode().value_or(-999));
     std::lock_guard<std::mutex> guard{log->mtx};
+    INFO("stderr: " << log->err);
     CHECK(log->out == "yes\n/tmp\nnohome\n");
   });
 }
