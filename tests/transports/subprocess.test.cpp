@@ -82,6 +82,10 @@ public:
     log_->add("process_exited");
   }
 
+  void pause_writing() override { log_->add("pause_writing"); }
+
+  void resume_writing() override { log_->add("resume_writing"); }
+
   void connection_lost(const caf::error& reason) override {
     {
       std::lock_guard<std::mutex> guard{log_->mtx};
@@ -401,4 +405,23 @@ SCENARIO("a child flooding stdout to a protocol that does not keep up is "
     },
     nullptr, runtime_options{.read_credit = 64 * 1024});
   CHECK(zombies() == 0);
+}
+
+SCENARIO("a child that does not read its stdin pauses the protocol") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    auto t = rt.subprocess_exec(precording(log), {"sleep", "30"});
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    auto in = t->get_pipe_transport(0);
+    REQUIRE(in);
+    // A pipe holds 64 KiB; the rest waits in the transport, over the high
+    // watermark: the subprocess protocol hears pause_writing.
+    CHECK(in.write(bytes(1024 * 1024, 'x')) == caf::none);
+    REQUIRE(log->wait_for("pause_writing"));
+    CHECK(in.get_write_buffer_size() > 64 * 1024);
+    t->close();
+    REQUIRE(log->wait_for("connection_lost"));
+    CHECK(t->get_returncode() == -SIGKILL);
+  });
 }
