@@ -74,6 +74,9 @@ caf::error transport::write(bytes data) {
     return make_error(errc::not_supported, "write on a datagram transport");
   if (state_ && state_->kind == detail::transport_kind::read_pipe)
     return make_error(errc::not_supported, "write on a read pipe");
+  if (state_ && state_->kind == detail::transport_kind::subprocess)
+    return make_error(errc::not_supported,
+                      "write on a subprocess: use get_pipe_transport(0)");
   if (state_ && state_->eof_written.load())
     return make_error(errc::write_after_eof);
   if (data.empty())

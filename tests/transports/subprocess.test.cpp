@@ -182,6 +182,8 @@ SCENARIO("stdin is a write pipe transport; stdout and stderr read pipes") {
     CHECK(t->get_pipe_transport(1));
     CHECK(t->get_pipe_transport(2));
     CHECK_FALSE(t->get_pipe_transport(3));
+    CHECK(code_of(t->write(to_bytes("x"))) == errc::not_supported);
+    CHECK_FALSE(t->can_write_eof());
     CHECK_FALSE(t->get_returncode());
     CHECK(in.write(to_bytes("through cat")) == caf::none);
     in.close();
