@@ -418,4 +418,11 @@ bool eventually(const std::function<bool()>& pred,
   return true;
 }
 
+std::string big(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>('a' + (i * 7) % 26);
+  return s;
+}
+
 } // namespace tact::test

@@ -163,6 +163,9 @@ public:
 /// A unique path for a Unix socket in a fresh temporary directory.
 std::string temp_socket_path();
 
+/// `n` bytes of a repeating letter pattern, for payloads checked on arrival.
+std::string big(size_t n);
+
 /// Polls `pred` until it holds or `timeout`.
 bool eventually(const std::function<bool()>& pred,
                 std::chrono::milliseconds timeout = 5s);

@@ -89,13 +89,6 @@ struct test_pipe {
   }
 };
 
-std::string big(size_t n) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i)
-    s[i] = static_cast<char>('a' + (i * 7) % 26);
-  return s;
-}
-
 } // namespace
 
 SCENARIO("a read pipe delivers data, then eof_received and connection_lost") {

@@ -21,13 +21,6 @@ kind any_kind() {
   return GENERATE(kind::tcp, kind::unix_socket);
 }
 
-std::string big(size_t n) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i)
-    s[i] = static_cast<char>('a' + (i * 7) % 26);
-  return s;
-}
-
 } // namespace
 
 SCENARIO("connection_made comes first and connection_lost last, exactly once") {
