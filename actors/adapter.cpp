@@ -76,25 +76,43 @@ namespace {
 class adapter final : public detail::protocol_core {
 public:
   adapter(caf::actor_config& cfg, detail::multiplexer& mux,
-          std::unique_ptr<base_protocol> proto)
+          std::unique_ptr<base_protocol> proto, transport handle = {})
     : detail::protocol_core(cfg, mux), proto_(std::move(proto)),
       stream_(dynamic_cast<protocol*>(proto_.get())),
       datagram_(dynamic_cast<datagram_protocol*>(proto_.get())),
-      child_(dynamic_cast<subprocess_protocol*>(proto_.get())) {
+      child_(dynamic_cast<subprocess_protocol*>(proto_.get())),
+      handle_(std::move(handle)) {
     detail_access::set_self(*proto_, this);
   }
 
   void direct_data(bytes& data, detail::transport_core& from) override {
     direct_from_ = &from;
-    on_data(data);
+    if (holding())
+      stash_.push_back(caf::make_message(data_received{std::move(data)}));
+    else
+      on_data(data);
     direct_from_ = nullptr;
   }
 
 protected:
+  void on_start() override {
+    // Installed by set_protocol with a handle: watch the transport as if
+    // connection_made had come.
+    if (handle_)
+      monitor(handle_.actor());
+  }
+
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
     current_ = &x;
-    handle_message(x, msg);
+    if (msg.match_elements<handover>())
+      on_handover(x, msg.get_as<handover>(0));
+    else if (is_delivery(msg) && holding())
+      stash_.push_back(x.move_content_to_message());
+    else if (msg.match_elements<connection_lost>() && !stash_.empty())
+      replay_then_lose(x);
+    else
+      handle_message(x, msg);
     current_ = nullptr;
   }
 
@@ -171,6 +189,79 @@ private:
     } else if (x.mid.is_request()) {
       reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
     }
+  }
+
+  // -- set_protocol ------------------------------------------------------------
+  //
+  // Once the transport's protocol has been set to another actor, every
+  // delivery that reaches this one is kept, unhandled, until the transport
+  // asks for it (handover); it then goes to the new protocol first.
+
+  static bool is_delivery(const caf::type_erased_tuple& msg) {
+    return msg.match_elements<data_received>()
+           || msg.match_elements<eof_received>()
+           || msg.match_elements<pause_writing>()
+           || msg.match_elements<resume_writing>()
+           || msg.match_elements<datagram_received>()
+           || msg.match_elements<error_received>();
+  }
+
+  // The shared state of the transport delivering now.
+  detail::transport_state* delivering_state() const {
+    if (auto* st = handle_.state())
+      return st;
+    if (direct_from_ != nullptr)
+      return &direct_from_->state();
+    if (current_ != nullptr && current_->sender)
+      if (auto* core = dynamic_cast<detail::transport_core*>(
+            caf::actor_cast<caf::abstract_actor*>(current_->sender)))
+        return &core->state();
+    return nullptr;
+  }
+
+  // Whether a delivery must be kept for the protocol that replaces this
+  // one. Cheap unless set_protocol was called since the last look.
+  bool holding() {
+    if (!stash_.empty())
+      return true;
+    auto* st = delivering_state();
+    if (st == nullptr)
+      return false;
+    auto epoch = st->protocol_epoch.load(std::memory_order_acquire);
+    if (epoch != seen_epoch_) {
+      seen_epoch_ = epoch;
+      replaced_ = st->current_protocol_addr() != address();
+    }
+    return replaced_;
+  }
+
+  void on_handover(const caf::mailbox_element& x, const handover& req) {
+    reply(x, caf::make_message(handover_stash{std::move(stash_)}));
+    stash_.clear();
+    seen_epoch_ = 0;
+    // start_tls: the new protocol of our transport is a layer whose own
+    // protocol is this one; it is our transport from now on.
+    auto* core = dynamic_cast<detail::transport_core*>(
+      detail::as_light(req.next, mux()));
+    if (core != nullptr && handle_
+        && core->state().current_protocol_addr() == address()) {
+      demonitor(handle_.actor());
+      handle_ = core->make_handle();
+      monitor(handle_.actor());
+    }
+  }
+
+  // The transport ended before it took the switch up: what was kept is
+  // this protocol's after all.
+  void replay_then_lose(caf::mailbox_element& x) {
+    auto kept = std::move(stash_);
+    stash_.clear();
+    for (auto& m : kept) {
+      auto elem = caf::make_mailbox_element(nullptr, caf::make_message_id(),
+                                            {}, std::move(m));
+      handle_message(*elem, elem->content());
+    }
+    handle_message(x, x.content());
   }
 
   // A stream protocol on a datagram transport (or the reverse) would see
@@ -310,6 +401,10 @@ private:
   transport handle_;
   caf::mailbox_element* current_ = nullptr;
   detail::transport_core* direct_from_ = nullptr;
+  // Deliveries kept for the protocol replacing this one.
+  std::vector<caf::message> stash_;
+  uint32_t seen_epoch_ = 0;
+  bool replaced_ = false;
   bool mismatched_ = false;
   bool failed_ = false;
   bool lost_ = false;
@@ -320,6 +415,16 @@ private:
 caf::actor protocol_factory::spawn_adapter(detail::multiplexer& mux,
                                            std::unique_ptr<base_protocol> p) {
   return detail::spawn_light<adapter>(mux, std::move(p));
+}
+
+caf::actor transport::set_protocol(std::unique_ptr<base_protocol> protocol,
+                                   bytes unread) {
+  if (!state_ || !protocol)
+    return {};
+  auto hdl = detail::spawn_light<adapter>(state_->core->mux(),
+                                          std::move(protocol), *this);
+  set_protocol(hdl, std::move(unread));
+  return hdl;
 }
 
 } // namespace tact

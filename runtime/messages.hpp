@@ -8,9 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/message.hpp>
 #include <caf/meta/type_name.hpp>
 
 #include "tact/runtime/bytes.hpp"
@@ -86,6 +88,21 @@ struct pipe_connection_lost {
 /// The child exited; `get_returncode()` says how.
 struct process_exited {};
 
+/// Request from a transport to the protocol it is leaving after
+/// `set_protocol(next)`. Answer with a `handover_stash` of the deliveries
+/// received after the switch was asked for and not handled (the class
+/// adapter does this); they reach `next` first. Any other answer (a
+/// behaviour without a handler) hands over nothing.
+struct handover {
+  caf::actor next;
+};
+
+/// The answer to `handover`: deliveries (`data_received`, `eof_received`,
+/// ...) in the order received.
+struct handover_stash {
+  std::vector<caf::message> messages;
+};
+
 // -- protocol -> transport ---------------------------------------------------
 
 namespace op {
@@ -129,9 +146,11 @@ struct set_write_buffer_limits {
   bool applied = false;
 };
 
-/// Reroute deliveries to another protocol actor.
+/// Reroute deliveries to another protocol actor; `unread` (bytes the old
+/// protocol read and leaves to the new one) reaches it first.
 struct set_protocol {
   caf::actor protocol;
+  bytes unread;
 };
 
 /// Gives `n` bytes back to the read credit (for protocols without a shared
@@ -202,6 +221,16 @@ typename Inspector::result_type inspect(Inspector& f, process_exited&) {
   return f(caf::meta::type_name("tact.process_exited"));
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, handover& x) {
+  return f(caf::meta::type_name("tact.handover"), x.next);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, handover_stash& x) {
+  return f(caf::meta::type_name("tact.handover_stash"), x.messages);
+}
+
 namespace op {
 
 template <class Inspector>
@@ -248,7 +277,7 @@ inspect(Inspector& f, set_write_buffer_limits& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, set_protocol& x) {
-  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol);
+  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol, x.unread);
 }
 
 template <class Inspector>

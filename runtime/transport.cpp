@@ -307,10 +307,10 @@ caf::settings transport::extra_info() const {
   return result;
 }
 
-void transport::set_protocol(caf::actor protocol) {
+void transport::set_protocol(caf::actor protocol, bytes unread) {
   if (state_)
     state_->set_protocol(protocol);
-  caf::anon_send(actor_, op::set_protocol{std::move(protocol)});
+  caf::anon_send(actor_, op::set_protocol{std::move(protocol), std::move(unread)});
 }
 
 caf::actor transport::get_protocol() const {

@@ -20,6 +20,8 @@
 
 namespace tact {
 
+class base_protocol;
+
 namespace detail {
 struct transport_state;
 } // namespace detail
@@ -133,8 +135,22 @@ public:
 
   // -- protocol switching --------------------------------------------------------
 
-  /// Routes every later delivery to `protocol`.
-  void set_protocol(caf::actor protocol);
+  /// Routes every later delivery to `protocol`: asyncio's `set_protocol`,
+  /// with nothing lost on the way. Deliveries that already reached the old
+  /// protocol and that it had not handled when the switch was asked for
+  /// (it was asked from inside its own callback, say) go to `protocol`
+  /// first; the class adapter hands them over by itself, a behaviour by
+  /// answering `handover`. `unread` are bytes the old protocol read but
+  /// leaves to the new one (what follows a `STARTTLS` line in the same
+  /// read); they come before everything else. `protocol` gets no
+  /// `connection_made`.
+  void set_protocol(caf::actor protocol, bytes unread = {});
+
+  /// Runs the class protocol `protocol` next to this transport and routes
+  /// every later delivery to it, as above. Returns its actor (empty for a
+  /// handle from another node).
+  caf::actor set_protocol(std::unique_ptr<base_protocol> protocol,
+                          bytes unread = {});
 
   /// The current protocol actor; empty once the connection is lost.
   [[nodiscard]] caf::actor get_protocol() const;

@@ -49,8 +49,7 @@ protected:
 
   void on_eof() override {
     // The answer does not matter: a read pipe ends at EOF.
-    if (protocol_)
-      request_to(protocol_, caf::make_message(eof_received{}));
+    request_eof();
     lose(caf::none);
   }
 

@@ -69,7 +69,7 @@ protected:
   }
 
   void on_answer(uint64_t id, caf::type_erased_tuple& msg) override {
-    if (id != eof_request_)
+    if (!is_eof_answer(id))
       return;
     // Anything but `true` (an error, no handler) closes.
     if (!(msg.match_elements<bool>() && msg.get_as<bool>(0)))
@@ -96,7 +96,7 @@ protected:
       on_close();
       return;
     }
-    eof_request_ = request_to(protocol_, caf::make_message(eof_received{}));
+    request_eof();
   }
 
   void on_write_eof() override {
@@ -109,7 +109,6 @@ protected:
   }
 
 private:
-  uint64_t eof_request_ = 0;
   bool eof_seen_ = false;
   bool eof_requested_ = false;
   bool eof_sent_ = false;

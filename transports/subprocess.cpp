@@ -46,13 +46,12 @@ class subprocess_transport final : public transport_core, public io_handler {
 public:
   subprocess_transport(caf::actor_config& cfg, multiplexer& mux, int pid,
                        int pidfd, caf::actor protocol)
-    : transport_core(cfg, mux, transport_kind::subprocess, 0),
-      protocol_(std::move(protocol)) {
+    : transport_core(cfg, mux, transport_kind::subprocess, 0,
+                     std::move(protocol)) {
     sub_.pid = pid;
     sub_.pidfd = pidfd;
     state_.sub = &sub_;
     state_.family = "subprocess";
-    state_.set_protocol(protocol_);
   }
 
   ~subprocess_transport() override {
@@ -100,8 +99,7 @@ protected:
                  + ": epoll_ctl failed");
     if (protocol_) {
       monitor(protocol_);
-      request_to(protocol_, caf::make_message(connection_made{
-                              transport{handle(), &state_}}));
+      request_to(protocol_, caf::make_message(connection_made{make_handle()}));
     }
   }
 
@@ -162,11 +160,6 @@ private:
     return -1;
   }
 
-  void deliver(caf::message msg) {
-    if (protocol_)
-      send_to(protocol_, std::move(msg));
-  }
-
   // asyncio's close(): close the pipes, kill a child still running.
   void on_close() {
     if (closing_)
@@ -202,7 +195,10 @@ private:
     quit();
   }
 
-  caf::actor protocol_;
+  void on_protocol_down() override {
+    on_close();
+  }
+
   subprocess_state sub_;
   int open_pipes_ = 0;
   bool pipe_lost_[3] = {false, false, false};

@@ -5,11 +5,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_addr.hpp>
 #include <caf/actor_cast.hpp>
 #include <caf/config_value.hpp>
+#include <caf/mailbox_element.hpp>
+#include <caf/settings.hpp>
 
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
@@ -18,11 +21,13 @@
 
 namespace tact {
 class transport;
+struct handover_stash;
 } // namespace tact
 
 namespace tact::detail {
 
 class transport_core;
+class protocol_core;
 
 /// What a transport carries: a byte stream (both ways, or one way for the
 /// ends of a pipe) or datagrams.
@@ -32,6 +37,8 @@ enum class transport_kind : uint8_t {
   read_pipe,
   write_pipe,
   subprocess,
+  /// A TLS layer over another stream transport.
+  tls,
 };
 
 struct subprocess_state;
@@ -116,6 +123,15 @@ struct transport_state {
   // The child, for a subprocess transport (else null).
   subprocess_state* sub = nullptr;
 
+  // For a layer (TLS): the state of the transport below, which the layer
+  // keeps alive; its write buffer and extra info count as the layer's.
+  transport_state* below = nullptr;
+
+  // A layer's own extra info: `fixed` from the start (sslcontext), `late`
+  // published once (after the handshake). Owned by the layer.
+  const caf::settings* fixed_extra = nullptr;
+  std::atomic<const caf::settings*> late_extra{nullptr};
+
   // Extra info, fixed when the connection is made.
   int fd = -1;
   const char* family = "";
@@ -129,6 +145,9 @@ struct transport_state {
   // transport is its pipes' protocol and holds them).
   spin_lock protocol_lock;
   caf::actor_addr protocol;
+  // Bumped by every set_protocol, so a protocol can tell cheaply whether
+  // it is still the one deliveries are meant for.
+  std::atomic<uint32_t> protocol_epoch{0};
 
   /// Counts a write that came after closing; warns once, at the fifth
   /// (asyncio warns at every one from the fifth on).
@@ -153,6 +172,7 @@ struct transport_state {
     auto addr = p ? p.address() : caf::actor_addr{};
     protocol_lock.lock();
     protocol.swap(addr);
+    protocol_epoch.fetch_add(1, std::memory_order_release);
     protocol_lock.unlock();
   }
 };
@@ -173,24 +193,100 @@ struct subprocess_state {
   transport pipes[3];
 };
 
-/// A transport actor as its handles see it: the shared state, and the one
+/// A transport actor as its handles see it — the shared state, and the one
 /// command that handles may run by a direct call when they are on the
-/// transport's loop and its mailbox is empty (see `light_actor::run_now`).
+/// transport's loop and its mailbox is empty (see `light_actor::run_now`) —
+/// and what every transport does with its protocol: deliveries, monitoring,
+/// and `set_protocol` without losing a delivery.
+///
+/// Switching protocols: when `set_protocol(next)` reaches the transport, it
+/// asks the protocol it is leaving for a `handover` and holds every delivery
+/// (and stops reading) until the answer comes. The old protocol answers with
+/// the deliveries it received after the switch was asked for and did not
+/// handle (the class adapter does this itself); they go to `next` first,
+/// then what the transport held. Later switches wait their turn, so bytes
+/// reach each protocol in order, once.
 class transport_core : public light_actor {
 public:
   transport_core(caf::actor_config& cfg, multiplexer& mux, transport_kind kind,
-                 uint64_t read_credit)
-    : light_actor(cfg, mux), state_(*this, kind, read_credit) {
-    // nop
-  }
+                 uint64_t read_credit, caf::actor protocol = {});
 
   /// Queues or sends `data`, as `op::write` would. Runs inside `run_now`.
   virtual void direct_write(bytes& data) = 0;
 
   [[nodiscard]] transport_state& state() noexcept { return state_; }
 
+  /// A handle on this transport for its protocol.
+  [[nodiscard]] transport make_handle();
+
 protected:
+  // -- the protocol ------------------------------------------------------------
+
+  /// Sends `msg` to the protocol; held while a switch is under way.
+  void deliver(caf::message msg);
+
+  /// Asks the protocol about EOF (`eof_received`); held likewise.
+  void request_eof();
+
+  /// Whether `id` answers the current `eof_received` request.
+  [[nodiscard]] bool is_eof_answer(uint64_t id) const noexcept {
+    return id != 0 && id == eof_request_;
+  }
+
+  /// Handles `op::set_protocol`, the answer to a handover and the protocol's
+  /// down message; false for any other message.
+  bool handle_protocol_message(caf::mailbox_element& x,
+                               caf::type_erased_tuple& msg);
+
+  /// Monitors the protocol unless it is the class adapter made for this
+  /// connection (`installed` false), which ends through this transport.
+  void watch_protocol(bool installed);
+
+  void unwatch_protocol();
+
+  /// Sends `connection_lost` to the protocol and quits; while a switch is
+  /// under way, once the old protocol has handed over.
+  void end_protocol(caf::error reason);
+
+  /// A switch is under way: deliveries are held, reading should stop.
+  [[nodiscard]] bool switching() const noexcept { return handover_id_ != 0; }
+
+  /// Charges `n` delivered bytes to the read credit.
+  void charge_credit(size_t n);
+
+  /// The protocol is gone (down): end the connection.
+  virtual void on_protocol_down() = 0;
+
+  /// A switch finished; reading may resume.
+  virtual void on_switched() {
+    // nop
+  }
+
   transport_state state_;
+  caf::actor protocol_;
+  // protocol_ as a class adapter on this loop, for direct delivery.
+  protocol_core* fast_ = nullptr;
+
+private:
+  struct next_protocol {
+    caf::actor actor;
+    bytes unread;
+  };
+
+  void begin_switch();
+  void finish_switch(handover_stash* stash);
+  void redeliver(caf::message msg);
+
+  // Switches asked for and not begun, oldest first.
+  std::vector<next_protocol> switches_;
+  // Deliveries held during a switch.
+  std::vector<caf::message> held_;
+  caf::error deferred_loss_;
+  uint64_t handover_id_ = 0;
+  uint64_t eof_request_ = 0;
+  bool monitored_ = false;
+  bool loss_deferred_ = false;
+  bool ended_ = false;
 };
 
 /// A protocol actor that its transport may hand bytes by a direct call on

@@ -17,10 +17,9 @@ namespace tact::detail {
 socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
                                    int fd, caf::actor protocol,
                                    uint64_t read_credit, transport_kind kind)
-  : transport_core(cfg, mux, kind, read_credit), fd_(fd),
-    protocol_(std::move(protocol)) {
+  : transport_core(cfg, mux, kind, read_credit, std::move(protocol)),
+    fd_(fd) {
   state_.fd = fd;
-  state_.set_protocol(protocol_);
   if (kind == transport_kind::read_pipe || kind == transport_kind::write_pipe) {
     state_.family = "pipe";
     return;
@@ -64,13 +63,15 @@ void socket_transport::on_start() {
   watch_protocol(false);
   // Read nothing before the protocol has seen connection_made: whatever it
   // asks for while handling it (pause_reading) comes first.
-  made_request_ = request_to(
-    protocol_, caf::make_message(connection_made{transport{handle(), &state_}}));
+  made_request_ = request_to(protocol_,
+                             caf::make_message(connection_made{make_handle()}));
 }
 
 void socket_transport::on_message(caf::mailbox_element& x) {
   auto& msg = x.content();
-  if (auto id = answer_to(x)) {
+  if (handle_protocol_message(x, msg)) {
+    // set_protocol and its handover, or the protocol's end
+  } else if (auto id = answer_to(x)) {
     if (id != made_request_) {
       on_answer(id, msg);
       return;
@@ -110,18 +111,8 @@ void socket_transport::on_message(caf::mailbox_element& x) {
       state_.low = lim.low;
     }
     maybe_pause_protocol();
-  } else if (msg.match_elements<op::set_protocol>()) {
-    on_set_protocol(std::move(msg.get_mutable_as<op::set_protocol>(0).protocol));
   } else if (msg.match_elements<op::get_write_buffer_size>()) {
     reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
-  } else if (msg.match_elements<caf::down_msg>()) {
-    auto& down = msg.get_as<caf::down_msg>(0);
-    if (protocol_ && down.source == protocol_.address()) {
-      protocol_ = nullptr;
-      fast_ = nullptr;
-      monitored_ = false;
-      lose(make_error(errc::protocol_down));
-    }
   } else if (x.mid.is_request()) {
     reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
   }
@@ -136,22 +127,20 @@ bool socket_transport::wants_read() const noexcept {
 }
 
 bool socket_transport::reading_allowed() const noexcept {
-  return read_started_ && !closing_ && !user_paused_ && !lost_;
+  return read_started_ && !closing_ && !user_paused_ && !lost_
+         && !switching();
 }
 
 bool socket_transport::credit_left() const noexcept {
   return state_.unconsumed.load() < state_.read_credit;
 }
 
-void socket_transport::charge_credit(size_t n) {
-  auto before = state_.unconsumed.fetch_add(n);
-  if (before + n >= state_.read_credit) {
-    state_.credit_blocked = true;
-    // The protocol may have consumed in between: check again so that a
-    // wake-up cannot be lost.
-    if (state_.unconsumed.load() < state_.read_credit)
-      state_.credit_blocked = false;
-  }
+void socket_transport::on_protocol_down() {
+  lose(make_error(errc::protocol_down));
+}
+
+void socket_transport::on_switched() {
+  update_interest();
 }
 
 void socket_transport::update_interest() {
@@ -180,39 +169,6 @@ void socket_transport::update_interest() {
     mux().modify(fd_, mask, this);
     mask_ = mask;
   }
-}
-
-void socket_transport::deliver(caf::message msg) {
-  if (protocol_)
-    send_to(protocol_, std::move(msg));
-}
-
-// The class adapter made for this connection needs no monitor: it ends only
-// through connection_lost or by aborting this transport (see adapter.cpp).
-// Behaviours, and any protocol installed by set_protocol (an adapter there
-// has no handle to abort with), are monitored.
-void socket_transport::watch_protocol(bool installed) {
-  fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
-  monitored_ = installed || fast_ == nullptr;
-  if (monitored_)
-    monitor(protocol_);
-}
-
-void socket_transport::unwatch_protocol() {
-  if (protocol_ && monitored_)
-    demonitor(protocol_);
-  monitored_ = false;
-  fast_ = nullptr;
-}
-
-void socket_transport::on_set_protocol(caf::actor p) {
-  if (lost_)
-    return;
-  unwatch_protocol();
-  protocol_ = std::move(p);
-  state_.set_protocol(protocol_);
-  if (protocol_)
-    watch_protocol(true);
 }
 
 void socket_transport::set_paused(bool paused) {
@@ -291,12 +247,7 @@ void socket_transport::lose(caf::error reason) {
   state_.buffered = 0;
   mux().untrack(id());
   state_.lost = true;
-  if (protocol_) {
-    unwatch_protocol();
-    send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
-    protocol_ = nullptr;
-  }
-  quit();
+  end_protocol(std::move(reason));
 }
 
 } // namespace tact::detail

@@ -62,14 +62,8 @@ protected:
   /// Whether the protocol holds less than the read credit.
   [[nodiscard]] bool credit_left() const noexcept;
 
-  /// Charges `n` delivered bytes to the read credit.
-  void charge_credit(size_t n);
-
   /// Sets epoll interest from `wants_read()` and `drained()`.
   void update_interest();
-
-  /// Sends `msg` to the protocol (if any).
-  void deliver(caf::message msg);
 
   /// `close()`: stop reading, flush, then lose the connection cleanly.
   void on_close();
@@ -88,10 +82,11 @@ protected:
   void buffered_add(size_t n);
   void buffered_sub(size_t n);
 
+  void on_protocol_down() override;
+
+  void on_switched() override;
+
   int fd_;
-  caf::actor protocol_;
-  // protocol_ as a class adapter on this loop, for direct delivery.
-  protocol_core* fast_ = nullptr;
   size_t buffered_ = 0;
   // asyncio's write pipe resumes the protocol only once its buffer is empty.
   bool resume_when_empty_ = false;
@@ -101,16 +96,12 @@ protected:
   bool lost_ = false;
 
 private:
-  void watch_protocol(bool installed);
-  void unwatch_protocol();
-  void on_set_protocol(caf::actor p);
   void set_paused(bool paused);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
 
   uint64_t made_request_ = 0;
   uint32_t mask_ = 0;
-  bool monitored_ = false;
   bool registered_ = false;
   bool user_paused_ = false;
   bool protocol_paused_ = false;

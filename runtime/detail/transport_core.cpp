@@ -1,0 +1,177 @@
+// What every transport does with its protocol: deliveries, monitoring, and
+// set_protocol with a handover, so that no delivery is lost, duplicated or
+// reordered while the protocol changes.
+
+#include <caf/sec.hpp>
+#include <caf/system_messages.hpp>
+
+#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/messages.hpp"
+
+namespace tact::detail {
+
+transport_core::transport_core(caf::actor_config& cfg, multiplexer& mux,
+                               transport_kind kind, uint64_t read_credit,
+                               caf::actor protocol)
+  : light_actor(cfg, mux), state_(*this, kind, read_credit),
+    protocol_(std::move(protocol)) {
+  state_.set_protocol(protocol_);
+}
+
+transport transport_core::make_handle() {
+  return transport{handle(), &state_};
+}
+
+void transport_core::deliver(caf::message msg) {
+  if (switching())
+    held_.push_back(std::move(msg));
+  else if (protocol_)
+    send_to(protocol_, std::move(msg));
+}
+
+void transport_core::request_eof() {
+  if (switching())
+    held_.push_back(caf::make_message(eof_received{}));
+  else if (protocol_)
+    eof_request_ = request_to(protocol_, caf::make_message(eof_received{}));
+}
+
+void transport_core::charge_credit(size_t n) {
+  auto before = state_.unconsumed.fetch_add(n);
+  if (before + n >= state_.read_credit) {
+    state_.credit_blocked = true;
+    // The protocol may have consumed in between: check again so that a
+    // wake-up cannot be lost.
+    if (state_.unconsumed.load() < state_.read_credit)
+      state_.credit_blocked = false;
+  }
+}
+
+bool transport_core::handle_protocol_message(caf::mailbox_element& x,
+                                             caf::type_erased_tuple& msg) {
+  if (auto id = answer_to(x); id != 0) {
+    if (id != handover_id_)
+      return false;
+    // A stash, or anything else (an error from a protocol that is gone or
+    // has no handler): nothing handed over.
+    finish_switch(msg.match_elements<handover_stash>()
+                    ? &msg.get_mutable_as<handover_stash>(0)
+                    : nullptr);
+    return true;
+  }
+  if (msg.match_elements<op::set_protocol>()) {
+    if (ended_)
+      return true;
+    auto& sp = msg.get_mutable_as<op::set_protocol>(0);
+    switches_.push_back({std::move(sp.protocol), std::move(sp.unread)});
+    if (!switching())
+      begin_switch();
+    return true;
+  }
+  if (msg.match_elements<caf::down_msg>()) {
+    auto& down = msg.get_as<caf::down_msg>(0);
+    if (!protocol_ || down.source != protocol_.address())
+      return false;
+    // During a switch the handover's answer (an error) settles it.
+    if (!switching()) {
+      protocol_ = nullptr;
+      fast_ = nullptr;
+      monitored_ = false;
+      on_protocol_down();
+    }
+    return true;
+  }
+  return false;
+}
+
+void transport_core::begin_switch() {
+  auto& next = switches_.front();
+  if (protocol_ && protocol_ != next.actor) {
+    handover_id_ = request_to(protocol_, caf::make_message(handover{next.actor}));
+    return;
+  }
+  finish_switch(nullptr);
+}
+
+void transport_core::finish_switch(handover_stash* stash) {
+  handover_id_ = 0;
+  auto next = std::move(switches_.front());
+  switches_.erase(switches_.begin());
+  if (protocol_ != next.actor) {
+    unwatch_protocol();
+    protocol_ = std::move(next.actor);
+    if (protocol_)
+      watch_protocol(true);
+  }
+  // What the old protocol left unread, then what it received and did not
+  // handle, then what was held here: the order the bytes came in.
+  if (!next.unread.empty()) {
+    charge_credit(next.unread.size());
+    deliver(caf::make_message(data_received{std::move(next.unread)}));
+  }
+  if (stash != nullptr)
+    for (auto& m : stash->messages)
+      redeliver(std::move(m));
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& m : held)
+    redeliver(std::move(m));
+  if (!switches_.empty()) {
+    begin_switch();
+    return;
+  }
+  if (loss_deferred_) {
+    loss_deferred_ = false;
+    end_protocol(std::move(deferred_loss_));
+    return;
+  }
+  on_switched();
+}
+
+void transport_core::redeliver(caf::message msg) {
+  if (msg.match_elements<eof_received>())
+    request_eof();
+  else if (!msg.match_elements<connection_lost>() && !msg.match_elements<handover>())
+    deliver(std::move(msg));
+}
+
+// The class adapter made for this connection needs no monitor: it ends only
+// through connection_lost or by aborting this transport (see adapter.cpp).
+// Behaviours, and any protocol installed by set_protocol (an adapter there
+// has no handle to abort with), are monitored.
+void transport_core::watch_protocol(bool installed) {
+  fast_ = dynamic_cast<protocol_core*>(as_light(protocol_, mux()));
+  monitored_ = installed || fast_ == nullptr;
+  if (monitored_)
+    monitor(protocol_);
+}
+
+void transport_core::unwatch_protocol() {
+  if (protocol_ && monitored_)
+    demonitor(protocol_);
+  monitored_ = false;
+  fast_ = nullptr;
+}
+
+void transport_core::end_protocol(caf::error reason) {
+  if (ended_)
+    return;
+  if (switching()) {
+    // The old protocol is handing over what it holds; connection_lost
+    // comes after that, to the new one.
+    loss_deferred_ = true;
+    deferred_loss_ = std::move(reason);
+    return;
+  }
+  ended_ = true;
+  switches_.clear();
+  held_.clear();
+  if (protocol_) {
+    unwatch_protocol();
+    send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
+    protocol_ = nullptr;
+  }
+  quit();
+}
+
+} // namespace tact::detail
