@@ -144,6 +144,13 @@ public:
     }
   }
 
+  /// A factory from a function of the loop the protocol is for.
+  static protocol_factory with_loop(function f) {
+    protocol_factory result{[] { return caf::actor{}; }};
+    result.fn_ = std::move(f);
+    return result;
+  }
+
   /// Makes one protocol actor on `mux`.
   caf::actor operator()(detail::multiplexer& mux) const { return fn_(mux); }
 

@@ -35,6 +35,9 @@ std::string_view to_string(errc x) {
     case errc::would_deadlock: return "would_deadlock";
     case errc::no_such_process: return "no_such_process";
     case errc::message_too_long: return "message_too_long";
+    case errc::tls_handshake_failed: return "tls_handshake_failed";
+    case errc::certificate_verify_failed: return "certificate_verify_failed";
+    case errc::tls_error: return "tls_error";
     case errc::os_error: return "os_error";
   }
   return "unknown";

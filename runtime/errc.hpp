@@ -63,6 +63,14 @@ enum class errc : uint8_t {
   no_such_process,
   /// A datagram too large for the socket (EMSGSIZE).
   message_too_long,
+  /// The TLS handshake failed (a protocol error, an alert from the peer,
+  /// the peer closing before it finished).
+  tls_handshake_failed,
+  /// The peer's certificate was refused: an untrusted, expired or
+  /// self-signed chain, or a name that does not match.
+  certificate_verify_failed,
+  /// A TLS error on an established connection (a bad record, an alert).
+  tls_error,
   /// Any other operating-system error.
   os_error,
 };

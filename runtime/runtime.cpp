@@ -1,4 +1,5 @@
 #include "tact/runtime/runtime.hpp"
+#include "tact/transports/detail/tls.hpp"
 
 #include <csignal>
 #include <pthread.h>
@@ -83,11 +84,12 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
   }
   // Stop accepting and start closing every connection.
   mux_->run_sync([this] {
-    mux_->for_each_tracked([](const caf::actor& hdl, bool is_server) {
+    mux_->for_each_tracked([this](const caf::actor& hdl, bool is_server) {
       if (is_server)
         caf::anon_send(hdl, close_atom::value);
-      else
+      else if (detail::top_layer(hdl, *mux_) == hdl)
         caf::anon_send(hdl, op::close{});
+      // else a TLS layer above closes it, after its close_notify
     });
   });
   auto tracked = [this] {

@@ -18,6 +18,7 @@
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
 #include "tact/transports/server.hpp"
+#include "tact/transports/tls.hpp"
 
 namespace tact {
 
@@ -126,6 +127,23 @@ public:
   /// Connects to the Unix socket at `path`.
   caf::expected<transport> create_unix_connection(protocol_factory factory,
                                                   const std::string& path);
+
+  /// Connects to `host:port` over TLS (asyncio's `ssl=`): returns once the
+  /// handshake is done and the protocol has had `connection_made`, or with
+  /// the handshake's error (no protocol is made then). The name checked and
+  /// sent as SNI is `opts.server_hostname`, else `host`.
+  caf::expected<transport> create_connection(protocol_factory factory,
+                                             const std::string& host,
+                                             uint16_t port,
+                                             const tls_context& ctx,
+                                             tls_options opts = {});
+
+  /// Connects to the Unix socket at `path` over TLS; a context that
+  /// verifies needs `opts.server_hostname`.
+  caf::expected<transport> create_unix_connection(protocol_factory factory,
+                                                  const std::string& path,
+                                                  const tls_context& ctx,
+                                                  tls_options opts = {});
 
   /// Wraps an already connected stream socket (TCP or Unix); takes
   /// ownership of `fd`.

@@ -259,9 +259,11 @@ std::pair<size_t, size_t> transport::get_write_buffer_limits() const {
 }
 
 size_t transport::get_write_buffer_size() const {
-  if (!state_)
-    return 0;
-  return state_->in_flight.load() + state_->buffered.load();
+  size_t result = 0;
+  // A layer's buffer includes what it handed to the transport below.
+  for (auto* st = state_; st != nullptr; st = st->below)
+    result += st->in_flight.load() + st->buffered.load();
+  return result;
 }
 
 std::optional<caf::config_value>
@@ -273,6 +275,19 @@ transport::get_extra_info(std::string_view name) const {
     if (i == remote_extra_->end())
       return std::nullopt;
     return i->second;
+  }
+  if (state_->kind == detail::transport_kind::tls) {
+    // The layer's own keys; the rest comes from the transport below.
+    for (auto* extra : {state_->fixed_extra, state_->late_extra.load()}) {
+      if (extra == nullptr)
+        continue;
+      if (auto i = extra->find(name); i != extra->end())
+        return i->second;
+    }
+    if (name == "compression" || name == "peercert" || name == "cipher"
+        || name == "ssl_object" || name == "sslcontext")
+      return std::nullopt;
+    return transport{caf::actor{}, state_->below}.get_extra_info(name);
   }
   if (state_->kind == detail::transport_kind::subprocess)
     return name == "subprocess"
@@ -301,7 +316,8 @@ caf::settings transport::extra_info() const {
     return remote_extra_ ? *remote_extra_ : caf::settings{};
   caf::settings result;
   for (auto name :
-       {"peername", "sockname", "socket", "family", "pipe", "subprocess"})
+       {"peername", "sockname", "socket", "family", "pipe", "subprocess",
+        "sslcontext", "peercert", "cipher", "ssl_object"})
     if (auto value = get_extra_info(name))
       result[name] = std::move(*value);
   return result;

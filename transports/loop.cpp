@@ -24,6 +24,9 @@
 #include "tact/transports/detail/server.hpp"
 #include "tact/transports/detail/socket.hpp"
 #include "tact/transports/detail/stream.hpp"
+#include "tact/transports/detail/tls.hpp"
+
+#include <future>
 
 namespace tact {
 
@@ -42,7 +45,87 @@ void close_all(std::vector<int>& fds) {
   fds.clear();
 }
 
+// With a TLS context, each connection's protocol is a TLS layer that makes
+// the application's protocol after its handshake.
+caf::expected<protocol_factory> server_factory(protocol_factory factory,
+                                               const server_options& opts,
+                                               uint64_t read_credit) {
+  if (!opts.tls)
+    return factory;
+  tls_options tls;
+  tls.server_side = true;
+  tls.handshake_timeout = opts.tls_handshake_timeout;
+  tls.shutdown_timeout = opts.tls_shutdown_timeout;
+  if (auto err = detail::check_tls_options(opts.tls, tls, true))
+    return err;
+  return protocol_factory::with_loop(
+    [ctx = opts.tls, tls, factory = std::move(factory),
+     read_credit](detail::multiplexer& mux) {
+      detail::tls_setup setup;
+      setup.ctx = ctx;
+      setup.opts = tls;
+      setup.factory = factory;
+      setup.read_credit = read_credit;
+      return detail::spawn_tls(mux, std::move(setup)).actor();
+    });
+}
+
+// Runs `connect` with a factory whose protocol is a client TLS layer, and
+// waits for that layer's handshake.
+caf::expected<transport> connect_tls(
+  const std::function<caf::expected<transport>(protocol_factory)>& connect,
+  protocol_factory factory, const tls_context& ctx, tls_options opts,
+  uint64_t read_credit) {
+  opts.server_side = false;
+  if (auto err = detail::check_tls_options(ctx, opts, false))
+    return err;
+  auto done = std::make_shared<std::promise<caf::expected<transport>>>();
+  auto result = done->get_future();
+  detail::tls_setup setup;
+  setup.ctx = ctx;
+  setup.opts = std::move(opts);
+  setup.factory = std::move(factory);
+  setup.read_credit = read_credit;
+  setup.on_ready = [done](caf::expected<transport> x) {
+    done->set_value(std::move(x));
+  };
+  auto plain = connect(protocol_factory::with_loop(
+    [setup = std::move(setup)](detail::multiplexer& mux) mutable {
+      return detail::spawn_tls(mux, std::move(setup)).actor();
+    }));
+  if (!plain)
+    return std::move(plain.error());
+  // Bounded by the handshake timeout.
+  return result.get();
+}
+
 } // namespace
+
+caf::expected<transport>
+runtime::create_connection(protocol_factory factory, const std::string& host,
+                           uint16_t port, const tls_context& ctx,
+                           tls_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  if (opts.server_hostname.empty())
+    opts.server_hostname = host;
+  return connect_tls(
+    [&](protocol_factory f) { return create_connection(std::move(f), host, port); },
+    std::move(factory), ctx, std::move(opts), opts_.read_credit);
+}
+
+caf::expected<transport>
+runtime::create_unix_connection(protocol_factory factory,
+                                const std::string& path, const tls_context& ctx,
+                                tls_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return connect_tls(
+    [&](protocol_factory f) {
+      return create_unix_connection(std::move(f), path);
+    },
+    std::move(factory), ctx, std::move(opts), opts_.read_credit);
+}
 
 caf::expected<server> runtime::create_server(protocol_factory factory,
                                              const std::string& host,
@@ -52,6 +135,10 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
     return err;
   if (opts.backlog <= 0)
     return make_error(errc::invalid_argument, "backlog must be positive");
+  auto made = server_factory(std::move(factory), opts, opts_.read_credit);
+  if (!made)
+    return std::move(made.error());
+  factory = std::move(*made);
   auto addrs = detail::resolve(host, port, true);
   if (!addrs)
     return std::move(addrs.error());
@@ -113,6 +200,10 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
     return err;
   if (opts.backlog <= 0)
     return make_error(errc::invalid_argument, "backlog must be positive");
+  auto made = server_factory(std::move(factory), opts, opts_.read_credit);
+  if (!made)
+    return std::move(made.error());
+  factory = std::move(*made);
   auto addr = detail::unix_address(path);
   if (!addr)
     return std::move(addr.error());

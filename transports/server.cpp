@@ -20,6 +20,7 @@
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/server.hpp"
+#include "tact/transports/detail/tls.hpp"
 
 namespace tact {
 
@@ -89,11 +90,15 @@ public:
       },
       [this](close_clients_atom) {
         for (auto& c : clients_)
-          caf::anon_send(caf::actor_cast<caf::actor>(c), op::close{});
+          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
+                                           mux()),
+                         op::close{});
       },
       [this](abort_clients_atom) {
         for (auto& c : clients_)
-          caf::anon_send(caf::actor_cast<caf::actor>(c), op::abort{});
+          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
+                                           mux()),
+                         op::abort{});
       },
       [this](retry_atom) {
         if (!paused_ || closed_)

@@ -1,12 +1,15 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <caf/actor.hpp>
+
+#include "tact/transports/tls.hpp"
 
 namespace tact {
 
@@ -22,6 +25,12 @@ struct server_options {
   bool reuse_address = true;
   /// SO_REUSEPORT (TCP only).
   bool reuse_port = false;
+  /// A server TLS context: every connection is TLS (asyncio's `ssl=`), and
+  /// each protocol is made once its handshake is done.
+  tls_context tls;
+  /// asyncio's `ssl_handshake_timeout` and `ssl_shutdown_timeout`.
+  std::chrono::milliseconds tls_handshake_timeout = std::chrono::seconds{60};
+  std::chrono::milliseconds tls_shutdown_timeout = std::chrono::seconds{30};
 };
 
 /// A listening server: asyncio's `Server`.

@@ -116,6 +116,13 @@ public:
 
   [[nodiscard]] int fd() const noexcept { return fd_; }
 
+  /// Gives up the descriptor without closing it.
+  int release() noexcept {
+    auto fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
   void send_all(const std::string& data);
   /// Reads exactly `n` bytes, or fewer if EOF or `timeout` comes first.
   std::string recv_n(size_t n, std::chrono::milliseconds timeout = 5s);

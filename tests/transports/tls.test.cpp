@@ -1,0 +1,561 @@
+// ASYNCIO_CONTRACT.md items 17-23 (TLS), each on TCP and on Unix sockets.
+// Certificates are made per test run (support/tls_support.hpp); peers are
+// tact itself, a blocking OpenSSL endpoint and raw sockets.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <thread>
+
+#include <sys/socket.h>
+
+#include "support/harness.hpp"
+#include "support/tls_support.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/transports/tls.hpp"
+
+using namespace tact;
+using namespace tact::test;
+
+namespace {
+
+kind any_kind() {
+  return GENERATE(kind::tcp, kind::unix_socket);
+}
+
+tls_context server_ctx(const std::string& cert, const std::string& key) {
+  auto ctx = tls_context::server({cert, key});
+  REQUIRE(ctx);
+  return *ctx;
+}
+
+tls_context client_ctx(const test_pki& pki) {
+  tls_client_options opts;
+  opts.ca_file = pki.ca_cert;
+  auto ctx = tls_context::client(opts);
+  REQUIRE(ctx);
+  return *ctx;
+}
+
+// A TLS server of kind `k`; `made` counts the protocols it made.
+listening tls_listen(runtime& rt, kind k, protocol_factory f,
+                     const tls_context& ctx,
+                     std::chrono::milliseconds handshake_timeout = 60s) {
+  server_options opts;
+  opts.tls = ctx;
+  opts.tls_handshake_timeout = handshake_timeout;
+  listening result;
+  if (k == kind::tcp) {
+    auto srv = rt.create_server(std::move(f), "127.0.0.1", 0, opts);
+    REQUIRE(srv);
+    result.port = srv->port();
+    result.srv = std::move(*srv);
+  } else {
+    result.unix_path = temp_socket_path();
+    auto srv = rt.create_unix_server(std::move(f), result.unix_path, opts);
+    REQUIRE(srv);
+    result.srv = std::move(*srv);
+  }
+  return result;
+}
+
+caf::expected<transport> tls_connect(runtime& rt, kind k, const listening& l,
+                                     protocol_factory f, const tls_context& ctx,
+                                     tls_options opts = {}) {
+  if (opts.server_hostname.empty())
+    opts.server_hostname = "localhost";
+  if (k == kind::tcp)
+    return rt.create_connection(std::move(f), "127.0.0.1", l.port, ctx, opts);
+  return rt.create_unix_connection(std::move(f), l.unix_path, ctx, opts);
+}
+
+// Counts the protocols a factory made.
+protocol_factory counting(std::shared_ptr<std::atomic<int>> n,
+                          protocol_factory f) {
+  return protocol_factory::with_loop(
+    [n, f = std::move(f)](detail::multiplexer& mux) {
+      ++*n;
+      return f(mux);
+    });
+}
+
+protocol_factory echoing(std::shared_ptr<journal> j) {
+  return recording(j, [](recorder& r) {
+    r.on_data = [](transport& t, const bytes& data) { t.write(data); };
+  });
+}
+
+std::string text_of(const caf::config_value& x) {
+  return caf::to_string(x);
+}
+
+} // namespace
+
+SCENARIO("a TLS connection carries data both ways after its handshake") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto js = std::make_shared<journal>();
+  auto jc = std::make_shared<journal>();
+  auto payload = big(1024 * 1024);
+  with_runtime([&](runtime& rt) {
+    auto l = tls_listen(rt, k, echoing(js), server_ctx(pki.cert, pki.key));
+    auto t = tls_connect(rt, k, l, recording(jc), client_ctx(pki));
+    REQUIRE(t);
+    REQUIRE(jc->wait_for("connection_made"));
+    // Item 17: no half-close over TLS.
+    CHECK_FALSE(t->can_write_eof());
+    CHECK(t->write_eof() == make_error(errc::not_supported, "write_eof"));
+    // Item 21: asyncio's SSL watermarks.
+    CHECK(t->get_write_buffer_limits()
+          == std::make_pair(size_t{128 * 1024}, size_t{512 * 1024}));
+    // Item 22: the layer's keys, and the rest from the socket below.
+    auto ctx_info = t->get_extra_info("sslcontext");
+    REQUIRE(ctx_info);
+    INFO("sslcontext: " << text_of(*ctx_info));
+    CHECK(text_of(*ctx_info).find("\"check_hostname\" = true")
+          != std::string::npos);
+    auto cert = t->get_extra_info("peercert");
+    REQUIRE(cert);
+    CHECK(text_of(*cert).find("localhost") != std::string::npos);
+    CHECK(text_of(*cert).find("subjectAltName") != std::string::npos);
+    auto cipher = t->get_extra_info("cipher");
+    REQUIRE(cipher);
+    CHECK(text_of(*cipher).find("TLSv1.3") != std::string::npos);
+    CHECK_FALSE(t->get_extra_info("compression"));
+    auto obj = t->get_extra_info("ssl_object");
+    REQUIRE(obj);
+    CHECK(text_of(*obj).find("localhost") != std::string::npos);
+    CHECK(t->get_extra_info("peername"));
+    CHECK(t->get_extra_info("socket"));
+    CHECK(t->extra_info().count("cipher") == 1);
+    t->write(payload);
+    REQUIRE(jc->wait([&](journal& j) {
+      return j.data_size_unlocked() >= payload.size();
+    }, 10s));
+    CHECK(jc->data() == payload);
+    CHECK(js->count("connection_made") == 1);
+    // Item 20: close sends close_notify; the server's protocol sees
+    // eof_received, answers with its own, and both ends finish cleanly.
+    t->close();
+    REQUIRE(jc->wait_for("connection_lost"));
+    CHECK_FALSE(jc->lost_reason());
+    REQUIRE(js->wait_for("connection_lost"));
+    CHECK_FALSE(js->lost_reason());
+    auto ev = js->events();
+    REQUIRE(ev.size() >= 2);
+    CHECK(ev[ev.size() - 2] == "eof_received");
+    CHECK(jc->count("eof_received") == 0);
+    l.srv.close();
+  });
+}
+
+SCENARIO("a failed handshake is an error for the caller and makes no "
+         "protocol") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto made_server = std::make_shared<std::atomic<int>>(0);
+  auto made_client = std::make_shared<std::atomic<int>>(0);
+  auto js = std::make_shared<journal>();
+  auto jc = std::make_shared<journal>();
+  std::string cert = pki.cert;
+  std::string key = pki.key;
+  std::string host = "localhost";
+  std::string expected;
+  SECTION("a host name that does not match") {
+    host = "wrong.example";
+    expected = "hostname mismatch";
+  }
+  SECTION("an expired certificate") {
+    cert = pki.expired_cert;
+    key = pki.expired_key;
+    expected = "expired";
+  }
+  SECTION("a self-signed certificate") {
+    cert = pki.self_signed_cert;
+    key = pki.self_signed_key;
+    expected = "self";
+  }
+  with_runtime([&](runtime& rt) {
+    auto l = tls_listen(rt, k, counting(made_server, echoing(js)),
+                        server_ctx(cert, key));
+    tls_options opts;
+    opts.server_hostname = host;
+    auto t = tls_connect(rt, k, l, counting(made_client, recording(jc)),
+                         client_ctx(pki), opts);
+    REQUIRE_FALSE(t);
+    INFO("error: " << describe(t.error()));
+    CHECK(t.error().code() == static_cast<uint8_t>(errc::certificate_verify_failed));
+    CHECK(describe(t.error()).find(expected) != std::string::npos);
+    CHECK(made_client->load() == 0);
+    // The server refused nothing but saw the client's alert: no protocol.
+    std::this_thread::sleep_for(100ms);
+    CHECK(made_server->load() == 0);
+    CHECK(jc->events().empty());
+    // A correct client right after is served.
+    if (cert == pki.cert) {
+      auto ok = tls_connect(rt, k, l, recording(jc), client_ctx(pki));
+      REQUIRE(ok);
+      ok->write("ping");
+      REQUIRE(jc->wait([](journal& j) { return j.data_size_unlocked() >= 4; }));
+      CHECK(made_server->load() == 1);
+      ok->close();
+      REQUIRE(jc->wait_for("connection_lost"));
+    }
+    l.srv.close();
+  });
+}
+
+SCENARIO("TLS timeouts: zero or less is an error; a silent peer hits them") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    SECTION("zero and negative timeouts are refused") {
+      raw_listener l{k};
+      tls_options opts;
+      opts.server_hostname = "localhost";
+      opts.handshake_timeout = 0ms;
+      auto t = k == kind::tcp
+                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
+                                        client_ctx(pki), opts)
+                 : rt.create_unix_connection(recording(j), l.path,
+                                             client_ctx(pki), opts);
+      REQUIRE_FALSE(t);
+      CHECK(t.error().code() == static_cast<uint8_t>(errc::invalid_argument));
+      opts.handshake_timeout = 1s;
+      opts.shutdown_timeout = -5ms;
+      auto t2 = rt.create_connection(recording(j), "127.0.0.1", 1,
+                                     client_ctx(pki), opts);
+      REQUIRE_FALSE(t2);
+      CHECK(t2.error().code() == static_cast<uint8_t>(errc::invalid_argument));
+      server_options sopts;
+      sopts.tls = server_ctx(pki.cert, pki.key);
+      sopts.tls_handshake_timeout = 0ms;
+      CHECK_FALSE(rt.create_server(recording(j), "127.0.0.1", 0, sopts));
+      CHECK(j->events().empty());
+    }
+    SECTION("a server that never answers the ClientHello") {
+      raw_listener l{k};
+      tls_options opts;
+      opts.server_hostname = "localhost";
+      opts.handshake_timeout = 300ms;
+      auto start = std::chrono::steady_clock::now();
+      auto t = k == kind::tcp
+                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
+                                        client_ctx(pki), opts)
+                 : rt.create_unix_connection(recording(j), l.path,
+                                             client_ctx(pki), opts);
+      auto took = std::chrono::steady_clock::now() - start;
+      REQUIRE_FALSE(t);
+      CHECK(t.error().code() == static_cast<uint8_t>(errc::timed_out));
+      CHECK(took >= 250ms);
+      CHECK(took < 5s);
+      CHECK(j->events().empty());
+      // The socket is gone: the peer reads EOF.
+      peer p{::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC)};
+      bool eof = false;
+      p.recv_all(&eof, 5s);
+      CHECK(eof);
+    }
+    SECTION("a client that vanishes in the middle of its handshake") {
+      auto l = tls_listen(rt, k, echoing(j), server_ctx(pki.cert, pki.key),
+                          300ms);
+      auto p = connect_peer(k, l);
+      // The start of a ClientHello record, then nothing.
+      p.send_all(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11));
+      bool eof = false;
+      p.recv_all(&eof, 5s);
+      CHECK(eof);
+      CHECK(j->events().empty());
+      l.srv.close();
+    }
+    SECTION("a peer silent at shutdown") {
+      raw_listener l{k};
+      auto sctx = server_ctx(pki.cert, pki.key);
+      std::unique_ptr<tls_peer> srv;
+      std::thread th{[&] {
+        srv = std::make_unique<tls_peer>(
+          ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
+          true);
+        srv->handshake();
+      }};
+      tls_options opts;
+      opts.server_hostname = "localhost";
+      opts.shutdown_timeout = 300ms;
+      auto t = k == kind::tcp
+                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
+                                        client_ctx(pki), opts)
+                 : rt.create_unix_connection(recording(j), l.path,
+                                             client_ctx(pki), opts);
+      th.join();
+      REQUIRE(t);
+      t->close();
+      REQUIRE(j->wait_for("connection_lost", 1, 5s));
+      CHECK(j->lost_reason() == make_error(errc::timed_out));
+    }
+  });
+}
+
+SCENARIO("closing a TLS connection: close_notify both ways, and FIN") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto sctx = server_ctx(pki.cert, pki.key);
+    std::unique_ptr<tls_peer> srv;
+    std::thread th{[&] {
+      srv = std::make_unique<tls_peer>(
+        ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
+        true);
+      srv->handshake();
+    }};
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    auto t = k == kind::tcp
+               ? rt.create_connection(recording(j), "127.0.0.1", l.port,
+                                      client_ctx(pki), opts)
+               : rt.create_unix_connection(recording(j), l.path,
+                                           client_ctx(pki), opts);
+    th.join();
+    REQUIRE(t);
+    REQUIRE(srv);
+    SECTION("the peer's close_notify: eof_received, then ours back") {
+      srv->write_all("bye");
+      srv->send_close_notify();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+      auto ev = j->events();
+      CHECK(ev == std::vector<std::string>{"connection_made", "data_received",
+                                           "eof_received", "connection_lost"});
+      CHECK(j->data() == "bye");
+      bool clean = false;
+      srv->read_all(&clean);
+      CHECK(clean);
+    }
+    SECTION("the peer's FIN without close_notify is not an error") {
+      srv->write_all("bye");
+      srv->shutdown_write();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+      CHECK(j->data() == "bye");
+      CHECK(j->count("eof_received") == 0);
+    }
+    SECTION("close flushes, sends close_notify and waits for the answer") {
+      auto payload = big(2 * 1024 * 1024);
+      t->write(payload);
+      t->close();
+      CHECK(t->is_closing());
+      bool clean = false;
+      auto got = srv->read_all(&clean);
+      CHECK(clean);
+      CHECK(got == payload);
+      CHECK(j->count("connection_lost") == 0);
+      srv->send_close_notify();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+    }
+    t->abort();
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(j->count("connection_lost") == 1);
+  });
+}
+
+SCENARIO("TLS flow control: 512 KiB write watermark, reading paused at "
+         "256 KiB of ciphertext") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  auto payload = big(4 * 1024 * 1024);
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    // A plain connection first, upgraded with start_tls, so that the test
+    // can watch the transport below.
+    auto [plain, p] = l.connect(rt, recording(j));
+    REQUIRE(plain);
+    REQUIRE(j->wait_for("connection_made"));
+    auto sctx = server_ctx(pki.cert, pki.key);
+    tls_peer srv{p.release(), sctx.native_handle(), true};
+    std::thread hs{[&] { srv.handshake(); }};
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    auto t = start_tls(*plain, plain->get_protocol(), client_ctx(pki), opts);
+    if (!t)
+      srv.shutdown_write();
+    hs.join();
+    INFO("start_tls: " << (t ? std::string{"ok"} : describe(t.error())));
+    REQUIRE(t);
+    SECTION("writing: pause at the high watermark, resume at the low") {
+      // More than loopback's socket buffers take.
+      payload = big(24 * 1024 * 1024);
+      for (size_t i = 0; i < payload.size(); i += 65536)
+        t->write(payload.substr(i, 65536));
+      REQUIRE(j->wait_for("pause_writing"));
+      CHECK(t->get_write_buffer_size() >= 256 * 1024);
+      auto got = srv.read_n(payload.size());
+      CHECK(got == payload);
+      REQUIRE(j->wait_for("resume_writing"));
+    }
+    SECTION("reading: the layer stops the transport below") {
+      t->pause_reading();
+      std::thread writer{[&] { srv.write_all(payload); }};
+      REQUIRE(eventually([&] { return !plain->is_reading(); }));
+      std::this_thread::sleep_for(100ms);
+      CHECK(j->data_size_unlocked() == 0);
+      t->resume_reading();
+      REQUIRE(j->wait([&](journal& jj) {
+        return jj.data_size_unlocked() >= payload.size();
+      }, 10s));
+      writer.join();
+      CHECK(j->data() == payload);
+      CHECK(plain->is_reading());
+    }
+    t->abort();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("start_tls upgrades a live connection and loses no byte in flight") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto sctx = server_ctx(pki.cert, pki.key);
+    SECTION("not on a datagram transport") {
+      auto t = rt.create_datagram_endpoint(
+        [] { return std::make_unique<datagram_protocol>(); },
+        {endpoint::inet("127.0.0.1", 0)});
+      REQUIRE(t);
+      auto up = start_tls(*t, t->get_protocol(), sctx,
+                          {true, "", 60s, 30s, {}});
+      REQUIRE_FALSE(up);
+      CHECK(up.error().code() == static_cast<uint8_t>(errc::not_supported));
+      t->close();
+    }
+    SECTION("STARTTLS with the ClientHello right behind it") {
+      // A protocol that answers a STARTTLS line by starting TLS with what
+      // came after it, then echoes through the TLS transport.
+      auto tls = std::make_shared<transport>();
+      auto l = listen(rt, k, recording(j, [&](recorder& r) {
+        r.on_data = [&, tls, buf = std::make_shared<std::string>()](
+                      transport& t, const bytes& data) {
+          if (*tls) {
+            tls->write(data);
+            return;
+          }
+          buf->append(data.begin(), data.end());
+          auto pos = buf->find('\n');
+          if (pos == std::string::npos)
+            return;
+          tls_options opts;
+          opts.server_side = true;
+          opts.unread = bytes(buf->begin() + static_cast<long>(pos) + 1,
+                              buf->end());
+          // No Catch assertions here: this runs on the loop thread.
+          auto up = start_tls(t, t.get_protocol(), sctx, opts);
+          if (up)
+            *tls = *up;
+          j->add(up ? "upgraded" : "start_tls failed");
+        };
+      }));
+      auto p = connect_peer(k, l);
+      auto cctx = client_ctx(pki);
+      tls_peer cli{p.release(), cctx.native_handle(), false, "localhost"};
+      SSL_set1_host(cli.native(), "localhost");
+      // No wait for an answer: the ClientHello follows at once.
+      ::send(cli.fd(), "STARTTLS\n", 9, MSG_NOSIGNAL);
+      REQUIRE(cli.handshake());
+      // One thread only: an SSL object is not for concurrent use.
+      auto payload = big(512 * 1024);
+      std::string got;
+      for (size_t i = 0; i < payload.size(); i += 16384) {
+        cli.write_all(payload.substr(i, 16384));
+        got += cli.read_n(std::min<size_t>(16384, payload.size() - i));
+      }
+      INFO("echoed " << got.size() << " of " << payload.size()
+                     << "; events: " << j->events().size());
+      CHECK(got == payload);
+      CHECK(j->data().substr(0, 9) == "STARTTLS\n");
+      CHECK(j->count("upgraded") == 1);
+      cli.send_close_notify();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+      l.srv.close();
+    }
+    SECTION("TLS inside TLS") {
+      // Outer TLS from a server; the inner layer is started by both ends.
+      auto inner = std::make_shared<transport>();
+      auto js = std::make_shared<journal>();
+      auto l = tls_listen(rt, k, recording(js, [&, inner](recorder& r) {
+        r.on_data = [&, inner](transport& t, const bytes& data) {
+          if (*inner) {
+            inner->write(data);
+            return;
+          }
+          tls_options opts;
+          opts.server_side = true;
+          auto up = start_tls(t, t.get_protocol(), sctx, opts);
+          if (up)
+            *inner = *up;
+          js->add(up ? "upgraded" : "start_tls failed");
+        };
+      }), sctx);
+      auto outer = tls_connect(rt, k, l, recording(j), client_ctx(pki));
+      REQUIRE(outer);
+      REQUIRE(j->wait_for("connection_made"));
+      outer->write("INNER\n");
+      REQUIRE(js->wait_for("upgraded"));
+      tls_options opts;
+      opts.server_hostname = "localhost";
+      auto t = start_tls(*outer, outer->get_protocol(), client_ctx(pki), opts);
+      REQUIRE(t);
+      auto payload = big(300 * 1024);
+      t->write(payload);
+      REQUIRE(j->wait([&](journal& jj) {
+        return jj.data_size_unlocked() >= payload.size();
+      }, 10s));
+      CHECK(j->data() == payload);
+      auto cipher = t->get_extra_info("cipher");
+      REQUIRE(cipher);
+      // Extra info not of the inner layer comes from the outer one.
+      CHECK(t->get_extra_info("peername"));
+      t->close();
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK_FALSE(j->lost_reason());
+      l.srv.close();
+    }
+  });
+}
+
+SCENARIO("garbage instead of a ClientHello ends only that connection") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto made = std::make_shared<std::atomic<int>>(0);
+  auto js = std::make_shared<journal>();
+  auto jc = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = tls_listen(rt, k, counting(made, echoing(js)),
+                        server_ctx(pki.cert, pki.key));
+    auto good = tls_connect(rt, k, l, recording(jc), client_ctx(pki));
+    REQUIRE(good);
+    auto p = connect_peer(k, l);
+    p.send_all("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    bool eof = false;
+    p.recv_all(&eof, 5s);
+    CHECK(eof);
+    CHECK(made->load() == 1);
+    good->write("still here");
+    REQUIRE(jc->wait([](journal& j) { return j.data_size_unlocked() >= 10; }));
+    CHECK(jc->data() == "still here");
+    good->close();
+    REQUIRE(jc->wait_for("connection_lost"));
+    l.srv.close();
+  });
+}

@@ -1,0 +1,831 @@
+// The TLS layer: one light actor per TLS connection, on the loop of the
+// transport below it. Below, it is that transport's protocol (ciphertext
+// in data_received, out through write); above, it is a stream transport for
+// the application's protocol (plaintext). OpenSSL runs on memory BIOs, so
+// the layer works over any stream transport, TLS included.
+
+#include "tact/transports/detail/tls.hpp"
+
+#include <algorithm>
+#include <exception>
+
+#include <arpa/inet.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <caf/atom.hpp>
+#include <caf/sec.hpp>
+#include <caf/send.hpp>
+#include <caf/system_messages.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/fifo.hpp"
+
+namespace tact::detail {
+
+namespace {
+
+using tls_timer_atom = caf::atom_constant<caf::atom("tlstimer")>;
+
+// asyncio's SSL defaults: write watermarks, and how much ciphertext the
+// layer takes in while the application does not read.
+constexpr size_t write_high = 512 * 1024;
+constexpr size_t write_low = 128 * 1024;
+constexpr size_t incoming_high = 256 * 1024;
+constexpr size_t incoming_low = 64 * 1024;
+
+bool is_ip_literal(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1
+         || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
+
+// -- extra info -------------------------------------------------------------------
+
+std::string bio_text(const std::function<void(BIO*)>& print) {
+  auto* bio = BIO_new(BIO_s_mem());
+  print(bio);
+  char* data = nullptr;
+  auto len = BIO_get_mem_data(bio, &data);
+  std::string result(data, static_cast<size_t>(len));
+  BIO_free(bio);
+  return result;
+}
+
+// A name as Python's getpeercert() shows it, flattened: [[key, value], ...].
+caf::config_value name_list(const X509_NAME* name) {
+  caf::config_value::list result;
+  for (int i = 0; i < X509_NAME_entry_count(name); ++i) {
+    auto* entry = X509_NAME_get_entry(name, i);
+    auto nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry));
+    unsigned char* utf8 = nullptr;
+    auto len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
+    if (len < 0)
+      continue;
+    caf::config_value::list pair;
+    pair.emplace_back(std::string{nid != NID_undef ? OBJ_nid2ln(nid) : "?"});
+    pair.emplace_back(std::string(reinterpret_cast<char*>(utf8),
+                                  static_cast<size_t>(len)));
+    OPENSSL_free(utf8);
+    result.emplace_back(std::move(pair));
+  }
+  return caf::config_value{std::move(result)};
+}
+
+caf::config_value alt_names(X509* cert) {
+  caf::config_value::list result;
+  auto* names = static_cast<GENERAL_NAMES*>(
+    X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr)
+    return caf::config_value{std::move(result)};
+  for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    auto* gen = sk_GENERAL_NAME_value(names, i);
+    caf::config_value::list pair;
+    if (gen->type == GEN_DNS) {
+      auto* s = gen->d.dNSName;
+      pair.emplace_back(std::string{"DNS"});
+      pair.emplace_back(std::string(
+        reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+        static_cast<size_t>(ASN1_STRING_length(s))));
+    } else if (gen->type == GEN_IPADD) {
+      auto* s = gen->d.iPAddress;
+      char text[INET6_ADDRSTRLEN] = {};
+      auto len = ASN1_STRING_length(s);
+      inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(s), text,
+                sizeof(text));
+      pair.emplace_back(std::string{"IP Address"});
+      pair.emplace_back(std::string{text});
+    } else {
+      continue;
+    }
+    result.emplace_back(std::move(pair));
+  }
+  GENERAL_NAMES_free(names);
+  return caf::config_value{std::move(result)};
+}
+
+// Python's getpeercert(): the fields of a verified certificate.
+caf::settings cert_info(X509* cert) {
+  caf::settings result;
+  result["subject"] = name_list(X509_get_subject_name(cert));
+  result["issuer"] = name_list(X509_get_issuer_name(cert));
+  result["version"] = static_cast<int64_t>(X509_get_version(cert) + 1);
+  result["serialNumber"] = bio_text([&](BIO* b) {
+    i2a_ASN1_INTEGER(b, X509_get0_serialNumber(cert));
+  });
+  result["notBefore"] = bio_text([&](BIO* b) {
+    ASN1_TIME_print(b, X509_get0_notBefore(cert));
+  });
+  result["notAfter"] = bio_text([&](BIO* b) {
+    ASN1_TIME_print(b, X509_get0_notAfter(cert));
+  });
+  result["subjectAltName"] = alt_names(cert);
+  return result;
+}
+
+// -- the layer ------------------------------------------------------------------------
+
+class tls_transport final : public transport_core {
+public:
+  tls_transport(caf::actor_config& cfg, multiplexer& mux, tls_setup setup)
+    : transport_core(cfg, mux, transport_kind::tls, setup.read_credit,
+                     std::move(setup.app)),
+      ctx_(std::move(setup.ctx)), opts_(std::move(setup.opts)),
+      factory_(std::move(setup.factory)),
+      on_ready_(std::move(setup.on_ready)), lower_(std::move(setup.lower)) {
+    state_.high = write_high;
+    state_.low = write_low;
+    state_.family = "tls";
+    fixed_extra_["sslcontext"] = caf::config_value{ctx_.describe()};
+    state_.fixed_extra = &fixed_extra_;
+    if (lower_)
+      state_.below = lower_.state();
+    ssl_ = SSL_new(ctx_.native_handle());
+    if (ssl_ == nullptr)
+      return;
+    auto* rbio = BIO_new(BIO_s_mem());
+    auto* wbio = BIO_new(BIO_s_mem());
+    BIO_set_mem_eof_return(rbio, -1);
+    BIO_set_mem_eof_return(wbio, -1);
+    SSL_set_bio(ssl_, rbio, wbio);
+    rbio_ = rbio;
+    wbio_ = wbio;
+    if (ctx_.server_side()) {
+      SSL_set_accept_state(ssl_);
+      return;
+    }
+    SSL_set_connect_state(ssl_);
+    auto& host = opts_.server_hostname;
+    if (host.empty())
+      return;
+    auto ip = is_ip_literal(host);
+    // SNI carries names only (RFC 6066).
+    if (!ip)
+      SSL_set_tlsext_host_name(ssl_, host.c_str());
+    if (ctx_.verifies_peer()) {
+      if (ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str());
+      } else {
+        SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        SSL_set1_host(ssl_, host.c_str());
+      }
+    }
+  }
+
+  ~tls_transport() override {
+    free_ssl();
+    if (on_ready_)
+      on_ready_(make_error(errc::closed, "the TLS layer was destroyed"));
+  }
+
+  void direct_write(bytes& data) override {
+    on_write(data);
+  }
+
+protected:
+  void on_start() override {
+    mux().track(id(), handle(), false);
+    if (ssl_ == nullptr) {
+      lose(make_error(errc::out_of_resources,
+                      "SSL_new: " + take_ssl_errors()),
+           false);
+      return;
+    }
+    arm_timer(opts_.handshake_timeout);
+    if (protocol_)
+      watch_protocol(true);
+    if (lower_)
+      begin();
+  }
+
+  void on_message(caf::mailbox_element& x) override {
+    auto& msg = x.content();
+    if (handle_protocol_message(x, msg))
+      return;
+    if (auto id = answer_to(x)) {
+      if (id == made_request_)
+        on_made_answer(msg);
+      return;
+    }
+    if (from_below(x, msg))
+      return;
+    if (msg.match_elements<op::write>()) {
+      auto& w = msg.get_mutable_as<op::write>(0);
+      if (w.counted)
+        state_.in_flight -= w.data.size();
+      on_write(w.data);
+    } else if (msg.match_elements<op::close>()) {
+      on_close();
+    } else if (msg.match_elements<op::abort>()) {
+      lose(std::move(msg.get_mutable_as<op::abort>(0).reason), false);
+    } else if (msg.match_elements<op::pause_reading>()) {
+      if (!closing_) {
+        user_paused_ = true;
+        state_.reading_paused = true;
+      }
+    } else if (msg.match_elements<op::resume_reading>()) {
+      if (!closing_) {
+        user_paused_ = false;
+        state_.reading_paused = false;
+        read_plain();
+      }
+    } else if (msg.match_elements<op::consumed>()) {
+      if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
+        state_.unconsumed -= n;
+      state_.credit_blocked = false;
+      read_plain();
+    } else if (msg.match_elements<op::set_write_buffer_limits>()) {
+      if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
+        state_.high = lim.high;
+        state_.low = lim.low;
+      }
+      limit_lower();
+      update_app_pause();
+    } else if (msg.match_elements<op::get_write_buffer_size>()) {
+      reply(x, caf::make_message(static_cast<uint64_t>(buffer_size())));
+    } else if (msg.match_elements<tls_timer_atom, uint32_t>()) {
+      if (msg.get_as<uint32_t>(1) == timer_gen_)
+        on_timeout();
+    } else if (x.mid.is_request()) {
+      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+    }
+  }
+
+  void on_exit(caf::error reason) override {
+    lose(reason ? std::move(reason) : make_error(errc::transport_down), false);
+  }
+
+  void on_protocol_down() override {
+    lose(make_error(errc::protocol_down), false);
+  }
+
+  void on_switched() override {
+    read_plain();
+  }
+
+private:
+  enum class phase : uint8_t { handshake, open, closing, done };
+
+  // -- the transport below ---------------------------------------------------------
+
+  bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
+    if (msg.match_elements<connection_made>()) {
+      // Made by create_connection or a server: the layer is the protocol.
+      if (!lower_) {
+        lower_ = msg.get_as<connection_made>(0).handle;
+        state_.below = lower_.state();
+        begin();
+      }
+      reply(x, caf::make_message());
+    } else if (msg.match_elements<data_received>()) {
+      on_cipher(msg.get_mutable_as<data_received>(0).data);
+    } else if (msg.match_elements<eof_received>()) {
+      // Keep the lower transport open: the layer closes it itself.
+      reply(x, caf::make_message(true));
+      on_lower_eof();
+    } else if (msg.match_elements<pause_writing>()) {
+      lower_paused_ = true;
+      update_app_pause();
+    } else if (msg.match_elements<resume_writing>()) {
+      lower_paused_ = false;
+      update_app_pause();
+    } else if (msg.match_elements<connection_lost>()) {
+      on_lower_lost(std::move(msg.get_mutable_as<connection_lost>(0).reason));
+    } else if (msg.match_elements<handover>()) {
+      // The transport below was given another protocol: nothing to hand.
+      reply(x, caf::make_message(handover_stash{}));
+    } else if (msg.match_elements<caf::down_msg>()) {
+      auto& down = msg.get_as<caf::down_msg>(0);
+      if (lower_ && down.source == lower_.actor().address())
+        on_lower_lost(make_error(errc::transport_down));
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  void begin() {
+    monitor(lower_.actor());
+    limit_lower();
+    if (!ctx_.server_side())
+      do_handshake();
+  }
+
+  // The lower transport pauses this layer when its buffer reaches our high
+  // watermark (asyncio's SSL transport pauses at >= high).
+  void limit_lower() {
+    if (!lower_)
+      return;
+    auto high = state_.high.load();
+    lower_.set_write_buffer_limits(high > 0 ? high - 1 : 0, state_.low.load());
+  }
+
+  void on_cipher(bytes& data) {
+    if (lower_)
+      lower_.consumed(data.size());
+    if (lost_ || ssl_ == nullptr)
+      return;
+    BIO_write(rbio_, data.data(), static_cast<int>(data.size()));
+    if (phase_ == phase::handshake)
+      do_handshake();
+    if (phase_ == phase::open || phase_ == phase::closing)
+      read_plain();
+    check_incoming();
+  }
+
+  void on_lower_eof() {
+    switch (phase_) {
+      case phase::handshake:
+        fail_handshake(make_error(errc::tls_handshake_failed,
+                                  "the peer closed the connection during the "
+                                  "handshake"));
+        break;
+      case phase::open:
+        // FIN without close_notify: not an error. Deliver what is left,
+        // then close.
+        peer_fin_ = true;
+        read_plain();
+        break;
+      case phase::closing:
+        lower_.close();
+        break;
+      case phase::done:
+        break;
+    }
+  }
+
+  void on_lower_lost(caf::error reason) {
+    if (phase_ == phase::handshake) {
+      fail_handshake(reason ? make_error(errc::tls_handshake_failed,
+                                         "connection lost during the "
+                                         "handshake: "
+                                           + describe(reason))
+                            : make_error(errc::tls_handshake_failed,
+                                         "the peer closed the connection "
+                                         "during the handshake"));
+      return;
+    }
+    lose(std::move(reason), false);
+  }
+
+  // -- handshake ---------------------------------------------------------------
+
+  void do_handshake() {
+    ERR_clear_error();
+    auto rc = SSL_do_handshake(ssl_);
+    flush_cipher();
+    if (rc == 1) {
+      on_handshake_done();
+      return;
+    }
+    auto err = SSL_get_error(ssl_, rc);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+      return;
+    fail_handshake(handshake_error(err));
+  }
+
+  caf::error handshake_error(int err) {
+    auto verify = SSL_get_verify_result(ssl_);
+    if (err == SSL_ERROR_SSL && verify != X509_V_OK) {
+      ERR_clear_error();
+      return make_error(errc::certificate_verify_failed,
+                        std::string{"certificate verify failed: "}
+                          + X509_verify_cert_error_string(verify));
+    }
+    return make_error(errc::tls_handshake_failed, take_ssl_errors());
+  }
+
+  void on_handshake_done() {
+    phase_ = phase::open;
+    ++timer_gen_;
+    publish_info();
+    if (factory_) {
+      caf::actor app;
+      try {
+        app = (*factory_)(mux());
+      } catch (const std::exception& ex) {
+        mux().warn(std::string{"protocol factory failed: "} + ex.what());
+      } catch (...) {
+        mux().warn("protocol factory failed");
+      }
+      factory_.reset();
+      if (!app) {
+        lose(make_error(errc::protocol_failed,
+                        "the protocol factory made no protocol"),
+             true);
+        return;
+      }
+      protocol_ = std::move(app);
+      state_.set_protocol(protocol_);
+      watch_protocol(false);
+      made_request_ = request_to(protocol_,
+                                 caf::make_message(connection_made{make_handle()}));
+    } else {
+      read_started_ = true;
+    }
+    // Writes made while the handshake ran.
+    while (!early_.empty()) {
+      auto data = std::move(early_.front());
+      early_.pop_front();
+      encrypt(data);
+    }
+    early_bytes_ = 0;
+    state_.buffered = 0;
+    update_app_pause();
+    if (on_ready_) {
+      auto f = std::move(on_ready_);
+      on_ready_ = nullptr;
+      f(make_handle());
+    }
+    read_plain();
+  }
+
+  void on_made_answer(caf::type_erased_tuple& msg) {
+    if (msg.empty()
+        || (msg.match_elements<caf::error>()
+            && msg.get_as<caf::error>(0) == caf::sec::unexpected_message)) {
+      read_started_ = true;
+      read_plain();
+    } else {
+      lose(make_error(errc::protocol_down), false);
+    }
+  }
+
+  void fail_handshake(caf::error reason) {
+    if (phase_ != phase::handshake)
+      return;
+    // A server sees scanners and broken clients every day: not a warning.
+    // The alert OpenSSL wrote goes out before the close.
+    lose(std::move(reason), true);
+  }
+
+  void publish_info() {
+    caf::settings info;
+    if (auto* cert = SSL_get1_peer_certificate(ssl_)) {
+      // As Python: a certificate that was not verified shows as empty.
+      info["peercert"] = SSL_get_verify_result(ssl_) == X509_V_OK
+                             && ctx_.verifies_peer()
+                           ? caf::config_value{cert_info(cert)}
+                           : caf::config_value{caf::settings{}};
+      X509_free(cert);
+    }
+    auto* cipher = SSL_get_current_cipher(ssl_);
+    caf::config_value::list c;
+    c.emplace_back(std::string{SSL_CIPHER_get_name(cipher)});
+    c.emplace_back(std::string{SSL_get_version(ssl_)});
+    c.emplace_back(static_cast<int64_t>(SSL_CIPHER_get_bits(cipher, nullptr)));
+    info["cipher"] = std::move(c);
+    caf::settings obj;
+    obj["version"] = std::string{SSL_get_version(ssl_)};
+    obj["server_side"] = ctx_.server_side();
+    obj["server_hostname"] = opts_.server_hostname;
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
+    obj["alpn_protocol"] = std::string(reinterpret_cast<const char*>(alpn),
+                                       alpn_len);
+    obj["session_reused"] = SSL_session_reused(ssl_) == 1;
+    info["ssl_object"] = std::move(obj);
+    // No compression: OpenSSL 3 is built without it and it is off here.
+    late_extra_ = std::make_unique<caf::settings>(std::move(info));
+    state_.late_extra.store(late_extra_.get(), std::memory_order_release);
+  }
+
+  // -- reading -----------------------------------------------------------------------
+
+  bool app_reading() const noexcept {
+    return read_started_ && !user_paused_ && !closing_ && !switching()
+           && state_.unconsumed.load() < state_.read_credit;
+  }
+
+  void read_plain() {
+    if (lost_ || ssl_ == nullptr
+        || (phase_ != phase::open && phase_ != phase::closing))
+      return;
+    for (;;) {
+      auto discard = phase_ == phase::closing;
+      if (!discard && !app_reading())
+        break;
+      auto want = mux().scratch_size();
+      if (!discard)
+        want = std::min<size_t>(want, state_.read_credit
+                                        - state_.unconsumed.load());
+      ERR_clear_error();
+      auto n = SSL_read(ssl_, mux().scratch(), static_cast<int>(want));
+      if (n > 0) {
+        if (discard || !protocol_)
+          continue;
+        bytes data(mux().scratch(), mux().scratch() + n);
+        charge_credit(static_cast<size_t>(n));
+        if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
+          continue;
+        deliver(caf::make_message(data_received{std::move(data)}));
+        continue;
+      }
+      auto err = SSL_get_error(ssl_, n);
+      // Reading may answer the peer (a key update).
+      flush_cipher();
+      if (err == SSL_ERROR_WANT_READ) {
+        if (peer_fin_ && phase_ == phase::open)
+          shut_down();
+        break;
+      }
+      if (err == SSL_ERROR_ZERO_RETURN) {
+        on_close_notify();
+        break;
+      }
+      lose(make_error(errc::tls_error, take_ssl_errors()), true);
+      return;
+    }
+    check_incoming();
+  }
+
+  // While the application does not read, ciphertext gathers here; past
+  // asyncio's 256 KiB the transport below stops reading, until 64 KiB.
+  void check_incoming() {
+    if (lost_ || !lower_ || rbio_ == nullptr)
+      return;
+    auto pending = BIO_ctrl_pending(rbio_);
+    if (!lower_paused_reading_ && pending >= incoming_high) {
+      lower_paused_reading_ = true;
+      lower_.pause_reading();
+    } else if (lower_paused_reading_ && pending <= incoming_low) {
+      lower_paused_reading_ = false;
+      lower_.resume_reading();
+    }
+  }
+
+  void on_close_notify() {
+    if (phase_ == phase::closing) {
+      // The answer to our close_notify: done.
+      lower_.close();
+      return;
+    }
+    // The peer closed first: eof_received (TLS has no half-close, so the
+    // answer changes nothing), then our close_notify back.
+    request_eof();
+    shut_down();
+  }
+
+  // -- writing -----------------------------------------------------------------------
+
+  void on_write(bytes& data) {
+    if (data.empty())
+      return;
+    if (lost_ || closing_) {
+      state_.count_dropped_write();
+      return;
+    }
+    if (phase_ == phase::handshake) {
+      early_bytes_ += data.size();
+      state_.buffered = early_bytes_;
+      early_.push_back(std::move(data));
+      update_app_pause();
+      return;
+    }
+    encrypt(data);
+  }
+
+  void encrypt(bytes& data) {
+    if (lost_ || ssl_ == nullptr)
+      return;
+    ERR_clear_error();
+    if (SSL_write(ssl_, data.data(), static_cast<int>(data.size())) <= 0) {
+      lose(make_error(errc::tls_error, take_ssl_errors()), true);
+      return;
+    }
+    flush_cipher();
+  }
+
+  // Hands what OpenSSL wrote to the transport below.
+  void flush_cipher() {
+    if (!lower_ || wbio_ == nullptr)
+      return;
+    auto pending = BIO_ctrl_pending(wbio_);
+    if (pending == 0)
+      return;
+    bytes out(pending);
+    BIO_read(wbio_, out.data(), static_cast<int>(pending));
+    lower_.write(std::move(out));
+  }
+
+  [[nodiscard]] size_t buffer_size() const {
+    return early_bytes_ + (lower_ ? lower_.get_write_buffer_size() : 0);
+  }
+
+  void update_app_pause() {
+    auto want = lower_paused_ || early_bytes_ >= state_.high.load();
+    if (want && !app_paused_) {
+      app_paused_ = true;
+      deliver(caf::make_message(pause_writing{}));
+    } else if (!want && app_paused_ && buffer_size() <= state_.low.load()) {
+      app_paused_ = false;
+      deliver(caf::make_message(resume_writing{}));
+    }
+  }
+
+  // -- closing -----------------------------------------------------------------------
+
+  void on_close() {
+    if (closing_ || lost_)
+      return;
+    if (phase_ == phase::handshake) {
+      // asyncio: close() during the handshake aborts.
+      lose(caf::none, false);
+      return;
+    }
+    closing_ = true;
+    state_.closing = true;
+    ERR_clear_error();
+    SSL_shutdown(ssl_);
+    flush_cipher();
+    phase_ = phase::closing;
+    arm_timer(opts_.shutdown_timeout);
+    // What OpenSSL already holds may contain the peer's close_notify.
+    read_plain();
+  }
+
+  // Sends our close_notify and closes the transport below once it is out.
+  void shut_down() {
+    phase_ = phase::closing;
+    closing_ = true;
+    state_.closing = true;
+    ERR_clear_error();
+    SSL_shutdown(ssl_);
+    flush_cipher();
+    lower_.close();
+  }
+
+  void on_timeout() {
+    if (phase_ == phase::handshake)
+      lose(make_error(errc::timed_out,
+                      "TLS handshake timed out after "
+                        + std::to_string(opts_.handshake_timeout.count())
+                        + " ms"),
+           false);
+    else if (phase_ == phase::closing)
+      lose(make_error(errc::timed_out,
+                      "TLS shutdown timed out after "
+                        + std::to_string(opts_.shutdown_timeout.count())
+                        + " ms"),
+           false);
+  }
+
+  void arm_timer(std::chrono::milliseconds after) {
+    caf::delayed_anon_send(handle(), after, tls_timer_atom::value,
+                           ++timer_gen_);
+  }
+
+  // Ends the connection: the transport below is closed (after what is
+  // queued for it, with `graceful`) or aborted, and the application hears
+  // `connection_lost(reason)`, or the caller of create_connection the
+  // error.
+  void lose(caf::error reason, bool graceful) {
+    if (lost_)
+      return;
+    lost_ = true;
+    closing_ = true;
+    phase_ = phase::done;
+    ++timer_gen_;
+    state_.closing = true;
+    state_.lost = true;
+    state_.buffered = 0;
+    early_.clear();
+    early_bytes_ = 0;
+    mux().untrack(id());
+    if (lower_) {
+      if (graceful)
+        lower_.close();
+      else
+        lower_.abort();
+    }
+    free_ssl();
+    if (on_ready_) {
+      auto f = std::move(on_ready_);
+      on_ready_ = nullptr;
+      f(reason ? reason
+               : make_error(errc::closed, "the TLS connection was closed "
+                                          "during the handshake"));
+    }
+    end_protocol(std::move(reason));
+  }
+
+  void free_ssl() {
+    if (ssl_ != nullptr) {
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+      rbio_ = nullptr;
+      wbio_ = nullptr;
+    }
+  }
+
+  tls_context ctx_;
+  tls_options opts_;
+  std::optional<protocol_factory> factory_;
+  std::function<void(caf::expected<transport>)> on_ready_;
+  transport lower_;
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;
+  BIO* wbio_ = nullptr;
+  fifo<bytes> early_;
+  size_t early_bytes_ = 0;
+  caf::settings fixed_extra_;
+  std::unique_ptr<caf::settings> late_extra_;
+  uint64_t made_request_ = 0;
+  uint32_t timer_gen_ = 0;
+  phase phase_ = phase::handshake;
+  bool read_started_ = false;
+  bool user_paused_ = false;
+  bool lower_paused_ = false;
+  bool app_paused_ = false;
+  bool lower_paused_reading_ = false;
+  bool peer_fin_ = false;
+  bool closing_ = false;
+  bool lost_ = false;
+};
+
+} // namespace
+
+transport spawn_tls(multiplexer& mux, tls_setup setup) {
+  auto& sys = mux.system();
+  caf::actor_config cfg{mux.home()};
+  auto lower = setup.lower;
+  auto unread = std::move(setup.opts.unread);
+  auto hdl = caf::make_actor<tls_transport, caf::actor>(
+    sys.next_actor_id(), sys.node(), &sys, cfg, mux, std::move(setup));
+  auto* self = static_cast<tls_transport*>(
+    caf::actor_cast<caf::abstract_actor*>(hdl));
+  // start_tls: the layer becomes the protocol below before it can write
+  // its first byte, so nothing the peer answers goes to the old protocol.
+  if (lower)
+    lower.set_protocol(hdl, std::move(unread));
+  static_cast<light_actor*>(self)->start();
+  return self->make_handle();
+}
+
+caf::error check_tls_options(const tls_context& ctx, const tls_options& opts,
+                             bool server_side) {
+  if (!ctx)
+    return make_error(errc::invalid_argument, "no TLS context");
+  if (opts.handshake_timeout.count() <= 0)
+    return make_error(errc::invalid_argument,
+                      "handshake_timeout must be greater than zero");
+  if (opts.shutdown_timeout.count() <= 0)
+    return make_error(errc::invalid_argument,
+                      "shutdown_timeout must be greater than zero");
+  if (ctx.server_side() != server_side)
+    return make_error(errc::invalid_argument,
+                      server_side ? "a client TLS context on the server side"
+                                  : "a server TLS context on the client side");
+  if (!server_side && ctx.verifies_peer() && opts.server_hostname.empty())
+    return make_error(errc::invalid_argument,
+                      "server_hostname is needed to verify the server "
+                      "(or a context with insecure_skip_verify)");
+  return caf::none;
+}
+
+caf::actor top_layer(const caf::actor& hdl, const multiplexer& mux) {
+  auto* core = dynamic_cast<transport_core*>(as_light(hdl, mux));
+  if (core == nullptr)
+    return hdl;
+  auto above = core->state().current_protocol();
+  auto* up = dynamic_cast<transport_core*>(as_light(above, mux));
+  if (up != nullptr && up->state().kind == transport_kind::tls)
+    return top_layer(above, mux);
+  return hdl;
+}
+
+} // namespace tact::detail
+
+namespace tact {
+
+caf::expected<transport> start_tls(const transport& t, caf::actor protocol,
+                                   const tls_context& ctx, tls_options opts) {
+  auto* st = t.state();
+  if (st == nullptr)
+    return make_error(errc::not_supported,
+                      "start_tls on a transport of another node");
+  if (st->kind != detail::transport_kind::stream
+      && st->kind != detail::transport_kind::tls)
+    return make_error(errc::not_supported,
+                      "start_tls needs a stream transport (TCP, Unix or TLS)");
+  if (st->closing.load())
+    return make_error(errc::closed, "start_tls on a closing transport");
+  if (auto err = detail::check_tls_options(ctx, opts, opts.server_side))
+    return err;
+  detail::tls_setup setup;
+  setup.ctx = ctx;
+  setup.opts = std::move(opts);
+  setup.app = std::move(protocol);
+  setup.lower = t;
+  setup.read_credit = st->read_credit;
+  return detail::spawn_tls(st->core->mux(), std::move(setup));
+}
+
+} // namespace tact
