@@ -3,9 +3,12 @@
 //   echo_client tcp://127.0.0.1:8888 --message "hello"
 //   echo_client unix:///tmp/echo.sock
 //   echo_client udp://127.0.0.1:9999 --message "hello"
+//   echo_client 'tls://localhost:8443?ca=ca.pem'   (verifies the server)
+//   echo_client 'tls://localhost:8443?insecure=1'  (verifies nothing)
 //
 // Streams: sends the message, half-closes, prints the echo as it arrives
-// and exits 0 when the server closes. UDP: sends one datagram, prints the
+// and exits 0 when the server closes. TLS has no half-close: the client
+// closes (close_notify) once the whole echo is back. UDP: sends one datagram, prints the
 // reply, closes. Exits 1 with a one-line reason when it cannot connect, the
 // connection fails or (UDP) no reply comes within 5 seconds.
 
@@ -31,14 +34,19 @@ public:
   }
 
   void connection_made(tact::transport& t) override {
+    t_ = t;
     t.write(message_);
     std::printf("sent: %s\n", message_.c_str());
-    t.write_eof();
+    if (t.can_write_eof())
+      t.write_eof();
   }
 
   void data_received(tact::bytes data) override {
     std::printf("received: %.*s\n", static_cast<int>(data.size()), data.data());
     std::fflush(stdout);
+    received_ += data.size();
+    if (!t_.can_write_eof() && received_ >= message_.size())
+      t_.close();
   }
 
   bool eof_received() override {
@@ -52,6 +60,8 @@ public:
 private:
   std::string message_;
   std::promise<caf::error> done_;
+  tact::transport t_;
+  size_t received_ = 0;
 };
 
 // asyncio's UDP echo client: one datagram out, one back, then close.
@@ -110,7 +120,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto u = tact::parse_url(target);
-  if (!u || (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp")) {
+  if (!u
+      || (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp"
+          && u->scheme != "tls")) {
     std::fprintf(stderr, "echo_client: %s\n",
                  u ? "unsupported scheme" : tact::describe(u.error()).c_str());
     return 2;
@@ -124,8 +136,20 @@ int main(int argc, char** argv) {
   auto udp_factory = [&] {
     return std::make_unique<udp_echo_client>(message, std::move(done));
   };
+  tact::tls_context ctx;
+  if (u->scheme == "tls") {
+    auto made = tact::tls_context::client(
+      {.ca_file = u->query["ca"], .insecure_skip_verify = u->query["insecure"] == "1"});
+    if (!made) {
+      std::fprintf(stderr, "echo_client: %s\n",
+                   tact::describe(made.error()).c_str());
+      return 2;
+    }
+    ctx = *made;
+  }
   auto conn
-    = u->scheme == "unix"  ? rt.create_unix_connection(factory, u->path)
+    = u->scheme == "tls"   ? rt.create_connection(factory, u->host, u->port, ctx)
+      : u->scheme == "unix" ? rt.create_unix_connection(factory, u->path)
       : u->scheme == "udp" ? rt.create_datagram_endpoint(
                                udp_factory,
                                {.remote_addr = tact::endpoint::inet(u->host,

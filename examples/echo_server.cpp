@@ -1,8 +1,9 @@
-// Echo server on any number of TCP, Unix socket and UDP URLs, with flow
-// control.
+// Echo server on any number of TCP, TLS, Unix socket and UDP URLs, with
+// flow control.
 //
 //   echo_server tcp://127.0.0.1:0 tcp://[::1]:7000 unix:///tmp/echo.sock
 //               udp://127.0.0.1:0
+//               'tls://127.0.0.1:8443?cert=server.pem&key=server.key'
 //
 // Prints one `listening on URL` line per listener (real port numbers),
 // echoes every byte (every datagram, to its sender), and exits 0 on SIGINT
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
-                 "udp://HOST:PORT)\n",
+                 "udp://HOST:PORT, tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
     return 2;
   }
@@ -32,7 +33,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "echo_server: %s\n", tact::describe(u.error()).c_str());
       return 2;
     }
-    if (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp") {
+    if (u->scheme != "tcp" && u->scheme != "unix" && u->scheme != "udp"
+        && u->scheme != "tls") {
       std::fprintf(stderr, "echo_server: unsupported scheme '%s' in %s\n",
                    u->scheme.c_str(), argv[i]);
       return 2;
@@ -66,8 +68,21 @@ int main(int argc, char** argv) {
       endpoints.push_back(std::move(*ep));
       continue;
     }
-    auto srv = u.scheme == "unix" ? rt.create_unix_server(factory, u.path)
-                                  : rt.create_server(factory, u.host, u.port);
+    tact::server_options opts;
+    if (u.scheme == "tls") {
+      auto ctx = tact::tls_context::server({.cert_file = u.query["cert"],
+                                            .key_file = u.query["key"]});
+      if (!ctx) {
+        std::fprintf(stderr, "echo_server: %s: %s\n",
+                     tact::to_string(u).c_str(),
+                     tact::describe(ctx.error()).c_str());
+        return 2;
+      }
+      opts.tls = *ctx;
+    }
+    auto srv = u.scheme == "unix"
+                 ? rt.create_unix_server(factory, u.path, opts)
+                 : rt.create_server(factory, u.host, u.port, opts);
     if (!srv) {
       std::fprintf(stderr, "echo_server: cannot listen on %s: %s\n",
                    tact::to_string(u).c_str(),
@@ -75,7 +90,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
+      std::printf("listening on %s%s\n", u.scheme == "tls" ? "tls" : "",
+                  bound.c_str() + (u.scheme == "tls" ? 3 : 0));
     std::fflush(stdout);
     servers.push_back(std::move(*srv));
   }
