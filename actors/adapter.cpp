@@ -206,17 +206,20 @@ private:
            || msg.match_elements<error_received>();
   }
 
-  // The shared state of the transport delivering now.
+  // The shared state of the transport delivering now: the sender's, which
+  // is not always the handle's (a layer started over the handle's
+  // transport delivers before the handover has moved the handle to it).
   detail::transport_state* delivering_state() const {
-    if (auto* st = handle_.state())
-      return st;
     if (direct_from_ != nullptr)
       return &direct_from_->state();
-    if (current_ != nullptr && current_->sender)
-      if (auto* core = dynamic_cast<detail::transport_core*>(
-            caf::actor_cast<caf::abstract_actor*>(current_->sender)))
-        return &core->state();
-    return nullptr;
+    if (current_ == nullptr || !current_->sender)
+      return handle_.state();
+    auto* sender = caf::actor_cast<caf::abstract_actor*>(current_->sender);
+    if (handle_ && sender == caf::actor_cast<caf::abstract_actor*>(handle_.actor()))
+      return handle_.state();
+    if (auto* core = dynamic_cast<detail::transport_core*>(sender))
+      return &core->state();
+    return handle_.state();
   }
 
   // Whether a delivery must be kept for the protocol that replaces this
@@ -228,8 +231,9 @@ private:
     if (st == nullptr)
       return false;
     auto epoch = st->protocol_epoch.load(std::memory_order_acquire);
-    if (epoch != seen_epoch_) {
+    if (epoch != seen_epoch_ || st != seen_state_) {
       seen_epoch_ = epoch;
+      seen_state_ = st;
       replaced_ = st->current_protocol_addr() != address();
     }
     return replaced_;
@@ -404,6 +408,7 @@ private:
   // Deliveries kept for the protocol replacing this one.
   std::vector<caf::message> stash_;
   uint32_t seen_epoch_ = 0;
+  const detail::transport_state* seen_state_ = nullptr;
   bool replaced_ = false;
   bool mismatched_ = false;
   bool failed_ = false;

@@ -151,6 +151,9 @@ struct set_write_buffer_limits {
 struct set_protocol {
   caf::actor protocol;
   bytes unread;
+  /// Set by `tact::transport` handles, which have stored the protocol in
+  /// the shared state already.
+  bool applied = false;
 };
 
 /// Gives `n` bytes back to the read credit (for protocols without a shared
@@ -277,7 +280,8 @@ inspect(Inspector& f, set_write_buffer_limits& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, set_protocol& x) {
-  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol, x.unread);
+  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol, x.unread,
+           x.applied);
 }
 
 template <class Inspector>

@@ -326,7 +326,8 @@ caf::settings transport::extra_info() const {
 void transport::set_protocol(caf::actor protocol, bytes unread) {
   if (state_)
     state_->set_protocol(protocol);
-  caf::anon_send(actor_, op::set_protocol{std::move(protocol), std::move(unread)});
+  caf::anon_send(actor_, op::set_protocol{std::move(protocol), std::move(unread),
+                                          state_ != nullptr});
 }
 
 caf::actor transport::get_protocol() const {

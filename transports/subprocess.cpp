@@ -106,7 +106,9 @@ protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
     auto from = pipe_of(x);
-    if (answer_to(x) != 0) {
+    if (handle_protocol_message(x, msg)) {
+      // set_protocol and its handover, or the protocol's end
+    } else if (answer_to(x) != 0) {
       // connection_made answered: nothing to wait for.
     } else if (msg.match_elements<connection_made>()) {
       // A pipe transport is up; it reads once answered. Answering after
@@ -134,12 +136,6 @@ protected:
       deliver(caf::make_message(resume_writing{}));
     } else if (msg.match_elements<op::close>() || msg.match_elements<op::abort>()) {
       on_close();
-    } else if (msg.match_elements<caf::down_msg>()) {
-      auto& down = msg.get_as<caf::down_msg>(0);
-      if (protocol_ && down.source == protocol_.address()) {
-        protocol_ = nullptr;
-        on_close();
-      }
     } else if (x.mid.is_request()) {
       reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
     }

@@ -361,6 +361,13 @@ private:
   }
 
   void on_lower_lost(caf::error reason) {
+    if (lost_) {
+      if (lingering_) {
+        lingering_ = false;
+        quit();
+      }
+      return;
+    }
     if (phase_ == phase::handshake) {
       fail_handshake(reason ? make_error(errc::tls_handshake_failed,
                                          "connection lost during the "
@@ -379,15 +386,19 @@ private:
   void do_handshake() {
     ERR_clear_error();
     auto rc = SSL_do_handshake(ssl_);
-    flush_cipher();
-    if (rc == 1) {
-      on_handshake_done();
-      return;
+    // The error first: writing below may run another layer's OpenSSL
+    // calls on this thread, which clear the error queue.
+    caf::error failure;
+    if (rc != 1) {
+      auto err = SSL_get_error(ssl_, rc);
+      if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+        failure = handshake_error(err);
     }
-    auto err = SSL_get_error(ssl_, rc);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-      return;
-    fail_handshake(handshake_error(err));
+    flush_cipher();
+    if (rc == 1)
+      on_handshake_done();
+    else if (failure)
+      fail_handshake(std::move(failure));
   }
 
   caf::error handshake_error(int err) {
@@ -438,12 +449,19 @@ private:
     early_bytes_ = 0;
     state_.buffered = 0;
     update_app_pause();
+    if (read_started_)
+      ready();
+    read_plain();
+  }
+
+  // The caller of create_connection may go on: the handshake is done and
+  // the protocol has handled connection_made.
+  void ready() {
     if (on_ready_) {
       auto f = std::move(on_ready_);
       on_ready_ = nullptr;
       f(make_handle());
     }
-    read_plain();
   }
 
   void on_made_answer(caf::type_erased_tuple& msg) {
@@ -451,6 +469,7 @@ private:
         || (msg.match_elements<caf::error>()
             && msg.get_as<caf::error>(0) == caf::sec::unexpected_message)) {
       read_started_ = true;
+      ready();
       read_plain();
     } else {
       lose(make_error(errc::protocol_down), false);
@@ -499,8 +518,11 @@ private:
 
   // -- reading -----------------------------------------------------------------------
 
+  // The shared flags too: a protocol that pauses or closes inside
+  // data_received gets no more records from this loop.
   bool app_reading() const noexcept {
     return read_started_ && !user_paused_ && !closing_ && !switching()
+           && !state_.reading_paused.load() && !state_.closing.load()
            && state_.unconsumed.load() < state_.read_credit;
   }
 
@@ -529,6 +551,9 @@ private:
         continue;
       }
       auto err = SSL_get_error(ssl_, n);
+      caf::error failure;
+      if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_ZERO_RETURN)
+        failure = make_error(errc::tls_error, take_ssl_errors());
       // Reading may answer the peer (a key update).
       flush_cipher();
       if (err == SSL_ERROR_WANT_READ) {
@@ -540,7 +565,7 @@ private:
         on_close_notify();
         break;
       }
-      lose(make_error(errc::tls_error, take_ssl_errors()), true);
+      lose(std::move(failure), true);
       return;
     }
     check_incoming();
@@ -619,12 +644,16 @@ private:
     return early_bytes_ + (lower_ ? lower_.get_write_buffer_size() : 0);
   }
 
+  // As asyncio's SSL transport: paused while the transport below is, or
+  // while the layer's own buffer (writes waiting for the handshake) is at
+  // the high watermark; resumed when neither holds and that buffer is at
+  // the low one or under.
   void update_app_pause() {
     auto want = lower_paused_ || early_bytes_ >= state_.high.load();
     if (want && !app_paused_) {
       app_paused_ = true;
       deliver(caf::make_message(pause_writing{}));
-    } else if (!want && app_paused_ && buffer_size() <= state_.low.load()) {
+    } else if (!want && app_paused_ && early_bytes_ <= state_.low.load()) {
       app_paused_ = false;
       deliver(caf::make_message(resume_writing{}));
     }
@@ -677,9 +706,16 @@ private:
            false);
   }
 
+  // On the loop's own timers, holding the layer only weakly: a layer that
+  // ended is freed at once, not when its timer would have fired.
   void arm_timer(std::chrono::milliseconds after) {
-    caf::delayed_anon_send(handle(), after, tls_timer_atom::value,
-                           ++timer_gen_);
+    auto gen = ++timer_gen_;
+    caf::weak_actor_ptr self{ctrl()};
+    mux().add_timer(after, [self, gen] {
+      if (auto strong = self.lock())
+        caf::anon_send(caf::actor_cast<caf::actor>(strong),
+                       tls_timer_atom::value, gen);
+    });
   }
 
   // Ends the connection: the transport below is closed (after what is
@@ -713,7 +749,10 @@ private:
                : make_error(errc::closed, "the TLS connection was closed "
                                           "during the handshake"));
     }
-    end_protocol(std::move(reason));
+    // The transport below watches this layer and would abort on its end:
+    // after a close, stay until it has flushed (the alert, close_notify).
+    lingering_ = graceful && lower_ && !lower_.state()->lost.load();
+    end_protocol(std::move(reason), !lingering_);
   }
 
   void free_ssl() {
@@ -748,6 +787,7 @@ private:
   bool peer_fin_ = false;
   bool closing_ = false;
   bool lost_ = false;
+  bool lingering_ = false;
 };
 
 } // namespace

@@ -178,6 +178,9 @@ caf::expected<tls_context> tls_context::server(tls_server_options opts) {
   }
   if (!x->alpn.empty())
     SSL_CTX_set_alpn_select_cb(x->ctx, select_alpn, x.get());
+  // Needed for session resumption when clients are verified.
+  static constexpr unsigned char sid_ctx[] = "tact";
+  SSL_CTX_set_session_id_context(x->ctx, sid_ctx, sizeof(sid_ctx) - 1);
   x->description["server_side"] = true;
   x->description["verify_peer"] = x->verify;
   x->description["check_hostname"] = false;

@@ -208,7 +208,7 @@ void multiplexer::run() {
   constexpr int max_events = 256;
   epoll_event events[max_events];
   while (!stop_) {
-    int timeout = ready_.empty() ? -1 : 0;
+    int timeout = ready_.empty() ? timer_wait_ms() : 0;
     int n = epoll_wait(epoll_fd_, events, max_events, timeout);
     if (n < 0 && errno != EINTR) {
       warn(std::string{"epoll_wait failed: "} + std::strerror(errno));
@@ -231,8 +231,36 @@ void multiplexer::run() {
       if (auto* handler = static_cast<io_handler*>(events[i].data.ptr))
         handler->handle_io(events[i].events);
     run_ready();
+    run_timers();
     graveyard_.clear();
   }
+  timers_.clear();
+}
+
+void multiplexer::add_timer(std::chrono::milliseconds after,
+                            std::function<void()> fn) {
+  timers_.emplace(std::chrono::steady_clock::now() + after, std::move(fn));
+}
+
+int multiplexer::timer_wait_ms() const {
+  if (timers_.empty())
+    return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    timers_.begin()->first - std::chrono::steady_clock::now());
+  // Round up, so that the wake-up is never before the deadline.
+  return left.count() < 0 ? 0 : static_cast<int>(left.count()) + 1;
+}
+
+void multiplexer::run_timers() {
+  if (timers_.empty())
+    return;
+  auto now = std::chrono::steady_clock::now();
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    auto fn = std::move(timers_.begin()->second);
+    timers_.erase(timers_.begin());
+    fn();
+  }
+  run_ready();
 }
 
 void consume_sigpipe() noexcept {

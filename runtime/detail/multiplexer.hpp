@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <map>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -96,6 +98,13 @@ public:
   /// Sends `make_msg(is_server)` to every tracked actor (loop thread only).
   void for_each_tracked(const std::function<void(const caf::actor&, bool)>& f);
 
+  // -- timers (loop thread only) ---------------------------------------------------
+
+  /// Runs `fn` on the loop thread once `after` has passed. There is no
+  /// cancel: a callback checks whether it is still wanted (it should hold
+  /// only weak references). Callbacks still pending at `stop()` are dropped.
+  void add_timer(std::chrono::milliseconds after, std::function<void()> fn);
+
   // -- shared resources (loop thread only) -------------------------------------
 
   /// A scratch buffer for reads; its content is only valid until the next
@@ -141,6 +150,8 @@ private:
   void wake();
   void drain_remote();
   void run_ready();
+  void run_timers();
+  [[nodiscard]] int timer_wait_ms() const;
 
   caf::actor_system& sys_;
   home_unit home_;
@@ -158,6 +169,8 @@ private:
   std::vector<caf::strong_actor_ptr> graveyard_;
   std::vector<char> scratch_;
   std::unordered_map<caf::actor_id, std::pair<caf::actor, bool>> tracked_;
+  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>>
+    timers_;
 
   // Shared with other threads.
   std::mutex remote_mtx_;

@@ -63,6 +63,9 @@ bool transport_core::handle_protocol_message(caf::mailbox_element& x,
     if (ended_)
       return true;
     auto& sp = msg.get_mutable_as<op::set_protocol>(0);
+    // A local handle stored it in the shared state already.
+    if (!sp.applied)
+      state_.set_protocol(sp.protocol);
     switches_.push_back({std::move(sp.protocol), std::move(sp.unread)});
     if (!switching())
       begin_switch();
@@ -72,13 +75,16 @@ bool transport_core::handle_protocol_message(caf::mailbox_element& x,
     auto& down = msg.get_as<caf::down_msg>(0);
     if (!protocol_ || down.source != protocol_.address())
       return false;
-    // During a switch the handover's answer (an error) settles it.
-    if (!switching()) {
-      protocol_ = nullptr;
-      fast_ = nullptr;
-      monitored_ = false;
-      on_protocol_down();
+    if (switching()) {
+      // The protocol being left is gone (a remote node lost, say): it
+      // hands over nothing, and its answer will never come.
+      finish_switch(nullptr);
+      return true;
     }
+    protocol_ = nullptr;
+    fast_ = nullptr;
+    monitored_ = false;
+    on_protocol_down();
     return true;
   }
   return false;
@@ -122,7 +128,7 @@ void transport_core::finish_switch(handover_stash* stash) {
   }
   if (loss_deferred_) {
     loss_deferred_ = false;
-    end_protocol(std::move(deferred_loss_));
+    end_protocol(std::move(deferred_loss_), quit_deferred_);
     return;
   }
   on_switched();
@@ -153,13 +159,14 @@ void transport_core::unwatch_protocol() {
   fast_ = nullptr;
 }
 
-void transport_core::end_protocol(caf::error reason) {
+void transport_core::end_protocol(caf::error reason, bool quit_now) {
   if (ended_)
     return;
   if (switching()) {
     // The old protocol is handing over what it holds; connection_lost
     // comes after that, to the new one.
     loss_deferred_ = true;
+    quit_deferred_ = quit_now;
     deferred_loss_ = std::move(reason);
     return;
   }
@@ -171,7 +178,8 @@ void transport_core::end_protocol(caf::error reason) {
     send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
     protocol_ = nullptr;
   }
-  quit();
+  if (quit_now)
+    quit();
 }
 
 } // namespace tact::detail

@@ -244,9 +244,10 @@ protected:
 
   void unwatch_protocol();
 
-  /// Sends `connection_lost` to the protocol and quits; while a switch is
-  /// under way, once the old protocol has handed over.
-  void end_protocol(caf::error reason);
+  /// Sends `connection_lost` to the protocol and quits (unless `quit_now`
+  /// is false: the caller quits later); while a switch is under way, once
+  /// the old protocol has handed over.
+  void end_protocol(caf::error reason, bool quit_now = true);
 
   /// A switch is under way: deliveries are held, reading should stop.
   [[nodiscard]] bool switching() const noexcept { return handover_id_ != 0; }
@@ -286,6 +287,7 @@ private:
   uint64_t eof_request_ = 0;
   bool monitored_ = false;
   bool loss_deferred_ = false;
+  bool quit_deferred_ = true;
   bool ended_ = false;
 };
 

@@ -185,3 +185,43 @@ SCENARIO("set_protocol back and forth under load loses, duplicates and "
     c->b = nullptr;
   });
 }
+
+SCENARIO("a switch whose old protocol never hands over ends when that "
+         "protocol goes") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    // A behaviour that takes the handover request and never answers it.
+    auto stuck = rt.system().spawn([](caf::event_based_actor* self) {
+      return caf::behavior{
+        [](const connection_made&) {},
+        [](data_received& d) {
+          // Not expected: everything after the switch goes to the new one.
+          (void) d;
+        },
+        [self](const handover&) -> caf::response_promise {
+          return self->make_response_promise();
+        },
+        [self](const connection_lost&) { self->quit(); },
+      };
+    });
+    auto [t, p] = l.connect(rt, [stuck] { return stuck; });
+    REQUIRE(t);
+    auto next = t->set_protocol(std::make_unique<recorder>(j));
+    REQUIRE(next);
+    const std::string text = "held until the old protocol is gone";
+    p.send_all(text);
+    std::this_thread::sleep_for(200ms);
+    CHECK(j->data().empty());
+    caf::anon_send_exit(stuck, caf::exit_reason::kill);
+    REQUIRE(j->wait([&](journal& jj) {
+      return jj.data_size_unlocked() >= text.size();
+    }));
+    CHECK(j->data() == text);
+    p.close();
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(j->count("connection_lost") == 1);
+  });
+}

@@ -559,3 +559,71 @@ SCENARIO("garbage instead of a ClientHello ends only that connection") {
     l.srv.close();
   });
 }
+
+SCENARIO("writes made during the handshake pause the protocol, and the "
+         "handshake's end resumes it") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  auto payload = big(1024 * 1024);
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [plain, p] = l.connect(rt, recording(j));
+    REQUIRE(plain);
+    REQUIRE(j->wait_for("connection_made"));
+    auto sctx = server_ctx(pki.cert, pki.key);
+    tls_peer srv{p.release(), sctx.native_handle(), true};
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    auto t = start_tls(*plain, plain->get_protocol(), client_ctx(pki), opts);
+    REQUIRE(t);
+    // The peer has not answered the ClientHello: all of it waits.
+    t->write(payload);
+    REQUIRE(j->wait_for("pause_writing"));
+    CHECK(t->get_write_buffer_size() >= payload.size());
+    std::string got;
+    std::thread peer_side{[&] {
+      if (srv.handshake())
+        got = srv.read_n(payload.size());
+    }};
+    peer_side.join();
+    CHECK(got == payload);
+    REQUIRE(j->wait_for("resume_writing"));
+    t->abort();
+    REQUIRE(j->wait_for("connection_lost"));
+  });
+}
+
+SCENARIO("pause_reading inside data_received stops TLS deliveries at once") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto js = std::make_shared<journal>();
+  auto jc = std::make_shared<journal>();
+  auto payload = big(1024 * 1024);
+  with_runtime([&](runtime& rt) {
+    auto l = tls_listen(rt, k, recording(js, [&](recorder& r) {
+      r.on_made = [payload](transport& t) { t.write(payload); };
+    }), server_ctx(pki.cert, pki.key));
+    auto t = tls_connect(rt, k, l, recording(jc, [](recorder& r) {
+      r.on_data = [first = true](transport& tt, const bytes&) mutable {
+        if (first)
+          tt.pause_reading();
+        first = false;
+      };
+    }), client_ctx(pki));
+    REQUIRE(t);
+    REQUIRE(jc->wait_for("data_received"));
+    std::this_thread::sleep_for(200ms);
+    CHECK(jc->count("data_received") == 1);
+    t->resume_reading();
+    REQUIRE(jc->wait([&](journal& jj) {
+      return jj.data_size_unlocked() >= payload.size();
+    }, 10s));
+    CHECK(jc->data() == payload);
+    t->close();
+    REQUIRE(jc->wait_for("connection_lost"));
+    l.srv.close();
+  });
+}
