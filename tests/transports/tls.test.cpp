@@ -578,6 +578,11 @@ SCENARIO("writes made during the handshake pause the protocol, and the "
     opts.server_hostname = "localhost";
     auto t = start_tls(*plain, plain->get_protocol(), client_ctx(pki), opts);
     REQUIRE(t);
+    // Item 22: the context at once, the session's keys only after.
+    CHECK(t->get_extra_info("sslcontext"));
+    CHECK_FALSE(t->get_extra_info("cipher"));
+    CHECK_FALSE(t->get_extra_info("peercert"));
+    CHECK(t->get_extra_info("peername"));
     // The peer has not answered the ClientHello: all of it waits.
     t->write(payload);
     REQUIRE(j->wait_for("pause_writing"));
@@ -625,5 +630,33 @@ SCENARIO("pause_reading inside data_received stops TLS deliveries at once") {
     t->close();
     REQUIRE(jc->wait_for("connection_lost"));
     l.srv.close();
+  });
+}
+
+SCENARIO("close() during the handshake aborts") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [plain, p] = l.connect(rt, recording(j));
+    REQUIRE(plain);
+    REQUIRE(j->wait_for("connection_made"));
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    auto t = start_tls(*plain, plain->get_protocol(), client_ctx(pki), opts);
+    REQUIRE(t);
+    t->write("never sent in clear");
+    t->close();
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK_FALSE(j->lost_reason());
+    CHECK(j->count("connection_lost") == 1);
+    // The peer got the ClientHello at most, then the connection ended.
+    bool eof = false;
+    auto got = p.recv_all(&eof, 5s);
+    CHECK(eof);
+    CHECK(got.find("never sent") == std::string::npos);
+    CHECK(plain->is_closing());
   });
 }
