@@ -78,7 +78,10 @@ def test_cat_100mib(run):
     check(rc == 0, "exit %d, stderr %r" % (rc, err))
     check(got == size and not pending, "%d of %d bytes back" % (got, size))
     check(bad == 0, "%d blocks differ" % bad)
-    check(peak[0] < 64 * 1024, "peak RSS %d KiB" % peak[0])
+    # A sanitizer build's quarantine holds freed memory: tests/sanitize.sh
+    # sets a looser bound.
+    limit_mib = int(os.environ.get("TACT_E2E_RSS_LIMIT_MIB", "64"))
+    check(peak[0] < limit_mib * 1024, "peak RSS %d KiB" % peak[0])
 
 
 def test_stdout_stderr_separate(run):

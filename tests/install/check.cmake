@@ -7,9 +7,14 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install "${TACT_BINARY_DIR}"
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "install failed: ${rc}")
 endif()
+# A sanitizer build of tact needs the sanitizers' runtimes in the consumer.
+set(extra)
+if(SANITIZE)
+  set(extra "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${CONSUMER_DIR}"
                         -B "${WORK_DIR}/build"
-                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix ${extra}
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "configuring the consumer failed: ${rc}")

@@ -660,3 +660,49 @@ SCENARIO("close() during the handshake aborts") {
     CHECK(plain->is_closing());
   });
 }
+
+SCENARIO("a garbage record after the handshake ends the connection with "
+         "tls_error, and only it") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  auto js = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto sctx = server_ctx(pki.cert, pki.key);
+    std::unique_ptr<tls_peer> srv;
+    std::thread th{[&] {
+      srv = std::make_unique<tls_peer>(
+        ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
+        true);
+      srv->handshake();
+    }};
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    auto t = k == kind::tcp
+               ? rt.create_connection(recording(j), "127.0.0.1", l.port,
+                                      client_ctx(pki), opts)
+               : rt.create_unix_connection(recording(j), l.path,
+                                           client_ctx(pki), opts);
+    th.join();
+    REQUIRE(t);
+    // Another TLS connection on the same runtime, untouched by the fault.
+    auto other_srv = tls_listen(rt, k, echoing(js), sctx);
+    auto other = tls_connect(rt, k, other_srv, recording(js), client_ctx(pki));
+    REQUIRE(other);
+    srv->write_all("fine");
+    REQUIRE(j->wait([](journal& jj) { return jj.data_size_unlocked() >= 4; }));
+    // An application-data record whose MAC cannot match.
+    std::string junk("\x17\x03\x03\x00\x20", 5);
+    junk += std::string(32, '\x5a');
+    ::send(srv->fd(), junk.data(), junk.size(), MSG_NOSIGNAL);
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(code_of(j->lost_reason()) == errc::tls_error);
+    CHECK(j->data() == "fine");
+    other->write("still here");
+    REQUIRE(js->wait([](journal& jj) { return jj.data_size_unlocked() >= 20; }));
+    other->close();
+    other_srv.srv.close();
+  });
+}

@@ -1,0 +1,130 @@
+// libFuzzer target: the TLS layer fed arbitrary bytes as the peer's
+// records, through a real socket pair and tact's own runtime. The first
+// byte picks the side: even, tact is the TLS server and the input is what
+// the client sends; odd, tact is the client and the input is the server's
+// answer to its ClientHello. Every input must end the connection (the
+// peer's socket sees EOF) within the timeout, whatever the bytes: a hang
+// aborts, so libFuzzer reports it.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "support/tls_support.hpp"
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/runtime.hpp"
+#include "tact/transports/tls.hpp"
+
+namespace {
+
+struct fixture {
+  tact::test::test_pki pki;
+  tact::tls_context server;
+  tact::tls_context client;
+  tact::runtime rt{tact::runtime_options{.on_warning = [](const std::string&) {}}};
+
+  fixture() {
+    server = *tact::tls_context::server({pki.cert, pki.key});
+    tact::tls_client_options opts;
+    opts.ca_file = pki.ca_cert;
+    client = *tact::tls_context::client(opts);
+  }
+};
+
+fixture& the() {
+  static fixture instance;
+  return instance;
+}
+
+// Starts TLS on the plain connection as soon as it is made; echoes what
+// comes through, so that a handshake that does succeed carries data too.
+class upgrader final : public tact::protocol {
+public:
+  upgrader(tact::tls_context ctx, bool server_side)
+    : ctx_(std::move(ctx)), server_side_(server_side) {
+    // nop
+  }
+
+  void connection_made(tact::transport& t) override {
+    tact::tls_options opts;
+    opts.server_side = server_side_;
+    opts.server_hostname = "localhost";
+    opts.handshake_timeout = std::chrono::seconds{2};
+    opts.shutdown_timeout = std::chrono::seconds{2};
+    auto up = tact::start_tls(t, self(), ctx_, opts);
+    if (up)
+      tls_ = *up;
+    else
+      t.abort();
+  }
+
+  void data_received(tact::bytes data) override {
+    tls_.write(std::move(data));
+  }
+
+private:
+  tact::tls_context ctx_;
+  bool server_side_;
+  tact::transport tls_;
+};
+
+// Reads until EOF; false on a hang.
+bool drain_until_eof(int fd) {
+  char buf[16384];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0)
+      return false;
+    auto n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0)
+      return true;
+  }
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0)
+    return 0;
+  auto& fx = the();
+  bool tact_is_server = (data[0] & 1) == 0;
+  ++data;
+  --size;
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    std::abort();
+  auto ctx = tact_is_server ? fx.server : fx.client;
+  auto t = fx.rt.connect_accepted_socket(
+    [ctx, tact_is_server] {
+      return std::make_unique<upgrader>(ctx, tact_is_server);
+    },
+    fds[0]);
+  if (!t)
+    std::abort();
+  if (!tact_is_server) {
+    // Wait for the ClientHello before answering with the input.
+    pollfd p{fds[1], POLLIN, 0};
+    if (::poll(&p, 1, 10000) <= 0)
+      std::abort();
+    char hello[16384];
+    if (::read(fds[1], hello, sizeof(hello)) <= 0)
+      std::abort();
+  }
+  for (size_t done = 0; done < size;) {
+    auto n = ::send(fds[1], data + done, size - done, MSG_NOSIGNAL);
+    if (n <= 0)
+      break;
+    done += static_cast<size_t>(n);
+  }
+  ::shutdown(fds[1], SHUT_WR);
+  if (!drain_until_eof(fds[1]))
+    std::abort();
+  ::close(fds[1]);
+  return 0;
+}
