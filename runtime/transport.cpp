@@ -315,7 +315,7 @@ caf::settings transport::extra_info() const {
   if (!state_)
     return remote_extra_ ? *remote_extra_ : caf::settings{};
   caf::settings result;
-  for (auto name :
+  for (std::string name :
        {"peername", "sockname", "socket", "family", "pipe", "subprocess",
         "sslcontext", "peercert", "cipher", "ssl_object"})
     if (auto value = get_extra_info(name))

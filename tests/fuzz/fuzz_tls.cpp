@@ -37,9 +37,11 @@ struct fixture {
   }
 };
 
+// Never destroyed: an actor system torn down among the exit handlers
+// would outlive CAF's own static state.
 fixture& the() {
-  static fixture instance;
-  return instance;
+  static auto* instance = new fixture;
+  return *instance;
 }
 
 // Starts TLS on the plain connection as soon as it is made; echoes what
