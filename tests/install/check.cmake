@@ -7,10 +7,12 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install "${TACT_BINARY_DIR}"
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "install failed: ${rc}")
 endif()
-# A sanitizer build of tact needs the sanitizers' runtimes in the consumer.
+# A sanitizer build of tact needs the consumer built the same way (TSan
+# sees races in code it does not instrument).
 set(extra)
 if(SANITIZE)
-  set(extra "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
+  set(extra "-DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZE}"
+            "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${CONSUMER_DIR}"
                         -B "${WORK_DIR}/build"

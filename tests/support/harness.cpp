@@ -83,6 +83,13 @@ std::string fd_list() {
 
 void with_runtime(const std::function<void(runtime&)>& body,
                   std::vector<std::string>* warnings, runtime_options opts) {
+  // ThreadSanitizer starts a helper thread of its own with the first
+  // thread the program makes; make it exist before counting.
+  static const bool warmed_up = [] {
+    std::thread{[] {}}.join();
+    return true;
+  }();
+  (void) warmed_up;
   auto fds_before = fd_count();
   auto fds_before_list = fd_list();
   auto threads_before = thread_count();
