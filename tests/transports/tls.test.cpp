@@ -69,6 +69,41 @@ caf::expected<transport> tls_connect(runtime& rt, kind k, const listening& l,
   return rt.create_unix_connection(std::move(f), l.unix_path, ctx, opts);
 }
 
+// A TLS client connection from `rt` to the plain listener `l`, whose peer
+// is not accepted here.
+caf::expected<transport> tls_connect_raw(runtime& rt, kind k,
+                                         const raw_listener& l,
+                                         protocol_factory f,
+                                         const tls_context& ctx,
+                                         tls_options opts) {
+  if (k == kind::tcp)
+    return rt.create_connection(std::move(f), "127.0.0.1", l.port, ctx, opts);
+  return rt.create_unix_connection(std::move(f), l.path, ctx, opts);
+}
+
+// A tact TLS client connected to a blocking OpenSSL server on `l` that has
+// done its side of the handshake.
+struct client_and_peer {
+  caf::expected<transport> t;
+  std::unique_ptr<tls_peer> srv;
+};
+
+client_and_peer connect_to_peer(runtime& rt, kind k, const raw_listener& l,
+                                protocol_factory f, const test_pki& pki,
+                                const tls_context& sctx, tls_options opts = {}) {
+  client_and_peer result{caf::error{}, nullptr};
+  std::thread th{[&] {
+    result.srv = std::make_unique<tls_peer>(
+      ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
+      true);
+    result.srv->handshake();
+  }};
+  opts.server_hostname = "localhost";
+  result.t = tls_connect_raw(rt, k, l, std::move(f), client_ctx(pki), opts);
+  th.join();
+  return result;
+}
+
 // Counts the protocols a factory made.
 protocol_factory counting(std::shared_ptr<std::atomic<int>> n,
                           protocol_factory f) {
@@ -218,11 +253,7 @@ SCENARIO("TLS timeouts: zero or less is an error; a silent peer hits them") {
       tls_options opts;
       opts.server_hostname = "localhost";
       opts.handshake_timeout = 0ms;
-      auto t = k == kind::tcp
-                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
-                                        client_ctx(pki), opts)
-                 : rt.create_unix_connection(recording(j), l.path,
-                                             client_ctx(pki), opts);
+      auto t = tls_connect_raw(rt, k, l, recording(j), client_ctx(pki), opts);
       REQUIRE_FALSE(t);
       CHECK(t.error().code() == static_cast<uint8_t>(errc::invalid_argument));
       opts.handshake_timeout = 1s;
@@ -243,11 +274,7 @@ SCENARIO("TLS timeouts: zero or less is an error; a silent peer hits them") {
       opts.server_hostname = "localhost";
       opts.handshake_timeout = 300ms;
       auto start = std::chrono::steady_clock::now();
-      auto t = k == kind::tcp
-                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
-                                        client_ctx(pki), opts)
-                 : rt.create_unix_connection(recording(j), l.path,
-                                             client_ctx(pki), opts);
+      auto t = tls_connect_raw(rt, k, l, recording(j), client_ctx(pki), opts);
       auto took = std::chrono::steady_clock::now() - start;
       REQUIRE_FALSE(t);
       CHECK(t.error().code() == static_cast<uint8_t>(errc::timed_out));
@@ -274,23 +301,10 @@ SCENARIO("TLS timeouts: zero or less is an error; a silent peer hits them") {
     }
     SECTION("a peer silent at shutdown") {
       raw_listener l{k};
-      auto sctx = server_ctx(pki.cert, pki.key);
-      std::unique_ptr<tls_peer> srv;
-      std::thread th{[&] {
-        srv = std::make_unique<tls_peer>(
-          ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
-          true);
-        srv->handshake();
-      }};
       tls_options opts;
-      opts.server_hostname = "localhost";
       opts.shutdown_timeout = 300ms;
-      auto t = k == kind::tcp
-                 ? rt.create_connection(recording(j), "127.0.0.1", l.port,
-                                        client_ctx(pki), opts)
-                 : rt.create_unix_connection(recording(j), l.path,
-                                             client_ctx(pki), opts);
-      th.join();
+      auto [t, srv] = connect_to_peer(rt, k, l, recording(j), pki,
+                                      server_ctx(pki.cert, pki.key), opts);
       REQUIRE(t);
       t->close();
       REQUIRE(j->wait_for("connection_lost", 1, 5s));
@@ -307,21 +321,7 @@ SCENARIO("closing a TLS connection: close_notify both ways, and FIN") {
   with_runtime([&](runtime& rt) {
     raw_listener l{k};
     auto sctx = server_ctx(pki.cert, pki.key);
-    std::unique_ptr<tls_peer> srv;
-    std::thread th{[&] {
-      srv = std::make_unique<tls_peer>(
-        ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
-        true);
-      srv->handshake();
-    }};
-    tls_options opts;
-    opts.server_hostname = "localhost";
-    auto t = k == kind::tcp
-               ? rt.create_connection(recording(j), "127.0.0.1", l.port,
-                                      client_ctx(pki), opts)
-               : rt.create_unix_connection(recording(j), l.path,
-                                           client_ctx(pki), opts);
-    th.join();
+    auto [t, srv] = connect_to_peer(rt, k, l, recording(j), pki, sctx);
     REQUIRE(t);
     REQUIRE(srv);
     SECTION("the peer's close_notify: eof_received, then ours back") {
@@ -671,21 +671,7 @@ SCENARIO("a garbage record after the handshake ends the connection with "
   with_runtime([&](runtime& rt) {
     raw_listener l{k};
     auto sctx = server_ctx(pki.cert, pki.key);
-    std::unique_ptr<tls_peer> srv;
-    std::thread th{[&] {
-      srv = std::make_unique<tls_peer>(
-        ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC), sctx.native_handle(),
-        true);
-      srv->handshake();
-    }};
-    tls_options opts;
-    opts.server_hostname = "localhost";
-    auto t = k == kind::tcp
-               ? rt.create_connection(recording(j), "127.0.0.1", l.port,
-                                      client_ctx(pki), opts)
-               : rt.create_unix_connection(recording(j), l.path,
-                                           client_ctx(pki), opts);
-    th.join();
+    auto [t, srv] = connect_to_peer(rt, k, l, recording(j), pki, sctx);
     REQUIRE(t);
     // Another TLS connection on the same runtime, untouched by the fault.
     auto other_srv = tls_listen(rt, k, echoing(js), sctx);
