@@ -38,6 +38,8 @@ std::string_view to_string(errc x) {
     case errc::tls_handshake_failed: return "tls_handshake_failed";
     case errc::certificate_verify_failed: return "certificate_verify_failed";
     case errc::tls_error: return "tls_error";
+    case errc::frame_too_large: return "frame_too_large";
+    case errc::incomplete_frame: return "incomplete_frame";
     case errc::os_error: return "os_error";
   }
   return "unknown";

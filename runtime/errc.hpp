@@ -71,6 +71,11 @@ enum class errc : uint8_t {
   certificate_verify_failed,
   /// A TLS error on an established connection (a bad record, an alert).
   tls_error,
+  /// A frame (a line, a length-prefixed message) larger than the framing
+  /// allows, read or written.
+  frame_too_large,
+  /// The stream ended inside a frame.
+  incomplete_frame,
   /// Any other operating-system error.
   os_error,
 };

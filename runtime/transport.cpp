@@ -152,7 +152,7 @@ caf::error transport::writelines(std::vector<bytes> chunks) {
 }
 
 caf::error transport::write_eof() {
-  if (state_ && !state_->can_write_eof)
+  if (state_ && !can_write_eof())
     return make_error(errc::not_supported, "write_eof");
   // asyncio: a write pipe's write_eof() is close().
   if (state_ && state_->kind == detail::transport_kind::write_pipe) {
@@ -166,7 +166,14 @@ caf::error transport::write_eof() {
 }
 
 bool transport::can_write_eof() const noexcept {
-  return state_ ? state_->can_write_eof : true;
+  if (!state_)
+    return true;
+  // A framing layer passes EOF down to the transport below it (known once
+  // that transport is connected).
+  if (state_->kind == detail::transport_kind::frames)
+    return state_->below != nullptr
+           && transport{caf::actor{}, state_->below}.can_write_eof();
+  return state_->can_write_eof;
 }
 
 void transport::close() {
@@ -289,6 +296,8 @@ transport::get_extra_info(std::string_view name) const {
       return std::nullopt;
     return transport{caf::actor{}, state_->below}.get_extra_info(name);
   }
+  if (state_->kind == detail::transport_kind::frames)
+    return transport{caf::actor{}, state_->below}.get_extra_info(name);
   if (state_->kind == detail::transport_kind::subprocess)
     return name == "subprocess"
              ? std::optional{caf::config_value{

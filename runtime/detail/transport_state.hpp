@@ -39,6 +39,8 @@ enum class transport_kind : uint8_t {
   subprocess,
   /// A TLS layer over another stream transport.
   tls,
+  /// A framing layer over a stream transport: one delivery per frame.
+  frames,
 };
 
 struct subprocess_state;
