@@ -6,6 +6,8 @@
 // peer's socket sees EOF) within the timeout, whatever the bytes: a hang
 // aborts, so libFuzzer reports it.
 
+#include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -76,15 +78,42 @@ private:
   tact::transport tls_;
 };
 
+// Waits until `fd` is readable; false only once `ms` have really passed.
+// libFuzzer's -timeout arms a periodic SIGALRM (setitimer, every
+// timeout/2+1 s) whose handler runs on this thread: a poll() it
+// interrupts returns -1/EINTR (poll is never restarted), which is not a
+// hang.
+bool wait_readable(int fd, int ms) {
+  using steady = std::chrono::steady_clock;
+  auto deadline = steady::now() + std::chrono::milliseconds{ms};
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  deadline - steady::now())
+                  .count();
+    pollfd p{fd, POLLIN, 0};
+    auto rc = ::poll(&p, 1, left > 0 ? static_cast<int>(left) : 0);
+    if (rc > 0)
+      return true;
+    if (rc == 0 || errno != EINTR)
+      return false;
+  }
+}
+
+ssize_t read_retrying(int fd, char* buf, size_t len) {
+  ssize_t n;
+  do {
+    n = ::read(fd, buf, len);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
 // Reads until EOF; false on a hang.
 bool drain_until_eof(int fd) {
   char buf[16384];
   for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10000) <= 0)
+    if (!wait_readable(fd, 10000))
       return false;
-    auto n = ::read(fd, buf, sizeof(buf));
-    if (n <= 0)
+    if (read_retrying(fd, buf, sizeof(buf)) <= 0)
       return true;
   }
 }
@@ -111,15 +140,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   if (!tact_is_server) {
     // Wait for the ClientHello before answering with the input.
-    pollfd p{fds[1], POLLIN, 0};
-    if (::poll(&p, 1, 10000) <= 0)
+    if (!wait_readable(fds[1], 10000))
       std::abort();
     char hello[16384];
-    if (::read(fds[1], hello, sizeof(hello)) <= 0)
+    if (read_retrying(fds[1], hello, sizeof(hello)) <= 0)
       std::abort();
   }
   for (size_t done = 0; done < size;) {
     auto n = ::send(fds[1], data + done, size - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
     if (n <= 0)
       break;
     done += static_cast<size_t>(n);

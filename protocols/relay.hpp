@@ -1,0 +1,59 @@
+#pragma once
+
+// The relay: two transports joined in both directions, with flow control
+// both ways, half-close passed through and either side's end closing the
+// other.
+
+#include <functional>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/transport.hpp"
+
+namespace tact {
+
+class runtime;
+
+/// Joins the live transports `a` and `b`: every byte read from one is
+/// written to the other, with no copy. Each may be a stream transport (TCP,
+/// Unix, TLS) or a subprocess transport (the relay writes to the child's
+/// stdin and reads its stdout; stderr is not relayed).
+///
+/// - Flow control both ways: when one side's write buffer goes over its
+///   high watermark, the other side stops reading until it drains.
+/// - Half-close: EOF from one side is `write_eof` on the other (closing the
+///   child's stdin); where the other side cannot (TLS), it waits for that
+///   side's own end.
+/// - Either side's `connection_lost` closes the other after it has flushed
+///   what it holds (a child still running is then killed, as asyncio's
+///   subprocess transport does on close).
+///
+/// The relay's protocols replace the current ones with `set_protocol`, so
+/// nothing read and not handled is lost; then reading is resumed on both
+/// sides. The protocols that come before should therefore pause reading in
+/// `connection_made` (a child's: its stdout) and hand nothing on, and the
+/// relay should start once both have done so (from the second one's
+/// `connection_made`, say: `relay_to` does this), or a pause that comes
+/// later stops that side for good. Callable from any thread.
+///
+/// Errors: a transport of another node, a datagram transport, two
+/// subprocesses; `errc::closed` when either side is closing already (the
+/// other is closed then).
+caf::error relay(transport a, transport b);
+
+/// Opens the other end of a relay: a connection or a child whose protocol
+/// comes from the given factory. It runs off the loop and may block.
+using relay_opener = std::function<caf::expected<transport>(protocol_factory)>;
+
+/// A protocol factory for servers that relays every accepted connection
+/// to a transport that `open` makes for it (`relay_to(rt, [&](auto f) {
+/// return rt.create_connection(f, host, port); })`). The accepted
+/// connection reads nothing until the other end is open; if `open` fails,
+/// the connection is aborted with its error, and `on_error` (if given) is
+/// called with it first.
+protocol_factory relay_to(runtime& rt, relay_opener open,
+                          std::function<void(const caf::error&)> on_error = {});
+
+} // namespace tact
