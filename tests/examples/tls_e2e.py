@@ -80,7 +80,8 @@ class Server:
             raise Fail("no 'listening on' line from %s: %r %s"
                        % (argv[0], line, self.proc.stderr.read()))
         self.url = line.split()[-1]
-        self.port = int(self.url.rsplit(":", 1)[1])
+        self.port = None if self.url.startswith("unix://") else \
+            int(self.url.rsplit(":", 1)[1])
 
     def stop(self):
         if self.proc.poll() is None:
