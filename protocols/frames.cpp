@@ -61,7 +61,7 @@ void frame_decoder::feed(bytes chunk) {
   // byte, and a frame that arrives in pieces gathers at the front.
   if (pos_ > 0 && pos_ >= buf_.size() / 2) {
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(pos_));
-    scan_ -= pos_;
+    scan_ = scan_ > pos_ ? scan_ - pos_ : 0;
     pos_ = 0;
   }
   buf_.insert(buf_.end(), chunk.begin(), chunk.end());
@@ -214,6 +214,11 @@ caf::error encode_frame(const framing& f, bytes payload,
                         std::vector<bytes>& out) {
   if (auto* lines = std::get_if<line_framing>(&f)) {
     auto& delim = lines->delimiter;
+    // The peer would see more lines than were written.
+    if (std::search(payload.begin(), payload.end(), delim.begin(), delim.end())
+        != payload.end())
+      return make_error(errc::invalid_argument,
+                        "a line to write contains the delimiter");
     if (payload.size() <= copy_limit
         || payload.capacity() - payload.size() >= delim.size()) {
       payload.insert(payload.end(), delim.begin(), delim.end());

@@ -23,7 +23,8 @@ struct line_framing {
   /// What ends a line: at least one byte.
   std::string delimiter = "\n";
   /// The longest line read, without the delimiter; a longer one is
-  /// `errc::frame_too_large`. Writes are not checked against it.
+  /// `errc::frame_too_large`. Writes are not checked against it, but a
+  /// line to write must not contain the delimiter.
   size_t max_length = 64 * 1024;
 };
 
@@ -97,7 +98,8 @@ private:
 /// Turns one outgoing frame into the chunks to write, appended to `out`:
 /// `payload` and the delimiter or header, with no copy of a large payload.
 /// `errc::frame_too_large` for a payload over `max_frame_size` or what the
-/// header can express (length-prefix framing).
+/// header can express (length-prefix framing); `errc::invalid_argument`
+/// for a line that contains the delimiter.
 caf::error encode_frame(const framing& f, bytes payload,
                         std::vector<bytes>& out);
 

@@ -56,6 +56,8 @@ public:
 
 protected:
   void on_start() override {
+    // Tracked like a transport, so that shutdown closes the topmost layer.
+    mux().track(id(), handle(), false);
     if (protocol_) {
       watch_protocol(true);
       // The protocol had connection_made from the transport below.
@@ -146,7 +148,8 @@ private:
         lower_ = msg.get_as<connection_made>(0).handle;
         state_.below = lower_.state();
         begin();
-        make_protocol();
+        if (!lost_)
+          make_protocol();
       }
     } else if (msg.match_elements<data_received>()) {
       auto& data = msg.get_mutable_as<data_received>(0).data;
@@ -167,21 +170,34 @@ private:
     } else if (msg.match_elements<resume_writing>()) {
       deliver(caf::make_message(resume_writing{}));
     } else if (msg.match_elements<connection_lost>()) {
-      lose(std::move(msg.get_mutable_as<connection_lost>(0).reason), true);
+      auto& reason = msg.get_mutable_as<connection_lost>(0).reason;
+      // After close() nothing more is delivered: that end is the answer.
+      if (reason || lost_ || closing_) {
+        lose(std::move(reason), true);
+        return true;
+      }
+      // A clean end below (TLS after close_notify): what was read is
+      // still delivered, then eof_received, then connection_lost.
+      lower_gone_ = true;
+      lower_eof_ = true;
+      pump();
     } else if (msg.match_elements<handover>()) {
       // The transport below goes to another protocol: it gets the stream
-      // this layer had not cut into frames yet, and the protocol above
-      // loses its transport.
+      // this layer had not cut into frames yet (and the EOF it had
+      // answered), and the protocol above loses its transport. `lower_`
+      // stays: the shared state it keeps alive is still `below`.
       handover_stash stash;
       if (auto rest = decoder_.take_rest(); !rest.empty())
         stash.messages.push_back(
           caf::make_message(data_received{std::move(rest)}));
+      if (lower_eof_)
+        stash.messages.push_back(caf::make_message(eof_received{}));
       reply(x, caf::make_message(std::move(stash)));
-      lower_ = transport{};
+      lower_gone_ = true;
       lose(make_error(errc::closed, "the framing layer was replaced"), true);
     } else if (msg.match_elements<caf::down_msg>()) {
       auto& down = msg.get_as<caf::down_msg>(0);
-      if (lower_ && down.source == lower_.actor().address())
+      if (lower_ && !lower_gone_ && down.source == lower_.actor().address())
         lose(make_error(errc::transport_down), true);
     } else {
       return false;
@@ -191,9 +207,23 @@ private:
 
   void begin() {
     monitor(lower_.actor());
+    auto* below = lower_.state();
+    auto kind = below != nullptr ? below->kind : detail::transport_kind::stream;
+    if (kind != detail::transport_kind::stream
+        && kind != detail::transport_kind::tls
+        && kind != detail::transport_kind::frames) {
+      lose(make_error(errc::not_supported,
+                      "a framing layer needs a stream transport below"),
+           false);
+      return;
+    }
     auto [low, high] = lower_.get_write_buffer_limits();
     state_.high = high;
     state_.low = low;
+    // start_framing: as asyncio's start_tls, the layer reads from the
+    // start, whatever the protocol had paused.
+    if (read_started_)
+      lower_.resume_reading();
   }
 
   void make_protocol() {
@@ -261,6 +291,8 @@ private:
           hand_up(**last);
         eof_asked_ = true;
         request_eof();
+        if (lower_gone_)
+          lose(caf::none, true);
         break;
       }
       hand_up(**frame);
@@ -280,7 +312,7 @@ private:
   // While the protocol takes frames, the decoder holds at most the start of
   // one; while it does not, the transport below stops at backlog_high.
   void throttle() {
-    if (lost_ || !lower_)
+    if (lost_ || !lower_ || lower_gone_)
       return;
     auto stop = !app_reading() && decoder_.buffered() >= backlog_high;
     if (stop != lower_paused_) {
@@ -316,6 +348,10 @@ private:
       return;
     closing_ = true;
     state_.closing = true;
+    if (lower_gone_) {
+      lose(caf::none, true);
+      return;
+    }
     // The transport below flushes, then reports the loss.
     lower_.close();
   }
@@ -330,7 +366,8 @@ private:
     closing_ = true;
     state_.closing = true;
     state_.lost = true;
-    if (lower_ && !from_below)
+    mux().untrack(id());
+    if (lower_ && !from_below && !lower_gone_)
       lower_.abort(reason);
     end_protocol(std::move(reason));
   }
@@ -345,6 +382,8 @@ private:
   bool user_paused_ = false;
   bool lower_paused_ = false;
   bool lower_eof_ = false;
+  // The transport below ended cleanly or went to another protocol.
+  bool lower_gone_ = false;
   bool eof_asked_ = false;
   bool closing_ = false;
   bool lost_ = false;

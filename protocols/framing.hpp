@@ -29,7 +29,13 @@ namespace tact {
 /// without its delimiter is delivered as a frame; a stream that ends
 /// inside a length-prefixed frame ends with `errc::incomplete_frame`.
 /// A frame over the limit, read or written, aborts the connection with
-/// `errc::frame_too_large`.
+/// `errc::frame_too_large`; a line written with the delimiter inside, with
+/// `errc::invalid_argument`. An abort drops what the transport below still
+/// buffers, as asyncio's `abort()` does. When the transport below ends
+/// cleanly (a TLS close_notify), the frames read before still come, then
+/// `eof_received` and `connection_lost`. The layer reads with the read
+/// credit of tact's default options (256 KiB). Handles from another node
+/// do not write empty frames.
 ///
 /// Errors: the checks of `check_framing`.
 caf::expected<protocol_factory> framed(framing f, protocol_factory inner);
@@ -39,8 +45,12 @@ caf::expected<protocol_factory> framed(framing f, protocol_factory inner);
 /// as `start_tls` does: `protocol` gets frames from now on, and no second
 /// `connection_made`. `unread` is stream the protocol read and did not
 /// handle (the bytes behind an upgrade command); it is parsed first.
-/// Returns the layer's transport at once; write frames to it. Callable from
-/// any thread, including `protocol`'s own callback (pass `self()`).
+/// Returns the layer's transport at once; write frames to it. As asyncio's
+/// `start_tls`, the layer resumes reading on `t`. A later `set_protocol` on
+/// `t` itself (`start_tls` below the layer, say) hands the layer's unparsed
+/// bytes to the new protocol and ends `protocol` with `errc::closed`.
+/// Callable from any thread, including `protocol`'s own callback (pass
+/// `self()`).
 ///
 /// Errors: `t` is not a live local stream transport; the checks of
 /// `check_framing`.

@@ -74,8 +74,11 @@ struct relay_end {
     if (t.can_write_eof()) {
       t.write_eof();
       half_done();
+      return;
     }
-    // Else (TLS) this side ends on its own, and the other follows.
+    // TLS has no half-close: its end of stream is close_notify, after what
+    // is buffered.
+    t.close();
   }
 };
 
@@ -233,7 +236,6 @@ caf::error relay(transport a, transport b) {
 
 protocol_factory relay_to(runtime& rt, relay_opener open,
                           std::function<void(const caf::error&)> on_error) {
-  auto* sys = &rt.system();
   auto* loop = &rt;
   auto opener = std::make_shared<relay_opener>(std::move(open));
   auto report = std::make_shared<std::function<void(const caf::error&)>>(
@@ -253,14 +255,25 @@ protocol_factory relay_to(runtime& rt, relay_opener open,
         };
         // Opening may block (name resolution, a handshake): not on the
         // loop.
-        sys->spawn<caf::detached>([=]() mutable {
-          auto other = (*opener)(protocol_factory{other_end});
-          if (other)
-            return;
+        auto fail = [accepted, report](caf::error err) mutable {
           if (*report)
-            (*report)(other.error());
-          accepted.abort(other.error());
+            (*report)(err);
+          accepted.abort(std::move(err));
+        };
+        auto err = loop->run_in_executor([=]() mutable {
+          caf::expected<transport> other{caf::error{}};
+          try {
+            other = (*opener)(protocol_factory{other_end});
+          } catch (const std::exception& ex) {
+            other = make_error(errc::protocol_failed,
+                               std::string{"the relay's opener threw: "}
+                                 + ex.what());
+          }
+          if (!other)
+            fail(std::move(other.error()));
         });
+        if (err)
+          fail(std::move(err));
       });
     });
   };

@@ -24,8 +24,9 @@ class runtime;
 /// - Flow control both ways: when one side's write buffer goes over its
 ///   high watermark, the other side stops reading until it drains.
 /// - Half-close: EOF from one side is `write_eof` on the other (closing the
-///   child's stdin); where the other side cannot (TLS), it waits for that
-///   side's own end.
+///   child's stdin). TLS has no half-close: EOF toward a TLS side closes it
+///   after its buffer (close_notify), and what its peer sends after that is
+///   not relayed.
 /// - Either side's `connection_lost` closes the other after it has flushed
 ///   what it holds (a child still running is then killed, as asyncio's
 ///   subprocess transport does on close).
@@ -50,9 +51,11 @@ using relay_opener = std::function<caf::expected<transport>(protocol_factory)>;
 /// A protocol factory for servers that relays every accepted connection
 /// to a transport that `open` makes for it (`relay_to(rt, [&](auto f) {
 /// return rt.create_connection(f, host, port); })`). The accepted
-/// connection reads nothing until the other end is open; if `open` fails,
-/// the connection is aborted with its error, and `on_error` (if given) is
-/// called with it first.
+/// connection reads nothing until the other end is open. `open` runs with
+/// `runtime::run_in_executor` (a thread per call, which the runtime waits
+/// for when it stops); if it fails or throws, `on_error` (if given) is
+/// called with the error on that thread, and the connection is aborted
+/// with it.
 protocol_factory relay_to(runtime& rt, relay_opener open,
                           std::function<void(const caf::error&)> on_error = {});
 

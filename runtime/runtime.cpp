@@ -1,7 +1,9 @@
 #include "tact/runtime/runtime.hpp"
 #include "tact/transports/detail/tls.hpp"
 
+#include <condition_variable>
 #include <csignal>
+#include <mutex>
 #include <pthread.h>
 
 #include <caf/actor_system_config.hpp>
@@ -44,6 +46,24 @@ private:
 
 } // namespace
 
+// Calls of run_in_executor under way, and whether new ones are refused.
+struct runtime::executor {
+  std::mutex mtx;
+  std::condition_variable idle;
+  size_t running = 0;
+  bool closed = false;
+
+  void close() {
+    std::lock_guard<std::mutex> guard{mtx};
+    closed = true;
+  }
+
+  void wait_idle() {
+    std::unique_lock<std::mutex> guard{mtx};
+    idle.wait(guard, [this] { return running == 0; });
+  }
+};
+
 struct runtime::config : caf::actor_system_config {
   config() {
     tact::add_error_category(*this);
@@ -60,12 +80,17 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   cfg_ = std::make_unique<config>();
   system_ = std::make_unique<caf::actor_system>(*cfg_);
   mux_ = std::make_unique<detail::multiplexer>(*system_);
+  executor_ = std::make_shared<executor>();
   if (opts_.on_warning)
     mux_->set_warning_hook(opts_.on_warning);
   mux_->start();
 }
 
 runtime::~runtime() {
+  shutdown(std::chrono::milliseconds{0});
+  // Calls still running may open connections: let them finish, then end
+  // what they opened.
+  executor_->wait_idle();
   shutdown(std::chrono::milliseconds{0});
   if (!mux_->wait_for_actors(5000))
     mux_->warn(std::to_string(mux_->live_actors())
@@ -82,6 +107,7 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
     mux_->warn("runtime::shutdown called on the loop thread; ignored");
     return;
   }
+  executor_->close();
   // Stop accepting and start closing every connection.
   mux_->run_sync([this] {
     mux_->for_each_tracked([this](const caf::actor& hdl, bool is_server) {
@@ -115,6 +141,30 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds{5});
   }
   shut_down_ = true;
+}
+
+caf::error runtime::run_in_executor(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> guard{executor_->mtx};
+    if (executor_->closed)
+      return make_error(errc::closed, "run_in_executor after shutdown");
+    ++executor_->running;
+  }
+  // A detached actor: its thread is CAF's, joined when the system ends.
+  system_->spawn<caf::detached>(
+    [ex = executor_, fn = std::move(fn), mux = mux_.get()] {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        mux->warn(std::string{"run_in_executor: "} + e.what());
+      } catch (...) {
+        mux->warn("run_in_executor: an exception");
+      }
+      std::lock_guard<std::mutex> guard{ex->mtx};
+      if (--ex->running == 0)
+        ex->idle.notify_all();
+    });
+  return caf::none;
 }
 
 int runtime::wait_for_signal() {

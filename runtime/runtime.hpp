@@ -195,6 +195,14 @@ public:
   /// messages to and from them need no thread hand-off. It must not block.
   caf::actor spawn_on_loop(std::function<caf::behavior(caf::event_based_actor*)> init);
 
+  /// Runs `fn` on a thread of its own, off the loop (asyncio's
+  /// `run_in_executor`): for work that blocks, such as the loop operations
+  /// above when an actor on the loop needs one. The runtime waits for every
+  /// such call to return before it is destroyed, so `fn` may use it. Once
+  /// `shutdown` has begun, `errc::closed` and `fn` does not run. An
+  /// exception thrown by `fn` is reported through the warning hook.
+  caf::error run_in_executor(std::function<void()> fn);
+
   // -- shutdown ---------------------------------------------------------------------
 
   /// asyncio-style clean shutdown: stops every server, closes every
@@ -224,6 +232,8 @@ private:
   std::unique_ptr<caf::actor_system> system_;
   std::unique_ptr<detail::multiplexer> mux_;
   bool shut_down_ = false;
+  struct executor;
+  std::shared_ptr<executor> executor_;
 };
 
 } // namespace tact

@@ -79,7 +79,9 @@ caf::error transport::write(bytes data) {
                       "write on a subprocess: use get_pipe_transport(0)");
   if (state_ && state_->eof_written.load())
     return make_error(errc::write_after_eof);
-  if (data.empty())
+  // An empty frame is a frame; empty bytes on a stream are nothing.
+  if (data.empty()
+      && !(state_ && state_->kind == detail::transport_kind::frames))
     return caf::none;
   if (drop_write())
     return caf::none;

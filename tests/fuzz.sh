@@ -32,7 +32,7 @@ for t in $targets; do
   echo "== fuzz_$t: $seconds s"
   work=$(mktemp -d)
   # New inputs go to the scratch directory; the committed seeds are read.
-  "$bin" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
+  "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
     -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
     "$work" "tests/fuzz/corpus/$t"
   rm -rf "$work"

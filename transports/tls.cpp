@@ -836,7 +836,8 @@ caf::actor top_layer(const caf::actor& hdl, const multiplexer& mux) {
     return hdl;
   auto above = core->state().current_protocol();
   auto* up = dynamic_cast<transport_core*>(as_light(above, mux));
-  if (up != nullptr && up->state().kind == transport_kind::tls)
+  if (up != nullptr && (up->state().kind == transport_kind::tls
+                        || up->state().kind == transport_kind::frames))
     return top_layer(above, mux);
   return hdl;
 }

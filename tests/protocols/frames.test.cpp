@@ -273,6 +273,8 @@ TEST_CASE("encoding refuses what the header cannot carry or the limit "
   CHECK(code_of(encode_frame(length_prefix_framing{4, 10}, bytes(11), out)) == errc::frame_too_large);
   CHECK(out.empty());
   CHECK_FALSE(encode_frame(length_prefix_framing{1, 1000}, bytes(255), out));
+  CHECK(code_of(encode_frame(line_framing{"\r\n"}, to_bytes("a\r\nb"), out))
+        == errc::invalid_argument);
   CHECK(code_of(check_framing(line_framing{"", 10})) == errc::invalid_argument);
   CHECK(code_of(check_framing(line_framing{"\n", 0})) == errc::invalid_argument);
   CHECK(code_of(check_framing(length_prefix_framing{3, 10})) == errc::invalid_argument);

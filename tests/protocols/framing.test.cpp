@@ -260,7 +260,9 @@ SCENARIO("start_framing takes over a live connection with the bytes its "
           framed_t->write("frame " + to_string(data));
           return;
         }
-        // "UPGRADE\n" then frames, possibly in the same read.
+        // "UPGRADE\n" then frames, possibly in the same read. Pausing
+        // first must not stop the layer (asyncio's start_tls resumes).
+        t.pause_reading();
         std::string text = to_string(data);
         auto nl = text.find('\n');
         REQUIRE(nl != std::string::npos);
@@ -334,5 +336,89 @@ SCENARIO("a framing layer runs above TLS, both ends tact") {
     ft.close();
     REQUIRE(jc->wait_for("connection_lost"));
     CHECK_FALSE(jc->lost_reason());
+  });
+}
+
+SCENARIO("empty frames are written; a line with the delimiter inside is "
+         "refused") {
+  with_runtime([](runtime& rt) {
+    auto j = std::make_shared<journal>();
+    auto l = listen(rt, kind::tcp,
+                    frame_recorders(line_framing{}, j, [](recorder& r) {
+      r.on_made = [](transport& t) {
+        t.write("");
+        t.write("x");
+        t.write("");
+      };
+    }));
+    auto p = connect_peer(kind::tcp, l);
+    CHECK(p.recv_n(4) == "\nx\n\n");
+    auto j2 = std::make_shared<journal>();
+    auto l2 = listen(rt, kind::tcp,
+                     frame_recorders(length_prefix_framing{2, 10}, j2,
+                                     [](recorder& r) {
+      r.on_made = [](transport& t) { t.write(""); };
+    }));
+    auto q = connect_peer(kind::tcp, l2);
+    CHECK(q.recv_n(2) == header(2, 0));
+    auto j3 = std::make_shared<journal>();
+    auto l3 = listen(rt, kind::tcp,
+                     frame_recorders(line_framing{"\r\n"}, j3, [](recorder& r) {
+      r.on_made = [](transport& t) {
+        t.write("fine");
+        t.write("two\r\nlines");
+      };
+    }));
+    auto u = connect_peer(kind::tcp, l3);
+    REQUIRE(j3->wait_for("connection_lost"));
+    CHECK(code_of(j3->lost_reason()) == errc::invalid_argument);
+    bool eof = false;
+    CHECK(u.recv_all(&eof) == "fine\r\n");
+  });
+}
+
+SCENARIO("frames read before a TLS peer's close_notify still reach a paused "
+         "protocol, then eof_received and a clean connection_lost") {
+  with_runtime([](runtime& rt) {
+    test_pki pki;
+    auto sctx = tls_context::server({pki.cert, pki.key});
+    REQUIRE(sctx);
+    tls_client_options copts;
+    copts.ca_file = pki.ca_cert;
+    auto cctx = tls_context::client(copts);
+    REQUIRE(cctx);
+    auto js = std::make_shared<journal>();
+    server_options sopts;
+    sopts.tls = *sctx;
+    auto srv = rt.create_server(
+      frame_recorders(line_framing{}, js, [](recorder& r) {
+        auto log = r.on_data;
+        r.on_data = [log](transport& t, const bytes& data) {
+          log(t, data);
+          if (to_string(data) == "first")
+            t.pause_reading();
+        };
+      }),
+      "127.0.0.1", 0, sopts);
+    REQUIRE(srv);
+    auto jc = std::make_shared<journal>();
+    tls_options topts;
+    topts.server_hostname = "localhost";
+    auto t = rt.create_connection(recording(jc), "127.0.0.1", srv->port(),
+                                  *cctx, topts);
+    REQUIRE(t);
+    t->write("first\nsecond\nthird\nlast");
+    REQUIRE(js->wait_for("frame"));
+    t->close();
+    // The client's close is done: the server's TLS layer below the
+    // framing has ended by now.
+    REQUIRE(jc->wait_for("connection_lost"));
+    CHECK(js->count("frame") == 1);
+    js->handle().resume_reading();
+    REQUIRE(js->wait_for("connection_lost"));
+    CHECK(frames_of(*js)
+          == std::vector<std::string>{"first", "second", "third", "last"});
+    CHECK(js->count("eof_received") == 1);
+    CHECK_FALSE(js->lost_reason());
   });
 }

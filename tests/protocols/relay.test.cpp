@@ -9,6 +9,9 @@
 #include <future>
 #include <thread>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/protocols/echo.hpp"
@@ -362,5 +365,127 @@ SCENARIO("relay_to opens the target per connection, and a target that "
     c1.shutdown_write();
     CHECK(c1.recv_all(&eof).empty());
     CHECK(eof);
+  });
+}
+
+SCENARIO("an opener that throws aborts its connection and reports it") {
+  std::vector<std::string> warnings;
+  with_runtime([](runtime& rt) {
+    std::atomic<int> errors{0};
+    auto srv = rt.create_server(
+      relay_to(
+        rt,
+        [](protocol_factory) -> caf::expected<transport> {
+          throw std::runtime_error("no target today");
+        },
+        [&](const caf::error& err) {
+          if (code_of(err) == errc::protocol_failed
+              && describe(err).find("no target today") != std::string::npos)
+            ++errors;
+        }),
+      "127.0.0.1", 0);
+    REQUIRE(srv);
+    listening l;
+    l.port = srv->port();
+    auto c = connect_peer(kind::tcp, l);
+    bool eof = false;
+    c.recv_all(&eof);
+    CHECK(eof);
+    CHECK(errors == 1);
+  }, &warnings);
+}
+
+SCENARIO("a runtime destroyed while an opener still connects waits for it "
+         "and leaves nothing open") {
+  auto fds_before = fd_count();
+  auto threads_before = thread_count();
+  {
+    raw_listener far{kind::tcp};
+    auto far_port = far.port;
+    std::atomic<bool> opened{false};
+    peer client;
+    {
+      runtime rt;
+      auto srv = rt.create_server(
+        relay_to(rt,
+                 [&rt, far_port, &opened](protocol_factory f) {
+                   std::this_thread::sleep_for(300ms);
+                   auto t = rt.create_connection(std::move(f), "127.0.0.1",
+                                                 far_port);
+                   opened = static_cast<bool>(t);
+                   return t;
+                 }),
+        "127.0.0.1", 0);
+      REQUIRE(srv);
+      listening l;
+      l.port = srv->port();
+      client = connect_peer(kind::tcp, l);
+      client.send_all("early");
+      std::this_thread::sleep_for(50ms);
+      // The runtime goes while the opener sleeps.
+    }
+    CHECK(opened.load());
+    // The connection the opener made was ended with the runtime.
+    auto afd = ::accept4(far.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    REQUIRE(afd >= 0);
+    peer backend{afd};
+    CHECK(backend.readable_within(1s));
+    CHECK(client.readable_within(1s));
+  }
+  CHECK(fd_count() == fds_before);
+  CHECK(eventually([&] { return thread_count() == threads_before; }));
+}
+
+SCENARIO("EOF toward a TLS side closes it, so a TLS client sees the end of "
+         "a response that ends with the connection") {
+  with_runtime([](runtime& rt) {
+    test_pki pki;
+    auto sctx = tls_context::server({pki.cert, pki.key});
+    REQUIRE(sctx);
+    tls_client_options co;
+    co.ca_file = pki.ca_cert;
+    auto cctx = tls_context::client(co);
+    REQUIRE(cctx);
+    raw_listener far{kind::tcp};
+    auto far_port = far.port;
+    server_options opts;
+    opts.tls = *sctx;
+    auto srv = rt.create_server(
+      relay_to(rt,
+               [&rt, far_port](protocol_factory f) {
+                 return rt.create_connection(std::move(f), "127.0.0.1",
+                                             far_port);
+               }),
+      "127.0.0.1", 0, opts);
+    REQUIRE(srv);
+    auto j = std::make_shared<journal>();
+    tls_options topts;
+    topts.server_hostname = "localhost";
+    auto t = rt.create_connection(recording(j), "127.0.0.1", srv->port(),
+                                  *cctx, topts);
+    REQUIRE(t);
+    t->write("GET / HTTP/1.0\r\n\r\n");
+    auto afd = ::accept4(far.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    REQUIRE(afd >= 0);
+    peer backend{afd};
+    CHECK(backend.recv_n(18) == "GET / HTTP/1.0\r\n\r\n");
+    // A close-delimited answer.
+    backend.send_all("HTTP/1.0 200 OK\r\n\r\nbody");
+    backend.close();
+    REQUIRE(j->wait_for("connection_lost", 1, 10s));
+    CHECK(j->data() == "HTTP/1.0 200 OK\r\n\r\nbody");
+    CHECK(j->count("eof_received") == 1);
+  });
+}
+
+SCENARIO("run_in_executor refuses work once shutdown has begun") {
+  with_runtime([](runtime& rt) {
+    std::atomic<int> ran{0};
+    REQUIRE_FALSE(rt.run_in_executor([&] { ++ran; }));
+    CHECK(eventually([&] { return ran == 1; }));
+    rt.shutdown(0ms);
+    CHECK(code_of(rt.run_in_executor([&] { ++ran; })) == errc::closed);
+    std::this_thread::sleep_for(50ms);
+    CHECK(ran == 1);
   });
 }
