@@ -86,14 +86,40 @@ struct relay_link {
   relay_end ends[2];
 };
 
-// The relay's protocol on a stream transport.
-class stream_side final : public protocol {
+// What both kinds of side do: hold the other side's reading back while
+// this side's buffer is full, and close it when this side ends.
+template <class Base>
+class relay_side : public Base {
 public:
-  stream_side(std::shared_ptr<relay_link> link, int me)
+  relay_side(std::shared_ptr<relay_link> link, int me)
     : link_(std::move(link)), me_(link_->ends[me]),
       other_(link_->ends[1 - me]) {
     // nop
   }
+
+  // For a child: about its stdin.
+  void pause_writing() override {
+    other_.pause();
+  }
+
+  void resume_writing() override {
+    other_.resume();
+  }
+
+  void connection_lost(const caf::error&) override {
+    other_.t.close();
+  }
+
+protected:
+  std::shared_ptr<relay_link> link_;
+  relay_end& me_;
+  relay_end& other_;
+};
+
+// The relay's protocol on a stream transport.
+class stream_side final : public relay_side<protocol> {
+public:
+  using relay_side::relay_side;
 
   void data_received(bytes data) override {
     other_.write(std::move(data));
@@ -105,32 +131,12 @@ public:
     // Half-open: what the other side still sends is written here.
     return true;
   }
-
-  void pause_writing() override {
-    other_.pause();
-  }
-
-  void resume_writing() override {
-    other_.resume();
-  }
-
-  void connection_lost(const caf::error&) override {
-    other_.t.close();
-  }
-
-private:
-  std::shared_ptr<relay_link> link_;
-  relay_end& me_;
-  relay_end& other_;
 };
 
 // The relay's protocol on a subprocess transport.
-class child_side final : public subprocess_protocol {
+class child_side final : public relay_side<subprocess_protocol> {
 public:
-  child_side(std::shared_ptr<relay_link> link, int me)
-    : link_(std::move(link)), other_(link_->ends[1 - me]) {
-    // nop
-  }
+  using relay_side::relay_side;
 
   void pipe_data_received(int fd, bytes data) override {
     if (fd == 1)
@@ -141,23 +147,6 @@ public:
     if (fd == 1)
       other_.end_input();
   }
-
-  // About the child's stdin.
-  void pause_writing() override {
-    other_.pause();
-  }
-
-  void resume_writing() override {
-    other_.resume();
-  }
-
-  void connection_lost(const caf::error&) override {
-    other_.t.close();
-  }
-
-private:
-  std::shared_ptr<relay_link> link_;
-  relay_end& other_;
 };
 
 caf::error check_end(const transport& t) {

@@ -44,6 +44,28 @@ private:
   std::function<caf::behavior(caf::event_based_actor*)> init_;
 };
 
+// Runs one function on a thread of its own, then ends. A class rather
+// than a lambda behaviour: CAF 0.17 spawns those through a header with
+// undefined behaviour (see tests/CMakeLists.txt).
+class executor_actor final : public caf::event_based_actor {
+public:
+  executor_actor(caf::actor_config& cfg, std::function<void()> fn)
+    : caf::event_based_actor(cfg), fn_(std::move(fn)) {
+    // nop
+  }
+
+  caf::behavior make_behavior() override {
+    auto fn = std::move(fn_);
+    fn_ = nullptr;
+    fn();
+    quit();
+    return {};
+  }
+
+private:
+  std::function<void()> fn_;
+};
+
 } // namespace
 
 // Calls of run_in_executor under way, and whether new ones are refused.
@@ -151,7 +173,7 @@ caf::error runtime::run_in_executor(std::function<void()> fn) {
     ++executor_->running;
   }
   // A detached actor: its thread is CAF's, joined when the system ends.
-  system_->spawn<caf::detached>(
+  system_->spawn<executor_actor, caf::detached>(
     [ex = executor_, fn = std::move(fn), mux = mux_.get()] {
       try {
         fn();

@@ -224,21 +224,7 @@ protected:
       on_close();
     } else if (msg.match_elements<op::abort>()) {
       lose(std::move(msg.get_mutable_as<op::abort>(0).reason), false);
-    } else if (msg.match_elements<op::pause_reading>()) {
-      if (!closing_) {
-        user_paused_ = true;
-        state_.reading_paused = true;
-      }
-    } else if (msg.match_elements<op::resume_reading>()) {
-      if (!closing_) {
-        user_paused_ = false;
-        state_.reading_paused = false;
-        read_plain();
-      }
-    } else if (msg.match_elements<op::consumed>()) {
-      if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
-        state_.unconsumed -= n;
-      state_.credit_blocked = false;
+    } else if (read_command(msg, user_paused_, closing_)) {
       read_plain();
     } else if (msg.match_elements<op::set_write_buffer_limits>()) {
       if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
@@ -417,26 +403,14 @@ private:
     ++timer_gen_;
     publish_info();
     if (factory_) {
-      caf::actor app;
-      try {
-        app = (*factory_)(mux());
-      } catch (const std::exception& ex) {
-        mux().warn(std::string{"protocol factory failed: "} + ex.what());
-      } catch (...) {
-        mux().warn("protocol factory failed");
-      }
+      made_request_ = install_protocol(*factory_);
       factory_.reset();
-      if (!app) {
+      if (made_request_ == 0) {
         lose(make_error(errc::protocol_failed,
                         "the protocol factory made no protocol"),
              true);
         return;
       }
-      protocol_ = std::move(app);
-      state_.set_protocol(protocol_);
-      watch_protocol(false);
-      made_request_ = request_to(protocol_,
-                                 caf::make_message(connection_made{make_handle()}));
     } else {
       read_started_ = true;
     }
@@ -465,9 +439,7 @@ private:
   }
 
   void on_made_answer(caf::type_erased_tuple& msg) {
-    if (msg.empty()
-        || (msg.match_elements<caf::error>()
-            && msg.get_as<caf::error>(0) == caf::sec::unexpected_message)) {
+    if (made_ok(msg)) {
       read_started_ = true;
       ready();
       read_plain();

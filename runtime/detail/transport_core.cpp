@@ -2,9 +2,13 @@
 // set_protocol with a handover, so that no delivery is lost, duplicated or
 // reordered while the protocol changes.
 
+#include <exception>
+#include <string>
+
 #include <caf/sec.hpp>
 #include <caf/system_messages.hpp>
 
+#include "tact/actors/protocol.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/messages.hpp"
 
@@ -45,6 +49,48 @@ void transport_core::charge_credit(size_t n) {
     if (state_.unconsumed.load() < state_.read_credit)
       state_.credit_blocked = false;
   }
+}
+
+uint64_t transport_core::install_protocol(protocol_factory& factory) {
+  caf::actor app;
+  try {
+    app = factory(mux());
+  } catch (const std::exception& ex) {
+    mux().warn(std::string{"protocol factory failed: "} + ex.what());
+  } catch (...) {
+    mux().warn("protocol factory failed");
+  }
+  if (!app)
+    return 0;
+  protocol_ = std::move(app);
+  state_.set_protocol(protocol_);
+  watch_protocol(false);
+  return request_to(protocol_, caf::make_message(connection_made{make_handle()}));
+}
+
+bool transport_core::made_ok(const caf::type_erased_tuple& answer) {
+  return answer.empty()
+         || (answer.match_elements<caf::error>()
+             && answer.get_as<caf::error>(0) == caf::sec::unexpected_message);
+}
+
+bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
+                                  bool closing) {
+  if (msg.match_elements<op::pause_reading>()
+      || msg.match_elements<op::resume_reading>()) {
+    if (!closing) {
+      paused = msg.match_elements<op::pause_reading>();
+      state_.reading_paused = paused;
+    }
+    return true;
+  }
+  if (msg.match_elements<op::consumed>()) {
+    if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
+      state_.unconsumed -= n;
+    state_.credit_blocked = false;
+    return true;
+  }
+  return false;
 }
 
 bool transport_core::handle_protocol_message(caf::mailbox_element& x,

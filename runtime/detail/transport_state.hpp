@@ -21,6 +21,7 @@
 
 namespace tact {
 class transport;
+class protocol_factory;
 struct handover_stash;
 } // namespace tact
 
@@ -256,6 +257,21 @@ protected:
 
   /// Charges `n` delivered bytes to the read credit.
   void charge_credit(size_t n);
+
+  /// Makes the protocol with `factory` (a layer's: TLS, framing), installs
+  /// it and sends it `connection_made`; returns that request's id, or 0
+  /// (with a warning if the factory threw) when no protocol was made.
+  uint64_t install_protocol(protocol_factory& factory);
+
+  /// Whether `answer`, to `connection_made`, lets reading start: an empty
+  /// message, or a behaviour without a handler for it.
+  [[nodiscard]] static bool made_ok(const caf::type_erased_tuple& answer);
+
+  /// A layer's handling of its protocol's read commands (`pause_reading`,
+  /// `resume_reading`, `consumed`): updates `paused` (ignored once
+  /// `closing`) and the shared state. True if `msg` was one; the caller
+  /// then delivers what it can.
+  bool read_command(caf::type_erased_tuple& msg, bool& paused, bool closing);
 
   /// The protocol is gone (down): end the connection.
   virtual void on_protocol_down() = 0;

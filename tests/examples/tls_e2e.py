@@ -285,13 +285,11 @@ TESTS = [
 ]
 
 
-def main():
-    global ARGS, PKI
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", required=True)
-    ap.add_argument("--client", required=True)
-    ap.add_argument("--starttls", required=True)
-    ARGS = ap.parse_args()
+def run_suite(tests):
+    """Runs `tests` with a fresh PKI in `PKI`; prints a line per test (with
+    what a test returns, if anything) and the totals; returns the exit
+    code."""
+    global PKI
     if shutil.which("openssl") is None:
         print("FAIL setup: the openssl command is missing")
         return 1
@@ -299,13 +297,14 @@ def main():
     passed = failed = 0
     try:
         PKI = make_pki(d)
-        for test in TESTS:
+        for test in tests:
             t0 = time.monotonic()
             try:
-                test()
+                note = test()
                 passed += 1
-                print("PASS %s (%.1f s)" % (test.__name__,
-                                            time.monotonic() - t0), flush=True)
+                print("PASS %s (%.1f s)%s" % (
+                    test.__name__, time.monotonic() - t0,
+                    ": " + note if note else ""), flush=True)
             except Exception as e:  # noqa: BLE001 - report every failure
                 failed += 1
                 detail = str(e) if isinstance(e, Fail) else \
@@ -315,6 +314,16 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 and passed > 0 else 1
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--client", required=True)
+    ap.add_argument("--starttls", required=True)
+    ARGS = ap.parse_args()
+    return run_suite(TESTS)
 
 
 if __name__ == "__main__":

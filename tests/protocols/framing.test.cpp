@@ -287,15 +287,10 @@ SCENARIO("a framing layer runs above TLS, both ends tact") {
   auto k = any_kind();
   with_runtime([k](runtime& rt) {
     test_pki pki;
-    auto sctx = tls_context::server({pki.cert, pki.key});
-    REQUIRE(sctx);
-    tls_client_options copts;
-    copts.ca_file = pki.ca_cert;
-    auto cctx = tls_context::client(copts);
-    REQUIRE(cctx);
+    tls_contexts ctx{pki};
     auto js = std::make_shared<journal>();
     server_options sopts;
-    sopts.tls = *sctx;
+    sopts.tls = ctx.server;
     auto serve = frame_recorders(length_prefix_framing{}, js, [](recorder& r) {
       auto log = r.on_data;
       r.on_data = [log](transport& t, const bytes& data) {
@@ -317,9 +312,9 @@ SCENARIO("a framing layer runs above TLS, both ends tact") {
     topts.server_hostname = "localhost";
     auto client = frame_recorders(length_prefix_framing{}, jc);
     auto t = k == kind::tcp
-               ? rt.create_connection(client, "127.0.0.1", srv->port(), *cctx,
+               ? rt.create_connection(client, "127.0.0.1", srv->port(), ctx.client,
                                       topts)
-               : rt.create_unix_connection(client, path, *cctx, topts);
+               : rt.create_unix_connection(client, path, ctx.client, topts);
     REQUIRE(t);
     // The connection's transport is TLS; the protocol's is the layer.
     REQUIRE(jc->wait_for("connection_made"));
@@ -381,15 +376,10 @@ SCENARIO("frames read before a TLS peer's close_notify still reach a paused "
          "protocol, then eof_received and a clean connection_lost") {
   with_runtime([](runtime& rt) {
     test_pki pki;
-    auto sctx = tls_context::server({pki.cert, pki.key});
-    REQUIRE(sctx);
-    tls_client_options copts;
-    copts.ca_file = pki.ca_cert;
-    auto cctx = tls_context::client(copts);
-    REQUIRE(cctx);
+    tls_contexts ctx{pki};
     auto js = std::make_shared<journal>();
     server_options sopts;
-    sopts.tls = *sctx;
+    sopts.tls = ctx.server;
     auto srv = rt.create_server(
       frame_recorders(line_framing{}, js, [](recorder& r) {
         auto log = r.on_data;
@@ -405,7 +395,7 @@ SCENARIO("frames read before a TLS peer's close_notify still reach a paused "
     tls_options topts;
     topts.server_hostname = "localhost";
     auto t = rt.create_connection(recording(jc), "127.0.0.1", srv->port(),
-                                  *cctx, topts);
+                                  ctx.client, topts);
     REQUIRE(t);
     t->write("first\nsecond\nthird\nlast");
     REQUIRE(js->wait_for("frame"));

@@ -25,6 +25,13 @@ namespace {
 
 constexpr uint64_t mib = 1024 * 1024;
 
+// 100 MiB each way; the sanitizer builds, ten times slower, check 16.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr uint64_t bulk = 16 * mib;
+#else
+constexpr uint64_t bulk = 100 * mib;
+#endif
+
 // Byte i of the stream; shifts, duplicates and gaps all show.
 char pattern_at(uint64_t i) {
   return static_cast<char>(i + (i >> 8) * 7 + (i >> 16) * 13);
@@ -203,6 +210,38 @@ size_t watch_buffers(const relayed& r, const std::function<bool()>& done) {
   return most;
 }
 
+// A client and a far end, joined by a relay in `rt` over sockets of kind
+// `k`: what the tests of half-close and resets drive.
+struct relayed_pair {
+  peer client;
+  transport a;
+  std::unique_ptr<raw_listener> far;
+  transport b;
+  peer server_end;
+};
+
+relayed_pair relayed_peers(runtime& rt, kind k) {
+  relayed_pair r;
+  auto accepted = std::make_shared<std::promise<transport>>();
+  auto got = accepted->get_future();
+  auto l = listen(rt, k, [accepted] {
+    return std::make_unique<holder>(accepted);
+  });
+  r.client = connect_peer(k, l);
+  r.a = got.get();
+  r.far = std::make_unique<raw_listener>(k);
+  auto held = std::make_shared<std::promise<transport>>();
+  auto [b, server_end] = r.far->connect(
+    rt, [held] { return std::make_unique<holder>(held); });
+  REQUIRE(b);
+  // The relay starts once the protocol holds its reading.
+  REQUIRE(held->get_future().wait_for(10s) == std::future_status::ready);
+  REQUIRE_FALSE(relay(r.a, *b));
+  r.b = *b;
+  r.server_end = std::move(server_end);
+  return r;
+}
+
 } // namespace
 
 SCENARIO("a relay carries 100 MiB each way at once, byte-exact, with its "
@@ -212,21 +251,16 @@ SCENARIO("a relay carries 100 MiB each way at once, byte-exact, with its "
   if (tls && tg == target::cat)
     return;
   with_runtime([tg, tls](runtime& rt) {
-    const uint64_t n = 100 * mib;
+    const uint64_t n = bulk;
     std::vector<server> keep;
     auto seen = std::make_shared<tally>();
     test_pki pki;
     server_options opts;
     tls_context cctx;
     if (tls) {
-      auto s = tls_context::server({pki.cert, pki.key});
-      REQUIRE(s);
-      opts.tls = *s;
-      tls_client_options co;
-      co.ca_file = pki.ca_cert;
-      auto c = tls_context::client(co);
-      REQUIRE(c);
-      cctx = *c;
+      tls_contexts ctx{pki};
+      opts.tls = ctx.server;
+      cctx = ctx.client;
     }
     std::future<caf::expected<transport>> client;
     auto r = relay_one(rt, tg, opts, keep, [&](uint16_t port) {
@@ -256,21 +290,7 @@ SCENARIO("EOF passes through a relay in each direction while the other "
          "direction still flows") {
   auto k = GENERATE(kind::tcp, kind::unix_socket);
   with_runtime([k](runtime& rt) {
-    auto accepted = std::make_shared<std::promise<transport>>();
-    auto got = accepted->get_future();
-    auto l = listen(rt, k, [accepted] {
-      return std::make_unique<holder>(accepted);
-    });
-    auto client = connect_peer(k, l);
-    auto a = got.get();
-    raw_listener far{k};
-    auto held = std::make_shared<std::promise<transport>>();
-    auto [b, server_end] = far.connect(
-      rt, [held] { return std::make_unique<holder>(held); });
-    REQUIRE(b);
-    // The relay starts once the protocol holds its reading.
-    REQUIRE(held->get_future().wait_for(10s) == std::future_status::ready);
-    REQUIRE_FALSE(relay(a, *b));
+    auto [client, a, far, b, server_end] = relayed_peers(rt, k);
     client.send_all("request");
     client.shutdown_write();
     bool eof = false;
@@ -282,28 +302,14 @@ SCENARIO("EOF passes through a relay in each direction while the other "
     CHECK(client.recv_all(&eof) == "late answer");
     CHECK(eof);
     // Both halves are done: the relay closes both connections.
-    CHECK(eventually([&] { return a.is_closing() && b->is_closing(); }));
+    CHECK(eventually([&] { return a.is_closing() && b.is_closing(); }));
   });
 }
 
 SCENARIO("a reset on one side closes the other after what was relayed") {
   auto reset_client = GENERATE(true, false);
   with_runtime([reset_client](runtime& rt) {
-    auto accepted = std::make_shared<std::promise<transport>>();
-    auto got = accepted->get_future();
-    auto l = listen(rt, kind::tcp, [accepted] {
-      return std::make_unique<holder>(accepted);
-    });
-    auto client = connect_peer(kind::tcp, l);
-    auto a = got.get();
-    raw_listener far{kind::tcp};
-    auto held = std::make_shared<std::promise<transport>>();
-    auto [b, server_end] = far.connect(
-      rt, [held] { return std::make_unique<holder>(held); });
-    REQUIRE(b);
-    // The relay starts once the protocol holds its reading.
-    REQUIRE(held->get_future().wait_for(10s) == std::future_status::ready);
-    REQUIRE_FALSE(relay(a, *b));
+    auto [client, a, far, b, server_end] = relayed_peers(rt, kind::tcp);
     bool eof = false;
     if (reset_client) {
       client.send_all("before the reset");
@@ -318,7 +324,7 @@ SCENARIO("a reset on one side closes the other after what was relayed") {
       client.recv_all(&eof);
       CHECK(eof);
     }
-    CHECK(eventually([&] { return a.is_closing() && b->is_closing(); }));
+    CHECK(eventually([&] { return a.is_closing() && b.is_closing(); }));
   });
 }
 
@@ -440,16 +446,11 @@ SCENARIO("EOF toward a TLS side closes it, so a TLS client sees the end of "
          "a response that ends with the connection") {
   with_runtime([](runtime& rt) {
     test_pki pki;
-    auto sctx = tls_context::server({pki.cert, pki.key});
-    REQUIRE(sctx);
-    tls_client_options co;
-    co.ca_file = pki.ca_cert;
-    auto cctx = tls_context::client(co);
-    REQUIRE(cctx);
+    tls_contexts ctx{pki};
     raw_listener far{kind::tcp};
     auto far_port = far.port;
     server_options opts;
-    opts.tls = *sctx;
+    opts.tls = ctx.server;
     auto srv = rt.create_server(
       relay_to(rt,
                [&rt, far_port](protocol_factory f) {
@@ -462,7 +463,7 @@ SCENARIO("EOF toward a TLS side closes it, so a TLS client sees the end of "
     tls_options topts;
     topts.server_hostname = "localhost";
     auto t = rt.create_connection(recording(j), "127.0.0.1", srv->port(),
-                                  *cctx, topts);
+                                  ctx.client, topts);
     REQUIRE(t);
     t->write("GET / HTTP/1.0\r\n\r\n");
     auto afd = ::accept4(far.fd, nullptr, nullptr, SOCK_CLOEXEC);

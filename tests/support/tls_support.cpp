@@ -21,6 +21,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "tact/runtime/errc.hpp"
+
 extern char** environ;
 
 namespace tact::test {
@@ -302,6 +304,20 @@ uint16_t free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+tls_contexts::tls_contexts(const test_pki& pki) {
+  // Outside Catch (the fuzz targets use this file too): throw.
+  auto s = tls_context::server({pki.cert, pki.key});
+  if (!s)
+    throw std::runtime_error("server context: " + describe(s.error()));
+  server = *s;
+  tls_client_options opts;
+  opts.ca_file = pki.ca_cert;
+  auto c = tls_context::client(opts);
+  if (!c)
+    throw std::runtime_error("client context: " + describe(c.error()));
+  client = *c;
 }
 
 } // namespace tact::test

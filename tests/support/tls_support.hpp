@@ -11,6 +11,8 @@
 
 #include <openssl/ssl.h>
 
+#include "tact/transports/tls.hpp"
+
 namespace tact::test {
 
 using namespace std::chrono_literals;
@@ -34,6 +36,14 @@ struct test_pki {
   std::string self_signed_key;
   std::string client_cert;
   std::string client_key;
+};
+
+/// tact's contexts for `pki`: a server with its certificate for
+/// localhost, and a client that trusts its CA and verifies.
+struct tls_contexts {
+  explicit tls_contexts(const test_pki& pki);
+  tls_context server;
+  tls_context client;
 };
 
 /// A blocking OpenSSL endpoint on a connected socket (owned), for tests

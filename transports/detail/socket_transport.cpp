@@ -78,9 +78,7 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     }
     // An empty answer, or a behaviour without a handler for
     // connection_made: read. Anything else means the protocol is gone.
-    if (msg.empty()
-        || (msg.match_elements<caf::error>()
-            && msg.get_as<caf::error>(0) == caf::sec::unexpected_message)) {
+    if (made_ok(msg)) {
       if (!lost_) {
         read_started_ = true;
         update_interest();
