@@ -7,8 +7,10 @@
 #include <pthread.h>
 
 #include <caf/actor_system_config.hpp>
+#include <caf/io/middleman.hpp>
 #include <caf/send.hpp>
 
+#include "tact/runtime/distribution.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/errc.hpp"
@@ -100,6 +102,8 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
   }
   cfg_ = std::make_unique<config>();
+  if (opts_.distributed)
+    enable_distribution(*cfg_);
   system_ = std::make_unique<caf::actor_system>(*cfg_);
   mux_ = std::make_unique<detail::multiplexer>(*system_);
   executor_ = std::make_shared<executor>();
@@ -163,6 +167,30 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds{5});
   }
   shut_down_ = true;
+}
+
+caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
+                                         uint16_t port,
+                                         const std::string& host) {
+  if (!opts_.distributed)
+    return make_error(errc::not_supported,
+                      "publish needs runtime_options::distributed");
+  if (mux_->on_loop_thread())
+    return make_error(errc::would_deadlock, "publish on the loop thread");
+  return system_->middleman().publish(whom, port,
+                                      host.empty() ? nullptr : host.c_str(),
+                                      true);
+}
+
+caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
+                                                uint16_t port) {
+  if (!opts_.distributed)
+    return make_error(errc::not_supported,
+                      "remote_actor needs runtime_options::distributed");
+  if (mux_->on_loop_thread())
+    return make_error(errc::would_deadlock,
+                      "remote_actor on the loop thread");
+  return system_->middleman().remote_actor(host, port);
 }
 
 caf::error runtime::run_in_executor(std::function<void()> fn) {

@@ -41,6 +41,12 @@ struct runtime_options {
   /// Where warnings go (dropped writes, accept pauses, failed callbacks).
   /// Default: one line on stderr each.
   std::function<void(const std::string&)> on_warning;
+
+  /// Sets the actor system up for distribution (CAF's io middleman, tact's
+  /// message types announced; see `tact/runtime/distribution.hpp`), so
+  /// that `publish` and `remote_actor` work and protocols and transports
+  /// may live on different nodes.
+  bool distributed = false;
 };
 
 /// An address family, for `create_datagram_endpoint` without addresses.
@@ -188,6 +194,19 @@ public:
   caf::expected<transport> subprocess_shell(protocol_factory factory,
                                             const std::string& command,
                                             subprocess_options opts = {});
+
+  // -- distribution -----------------------------------------------------------------
+
+  /// Makes `whom` reachable from other nodes on `port` (0: any free port)
+  /// of `host` (empty: every interface); returns the port. Blocks; needs
+  /// `runtime_options::distributed` (else `errc::not_supported`).
+  caf::expected<uint16_t> publish(const caf::actor& whom, uint16_t port,
+                                  const std::string& host = {});
+
+  /// The actor published at `host:port` by another node; blocks until the
+  /// node answers or refuses. Needs `runtime_options::distributed`.
+  caf::expected<caf::actor> remote_actor(const std::string& host,
+                                         uint16_t port);
 
   // -- actors -----------------------------------------------------------------------
 

@@ -100,6 +100,8 @@ public:
 
   [[nodiscard]] const std::string& output() const noexcept { return out_; }
 
+  [[nodiscard]] int pid() const noexcept { return pid_; }
+
 private:
   int pid_ = -1;
   int in_ = -1;

@@ -1,0 +1,24 @@
+#pragma once
+
+// tact's messages across nodes: CAF's own distribution (the io middleman
+// and its BASP protocol) carries them; these calls set an actor system up
+// for it.
+
+#include <caf/fwd.hpp>
+
+namespace tact {
+
+/// Announces every tact type that may cross a node to `cfg`: the events a
+/// transport sends (`connection_made`, `data_received`, ...), the `op::`
+/// commands a protocol sends, `handover` and its stash, transport handles
+/// and endpoints. A transport handle that crosses keeps its actor and a
+/// copy of the extra info; its commands become messages.
+void add_message_types(caf::actor_system_config& cfg);
+
+/// Sets `cfg` up for distribution in one call: loads CAF's io middleman,
+/// announces tact's message types and registers tact's error category (so
+/// errors from another node print by name). `runtime_options::distributed`
+/// does this for a runtime's own system.
+void enable_distribution(caf::actor_system_config& cfg);
+
+} // namespace tact

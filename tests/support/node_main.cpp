@@ -1,0 +1,60 @@
+// A second node for the distribution tests: publishes a maker of
+// upper-casing protocol actors on 127.0.0.1, prints `published on PORT`,
+// and runs until its stdin closes.
+
+#include <cctype>
+#include <cstdio>
+#include <memory>
+
+#include <unistd.h>
+
+#include <caf/event_based_actor.hpp>
+#include <caf/send.hpp>
+
+#include "support/node.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/runtime/runtime.hpp"
+
+namespace {
+
+// Writes back every byte upper-cased; closes on EOF.
+caf::behavior upper(caf::event_based_actor* self) {
+  auto t = std::make_shared<tact::transport>();
+  return {
+    [=](tact::connection_made& msg) { *t = msg.handle; },
+    [=](tact::data_received& msg) {
+      t->consumed(msg.data.size());
+      for (auto& c : msg.data)
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      t->write(std::move(msg.data));
+    },
+    [=](tact::eof_received) { return false; },
+    [=](tact::connection_lost&) { self->quit(); },
+  };
+}
+
+} // namespace
+
+int main() {
+  tact::runtime rt{tact::runtime_options{.distributed = true}};
+  auto maker = rt.system().spawn([](caf::event_based_actor* self)
+                                   -> caf::behavior {
+    return {
+      [self](tact::test::make_atom) { return self->spawn(upper); },
+    };
+  });
+  auto port = rt.publish(maker, 0, "127.0.0.1");
+  if (!port) {
+    std::fprintf(stderr, "publish: %s\n", tact::describe(port.error()).c_str());
+    return 1;
+  }
+  std::printf("published on %u\n", static_cast<unsigned>(*port));
+  std::fflush(stdout);
+  char c;
+  while (::read(0, &c, 1) > 0) {
+    // until stdin closes
+  }
+  caf::anon_send_exit(maker, caf::exit_reason::user_shutdown);
+  return 0;
+}
