@@ -43,6 +43,7 @@ void add_message_types(caf::actor_system_config& cfg) {
 void enable_distribution(caf::actor_system_config& cfg) {
   cfg.load<caf::io::middleman>();
   add_message_types(cfg);
+  add_error_category(cfg);
 }
 
 } // namespace tact

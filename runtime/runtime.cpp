@@ -177,9 +177,10 @@ caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
                       "publish needs runtime_options::distributed");
   if (mux_->on_loop_thread())
     return make_error(errc::would_deadlock, "publish on the loop thread");
-  return system_->middleman().publish(whom, port,
-                                      host.empty() ? nullptr : host.c_str(),
-                                      true);
+  if (host.empty())
+    return make_error(errc::invalid_argument,
+                      "publish needs an address to listen on");
+  return system_->middleman().publish(whom, port, host.c_str(), true);
 }
 
 caf::expected<caf::actor> runtime::remote_actor(const std::string& host,

@@ -198,10 +198,12 @@ public:
   // -- distribution -----------------------------------------------------------------
 
   /// Makes `whom` reachable from other nodes on `port` (0: any free port)
-  /// of `host` (empty: every interface); returns the port. Blocks; needs
-  /// `runtime_options::distributed` (else `errc::not_supported`).
+  /// of the address `host` (`0.0.0.0` or `::` for every interface: say so
+  /// explicitly, since CAF 0.17's BASP has no authentication); returns the
+  /// port. Blocks; needs `runtime_options::distributed` (else
+  /// `errc::not_supported`).
   caf::expected<uint16_t> publish(const caf::actor& whom, uint16_t port,
-                                  const std::string& host = {});
+                                  const std::string& host);
 
   /// The actor published at `host:port` by another node; blocks until the
   /// node answers or refuses. Needs `runtime_options::distributed`.

@@ -3,9 +3,11 @@
 // and runs until its stdin closes.
 
 #include <cctype>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
@@ -18,11 +20,17 @@
 
 namespace {
 
-// Writes back every byte upper-cased; closes on EOF.
+// Writes back every byte upper-cased; closes on EOF. It watches its
+// transport, which lives on another node: if that node goes, no
+// connection_lost can come, and the down message stands for it.
 caf::behavior upper(caf::event_based_actor* self) {
   auto t = std::make_shared<tact::transport>();
+  self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   return {
-    [=](tact::connection_made& msg) { *t = msg.handle; },
+    [=](tact::connection_made& msg) {
+      *t = msg.handle;
+      self->monitor(t->actor());
+    },
     [=](tact::data_received& msg) {
       t->consumed(msg.data.size());
       for (auto& c : msg.data)
@@ -37,6 +45,10 @@ caf::behavior upper(caf::event_based_actor* self) {
 } // namespace
 
 int main() {
+  // Dies with the test process, whatever happens to it.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1)
+    return 1;
   tact::runtime rt{tact::runtime_options{.distributed = true}};
   auto maker = rt.system().spawn([](caf::event_based_actor* self)
                                    -> caf::behavior {
