@@ -72,13 +72,13 @@ SCENARIO("a protocol actor on another process serves a connection made "
     // Bytes go to the other process and come back upper-cased through a
     // transport handle that crossed with connection_made.
     peer_end.send_all("hello over basp");
-    CHECK(peer_end.recv_n(15) == "HELLO OVER BASP");
+    CHECK(peer_end.recv_n(15, 30s) == "HELLO OVER BASP");
     peer_end.send_all(std::string(bulk, 'x'));
     CHECK(peer_end.recv_n(bulk, 60s) == std::string(bulk, 'X'));
     // eof_received is a request across nodes; its answer closes.
     peer_end.shutdown_write();
     bool eof = false;
-    CHECK(peer_end.recv_all(&eof).empty());
+    CHECK(peer_end.recv_all(&eof, 30s).empty());
     CHECK(eof);
     CHECK(eventually([&] { return t->is_closing(); }));
     node.close_stdin();
@@ -97,7 +97,7 @@ SCENARIO("the other process dying ends the connection, and a node that "
       auto [t, peer_end] = far.connect(rt, [proto] { return proto; });
       REQUIRE(t);
       peer_end.send_all("ping");
-      CHECK(peer_end.recv_n(4) == "PING");
+      CHECK(peer_end.recv_n(4, 30s) == "PING");
       caf::scoped_actor self{rt.system()};
       self->monitor(t->actor());
       ::kill(node.pid(), SIGKILL);
