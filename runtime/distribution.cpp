@@ -1,5 +1,7 @@
 #include "tact/runtime/distribution.hpp"
 
+#include <chrono>
+
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
 
@@ -41,7 +43,13 @@ void add_message_types(caf::actor_system_config& cfg) {
 }
 
 void enable_distribution(caf::actor_system_config& cfg) {
+  using namespace std::chrono_literals;
   cfg.load<caf::io::middleman>();
+  // CAF sends no heartbeats by default, so a peer machine that vanishes
+  // without a reset (power, cable, a frozen VM) is never noticed: send one
+  // every second and give up on a connection silent for 10 s.
+  cfg.set("middleman.heartbeat-interval", caf::timespan{1s});
+  cfg.set("middleman.connection-timeout", caf::timespan{10s});
   add_message_types(cfg);
   add_error_category(cfg);
 }

@@ -16,8 +16,11 @@ namespace tact {
 void add_message_types(caf::actor_system_config& cfg);
 
 /// Sets `cfg` up for distribution in one call: loads CAF's io middleman,
-/// announces tact's message types and registers tact's error category (so
-/// errors from another node print by name). `runtime_options::distributed`
+/// announces tact's message types, registers tact's error category (so
+/// errors from another node print by name) and turns on BASP heartbeats
+/// (one a second; a connection silent for 10 s is closed, and the actors
+/// behind it are down). Set `middleman.heartbeat-interval` and
+/// `middleman.connection-timeout` after this call to change them. `runtime_options::distributed`
 /// does this for a runtime's own system.
 void enable_distribution(caf::actor_system_config& cfg);
 

@@ -122,8 +122,11 @@ runtime::~runtime() {
     mux_->warn(std::to_string(mux_->live_actors())
                + " actor(s) on the loop did not terminate at shutdown");
   mux_->stop();
-  mux_.reset();
+  // The system goes first: until it is gone, its threads (the middleman
+  // above all) may still schedule loop actors, which the stopped
+  // multiplexer releases.
   system_.reset();
+  mux_.reset();
 }
 
 void runtime::shutdown(std::chrono::milliseconds grace) {

@@ -70,6 +70,13 @@ void multiplexer::stop() {
   wake();
   thread_.join();
   thread_id_ = std::thread::id{};
+  {
+    // From now on, actors scheduled from other threads (the middleman
+    // delivering to a loop actor whose address crossed a node, a down
+    // message) are released at once.
+    std::lock_guard<std::mutex> guard{remote_mtx_};
+    closed_ = true;
+  }
   // Release whatever was still scheduled: those actors never run again.
   drain_remote();
   for (auto* ptr : ready_)
@@ -116,7 +123,12 @@ void multiplexer::schedule(caf::resumable* ptr) {
   }
   bool must_wake = false;
   {
-    std::lock_guard<std::mutex> guard{remote_mtx_};
+    std::unique_lock<std::mutex> guard{remote_mtx_};
+    if (closed_) {
+      guard.unlock();
+      caf::scheduler::abstract_coordinator::cleanup_and_release(ptr);
+      return;
+    }
     remote_ready_.push_back(ptr);
     must_wake = !wake_pending_;
     wake_pending_ = true;

@@ -51,8 +51,8 @@ public:
   /// Starts the loop thread.
   void start();
 
-  /// Asks the loop to stop and joins its thread. Actors still scheduled are
-  /// released without running.
+  /// Asks the loop to stop and joins its thread. Actors still scheduled,
+  /// and actors scheduled later, are released without running.
   void stop();
 
   [[nodiscard]] bool on_loop_thread() const noexcept {
@@ -177,6 +177,7 @@ private:
   std::vector<caf::resumable*> remote_ready_;
   std::vector<std::function<void()>> remote_fns_;
   bool wake_pending_ = false;
+  bool closed_ = false;
 
   std::mutex actors_mtx_;
   std::condition_variable actors_cv_;
