@@ -104,6 +104,8 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   cfg_ = std::make_unique<config>();
   if (opts_.distributed)
     enable_distribution(*cfg_);
+  if (opts_.configure)
+    opts_.configure(*cfg_);
   system_ = std::make_unique<caf::actor_system>(*cfg_);
   mux_ = std::make_unique<detail::multiplexer>(*system_);
   executor_ = std::make_shared<executor>();

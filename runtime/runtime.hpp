@@ -47,6 +47,11 @@ struct runtime_options {
   /// that `publish` and `remote_actor` work and protocols and transports
   /// may live on different nodes.
   bool distributed = false;
+
+  /// Called with the actor system's configuration before the system
+  /// starts (after `distributed` has set it up): to announce one's own
+  /// message types with `add_message_type`, or to set CAF options.
+  std::function<void(caf::actor_system_config&)> configure;
 };
 
 /// An address family, for `create_datagram_endpoint` without addresses.

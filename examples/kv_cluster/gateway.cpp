@@ -1,0 +1,594 @@
+// The gateway node: a tact TCP server speaking the Redis protocol (RESP).
+// One session actor per connection parses commands and keeps the answers
+// in order; one router actor sends each command to the shards that hold
+// its key, through remote actors, and turns the answers into RESP.
+
+#include <algorithm>
+#include <cctype>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <tuple>
+
+#include <caf/actor_system.hpp>
+#include <caf/delegated.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "kv.hpp"
+#include "tact/protocols/resp.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+
+namespace kv {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::string error_text(std::string_view text) {
+  std::string out;
+  tact::resp::append_error(out, text);
+  return out;
+}
+
+// -- router: commands to shards -----------------------------------------------------
+
+class router : public caf::event_based_actor {
+public:
+  router(caf::actor_config& cfg, uint32_t shards, caf::actor dir,
+         std::chrono::milliseconds timeout)
+    : caf::event_based_actor(cfg),
+      shards_(shards),
+      dir_(std::move(dir)),
+      timeout_(timeout),
+      links_(shards) {
+  }
+
+  caf::behavior make_behavior() override {
+    monitor(dir_);
+    set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
+    request(dir_, 5s, table_atom::value)
+      .then(
+        [this](std::vector<std::string>& table) {
+          for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
+            on_update(j, table[j]);
+        },
+        [this](caf::error& err) {
+          say("gateway: the directory did not answer (%s); exiting",
+              tact::describe(err).c_str());
+          end_node(3);
+          quit(err);
+        });
+    return {
+      [this](update_atom, uint32_t j, std::string& addr) {
+        on_update(j, addr);
+      },
+      [this](ready_atom) -> caf::result<bool> {
+        if (all_up())
+          return true;
+        ready_.push_back(make_response_promise<bool>());
+        return caf::delegated<bool>{};
+      },
+      [this](command_atom,
+             std::vector<std::string>& cmd) -> caf::result<std::string> {
+        auto rp = make_response_promise<std::string>();
+        dispatch(cmd, rp);
+        return caf::delegated<std::string>{};
+      },
+    };
+  }
+
+private:
+  using promise = caf::typed_response_promise<std::string>;
+  using done_fn = std::function<void(caf::expected<reply>)>;
+
+  struct link {
+    caf::actor hdl;
+    std::string addr;
+    bool connecting = false;
+  };
+
+  // -- the shards' addresses ------------------------------------------------------
+
+  bool all_up() const {
+    return std::all_of(links_.begin(), links_.end(),
+                       [](const link& l) { return static_cast<bool>(l.hdl); });
+  }
+
+  void on_update(uint32_t j, const std::string& addr) {
+    if (j >= shards_)
+      return;
+    auto& l = links_[j];
+    if (addr == l.addr && (l.hdl || l.connecting))
+      return;
+    l.addr = addr;
+    if (addr.empty()) {
+      // Gone from the directory: its down message follows, or came.
+      return;
+    }
+    l.connecting = true;
+    connect_async(
+      this, addr,
+      [this, j, addr](caf::actor hdl) {
+        auto& lj = links_[j];
+        lj.connecting = false;
+        if (lj.addr != addr)
+          return; // a newer address came meanwhile
+        lj.hdl = std::move(hdl);
+        monitor(lj.hdl);
+        say("gateway: shard %u at %s", j, addr.c_str());
+        if (all_up()) {
+          for (auto& rp : ready_)
+            rp.deliver(true);
+          ready_.clear();
+        }
+      },
+      [this, j, addr](const caf::error& err) {
+        links_[j].connecting = false;
+        say("gateway: cannot reach shard %u at %s: %s", j, addr.c_str(),
+            tact::describe(err).c_str());
+      });
+  }
+
+  void on_down(const caf::down_msg& msg) {
+    if (msg.source == dir_.address()) {
+      say("gateway: lost the directory (%s); exiting",
+          tact::describe(msg.reason).c_str());
+      end_node(3);
+      quit(msg.reason);
+      return;
+    }
+    for (uint32_t j = 0; j < shards_; ++j) {
+      if (!links_[j].hdl || links_[j].hdl.address() != msg.source)
+        continue;
+      links_[j].hdl = nullptr;
+      say("gateway: shard %u is down", j);
+      // Requests in flight to it fail now, not at their timeout.
+      std::vector<uint64_t> lost;
+      for (auto& [rid, p] : pending_)
+        if (p.first == j)
+          lost.push_back(rid);
+      for (auto rid : lost)
+        fail(rid, caf::make_error(caf::sec::request_receiver_down));
+    }
+  }
+
+  // -- asking the holders of a key ------------------------------------------------
+
+  void fail(uint64_t rid, caf::error err) {
+    auto i = pending_.find(rid);
+    if (i == pending_.end())
+      return;
+    auto fn = std::move(i->second.second);
+    pending_.erase(i);
+    fn(std::move(err));
+  }
+
+  // Sends the message `args` to the holders of primary `p`'s keys: the
+  // primary if it is up, else the replica. A holder that fails or is not
+  // serving yet passes the message on to the other, if `resend` allows it
+  // (INCR is not resent once sent: it may have been applied).
+  template <class... Ts>
+  void ask(uint32_t p, bool resend, done_fn then, Ts... xs) {
+    std::vector<uint32_t> order{p};
+    if (replica_of(p, shards_) != p)
+      order.push_back(replica_of(p, shards_));
+    attempt(std::move(order), 0, resend, std::move(then),
+            std::make_tuple(std::move(xs)...));
+  }
+
+  template <class Tuple>
+  void attempt(std::vector<uint32_t> order, size_t i, bool resend,
+               done_fn then, Tuple args) {
+    while (i < order.size() && !links_[order[i]].hdl)
+      ++i;
+    if (i == order.size()) {
+      std::string who;
+      for (auto j : order)
+        who += (who.empty() ? "" : " and ") + std::to_string(j);
+      then(reply{status::error, 0,
+                 "CLUSTERDOWN no holder of the key is reachable (shard "
+                   + who + ")"});
+      return;
+    }
+    auto c = order[i];
+    auto rid = next_rid_++;
+    auto next = [this, order, i, resend, then, args](caf::error err) {
+      if (resend)
+        attempt(order, i + 1, resend, then, args);
+      else
+        then(std::move(err));
+    };
+    pending_.emplace(rid, std::make_pair(c, next));
+    auto on_reply = [this, rid, order, i, resend, then, args](reply& r) {
+      if (pending_.erase(rid) == 0)
+        return;
+      if (r.code == status::unavailable)
+        attempt(order, i + 1, resend, then, args);
+      else
+        then(std::move(r));
+    };
+    std::apply(
+      [&](auto&... xs) {
+        request(links_[c].hdl, timeout_, xs...)
+          .then(on_reply, [this, rid](caf::error& err) { fail(rid, err); });
+      },
+      args);
+  }
+
+  // -- the commands --------------------------------------------------------------
+
+  static bool arity(const std::vector<std::string>& cmd, size_t min,
+                    size_t max, const promise& rp_in) {
+    if (cmd.size() >= min && cmd.size() <= max)
+      return true;
+    auto rp = rp_in;
+    rp.deliver(error_text("ERR wrong number of arguments for '"
+                          + lower(cmd[0]) + "' command"));
+    return false;
+  }
+
+  // The answer to a client whose command failed on the way: a shard went
+  // down with it in flight (INCR only: other commands go to the other
+  // holder then).
+  static std::string failure(const caf::error& err) {
+    return error_text("ERR the shard failed while running the command; it "
+                      "may or may not have been applied ("
+                      + tact::describe(err) + ")");
+  }
+
+  // An error from the shards (CLUSTERDOWN, a wrong type) as RESP, or
+  // nothing.
+  static bool failed(const caf::expected<reply>& r, std::string& out) {
+    if (!r)
+      out = failure(r.error());
+    else if (r->code == status::error)
+      tact::resp::append_error(out, r->value);
+    else
+      return false;
+    return true;
+  }
+
+  void dispatch(std::vector<std::string>& cmd, promise rp) {
+    auto name = lower(cmd[0]);
+    if (name == "get") {
+      if (!arity(cmd, 2, 2, rp))
+        return;
+      ask(primary_of(cmd[1], shards_), true,
+          [rp](caf::expected<reply> r) mutable {
+            std::string out;
+            if (failed(r, out))
+              ;
+            else if (r->code == status::ok)
+              tact::resp::append_bulk(out, r->value);
+            else
+              tact::resp::append_null(out);
+            rp.deliver(std::move(out));
+          },
+          get_atom::value, cmd[1]);
+    } else if (name == "set") {
+      if (cmd.size() > 3) {
+        rp.deliver(error_text("ERR syntax error"));
+        return;
+      }
+      if (!arity(cmd, 3, 3, rp))
+        return;
+      ask(primary_of(cmd[1], shards_), true,
+          [rp](caf::expected<reply> r) mutable {
+            std::string out;
+            if (!failed(r, out))
+              out = "+OK\r\n";
+            rp.deliver(std::move(out));
+          },
+          set_atom::value, cmd[1], cmd[2]);
+    } else if (name == "incr") {
+      if (!arity(cmd, 2, 2, rp))
+        return;
+      ask(primary_of(cmd[1], shards_), false,
+          [rp](caf::expected<reply> r) mutable {
+            std::string out;
+            if (!failed(r, out))
+              tact::resp::append_integer(out, r->n);
+            rp.deliver(std::move(out));
+          },
+          incr_atom::value, cmd[1]);
+    } else if (name == "del" || name == "exists") {
+      if (!arity(cmd, 2, SIZE_MAX, rp))
+        return;
+      sum(cmd.size() - 1, rp, [&](size_t k, done_fn then) {
+        auto& key = cmd[k + 1];
+        if (name == "del")
+          ask(primary_of(key, shards_), true, std::move(then),
+              del_atom::value, key);
+        else
+          ask(primary_of(key, shards_), true, std::move(then),
+              exists_atom::value, key);
+      });
+    } else if (name == "dbsize") {
+      if (!arity(cmd, 1, 1, rp))
+        return;
+      // Each shard counts the keys it is primary of; a replica counts for
+      // a primary that is down.
+      sum(shards_, rp, [&](size_t p, done_fn then) {
+        auto pid = static_cast<uint32_t>(p);
+        ask(pid, true, std::move(then), count_atom::value, pid);
+      });
+    } else {
+      std::string args;
+      for (size_t k = 1; k < cmd.size() && k < 4; ++k)
+        args += "'" + cmd[k] + "' ";
+      rp.deliver(error_text("ERR unknown command '" + cmd[0]
+                            + "', with args beginning with: " + args));
+    }
+  }
+
+  // Asks `n` questions through `each` and answers with the sum of their
+  // `n`s, or with the first failure.
+  template <class Each>
+  void sum(size_t n, promise rp, Each each) {
+    struct state {
+      size_t left;
+      int64_t total = 0;
+      std::string failure; // the first, as RESP
+      promise rp;
+    };
+    auto st = std::make_shared<state>(state{n, 0, {}, rp});
+    for (size_t k = 0; k < n; ++k)
+      each(k, [st](caf::expected<reply> r) {
+        std::string out;
+        if (failed(r, out)) {
+          if (st->failure.empty())
+            st->failure = std::move(out);
+        } else {
+          st->total += r->n;
+        }
+        if (--st->left > 0)
+          return;
+        if (st->failure.empty())
+          tact::resp::append_integer(st->failure, st->total);
+        st->rp.deliver(std::move(st->failure));
+      });
+  }
+
+  uint32_t shards_;
+  caf::actor dir_;
+  std::chrono::milliseconds timeout_;
+  std::vector<link> links_;
+  std::vector<caf::typed_response_promise<bool>> ready_;
+  std::map<uint64_t, std::pair<uint32_t, std::function<void(caf::error)>>>
+    pending_;
+  uint64_t next_rid_ = 0;
+};
+
+// -- session: one client connection ---------------------------------------------------
+
+// Commands in flight per connection before reading stops.
+constexpr size_t max_in_flight = 1024;
+// Unparsed bytes held before reading stops.
+constexpr size_t max_buffered = 256 * 1024;
+
+class session : public caf::event_based_actor {
+public:
+  session(caf::actor_config& cfg, caf::actor router)
+    : caf::event_based_actor(cfg), router_(std::move(router)) {
+  }
+
+  caf::behavior make_behavior() override {
+    return {
+      [this](tact::connection_made& msg) { t_ = msg.handle; },
+      [this](tact::data_received& msg) {
+        auto n = msg.data.size();
+        decoder_.feed(std::string_view{msg.data.data(), n});
+        t_.consumed(n);
+        parse();
+      },
+      [this](tact::eof_received) {
+        // Answer what was asked, then close.
+        eof_ = true;
+        parse();
+        maybe_close();
+        return true;
+      },
+      [this](tact::pause_writing) {
+        writing_paused_ = true;
+        steer();
+      },
+      [this](tact::resume_writing) {
+        writing_paused_ = false;
+        parse();
+      },
+      [this](tact::connection_lost&) { quit(); },
+    };
+  }
+
+private:
+  void parse() {
+    while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight) {
+      auto next = decoder_.next();
+      if (!next) {
+        answer_now("ERR Protocol error: " + tact::describe(next.error()),
+                   true);
+        closing_ = true;
+        break;
+      }
+      if (!*next)
+        break;
+      run(std::move(**next));
+    }
+    flush();
+    steer();
+  }
+
+  // Stops reading while answers or unparsed bytes pile up.
+  void steer() {
+    bool pause = writing_paused_ || slots_.size() >= max_in_flight
+                 || decoder_.buffered() > max_buffered || closing_;
+    if (pause && !paused_) {
+      t_.pause_reading();
+      paused_ = true;
+    } else if (!pause && paused_) {
+      t_.resume_reading();
+      paused_ = false;
+    }
+  }
+
+  void answer_now(std::string text, bool is_error) {
+    std::string out;
+    if (is_error)
+      tact::resp::append_error(out, text);
+    else
+      out = std::move(text);
+    slots_.emplace_back(std::move(out));
+  }
+
+  void run(tact::resp::command cmd) {
+    auto name = lower(cmd[0]);
+    std::string out;
+    if (name == "ping") {
+      if (cmd.size() == 1)
+        out = "+PONG\r\n";
+      else if (cmd.size() == 2)
+        tact::resp::append_bulk(out, cmd[1]);
+      else
+        tact::resp::append_error(
+          out, "ERR wrong number of arguments for 'ping' command");
+    } else if (name == "echo" && cmd.size() == 2) {
+      tact::resp::append_bulk(out, cmd[1]);
+    } else if (name == "quit") {
+      out = "+OK\r\n";
+      closing_ = true;
+    } else if (name == "select" && cmd.size() == 2) {
+      out = cmd[1] == "0" ? "+OK\r\n" : "-ERR DB index is out of range\r\n";
+    } else if (name == "command") {
+      // redis-cli asks for the command table to offer hints.
+      tact::resp::append_array_header(out, 0);
+    } else if (name == "config" && cmd.size() == 3 && lower(cmd[1]) == "get") {
+      // redis-benchmark asks these two; the store is in memory only.
+      auto param = lower(cmd[2]);
+      if (param == "save" || param == "appendonly") {
+        tact::resp::append_array_header(out, 2);
+        tact::resp::append_bulk(out, param);
+        tact::resp::append_bulk(out, param == "save" ? "" : "no");
+      } else {
+        tact::resp::append_array_header(out, 0);
+      }
+    } else {
+      auto seq = next_seq_++;
+      slots_.emplace_back(std::nullopt);
+      request(router_, caf::infinite, command_atom::value, std::move(cmd))
+        .then(
+          [this, seq](std::string& answer) { fill(seq, std::move(answer)); },
+          [this, seq](caf::error& err) {
+            fill(seq, error_text("ERR " + tact::describe(err)));
+          });
+      return;
+    }
+    ++next_seq_;
+    slots_.emplace_back(std::move(out));
+  }
+
+  void fill(uint64_t seq, std::string answer) {
+    auto at = seq - first_seq_;
+    if (seq < first_seq_ || at >= slots_.size())
+      return;
+    slots_[at] = std::move(answer);
+    flush();
+    parse();
+  }
+
+  // Writes the answers that are ready, in order, in one write.
+  void flush() {
+    std::string out;
+    while (!slots_.empty() && slots_.front()) {
+      out += *slots_.front();
+      slots_.pop_front();
+      ++first_seq_;
+    }
+    if (!out.empty())
+      t_.write(out);
+    maybe_close();
+  }
+
+  void maybe_close() {
+    if ((closing_ || eof_) && slots_.empty() && !t_.is_closing()
+        && (closing_ || decoder_.buffered() == 0))
+      t_.close();
+  }
+
+  caf::actor router_;
+  tact::transport t_;
+  tact::resp::command_decoder decoder_;
+  std::deque<std::optional<std::string>> slots_;
+  uint64_t first_seq_ = 0;
+  uint64_t next_seq_ = 0;
+  bool writing_paused_ = false;
+  bool paused_ = false;
+  bool closing_ = false;
+  bool eof_ = false;
+};
+
+} // namespace
+
+int run_gateway(const args& a) {
+  auto shards = a.number("shards", 0);
+  auto host = a.get("host", "127.0.0.1");
+  auto port = a.number("port", 6380);
+  if (shards < 1 || !a.has("join") || port < 0 || port > 65535) {
+    std::fprintf(stderr, "kv_cluster gateway: needs --shards N --join "
+                         "HOST:PORT --port PORT\n");
+    return 2;
+  }
+  die_with_parent(a);
+  tact::runtime rt{node_options()};
+  auto dir = join_directory(rt, a.get("join"));
+  if (!dir) {
+    std::fprintf(stderr, "kv_cluster gateway: no directory at %s: %s\n",
+                 a.get("join").c_str(), tact::describe(dir.error()).c_str());
+    return 1;
+  }
+  auto timeout = std::chrono::milliseconds{a.number("timeout-ms", 3000)};
+  auto rtr = rt.system().spawn<router>(static_cast<uint32_t>(shards), *dir,
+                                       timeout);
+  // Serve once every shard is known.
+  {
+    caf::scoped_actor self{rt.system()};
+    bool ready = false;
+    self->request(rtr, 60s, ready_atom::value)
+      .receive([&](bool) { ready = true; },
+               [&](caf::error& err) {
+                 std::fprintf(stderr,
+                              "kv_cluster gateway: shards not ready: %s\n",
+                              tact::describe(err).c_str());
+               });
+    if (!ready) {
+      caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+  }
+  auto& sys = rt.system();
+  auto srv = rt.create_server(
+    [&sys, rtr] { return caf::actor{sys.spawn<session>(rtr)}; }, host,
+    static_cast<uint16_t>(port));
+  if (!srv) {
+    std::fprintf(stderr, "kv_cluster gateway: cannot listen on %s:%ld: %s\n",
+                 host.c_str(), port, tact::describe(srv.error()).c_str());
+    caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  for (auto& url : srv->urls())
+    say("listening on %s", url.c_str());
+  rt.wait_for_signal();
+  rt.shutdown(std::chrono::milliseconds{500});
+  caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+  return node_status();
+}
+
+} // namespace kv

@@ -1,0 +1,360 @@
+// The launcher: publishes the cluster directory, starts the shards and the
+// gateway as children through tact's subprocess transport, prints their
+// output line by line with a prefix, and restarts a node that exits while
+// the cluster runs.
+
+#include <chrono>
+#include <map>
+#include <memory>
+
+#include <unistd.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/delegated.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "kv.hpp"
+#include "tact/protocols/frames.hpp"
+#include "tact/runtime/errc.hpp"
+
+namespace kv {
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+// -- directory --------------------------------------------------------------------------
+
+// Where each shard serves, for the nodes that ask; a shard is listed from
+// its registration until its node goes away.
+class directory : public caf::event_based_actor {
+public:
+  directory(caf::actor_config& cfg, uint32_t shards)
+    : caf::event_based_actor(cfg), table_(shards), owners_(shards) {
+  }
+
+  caf::behavior make_behavior() override {
+    set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
+    return {
+      [this](table_atom) {
+        subscribe();
+        return table_;
+      },
+      [this](register_atom, uint32_t id,
+             std::string& addr) -> caf::result<std::vector<std::string>> {
+        if (id >= table_.size())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "no shard " + std::to_string(id));
+        owners_[id] = current_sender() ? current_sender()->address()
+                                       : caf::actor_addr{};
+        monitor(current_sender());
+        set(id, addr);
+        subscribe();
+        return table_;
+      },
+    };
+  }
+
+private:
+  void subscribe() {
+    auto who = caf::actor_cast<caf::actor>(current_sender());
+    if (!who || subscribers_.count(who.address()) > 0)
+      return;
+    monitor(who);
+    subscribers_.emplace(who.address(), who);
+  }
+
+  void set(uint32_t id, const std::string& addr) {
+    table_[id] = addr;
+    for (auto& [addr_of, who] : subscribers_)
+      send(who, update_atom::value, id, addr);
+  }
+
+  void on_down(const caf::down_msg& msg) {
+    subscribers_.erase(msg.source);
+    for (uint32_t id = 0; id < owners_.size(); ++id) {
+      if (owners_[id] && owners_[id] == msg.source) {
+        owners_[id] = nullptr;
+        set(id, {});
+      }
+    }
+  }
+
+  std::vector<std::string> table_;
+  std::vector<caf::actor_addr> owners_;
+  std::map<caf::actor_addr, caf::actor> subscribers_;
+};
+
+// -- one node's output --------------------------------------------------------------
+
+// The protocol of one child: its stdout and stderr (merged) cut into
+// lines and printed with the node's name; its exit goes to the supervisor.
+class node_output final : public tact::subprocess_protocol {
+public:
+  node_output(std::string name, size_t index, caf::actor supervisor)
+    : name_(std::move(name)),
+      index_(index),
+      supervisor_(std::move(supervisor)),
+      lines_(tact::line_framing{"\n", 64 * 1024}) {
+  }
+
+  void connection_made(tact::transport& t) override { t_ = t; }
+
+  void pipe_data_received(int, tact::bytes data) override {
+    lines_.feed(std::move(data));
+    for (;;) {
+      auto line = lines_.next();
+      if (!line) {
+        // A line over 64 KiB: print what there is and start afresh.
+        print(lines_.take_rest());
+        lines_ = tact::frame_decoder{tact::line_framing{"\n", 64 * 1024}};
+        return;
+      }
+      if (!*line)
+        return;
+      print(**line);
+    }
+  }
+
+  void pipe_connection_lost(int, const caf::error&) override {
+    if (auto rest = lines_.finish(); rest && *rest)
+      print(**rest);
+  }
+
+  void process_exited() override {
+    caf::anon_send(supervisor_, exited_atom::value, index_,
+                   t_.get_returncode().value_or(-1));
+  }
+
+private:
+  void print(const tact::bytes& line) {
+    std::string text{line.begin(), line.end()};
+    if (!text.empty() && text.back() == '\r')
+      text.pop_back();
+    // The gateway's address is the cluster's: printed as the launcher's.
+    if (text.compare(0, 13, "listening on ") == 0) {
+      say("%s", text.c_str());
+      caf::anon_send(supervisor_, ready_atom::value, index_, text.substr(13));
+      return;
+    }
+    say("[%s] %s", name_.c_str(), text.c_str());
+  }
+
+  std::string name_;
+  size_t index_;
+  caf::actor supervisor_;
+  tact::transport t_;
+  tact::frame_decoder lines_;
+};
+
+// -- supervisor -----------------------------------------------------------------------
+
+struct node_spec {
+  std::string name;
+  std::vector<std::string> argv;
+  tact::transport process;
+  bool running = false;
+  clock_type::time_point started;
+  std::chrono::milliseconds backoff{250};
+};
+
+class supervisor : public caf::event_based_actor {
+public:
+  supervisor(caf::actor_config& cfg, tact::runtime* rt, std::vector<node_spec> nodes)
+    : caf::event_based_actor(cfg), rt_(rt), nodes_(std::move(nodes)) {
+  }
+
+  caf::behavior make_behavior() override {
+    return {
+      [this](start_atom) {
+        for (size_t i = 0; i < nodes_.size(); ++i)
+          start(i);
+      },
+      [this](retry_atom, size_t i) {
+        if (!stopping_ && !nodes_[i].running)
+          start(i);
+      },
+      [this](ready_atom, size_t i, const std::string& url) {
+        // A restarted gateway comes back on the same port.
+        auto colon = url.rfind(':');
+        auto& argv = nodes_[i].argv;
+        auto at = std::find(argv.begin(), argv.end(), "--port");
+        if (colon != std::string::npos && at != argv.end()
+            && at + 1 != argv.end())
+          *(at + 1) = url.substr(colon + 1);
+      },
+      [this](exited_atom, size_t i, int code) { on_exit(i, code); },
+      [this](stop_atom) -> caf::result<bool> {
+        stopping_ = true;
+        for (auto& n : nodes_)
+          if (n.running)
+            (void) n.process.terminate();
+        if (running() == 0)
+          return true;
+        stopped_ = make_response_promise<bool>();
+        delayed_send(this, 5s, stop_atom::value, true);
+        return caf::delegated<bool>{};
+      },
+      [this](stop_atom, bool) {
+        // Nodes that ignored SIGTERM.
+        for (auto& n : nodes_)
+          if (n.running)
+            (void) n.process.kill();
+      },
+    };
+  }
+
+private:
+  size_t running() const {
+    size_t n = 0;
+    for (auto& nd : nodes_)
+      n += nd.running ? 1 : 0;
+    return n;
+  }
+
+  void start(size_t i) {
+    auto& n = nodes_[i];
+    tact::subprocess_options opts;
+    opts.std_in = tact::subprocess_stdio::devnull;
+    opts.std_err = tact::subprocess_stdio::stdout_merge;
+    auto self = caf::actor{this};
+    auto name = n.name;
+    auto proc = rt_->subprocess_exec(
+      [name, i, self] { return std::make_unique<node_output>(name, i, self); },
+      n.argv, opts);
+    if (!proc) {
+      say("launcher: cannot start %s: %s", n.name.c_str(),
+          tact::describe(proc.error()).c_str());
+      retry_later(i);
+      return;
+    }
+    n.process = *proc;
+    n.running = true;
+    n.started = clock_type::now();
+    say("launcher: started %s (pid %d)", n.name.c_str(), n.process.get_pid());
+  }
+
+  void on_exit(size_t i, int code) {
+    auto& n = nodes_[i];
+    n.running = false;
+    std::string how = code < 0 ? "killed by signal " + std::to_string(-code)
+                               : "exited with status " + std::to_string(code);
+    if (stopping_) {
+      say("launcher: %s (pid %d) %s", n.name.c_str(), n.process.get_pid(),
+          how.c_str());
+      if (running() == 0 && stopped_.pending())
+        stopped_.deliver(true);
+      return;
+    }
+    // A node that dies soon after its start waits longer each time.
+    if (clock_type::now() - n.started < 2s)
+      n.backoff = std::min<std::chrono::milliseconds>(n.backoff * 2, 5s);
+    else
+      n.backoff = 250ms;
+    say("launcher: %s (pid %d) %s; restarting in %lld ms", n.name.c_str(),
+        n.process.get_pid(), how.c_str(),
+        static_cast<long long>(n.backoff.count()));
+    retry_later(i);
+  }
+
+  void retry_later(size_t i) {
+    delayed_send(this, nodes_[i].backoff, retry_atom::value, i);
+  }
+
+  tact::runtime* rt_;
+  std::vector<node_spec> nodes_;
+  bool stopping_ = false;
+  caf::typed_response_promise<bool> stopped_;
+};
+
+std::string own_executable() {
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0)
+    return "kv_cluster";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+} // namespace
+
+int run_launcher(const args& a) {
+  auto shards = a.number("shards", 3);
+  auto port = a.number("port", 6380);
+  auto host = a.get("host", "127.0.0.1");
+  if (shards < 1 || shards > 1024 || port < 0 || port > 65535) {
+    std::fprintf(stderr, "kv_cluster: --shards 1..1024 and --port 0..65535\n");
+    return 2;
+  }
+  std::vector<bool> remote(static_cast<size_t>(shards), false);
+  {
+    auto list = a.get("remote-shards");
+    size_t pos = 0;
+    while (pos < list.size()) {
+      auto comma = list.find(',', pos);
+      auto item = list.substr(pos, comma == std::string::npos ? comma
+                                                               : comma - pos);
+      auto id = std::atol(item.c_str());
+      if (item.empty() || id < 0 || id >= shards) {
+        std::fprintf(stderr, "kv_cluster: --remote-shards: no shard '%s'\n",
+                     item.c_str());
+        return 2;
+      }
+      remote[static_cast<size_t>(id)] = true;
+      if (comma == std::string::npos)
+        break;
+      pos = comma + 1;
+    }
+  }
+  tact::runtime rt{node_options()};
+  auto dir = rt.system().spawn<directory>(static_cast<uint32_t>(shards));
+  auto dir_port = rt.publish(
+    dir, static_cast<uint16_t>(a.number("cluster-port", 0)), host);
+  if (!dir_port) {
+    std::fprintf(stderr, "kv_cluster: cannot publish the directory on %s: %s\n",
+                 host.c_str(), tact::describe(dir_port.error()).c_str());
+    caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  auto join = join_address(host, *dir_port);
+  say("launcher: cluster directory on %s (%ld shards)", join.c_str(), shards);
+  auto exe = own_executable();
+  std::vector<node_spec> nodes;
+  for (long id = 0; id < shards; ++id) {
+    if (remote[static_cast<size_t>(id)]) {
+      say("launcher: shard %ld is to join from elsewhere: kv_cluster --role "
+          "shard --id %ld --shards %ld --join %s --host NAME",
+          id, id, shards, join.c_str());
+      continue;
+    }
+    nodes.push_back({"shard " + std::to_string(id),
+                     {exe, "--role", "shard", "--id", std::to_string(id),
+                      "--shards", std::to_string(shards), "--join", join,
+                      "--host", host, "--supervised"}});
+  }
+  nodes.push_back({"gateway",
+                   {exe, "--role", "gateway", "--shards",
+                    std::to_string(shards), "--join", join, "--host", host,
+                    "--port", std::to_string(port), "--timeout-ms",
+                    a.get("timeout-ms", "3000"), "--supervised"}});
+  auto sup = rt.system().spawn<supervisor>(&rt, std::move(nodes));
+  caf::anon_send(sup, start_atom::value);
+  auto sig = rt.wait_for_signal();
+  say("launcher: signal %d, stopping the nodes", sig);
+  {
+    caf::scoped_actor self{rt.system()};
+    self->request(sup, 10s, stop_atom::value)
+      .receive([](bool) {},
+               [](caf::error& err) {
+                 say("launcher: nodes did not stop: %s",
+                     tact::describe(err).c_str());
+               });
+  }
+  caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
+  rt.shutdown(std::chrono::milliseconds{200});
+  return 0;
+}
+
+} // namespace kv

@@ -1,0 +1,111 @@
+// kv_cluster: a sharded key-value service made of actors on several node
+// processes, reached with the Redis protocol (see kv.hpp for how keys are
+// placed and copied, docs/distributed.md for running it on several
+// machines).
+//
+//   kv_cluster --shards 3 --port 6380
+//       the launcher: publishes the cluster directory, starts the shards
+//       and the gateway as child processes, prefixes and relays their
+//       output, restarts a node that dies; prints `listening on
+//       tcp://HOST:PORT` once the gateway serves (port 0: any free port).
+//       --host NAME          address every node binds and is reached at
+//                            (default 127.0.0.1)
+//       --cluster-port P     the directory's port (default: any)
+//       --remote-shards I,J  shards started by hand elsewhere (--join)
+//       --timeout-ms MS      how long the gateway waits for a shard
+//
+//   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
+//   kv_cluster --role gateway --shards N --join HOST:PORT --port P [--host NAME]
+//       one node, joining the cluster whose directory is at HOST:PORT.
+//
+// Exits 0 on SIGINT or SIGTERM, after stopping its children.
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "kv.hpp"
+
+namespace kv {
+
+long args::number(const std::string& name, long fallback) const {
+  auto i = values.find(name);
+  if (i == values.end())
+    return fallback;
+  char* end = nullptr;
+  auto n = std::strtol(i->second.c_str(), &end, 10);
+  if (i->second.empty() || *end != '\0') {
+    std::fprintf(stderr, "kv_cluster: --%s wants a number, not '%s'\n",
+                 name.c_str(), i->second.c_str());
+    std::exit(2);
+  }
+  return n;
+}
+
+bool parse_args(int argc, char** argv, args& out) {
+  for (int i = 1; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word.size() < 3 || word.compare(0, 2, "--") != 0)
+      return false;
+    auto name = word.substr(2);
+    if (i + 1 < argc && std::string{argv[i + 1]}.compare(0, 2, "--") != 0)
+      out.values[name] = argv[++i];
+    else
+      out.values[name] = "";
+  }
+  return true;
+}
+
+bool split_address(const std::string& addr, std::string& host,
+                   uint16_t& port) {
+  auto colon = addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size())
+    return false;
+  host = addr.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  auto n = std::strtoul(addr.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || n == 0 || n > 65535)
+    return false;
+  port = static_cast<uint16_t>(n);
+  return true;
+}
+
+void say(const char* fmt, ...) {
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  // One call per line, so lines from several threads do not interleave.
+  std::printf("%s\n", line);
+  std::fflush(stdout);
+}
+
+} // namespace kv
+
+int main(int argc, char** argv) {
+  kv::args a;
+  if (!kv::parse_args(argc, argv, a)) {
+    std::fprintf(stderr,
+                 "usage: %s --shards N --port PORT [--host NAME] "
+                 "[--cluster-port P] [--remote-shards I,J] [--timeout-ms MS]\n"
+                 "       %s --role shard --id I --shards N --join HOST:PORT "
+                 "[--host NAME]\n"
+                 "       %s --role gateway --shards N --join HOST:PORT "
+                 "--port PORT [--host NAME]\n",
+                 argv[0], argv[0], argv[0]);
+    return 2;
+  }
+  auto role = a.get("role", "launcher");
+  if (role == "launcher")
+    return kv::run_launcher(a);
+  if (role == "shard")
+    return kv::run_shard(a);
+  if (role == "gateway")
+    return kv::run_gateway(a);
+  std::fprintf(stderr, "kv_cluster: unknown role '%s'\n", role.c_str());
+  return 2;
+}

@@ -1,0 +1,67 @@
+// What every node of kv_cluster does: its runtime, joining the directory,
+// dying with its launcher, ending itself.
+
+#include <atomic>
+#include <csignal>
+#include <thread>
+
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "kv.hpp"
+
+namespace kv {
+
+namespace {
+
+std::atomic<int> exit_status{0};
+
+} // namespace
+
+tact::runtime_options node_options() {
+  tact::runtime_options opts;
+  opts.distributed = true;
+  opts.handle_signals = true;
+  opts.configure = announce;
+  return opts;
+}
+
+caf::expected<caf::actor> join_directory(tact::runtime& rt,
+                                         const std::string& addr) {
+  std::string host;
+  uint16_t port = 0;
+  if (!split_address(addr, host, port))
+    return caf::make_error(caf::sec::invalid_argument,
+                           "--join wants HOST:PORT, not '" + addr + "'");
+  caf::expected<caf::actor> dir = caf::sec::invalid_argument;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    dir = rt.remote_actor(host, port);
+    if (dir)
+      return dir;
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+  }
+  return dir;
+}
+
+void die_with_parent(const args& a) {
+  if (!a.has("supervised"))
+    return;
+  auto parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  // The launcher may have died before the call.
+  if (getppid() != parent)
+    kill(getpid(), SIGTERM);
+}
+
+void end_node(int status) {
+  exit_status = status;
+  // SIGTERM is blocked in every thread (handle_signals) and taken by main's
+  // wait_for_signal.
+  kill(getpid(), SIGTERM);
+}
+
+int node_status() {
+  return exit_status.load();
+}
+
+} // namespace kv

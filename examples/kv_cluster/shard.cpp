@@ -1,0 +1,372 @@
+// A shard node: one store actor, published over BASP. It holds the keys
+// whose primary it is and those of the shard before it (whose replica it
+// is), copies every write it takes to the other holder, and on start
+// fetches what it holds from both neighbours before it registers with the
+// directory and gets commands.
+
+#include <charconv>
+#include <map>
+#include <unordered_map>
+
+#include <caf/actor_system.hpp>
+#include <caf/delegated.hpp>
+#include <caf/send.hpp>
+
+#include "kv.hpp"
+#include "tact/runtime/errc.hpp"
+
+namespace kv {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// How long a copy to the other holder may take before the write is
+// answered without it (the holder is frozen or cut off).
+constexpr auto copy_timeout = 2s;
+
+class store : public caf::event_based_actor {
+public:
+  store(caf::actor_config& cfg, uint32_t id, uint32_t shards, caf::actor dir)
+    : caf::event_based_actor(cfg),
+      id_(id),
+      shards_(shards),
+      dir_(std::move(dir)),
+      peers_(shards) {
+  }
+
+  caf::behavior make_behavior() override {
+    monitor(dir_);
+    set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
+    return {
+      [this](start_atom, std::string& addr) {
+        addr_ = std::move(addr);
+        sync();
+      },
+      [this](retry_atom) { sync(); },
+      [this](update_atom, uint32_t id, std::string& addr) {
+        on_update(id, addr);
+      },
+      [this](get_atom, const std::string& key) -> reply {
+        if (!serving_)
+          return {status::unavailable, 0, "syncing"};
+        auto i = data_.find(key);
+        if (i == data_.end() || !i->second.present)
+          return {status::missing, 0, {}};
+        return {status::ok, 0, i->second.value};
+      },
+      [this](exists_atom, const std::string& key) -> reply {
+        if (!serving_)
+          return {status::unavailable, 0, "syncing"};
+        auto i = data_.find(key);
+        return {status::ok, i != data_.end() && i->second.present ? 1 : 0,
+                {}};
+      },
+      [this](set_atom, std::string& key,
+             std::string& value) -> caf::result<reply> {
+        if (!serving_)
+          return reply{status::unavailable, 0, "syncing"};
+        return write(std::move(key), std::move(value), true, {});
+      },
+      [this](del_atom, std::string& key) -> caf::result<reply> {
+        if (!serving_)
+          return reply{status::unavailable, 0, "syncing"};
+        auto i = data_.find(key);
+        if (i == data_.end() || !i->second.present)
+          return reply{status::ok, 0, {}};
+        return write(std::move(key), {}, false, {status::ok, 1, {}});
+      },
+      [this](incr_atom, std::string& key) -> caf::result<reply> {
+        if (!serving_)
+          return reply{status::unavailable, 0, "syncing"};
+        int64_t n = 0;
+        auto i = data_.find(key);
+        if (i != data_.end() && i->second.present) {
+          auto& text = i->second.value;
+          auto [end, ec] = std::from_chars(text.data(),
+                                           text.data() + text.size(), n);
+          if (ec != std::errc{} || end != text.data() + text.size()
+              || text.empty())
+            return reply{status::error, 0,
+                         "ERR value is not an integer or out of range"};
+        }
+        if (__builtin_add_overflow(n, 1, &n))
+          return reply{status::error, 0,
+                       "ERR increment or decrement would overflow"};
+        return write(std::move(key), std::to_string(n), true,
+                     {status::ok, n, {}});
+      },
+      [this](count_atom, uint32_t primary) -> reply {
+        if (!serving_)
+          return {status::unavailable, 0, "syncing"};
+        int64_t n = 0;
+        for (auto& [key, e] : data_)
+          if (e.present && primary_of(key, shards_) == primary)
+            ++n;
+        return {status::ok, n, {}};
+      },
+      [this](repl_atom, entry& e) -> reply {
+        auto& mine = data_[e.key];
+        if (mine.key.empty() || newer(e, mine))
+          mine = std::move(e);
+        return {status::ok, 0, {}};
+      },
+      [this](fetch_atom, uint32_t asker) -> std::vector<entry> {
+        // From now on the requester gets the writes that follow: the
+        // snapshot and the copies are both taken in this actor's order.
+        if (asker < shards_ && asker != id_)
+          set_peer(asker,
+                   caf::actor_cast<caf::actor>(current_sender()));
+        std::vector<entry> out;
+        for (auto& [key, e] : data_)
+          if (holds(asker, primary_of(key, shards_), shards_))
+            out.push_back(e);
+        return out;
+      },
+    };
+  }
+
+private:
+  // -- start: fetch, then register ---------------------------------------------
+
+  void sync() {
+    request(dir_, 5s, table_atom::value)
+      .then(
+        [this](std::vector<std::string>& table) {
+          table_ = std::move(table);
+          fetch_all();
+        },
+        [this](caf::error& err) { fatal("the directory did not answer", err); });
+  }
+
+  std::vector<uint32_t> neighbours() const {
+    std::vector<uint32_t> out;
+    for (auto j : {(id_ + shards_ - 1) % shards_, (id_ + 1) % shards_})
+      if (j != id_ && (out.empty() || out.front() != j))
+        out.push_back(j);
+    return out;
+  }
+
+  void fetch_all() {
+    fetching_ = 0;
+    sync_failed_ = false;
+    for (auto j : neighbours())
+      if (j < table_.size() && !table_[j].empty())
+        ++fetching_;
+    if (fetching_ == 0) {
+      enrol();
+      return;
+    }
+    for (auto j : neighbours()) {
+      if (j >= table_.size() || table_[j].empty())
+        continue;
+      connect_async(
+        this, table_[j],
+        [this, j](caf::actor peer) {
+          set_peer(j, peer);
+          request(peer, 10s, fetch_atom::value, id_)
+            .then(
+              [this, j](std::vector<entry>& entries) {
+                for (auto& e : entries) {
+                  auto& mine = data_[e.key];
+                  if (mine.key.empty() || newer(e, mine))
+                    mine = std::move(e);
+                }
+                fetched_ += entries.size();
+                say("shard %u: fetched %zu keys from shard %u", id_,
+                    entries.size(), j);
+                fetched_one();
+              },
+              [this, j](caf::error& err) {
+                say("shard %u: fetch from shard %u failed: %s", id_, j,
+                    tact::describe(err).c_str());
+                sync_failed_ = true;
+                fetched_one();
+              });
+        },
+        [this, j](const caf::error& err) {
+          say("shard %u: cannot reach shard %u: %s", id_, j,
+              tact::describe(err).c_str());
+          sync_failed_ = true;
+          fetched_one();
+        });
+    }
+  }
+
+  void fetched_one() {
+    if (--fetching_ > 0)
+      return;
+    if (sync_failed_) {
+      // Serving without a neighbour's keys could answer stale values: ask
+      // the directory again (the neighbour may be gone) and retry.
+      delayed_send(this, 1s, retry_atom::value);
+      return;
+    }
+    enrol();
+  }
+
+  void enrol() {
+    request(dir_, 5s, register_atom::value, id_, addr_)
+      .then(
+        [this](std::vector<std::string>& table) {
+          table_ = std::move(table);
+          serving_ = true;
+          size_t keys = 0;
+          for (auto& [key, e] : data_)
+            keys += e.present ? 1 : 0;
+          say("shard %u serving on %s: %zu keys (%zu fetched from peers)",
+              id_, addr_.c_str(), keys, fetched_);
+          for (auto j : neighbours())
+            if (j < table_.size())
+              on_update(j, table_[j]);
+        },
+        [this](caf::error& err) { fatal("registering failed", err); });
+  }
+
+  // -- peers -----------------------------------------------------------------------
+
+  void on_update(uint32_t j, const std::string& addr) {
+    if (j >= shards_ || j == id_)
+      return;
+    auto ns = neighbours();
+    if (std::find(ns.begin(), ns.end(), j) == ns.end())
+      return;
+    if (addr.empty() || peers_[j].hdl || peers_[j].connecting)
+      return;
+    peers_[j].connecting = true;
+    connect_async(
+      this, addr,
+      [this, j](caf::actor peer) {
+        peers_[j].connecting = false;
+        set_peer(j, std::move(peer));
+      },
+      [this, j](const caf::error&) { peers_[j].connecting = false; });
+  }
+
+  void set_peer(uint32_t j, caf::actor hdl) {
+    if (!hdl || peers_[j].hdl == hdl)
+      return;
+    peers_[j].hdl = std::move(hdl);
+    monitor(peers_[j].hdl);
+  }
+
+  void on_down(const caf::down_msg& msg) {
+    if (msg.source == dir_.address())
+      fatal("lost the directory", msg.reason);
+    for (uint32_t j = 0; j < shards_; ++j) {
+      if (peers_[j].hdl && peers_[j].hdl.address() == msg.source) {
+        peers_[j].hdl = nullptr;
+        // Writes waiting for its copy are answered: they are here, and the
+        // peer fetches them when it comes back.
+        for (auto i = copies_.begin(); i != copies_.end();) {
+          if (i->second.peer == j) {
+            i->second.rp.deliver(std::move(i->second.answer));
+            i = copies_.erase(i);
+          } else {
+            ++i;
+          }
+        }
+      }
+    }
+  }
+
+  // -- writes ----------------------------------------------------------------------
+
+  // Applies a write and copies it to the other holder; answers `answer`
+  // once the copy is acknowledged, or at once without one.
+  caf::result<reply> write(std::string key, std::string value, bool present,
+                           reply answer) {
+    auto& mine = data_[key];
+    entry e{key, std::move(value), mine.version + 1, present};
+    mine = e;
+    auto primary = primary_of(key, shards_);
+    auto other = primary == id_ ? replica_of(primary, shards_) : primary;
+    if (other == id_ || !peers_[other].hdl)
+      return answer;
+    auto rp = make_response_promise<reply>();
+    auto cid = next_copy_++;
+    copies_.emplace(cid, copy{rp, std::move(answer), other});
+    auto finish = [this, cid] {
+      auto i = copies_.find(cid);
+      if (i == copies_.end())
+        return;
+      i->second.rp.deliver(std::move(i->second.answer));
+      copies_.erase(i);
+    };
+    request(peers_[other].hdl, copy_timeout, repl_atom::value, std::move(e))
+      .then([finish](reply&) { finish(); },
+             [finish](caf::error&) { finish(); });
+    return caf::delegated<reply>{};
+  }
+
+  void fatal(const char* what, const caf::error& err) {
+    say("shard %u: %s (%s); exiting", id_, what, tact::describe(err).c_str());
+    end_node(3);
+    quit(err);
+  }
+
+  struct peer_link {
+    caf::actor hdl;
+    bool connecting = false;
+  };
+
+  struct copy {
+    caf::typed_response_promise<reply> rp;
+    reply answer;
+    uint32_t peer;
+  };
+
+  uint32_t id_;
+  uint32_t shards_;
+  caf::actor dir_;
+  std::string addr_;
+  std::vector<std::string> table_;
+  std::vector<peer_link> peers_;
+  std::unordered_map<std::string, entry> data_;
+  bool serving_ = false;
+  size_t fetching_ = 0;
+  size_t fetched_ = 0;
+  bool sync_failed_ = false;
+  std::map<uint64_t, copy> copies_;
+  uint64_t next_copy_ = 0;
+};
+
+} // namespace
+
+int run_shard(const args& a) {
+  auto id = a.number("id", -1);
+  auto shards = a.number("shards", 0);
+  auto host = a.get("host", "127.0.0.1");
+  if (shards < 1 || id < 0 || id >= shards || !a.has("join")) {
+    std::fprintf(stderr, "kv_cluster shard: needs --id I --shards N "
+                         "--join HOST:PORT (0 <= I < N)\n");
+    return 2;
+  }
+  die_with_parent(a);
+  tact::runtime rt{node_options()};
+  auto dir = join_directory(rt, a.get("join"));
+  if (!dir) {
+    std::fprintf(stderr, "kv_cluster shard: no directory at %s: %s\n",
+                 a.get("join").c_str(), tact::describe(dir.error()).c_str());
+    return 1;
+  }
+  auto st = rt.system().spawn<store>(static_cast<uint32_t>(id),
+                                     static_cast<uint32_t>(shards), *dir);
+  auto port = rt.publish(st, static_cast<uint16_t>(a.number("node-port", 0)),
+                         host);
+  if (!port) {
+    std::fprintf(stderr, "kv_cluster shard: cannot publish on %s: %s\n",
+                 host.c_str(), tact::describe(port.error()).c_str());
+    caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  auto addr = join_address(host, *port);
+  say("shard %ld published on %s", id, addr.c_str());
+  caf::anon_send(st, start_atom::value, addr);
+  rt.wait_for_signal();
+  caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
+  rt.shutdown(std::chrono::milliseconds{200});
+  return node_status();
+}
+
+} // namespace kv
