@@ -1,38 +1,93 @@
 #!/bin/sh
-# The demo: tact's echo server on TCP, on a Unix socket and on UDP, and the
-# echo client talking to each.
+# The demo: kv_cluster, a sharded key-value service made of actors on four
+# node processes (three shards and a Redis-protocol gateway) under a
+# launcher, driven with redis-cli. It writes keys, kills a shard with
+# SIGKILL, watches the launcher restart it and the restarted shard fetch its
+# keys back, then kills the shard that held the other copies and reads
+# every key again.
 #   ./examples/demo.sh          (from the repository root)
 # Installs missing Debian packages first (needs root on a fresh machine).
+# The echo examples have their own script: examples/echo_demo.sh.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 sh cmake/deps.sh
 build="${TACT_BUILD_DIR:-build}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j2 --target echo_server echo_client >/dev/null
+cmake --build "$build" -j2 --target kv_cluster >/dev/null
 
 dir=$(mktemp -d)
-out="$dir/server.out"
-"$build/examples/echo_server" tcp://127.0.0.1:0 "unix://$dir/echo.sock" \
-  udp://127.0.0.1:0 >"$out" &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do
-  [ "$(wc -l <"$out")" -ge 3 ] && break
-  sleep 0.1
-done
-echo "== echo_server $(tr '\n' ' ' <"$out")"
-tcp=$(grep -o 'tcp://[^ ]*' "$out")
-unix=$(grep -o 'unix://[^ ]*' "$out")
-udp=$(grep -o 'udp://[^ ]*' "$out")
+log="$dir/cluster.log"
+"$build/examples/kv_cluster" --shards 3 --port 0 >"$log" 2>&1 &
+launcher=$!
+trap 'kill $launcher 2>/dev/null || true; rm -rf "$dir"' EXIT
 
-echo "== echo_client $tcp"
-"$build/examples/echo_client" "$tcp" --message "hello over TCP"
-echo "== echo_client $unix"
-"$build/examples/echo_client" "$unix" --message "hello over a Unix socket"
-echo "== echo_client $udp"
-"$build/examples/echo_client" "$udp" --message "hello over UDP"
+# Waits until the log has COUNT lines matching PATTERN.
+wait_for() {
+  for _ in $(seq 300); do
+    [ "$(grep -c -- "$1" "$log")" -ge "${2:-1}" ] && return 0
+    sleep 0.1
+  done
+  echo "demo: no '$1' in the cluster's output after 30 s:" >&2
+  cat "$log" >&2
+  exit 1
+}
+# Prints the cluster's output from line FROM on, indented.
+show_log() { tail -n "+$1" "$log" | sed 's/^/    /'; }
+pid_of() { grep -o "started $1 (pid [0-9]*" "$log" | tail -1 | grep -o '[0-9]*$'; }
 
-echo "== SIGTERM to echo_server"
-kill -TERM $server
-wait $server && echo "echo_server exited with status 0"
+echo "== kv_cluster --shards 3 --port 0"
+wait_for "listening on tcp://"
+show_log 1
+addr=$(grep -o 'listening on tcp://[^ ]*' "$log" | head -1 | sed 's|.*tcp://||')
+host=${addr%:*}
+port=${addr##*:}
+cli() { redis-cli -h "$host" -p "$port" "$@"; }
+
+keys=100
+echo "== redis-cli: SET user:1 .. user:$keys (one pipelined stream), INCR visits x3"
+written=$(seq "$keys" | sed 's/.*/SET user:& name-&/' | cli | grep -c '^OK$')
+for _ in 1 2 3; do cli INCR visits >/dev/null; done
+echo "    $written of $keys SETs answered OK"
+echo "    GET user:42 -> $(cli GET user:42)   GET visits -> $(cli GET visits)   DBSIZE -> $(cli DBSIZE)"
+
+victim=$(pid_of "shard 1")
+from=$(($(wc -l <"$log") + 1))
+echo "== kill -9 shard 1 (pid $victim)"
+started=$(date +%s%N)
+kill -9 "$victim"
+echo "    while it is down, the other holders answer:"
+echo "    SET during-outage yes -> $(cli SET during-outage yes)   GET user:7 -> $(cli GET user:7)"
+wait_for "shard 1 serving" 2
+restarted_ms=$((($(date +%s%N) - started) / 1000000))
+show_log "$from"
+
+second=$(pid_of "shard 2")
+from=$(($(wc -l <"$log") + 1))
+echo "== kill -9 shard 2 (pid $second), which held the other copies of shard 1's keys"
+kill -9 "$second"
+sleep 0.5
+
+echo "== reading every key back"
+expected=$(seq "$keys" | sed 's/.*/name-&/')
+got=$(seq "$keys" | sed 's/.*/GET user:&/' | cli)
+intact=$(printf '%s\n' "$got" | grep -c '^name-' || true)
+if [ "$got" != "$expected" ] || [ "$(cli GET visits)" != 3 ] \
+   || [ "$(cli GET during-outage)" != yes ]; then
+  echo "demo: keys lost or wrong after the restart" >&2
+  show_log 1 >&2
+  exit 1
+fi
+wait_for "shard 2 serving" 2
+show_log "$from"
+
+echo "== summary"
+echo "    $keys keys and a counter written through the gateway with redis-cli"
+echo "    shard 1 killed with SIGKILL; the launcher restarted it and it served again after ${restarted_ms} ms,"
+echo "    with its keys fetched from shards 0 and 2"
+echo "    shard 2 killed too: $intact of $keys keys, visits = 3 and during-outage = yes still read back"
+echo "    DBSIZE -> $(cli DBSIZE)"
+
+echo "== SIGTERM to the launcher"
+kill -TERM "$launcher"
+wait "$launcher" && echo "kv_cluster exited with status 0"

@@ -13,7 +13,7 @@ cd "$root"
 TACT_EXTRA_PACKAGES="clang libclang-rt-14-dev" sh cmake/deps.sh
 build="${TACT_BUILD_DIR:-build}-fuzz"
 seconds="${FUZZ_SECONDS:-60}"
-targets="${*:-url frames tls}"
+targets="${*:-url frames tls resp}"
 CC=clang CXX=clang++ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Debug \
   -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" \
   -DTACT_BUILD_TESTS=OFF -DTACT_BUILD_EXAMPLES=OFF -DTACT_BUILD_FUZZERS=ON \
