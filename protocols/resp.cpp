@@ -161,7 +161,7 @@ size_t command_decoder::buffered() const noexcept {
 }
 
 caf::error command_decoder::fail(std::string what) {
-  failed_ = make_error(errc::protocol_failed, std::move(what));
+  failed_ = make_error(errc::malformed_input, std::move(what));
   buf_.clear();
   buf_.shrink_to_fit();
   pos_ = scan_ = 0;

@@ -44,7 +44,7 @@ public:
   void feed(std::string_view chunk);
 
   /// The next whole command; nothing while more bytes are needed. A
-  /// malformed stream or one over the limits is `errc::protocol_failed`
+  /// malformed stream or one over the limits is `errc::malformed_input`
   /// with Redis's wording (e.g. `"invalid bulk length"`), reported as soon
   /// as it is certain (a header that announces too much fails before its
   /// data comes); the decoder then stays failed.

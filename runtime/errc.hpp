@@ -76,6 +76,9 @@ enum class errc : uint8_t {
   frame_too_large,
   /// The stream ended inside a frame.
   incomplete_frame,
+  /// Bytes from the peer that break the format being parsed (a malformed
+  /// RESP command, say).
+  malformed_input,
   /// Any other operating-system error.
   os_error,
 };

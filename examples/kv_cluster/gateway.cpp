@@ -414,8 +414,12 @@ private:
     while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight) {
       auto next = decoder_.next();
       if (!next) {
-        answer_now("ERR Protocol error: " + tact::describe(next.error()),
-                   true);
+        // Redis's words: "Protocol error: invalid bulk length".
+        auto text = tact::describe(next.error());
+        auto open = text.find(" (");
+        if (open != std::string::npos && text.back() == ')')
+          text = text.substr(open + 2, text.size() - open - 3);
+        answer_now("ERR Protocol error: " + text, true);
         closing_ = true;
         break;
       }
@@ -547,7 +551,7 @@ int run_gateway(const args& a) {
     return 2;
   }
   die_with_parent(a);
-  tact::runtime rt{node_options()};
+  tact::runtime rt{node_options(a)};
   auto dir = join_directory(rt, a.get("join"));
   if (!dir) {
     std::fprintf(stderr, "kv_cluster gateway: no directory at %s: %s\n",

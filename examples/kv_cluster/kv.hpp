@@ -175,8 +175,8 @@ void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // -- what every node does ------------------------------------------------------
 
 /// A runtime for a node: distributed, the kv types announced, SIGINT and
-/// SIGTERM for `wait_for_signal`.
-tact::runtime_options node_options();
+/// SIGTERM for `wait_for_signal`, `--threads` CAF workers (default 1).
+tact::runtime_options node_options(const args& a);
 
 /// The directory at `addr` (`HOST:PORT`), tried for up to 10 s.
 caf::expected<caf::actor> join_directory(tact::runtime& rt,

@@ -307,7 +307,7 @@ int run_launcher(const args& a) {
       pos = comma + 1;
     }
   }
-  tact::runtime rt{node_options()};
+  tact::runtime rt{node_options(a)};
   auto dir = rt.system().spawn<directory>(static_cast<uint32_t>(shards));
   auto dir_port = rt.publish(
     dir, static_cast<uint16_t>(a.number("cluster-port", 0)), host);
@@ -331,13 +331,15 @@ int run_launcher(const args& a) {
     nodes.push_back({"shard " + std::to_string(id),
                      {exe, "--role", "shard", "--id", std::to_string(id),
                       "--shards", std::to_string(shards), "--join", join,
-                      "--host", host, "--supervised"}});
+                      "--host", host, "--threads", a.get("threads", "1"),
+                      "--supervised"}});
   }
   nodes.push_back({"gateway",
                    {exe, "--role", "gateway", "--shards",
                     std::to_string(shards), "--join", join, "--host", host,
                     "--port", std::to_string(port), "--timeout-ms",
-                    a.get("timeout-ms", "3000"), "--supervised"}});
+                    a.get("timeout-ms", "3000"), "--threads",
+                    a.get("threads", "1"), "--supervised"}});
   auto sup = rt.system().spawn<supervisor>(&rt, std::move(nodes));
   caf::anon_send(sup, start_atom::value);
   auto sig = rt.wait_for_signal();

@@ -13,6 +13,7 @@
 //       --cluster-port P     the directory's port (default: any)
 //       --remote-shards I,J  shards started by hand elsewhere (--join)
 //       --timeout-ms MS      how long the gateway waits for a shard
+//       --threads N          CAF worker threads per node (default 1)
 //
 //   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
 //   kv_cluster --role gateway --shards N --join HOST:PORT --port P [--host NAME]

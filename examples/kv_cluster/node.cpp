@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <algorithm>
 #include <thread>
 
 #include <sys/prctl.h>
@@ -18,11 +19,22 @@ std::atomic<int> exit_status{0};
 
 } // namespace
 
-tact::runtime_options node_options() {
+tact::runtime_options node_options(const args& a) {
   tact::runtime_options opts;
   opts.distributed = true;
   opts.handle_signals = true;
-  opts.configure = announce;
+  auto threads = static_cast<size_t>(std::max(1L, a.number("threads", 1)));
+  opts.configure = [threads](caf::actor_system_config& cfg) {
+    announce(cfg);
+    // A node's actors are few and quick; what costs is handing messages
+    // between threads. CAF's work-sharing scheduler wakes a sleeping
+    // worker when work comes, where work stealing polls: on a few cores
+    // shared by several nodes, one worker per node that sleeps until
+    // woken gave 1.8 times the requests per second of the default (two
+    // polling workers per node) with 40 % less CPU (docs/distributed.md).
+    cfg.set("scheduler.policy", caf::atom("sharing"));
+    cfg.set("scheduler.max-threads", threads);
+  };
   return opts;
 }
 

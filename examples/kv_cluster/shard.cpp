@@ -343,7 +343,7 @@ int run_shard(const args& a) {
     return 2;
   }
   die_with_parent(a);
-  tact::runtime rt{node_options()};
+  tact::runtime rt{node_options(a)};
   auto dir = join_directory(rt, a.get("join"));
   if (!dir) {
     std::fprintf(stderr, "kv_cluster shard: no directory at %s: %s\n",

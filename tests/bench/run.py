@@ -363,9 +363,30 @@ def write_report(opts, names, echo, bulk, idle, minutes, use_perf):
         "for what tact does per request and why it costs what it costs.")
     add("")
     path = os.path.join(opts.out, "performance.md")
+    # The kv_cluster section comes from tests/bench/redis_bench.py: keep it.
+    kept = kept_section(os.path.join(ROOT, "docs", "performance.md"))
     with open(path, "w") as f:
         f.write("\n".join(lines))
+        if kept:
+            f.write("\n" + kept + "\n")
     print("wrote", path)
+
+
+KV_BEGIN = "<!-- redis_bench.py: begin -->"
+KV_END = "<!-- redis_bench.py: end -->"
+
+
+def kept_section(path):
+    """The part of `path` that redis_bench.py wrote, markers included."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    start, end = text.find(KV_BEGIN), text.find(KV_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start:end + len(KV_END)]
 
 
 def size_name(size):

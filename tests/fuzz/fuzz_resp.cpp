@@ -41,7 +41,7 @@ outcome decode(std::string_view stream, uint32_t seed, bool lazy) {
     for (;;) {
       auto x = dec.next();
       if (!x) {
-        require(tact::code_of(x.error()) == tact::errc::protocol_failed);
+        require(tact::code_of(x.error()) == tact::errc::malformed_input);
         out.error = tact::describe(x.error());
         return false;
       }

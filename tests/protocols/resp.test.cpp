@@ -199,11 +199,11 @@ TEST_CASE("each malformed stream is a protocol error in Redis's words, for "
     for (size_t i = 0; i <= stream.size(); ++i) {
       auto got = decode(stream, {i});
       REQUIRE(got.commands == std::vector<resp::command>{{"PING"}});
-      REQUIRE(code_of(got.error) == errc::protocol_failed);
-      REQUIRE(describe(got.error) == "protocol_failed (" + c.message + ")");
+      REQUIRE(code_of(got.error) == errc::malformed_input);
+      REQUIRE(describe(got.error) == "malformed_input (" + c.message + ")");
     }
     auto bytes = decode(stream, single_bytes(stream));
-    CHECK(code_of(bytes.error) == errc::protocol_failed);
+    CHECK(code_of(bytes.error) == errc::malformed_input);
   }
 }
 
@@ -233,7 +233,7 @@ TEST_CASE("the limits hold exactly") {
     for (size_t i = 0; i <= c.stream.size(); ++i) {
       auto got = decode(c.stream, {i}, l);
       REQUIRE(got.commands.empty());
-      REQUIRE(describe(got.error) == "protocol_failed (" + c.message + ")");
+      REQUIRE(describe(got.error) == "malformed_input (" + c.message + ")");
     }
   }
 }
@@ -244,7 +244,7 @@ TEST_CASE("an oversized header fails before its data arrives") {
   bulk.feed("*1\r\n$9\r\n");
   auto x = bulk.next();
   REQUIRE_FALSE(x);
-  CHECK(code_of(x.error()) == errc::protocol_failed);
+  CHECK(code_of(x.error()) == errc::malformed_input);
   // Digits that already exceed the limit need no line end.
   resp::command_decoder digits;
   digits.feed("*1\r\n$1000000000");
