@@ -388,13 +388,12 @@ public:
         auto n = msg.data.size();
         decoder_.feed(std::string_view{msg.data.data(), n});
         t_.consumed(n);
-        parse();
+        pump();
       },
       [this](tact::eof_received) {
         // Answer what was asked, then close.
         eof_ = true;
-        parse();
-        maybe_close();
+        pump();
         return true;
       },
       [this](tact::pause_writing) {
@@ -403,14 +402,17 @@ public:
       },
       [this](tact::resume_writing) {
         writing_paused_ = false;
-        parse();
+        pump();
       },
       [this](tact::connection_lost&) { quit(); },
     };
   }
 
 private:
-  void parse() {
+  // Writes the answers that are ready, runs the commands that may run,
+  // and decides about reading and closing.
+  void pump() {
+    flush();
     while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight) {
       auto next = decoder_.next();
       if (!next) {
@@ -429,6 +431,10 @@ private:
     }
     flush();
     steer();
+    // After the peer's EOF, what is left unparsed is a command cut short.
+    if (!t_.is_closing() && slots_.empty()
+        && (closing_ || (eof_ && !writing_paused_)))
+      t_.close();
   }
 
   // Stops reading while answers or unparsed bytes pile up.
@@ -504,8 +510,7 @@ private:
     if (seq < first_seq_ || at >= slots_.size())
       return;
     slots_[at] = std::move(answer);
-    flush();
-    parse();
+    pump();
   }
 
   // Writes the answers that are ready, in order, in one write.
@@ -518,13 +523,6 @@ private:
     }
     if (!out.empty())
       t_.write(out);
-    maybe_close();
-  }
-
-  void maybe_close() {
-    if ((closing_ || eof_) && slots_.empty() && !t_.is_closing()
-        && (closing_ || decoder_.buffered() == 0))
-      t_.close();
   }
 
   caf::actor router_;

@@ -47,8 +47,10 @@ public:
         if (id >= table_.size())
           return caf::make_error(caf::sec::invalid_argument,
                                  "no shard " + std::to_string(id));
-        owners_[id] = current_sender() ? current_sender()->address()
-                                       : caf::actor_addr{};
+        if (!current_sender())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "an anonymous registration");
+        owners_[id] = current_sender()->address();
         monitor(current_sender());
         set(id, addr);
         subscribe();
