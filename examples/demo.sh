@@ -60,13 +60,14 @@ echo "    while it is down, the other holders answer:"
 echo "    SET during-outage yes -> $(cli SET during-outage yes)   GET user:7 -> $(cli GET user:7)"
 wait_for "shard 1 serving" 2
 restarted_ms=$((($(date +%s%N) - started) / 1000000))
+wait_for "gateway: shard 1 at" 2
 show_log "$from"
 
 second=$(pid_of "shard 2")
 from=$(($(wc -l <"$log") + 1))
 echo "== kill -9 shard 2 (pid $second), which held the other copies of shard 1's keys"
 kill -9 "$second"
-sleep 0.5
+wait_for "gateway: shard 2 is down"
 
 echo "== reading every key back"
 expected=$(seq "$keys" | sed 's/.*/name-&/')

@@ -71,6 +71,10 @@ public:
       [this](update_atom, uint32_t j, std::string& addr) {
         on_update(j, addr);
       },
+      [this](retry_atom, uint32_t j) {
+        links_[j].retry_pending = false;
+        connect_link(j);
+      },
       [this](ready_atom) -> caf::result<bool> {
         if (all_up())
           return true;
@@ -94,6 +98,11 @@ private:
     caf::actor hdl;
     std::string addr;
     bool connecting = false;
+    bool retry_pending = false;
+    // Requests for this shard's keys in flight at the other holder, and
+    // those held back until they are answered (see attempt).
+    size_t detours = 0;
+    std::vector<std::function<void()>> held;
   };
 
   // -- the shards' addresses ------------------------------------------------------
@@ -110,18 +119,27 @@ private:
     if (addr == l.addr && (l.hdl || l.connecting))
       return;
     l.addr = addr;
-    if (addr.empty()) {
-      // Gone from the directory: its down message follows, or came.
+    // An empty address: gone from the directory; its down message
+    // follows, or came.
+    connect_link(j);
+  }
+
+  // Connects to shard `j` while the directory lists it, retrying.
+  void connect_link(uint32_t j) {
+    auto& l = links_[j];
+    if (l.addr.empty() || l.hdl || l.connecting)
       return;
-    }
     l.connecting = true;
+    auto addr = l.addr;
     connect_async(
       this, addr,
       [this, j, addr](caf::actor hdl) {
         auto& lj = links_[j];
         lj.connecting = false;
-        if (lj.addr != addr)
-          return; // a newer address came meanwhile
+        if (lj.addr != addr) {
+          connect_link(j); // a newer address came meanwhile
+          return;
+        }
         lj.hdl = std::move(hdl);
         monitor(lj.hdl);
         say("gateway: shard %u at %s", j, addr.c_str());
@@ -135,7 +153,15 @@ private:
         links_[j].connecting = false;
         say("gateway: cannot reach shard %u at %s: %s", j, addr.c_str(),
             tact::describe(err).c_str());
+        relink_later(j);
       });
+  }
+
+  void relink_later(uint32_t j) {
+    if (links_[j].retry_pending)
+      return;
+    links_[j].retry_pending = true;
+    delayed_send(this, 500ms, retry_atom::value, j);
   }
 
   void on_down(const caf::down_msg& msg) {
@@ -158,6 +184,9 @@ private:
           lost.push_back(rid);
       for (auto rid : lost)
         fail(rid, caf::make_error(caf::sec::request_receiver_down));
+      // A link that broke while the directory still lists the shard is
+      // made again.
+      relink_later(j);
     }
   }
 
@@ -185,6 +214,10 @@ private:
             std::make_tuple(std::move(xs)...));
   }
 
+  // One shard at a time takes the writes to a key. While requests for
+  // primary `p`'s keys are in flight at its replica (p was down), requests
+  // that would go to p, back now, wait until those are answered: the
+  // replica answers a write once p has its copy, so p then has them all.
   template <class Tuple>
   void attempt(std::vector<uint32_t> order, size_t i, bool resend,
                done_fn then, Tuple args) {
@@ -199,18 +232,39 @@ private:
                    + who + ")"});
       return;
     }
+    auto p = order.front();
     auto c = order[i];
+    if (c == p && links_[p].detours > 0) {
+      links_[p].held.push_back([this, order, i, resend, then, args] {
+        attempt(order, i, resend, then, args);
+      });
+      return;
+    }
+    if (c != p)
+      ++links_[p].detours;
+    // Once this request is answered or has failed.
+    auto settle = [this, p, c] {
+      if (c == p || --links_[p].detours > 0)
+        return;
+      auto held = std::move(links_[p].held);
+      links_[p].held.clear();
+      for (auto& fn : held)
+        fn();
+    };
     auto rid = next_rid_++;
-    auto next = [this, order, i, resend, then, args](caf::error err) {
+    auto next = [this, order, i, resend, then, args, settle](caf::error err) {
+      settle();
       if (resend)
         attempt(order, i + 1, resend, then, args);
       else
         then(std::move(err));
     };
     pending_.emplace(rid, std::make_pair(c, next));
-    auto on_reply = [this, rid, order, i, resend, then, args](reply& r) {
+    auto on_reply = [this, rid, order, i, resend, then, args,
+                     settle](reply& r) {
       if (pending_.erase(rid) == 0)
         return;
+      settle();
       if (r.code == status::unavailable)
         attempt(order, i + 1, resend, then, args);
       else
@@ -324,7 +378,7 @@ private:
     } else {
       std::string args;
       for (size_t k = 1; k < cmd.size() && k < 4; ++k)
-        args += "'" + cmd[k] + "' ";
+        args += "'" + cmd[k].substr(0, 128) + "' ";
       rp.deliver(error_text("ERR unknown command '" + cmd[0]
                             + "', with args beginning with: " + args));
     }
@@ -370,10 +424,15 @@ private:
 
 // -- session: one client connection ---------------------------------------------------
 
-// Commands in flight per connection before reading stops.
+// Commands in flight per connection, and keys in them, before reading
+// stops.
 constexpr size_t max_in_flight = 1024;
-// Unparsed bytes held before reading stops.
-constexpr size_t max_buffered = 256 * 1024;
+constexpr size_t max_in_flight_args = 64 * 1024;
+// What one command may hold (Redis's defaults are 512 MB for a bulk
+// string and 1 GB for a client's query buffer).
+constexpr tact::resp::limits command_limits{512 * 1024 * 1024, 1024 * 1024,
+                                            64 * 1024};
+constexpr size_t max_query = 1024 * 1024 * 1024;
 
 class session : public caf::event_based_actor {
 public:
@@ -413,7 +472,8 @@ private:
   // and decides about reading and closing.
   void pump() {
     flush();
-    while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight) {
+    while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight
+           && args_in_flight_ < max_in_flight_args) {
       auto next = decoder_.next();
       if (!next) {
         // Redis's words: "Protocol error: invalid bulk length".
@@ -425,8 +485,14 @@ private:
         closing_ = true;
         break;
       }
-      if (!*next)
+      if (!*next) {
+        // A command still coming is read on, up to the query limit.
+        if (decoder_.buffered() > max_query) {
+          answer_now("ERR Protocol error: query buffer limit", true);
+          closing_ = true;
+        }
         break;
+      }
       run(std::move(**next));
     }
     flush();
@@ -439,8 +505,10 @@ private:
 
   // Stops reading while answers or unparsed bytes pile up.
   void steer() {
+    // Whole commands wait unparsed only behind these; a command still
+    // coming never stops reading, or it could never complete.
     bool pause = writing_paused_ || slots_.size() >= max_in_flight
-                 || decoder_.buffered() > max_buffered || closing_;
+                 || args_in_flight_ >= max_in_flight_args || closing_;
     if (pause && !paused_) {
       t_.pause_reading();
       paused_ = true;
@@ -492,11 +560,17 @@ private:
       }
     } else {
       auto seq = next_seq_++;
+      auto weight = cmd.size();
+      args_in_flight_ += weight;
       slots_.emplace_back(std::nullopt);
       request(router_, caf::infinite, command_atom::value, std::move(cmd))
         .then(
-          [this, seq](std::string& answer) { fill(seq, std::move(answer)); },
-          [this, seq](caf::error& err) {
+          [this, seq, weight](std::string& answer) {
+            args_in_flight_ -= weight;
+            fill(seq, std::move(answer));
+          },
+          [this, seq, weight](caf::error& err) {
+            args_in_flight_ -= weight;
             fill(seq, error_text("ERR " + tact::describe(err)));
           });
       return;
@@ -527,7 +601,8 @@ private:
 
   caf::actor router_;
   tact::transport t_;
-  tact::resp::command_decoder decoder_;
+  tact::resp::command_decoder decoder_{command_limits};
+  size_t args_in_flight_ = 0;
   std::deque<std::optional<std::string>> slots_;
   uint64_t first_seq_ = 0;
   uint64_t next_seq_ = 0;

@@ -200,10 +200,15 @@ public:
         return caf::delegated<bool>{};
       },
       [this](stop_atom, bool) {
-        // Nodes that ignored SIGTERM.
-        for (auto& n : nodes_)
-          if (n.running)
+        // Nodes that ignored SIGTERM: the stop is not clean.
+        for (auto& n : nodes_) {
+          if (n.running) {
+            say("launcher: %s (pid %d) ignored SIGTERM; killing it",
+                n.name.c_str(), n.process.get_pid());
             (void) n.process.kill();
+            clean_ = false;
+          }
+        }
       },
     };
   }
@@ -247,7 +252,7 @@ private:
       say("launcher: %s (pid %d) %s", n.name.c_str(), n.process.get_pid(),
           how.c_str());
       if (running() == 0 && stopped_.pending())
-        stopped_.deliver(true);
+        stopped_.deliver(clean_);
       return;
     }
     // A node that dies soon after its start waits longer each time.
@@ -268,6 +273,7 @@ private:
   tact::runtime* rt_;
   std::vector<node_spec> nodes_;
   bool stopping_ = false;
+  bool clean_ = true;
   caf::typed_response_promise<bool> stopped_;
 };
 
@@ -326,7 +332,7 @@ int run_launcher(const args& a) {
   for (long id = 0; id < shards; ++id) {
     if (remote[static_cast<size_t>(id)]) {
       say("launcher: shard %ld is to join from elsewhere: kv_cluster --role "
-          "shard --id %ld --shards %ld --join %s --host NAME",
+          "shard --id %ld --shards %ld --join %s --host NAME [--node-port P]",
           id, id, shards, join.c_str());
       continue;
     }
@@ -346,10 +352,12 @@ int run_launcher(const args& a) {
   caf::anon_send(sup, start_atom::value);
   auto sig = rt.wait_for_signal();
   say("launcher: signal %d, stopping the nodes", sig);
+  // 0 only if every node ended on SIGTERM.
+  int status = 1;
   {
     caf::scoped_actor self{rt.system()};
     self->request(sup, 10s, stop_atom::value)
-      .receive([](bool) {},
+      .receive([&](bool clean) { status = clean ? 0 : 1; },
                [](caf::error& err) {
                  say("launcher: nodes did not stop: %s",
                      tact::describe(err).c_str());
@@ -358,7 +366,7 @@ int run_launcher(const args& a) {
   caf::anon_send_exit(sup, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(dir, caf::exit_reason::user_shutdown);
   rt.shutdown(std::chrono::milliseconds{200});
-  return 0;
+  return status;
 }
 
 } // namespace kv

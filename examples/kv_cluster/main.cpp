@@ -16,6 +16,7 @@
 //       --threads N          CAF worker threads per node (default 1)
 //
 //   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
+//              [--node-port P]
 //   kv_cluster --role gateway --shards N --join HOST:PORT --port P [--host NAME]
 //       one node, joining the cluster whose directory is at HOST:PORT.
 //
@@ -94,7 +95,7 @@ int main(int argc, char** argv) {
                  "usage: %s --shards N --port PORT [--host NAME] "
                  "[--cluster-port P] [--remote-shards I,J] [--timeout-ms MS]\n"
                  "       %s --role shard --id I --shards N --join HOST:PORT "
-                 "[--host NAME]\n"
+                 "[--host NAME] [--node-port P]\n"
                  "       %s --role gateway --shards N --join HOST:PORT "
                  "--port PORT [--host NAME]\n",
                  argv[0], argv[0], argv[0]);

@@ -21,9 +21,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// How long a copy to the other holder may take before the write is
-// answered without it (the holder is frozen or cut off).
+// How long a copy to the other holder may take before it is sent again
+// (copies are idempotent: the newer version wins).
 constexpr auto copy_timeout = 2s;
+
+// How soon a failed connection to a registered neighbour is tried again.
+constexpr auto relink_delay = 500ms;
 
 class store : public caf::event_based_actor {
 public:
@@ -44,6 +47,10 @@ public:
         sync();
       },
       [this](retry_atom) { sync(); },
+      [this](retry_atom, uint32_t j) {
+        peers_[j].retry_pending = false;
+        link(j);
+      },
       [this](update_atom, uint32_t id, std::string& addr) {
         on_update(id, addr);
       },
@@ -106,9 +113,7 @@ public:
         return {status::ok, n, {}};
       },
       [this](repl_atom, entry& e) -> reply {
-        auto& mine = data_[e.key];
-        if (mine.key.empty() || newer(e, mine))
-          mine = std::move(e);
+        keep(std::move(e));
         return {status::ok, 0, {}};
       },
       [this](fetch_atom, uint32_t asker) -> std::vector<entry> {
@@ -167,12 +172,9 @@ private:
           request(peer, 10s, fetch_atom::value, id_)
             .then(
               [this, j](std::vector<entry>& entries) {
-                for (auto& e : entries) {
-                  auto& mine = data_[e.key];
-                  if (mine.key.empty() || newer(e, mine))
-                    mine = std::move(e);
-                }
                 fetched_ += entries.size();
+                for (auto& e : entries)
+                  keep(std::move(e));
                 say("shard %u: fetched %zu keys from shard %u", id_,
                     entries.size(), j);
                 fetched_one();
@@ -225,22 +227,47 @@ private:
 
   // -- peers -----------------------------------------------------------------------
 
+  // The directory's news: shard `j` serves at `addr`, or ("") is gone.
   void on_update(uint32_t j, const std::string& addr) {
     if (j >= shards_ || j == id_)
       return;
+    if (table_.size() < shards_)
+      table_.resize(shards_);
+    table_[j] = addr;
+    if (addr.empty()) {
+      // Gone for good: the writes waiting for its copy are here, and it
+      // fetches them when it comes back.
+      answer_copies(j);
+      return;
+    }
+    if (is_neighbour(j))
+      link(j);
+  }
+
+  bool is_neighbour(uint32_t j) const {
     auto ns = neighbours();
-    if (std::find(ns.begin(), ns.end(), j) == ns.end())
+    return std::find(ns.begin(), ns.end(), j) != ns.end();
+  }
+
+  // Connects to neighbour `j` while the directory lists it, retrying.
+  void link(uint32_t j) {
+    auto& p = peers_[j];
+    if (p.hdl || p.connecting || j >= table_.size() || table_[j].empty())
       return;
-    if (addr.empty() || peers_[j].hdl || peers_[j].connecting)
-      return;
-    peers_[j].connecting = true;
+    p.connecting = true;
     connect_async(
-      this, addr,
-      [this, j](caf::actor peer) {
+      this, table_[j],
+      [this, j](caf::actor hdl) {
         peers_[j].connecting = false;
-        set_peer(j, std::move(peer));
+        set_peer(j, std::move(hdl));
       },
-      [this, j](const caf::error&) { peers_[j].connecting = false; });
+      [this, j](const caf::error&) {
+        peers_[j].connecting = false;
+        if (!peers_[j].retry_pending) {
+          peers_[j].retry_pending = true;
+          delayed_send(this, relink_delay, retry_atom::value, j);
+        }
+      });
   }
 
   void set_peer(uint32_t j, caf::actor hdl) {
@@ -248,32 +275,47 @@ private:
       return;
     peers_[j].hdl = std::move(hdl);
     monitor(peers_[j].hdl);
+    // Copies that waited for the link.
+    for (auto& [cid, c] : copies_)
+      if (c.peer == j && !c.in_flight)
+        send_copy(cid);
   }
 
   void on_down(const caf::down_msg& msg) {
-    if (msg.source == dir_.address())
+    if (msg.source == dir_.address()) {
       fatal("lost the directory", msg.reason);
+      return;
+    }
     for (uint32_t j = 0; j < shards_; ++j) {
-      if (peers_[j].hdl && peers_[j].hdl.address() == msg.source) {
-        peers_[j].hdl = nullptr;
-        // Writes waiting for its copy are answered: they are here, and the
-        // peer fetches them when it comes back.
-        for (auto i = copies_.begin(); i != copies_.end();) {
-          if (i->second.peer == j) {
-            i->second.rp.deliver(std::move(i->second.answer));
-            i = copies_.erase(i);
-          } else {
-            ++i;
-          }
-        }
-      }
+      if (!peers_[j].hdl || peers_[j].hdl.address() != msg.source)
+        continue;
+      peers_[j].hdl = nullptr;
+      for (auto& [cid, c] : copies_)
+        if (c.peer == j)
+          c.in_flight = false;
+      // Only the directory says that a shard is gone; a link that broke
+      // while the shard is still listed is made again, and its copies wait.
+      if (j < table_.size() && !table_[j].empty())
+        link(j);
+      else
+        answer_copies(j);
     }
   }
 
   // -- writes ----------------------------------------------------------------------
 
-  // Applies a write and copies it to the other holder; answers `answer`
-  // once the copy is acknowledged, or at once without one.
+  // Keeps `e` if it is newer than what is here.
+  void keep(entry e) {
+    auto [i, added] = data_.try_emplace(e.key);
+    if (added || newer(e, i->second))
+      i->second = std::move(e);
+  }
+
+  // Applies a write and copies it to the other holder of the key; answers
+  // `answer` once the copy is acknowledged. Without a link to the other
+  // holder the copy waits for one, unless the directory does not list that
+  // holder: then it fetches the write when it comes back, and the answer
+  // goes at once.
   caf::result<reply> write(std::string key, std::string value, bool present,
                            reply answer) {
     auto& mine = data_[key];
@@ -281,22 +323,54 @@ private:
     mine = e;
     auto primary = primary_of(key, shards_);
     auto other = primary == id_ ? replica_of(primary, shards_) : primary;
-    if (other == id_ || !peers_[other].hdl)
+    bool listed = other < table_.size() && !table_[other].empty();
+    if (other == id_ || (!peers_[other].hdl && !listed))
       return answer;
-    auto rp = make_response_promise<reply>();
     auto cid = next_copy_++;
-    copies_.emplace(cid, copy{rp, std::move(answer), other});
-    auto finish = [this, cid] {
-      auto i = copies_.find(cid);
-      if (i == copies_.end())
-        return;
-      i->second.rp.deliver(std::move(i->second.answer));
-      copies_.erase(i);
-    };
-    request(peers_[other].hdl, copy_timeout, repl_atom::value, std::move(e))
-      .then([finish](reply&) { finish(); },
-             [finish](caf::error&) { finish(); });
+    copies_.emplace(cid, copy{make_response_promise<reply>(),
+                              std::move(answer), other, std::move(e), false});
+    if (peers_[other].hdl)
+      send_copy(cid);
+    else
+      link(other);
     return caf::delegated<reply>{};
+  }
+
+  void send_copy(uint64_t cid) {
+    auto& c = copies_.at(cid);
+    c.in_flight = true;
+    request(peers_[c.peer].hdl, copy_timeout, repl_atom::value, c.e)
+      .then(
+        [this, cid](reply&) {
+          auto i = copies_.find(cid);
+          if (i == copies_.end())
+            return;
+          i->second.rp.deliver(std::move(i->second.answer));
+          copies_.erase(i);
+        },
+        [this, cid](caf::error&) {
+          // A timeout: the same copy again while the link stands (a broken
+          // link resends on its own once it is back).
+          auto i = copies_.find(cid);
+          if (i == copies_.end() || !i->second.in_flight)
+            return;
+          if (peers_[i->second.peer].hdl)
+            send_copy(cid);
+          else
+            i->second.in_flight = false;
+        });
+  }
+
+  // Answers every write waiting for a copy to shard `j`.
+  void answer_copies(uint32_t j) {
+    for (auto i = copies_.begin(); i != copies_.end();) {
+      if (i->second.peer == j) {
+        i->second.rp.deliver(std::move(i->second.answer));
+        i = copies_.erase(i);
+      } else {
+        ++i;
+      }
+    }
   }
 
   void fatal(const char* what, const caf::error& err) {
@@ -308,12 +382,16 @@ private:
   struct peer_link {
     caf::actor hdl;
     bool connecting = false;
+    bool retry_pending = false;
   };
 
+  // A write's copy to the other holder, and the answer that waits for it.
   struct copy {
     caf::typed_response_promise<reply> rp;
     reply answer;
     uint32_t peer;
+    entry e;
+    bool in_flight;
   };
 
   uint32_t id_;
