@@ -531,6 +531,16 @@ def test_gateway_restart_and_clean_stop():
         pids = c.node_pids()
         check(c.stop() == 0, "the launcher's exit status (1: a node needed "
               "SIGKILL)")
+        # Every node ended on SIGTERM with status 0 (a sanitizer report at
+        # exit would make it non-zero).
+        with c.cond:
+            at = max(i for i, ln in enumerate(c.lines)
+                     if "stopping the nodes" in ln)
+            ends = [ln for ln in c.lines[at:] if "exited with status" in ln
+                    or "killed by signal" in ln]
+        check(len(ends) == SHARDS + 1 and all(
+            ln.endswith("exited with status 0") for ln in ends),
+            "how the nodes ended: %s" % ends)
         alive = []
         for pid in pids:
             try:
