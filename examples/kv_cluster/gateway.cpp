@@ -625,14 +625,11 @@ int run_gateway(const args& a) {
   }
   die_with_parent(a);
   tact::runtime rt{node_options(a)};
-  auto dir = join_directory(rt, a.get("join"));
-  if (!dir) {
-    std::fprintf(stderr, "kv_cluster gateway: no directory at %s: %s\n",
-                 a.get("join").c_str(), tact::describe(dir.error()).c_str());
+  auto dir = join_directory(rt, a, "gateway");
+  if (!dir)
     return 1;
-  }
   auto timeout = std::chrono::milliseconds{a.number("timeout-ms", 3000)};
-  auto rtr = rt.system().spawn<router>(static_cast<uint32_t>(shards), *dir,
+  auto rtr = rt.system().spawn<router>(static_cast<uint32_t>(shards), dir,
                                        timeout);
   // Serve once every shard is known.
   {

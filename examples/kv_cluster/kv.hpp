@@ -178,9 +178,10 @@ void say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 /// SIGTERM for `wait_for_signal`, `--threads` CAF workers (default 1).
 tact::runtime_options node_options(const args& a);
 
-/// The directory at `addr` (`HOST:PORT`), tried for up to 10 s.
-caf::expected<caf::actor> join_directory(tact::runtime& rt,
-                                         const std::string& addr);
+/// The directory at `--join` (`HOST:PORT`), tried for up to 10 s; on
+/// failure, says why on stderr (as `role`) and returns no actor.
+caf::actor join_directory(tact::runtime& rt, const args& a,
+                          const char* role);
 
 /// With `--supervised` (set by the launcher): the node gets SIGTERM when
 /// the launcher dies, so no node outlives it.

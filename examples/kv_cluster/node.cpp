@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <algorithm>
 #include <thread>
 
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "kv.hpp"
+#include "tact/runtime/errc.hpp"
 
 namespace kv {
 
@@ -38,21 +40,26 @@ tact::runtime_options node_options(const args& a) {
   return opts;
 }
 
-caf::expected<caf::actor> join_directory(tact::runtime& rt,
-                                         const std::string& addr) {
+caf::actor join_directory(tact::runtime& rt, const args& a,
+                          const char* role) {
+  auto addr = a.get("join");
   std::string host;
   uint16_t port = 0;
-  if (!split_address(addr, host, port))
-    return caf::make_error(caf::sec::invalid_argument,
-                           "--join wants HOST:PORT, not '" + addr + "'");
+  if (!split_address(addr, host, port)) {
+    std::fprintf(stderr, "kv_cluster %s: --join wants HOST:PORT, not '%s'\n",
+                 role, addr.c_str());
+    return {};
+  }
   caf::expected<caf::actor> dir = caf::sec::invalid_argument;
   for (int attempt = 0; attempt < 100; ++attempt) {
     dir = rt.remote_actor(host, port);
     if (dir)
-      return dir;
+      return *dir;
     std::this_thread::sleep_for(std::chrono::milliseconds{100});
   }
-  return dir;
+  std::fprintf(stderr, "kv_cluster %s: no directory at %s: %s\n", role,
+               addr.c_str(), tact::describe(dir.error()).c_str());
+  return {};
 }
 
 void die_with_parent(const args& a) {

@@ -422,14 +422,11 @@ int run_shard(const args& a) {
   }
   die_with_parent(a);
   tact::runtime rt{node_options(a)};
-  auto dir = join_directory(rt, a.get("join"));
-  if (!dir) {
-    std::fprintf(stderr, "kv_cluster shard: no directory at %s: %s\n",
-                 a.get("join").c_str(), tact::describe(dir.error()).c_str());
+  auto dir = join_directory(rt, a, "shard");
+  if (!dir)
     return 1;
-  }
   auto st = rt.system().spawn<store>(static_cast<uint32_t>(id),
-                                     static_cast<uint32_t>(shards), *dir);
+                                     static_cast<uint32_t>(shards), dir);
   auto port = rt.publish(st, static_cast<uint16_t>(a.number("node-port", 0)),
                          host);
   if (!port) {
