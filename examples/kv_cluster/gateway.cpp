@@ -49,7 +49,8 @@ public:
       shards_(shards),
       dir_(std::move(dir)),
       timeout_(timeout),
-      links_(shards) {
+      links_(shards),
+      outbox_(shards) {
   }
 
   caf::behavior make_behavior() override {
@@ -75,6 +76,7 @@ public:
         links_[j].retry_pending = false;
         connect_link(j);
       },
+      [this](flush_atom) { flush(); },
       [this](ready_atom) -> caf::result<bool> {
         if (all_up())
           return true;
@@ -201,26 +203,24 @@ private:
     fn(std::move(err));
   }
 
-  // Sends the message `args` to the holders of primary `p`'s keys: the
-  // primary if it is up, else the replica. A holder that fails or is not
-  // serving yet passes the message on to the other, if `resend` allows it
-  // (INCR is not resent once sent: it may have been applied).
-  template <class... Ts>
-  void ask(uint32_t p, bool resend, done_fn then, Ts... xs) {
+  // Sends `o` to the holders of primary `p`'s keys: the primary if it is
+  // up, else the replica. A holder that fails or is not serving yet passes
+  // it on to the other, if `resend` allows it (INCR is not resent once
+  // sent: it may have been applied).
+  void ask(uint32_t p, bool resend, done_fn then, op o) {
     std::vector<uint32_t> order{p};
     if (replica_of(p, shards_) != p)
       order.push_back(replica_of(p, shards_));
     attempt(std::move(order), 0, resend, std::move(then),
-            std::make_tuple(std::move(xs)...));
+            std::make_shared<const op>(std::move(o)));
   }
 
   // One shard at a time takes the writes to a key. While requests for
   // primary `p`'s keys are in flight at its replica (p was down), requests
   // that would go to p, back now, wait until those are answered: the
   // replica answers a write once p has its copy, so p then has them all.
-  template <class Tuple>
   void attempt(std::vector<uint32_t> order, size_t i, bool resend,
-               done_fn then, Tuple args) {
+               done_fn then, std::shared_ptr<const op> args) {
     while (i < order.size() && !links_[order[i]].hdl)
       ++i;
     if (i == order.size()) {
@@ -270,12 +270,56 @@ private:
       else
         then(std::move(r));
     };
-    std::apply(
-      [&](auto&... xs) {
-        request(links_[c].hdl, timeout_, xs...)
-          .then(on_reply, [this, rid](caf::error& err) { fail(rid, err); });
-      },
-      args);
+    outbox_[c].push_back({*args, rid, std::move(on_reply)});
+    if (!flush_pending_) {
+      flush_pending_ = true;
+      send(this, flush_atom::value);
+    }
+  }
+
+  // Sends what was gathered for each shard while the mailbox was read, as
+  // one batch: under load, one BASP message carries many commands.
+  void flush() {
+    flush_pending_ = false;
+    auto boxes = std::move(outbox_);
+    outbox_.assign(shards_, {});
+    for (uint32_t c = 0; c < shards_; ++c) {
+      auto& box = boxes[c];
+      if (box.empty())
+        continue;
+      if (!links_[c].hdl) {
+        // Down since: each goes on to the other holder.
+        for (auto& item : box)
+          fail(item.rid, caf::make_error(caf::sec::request_receiver_down));
+        continue;
+      }
+      std::vector<op> ops;
+      ops.reserve(box.size());
+      std::vector<uint64_t> rids;
+      rids.reserve(box.size());
+      auto answers = std::make_shared<std::vector<outgoing>>();
+      for (auto& item : box) {
+        ops.push_back(std::move(item.o));
+        rids.push_back(item.rid);
+      }
+      *answers = std::move(box);
+      request(links_[c].hdl, timeout_, batch_atom::value, std::move(ops))
+        .then(
+          [this, answers](std::vector<reply>& replies) {
+            auto& items = *answers;
+            for (size_t k = 0; k < items.size(); ++k) {
+              if (k < replies.size())
+                items[k].on_reply(replies[k]);
+              else
+                fail(items[k].rid, caf::make_error(caf::sec::invalid_argument,
+                                                   "short batch answer"));
+            }
+          },
+          [this, rids](caf::error& err) {
+            for (auto rid : rids)
+              fail(rid, err);
+          });
+    }
   }
 
   // -- the commands --------------------------------------------------------------
@@ -327,7 +371,7 @@ private:
               tact::resp::append_null(out);
             rp.deliver(std::move(out));
           },
-          get_atom::value, cmd[1]);
+          op{kind::get, cmd[1], {}, 0});
     } else if (name == "set") {
       if (cmd.size() > 3) {
         rp.deliver(error_text("ERR syntax error"));
@@ -342,7 +386,7 @@ private:
               out = "+OK\r\n";
             rp.deliver(std::move(out));
           },
-          set_atom::value, cmd[1], cmd[2]);
+          op{kind::set, cmd[1], cmd[2], 0});
     } else if (name == "incr") {
       if (!arity(cmd, 2, 2, rp))
         return;
@@ -353,7 +397,7 @@ private:
               tact::resp::append_integer(out, r->n);
             rp.deliver(std::move(out));
           },
-          incr_atom::value, cmd[1]);
+          op{kind::incr, cmd[1], {}, 0});
     } else if (name == "del" || name == "exists") {
       if (!arity(cmd, 2, SIZE_MAX, rp))
         return;
@@ -361,10 +405,10 @@ private:
         auto& key = cmd[k + 1];
         if (name == "del")
           ask(primary_of(key, shards_), true, std::move(then),
-              del_atom::value, key);
+              op{kind::del, key, {}, 0});
         else
           ask(primary_of(key, shards_), true, std::move(then),
-              exists_atom::value, key);
+              op{kind::exists, key, {}, 0});
       });
     } else if (name == "dbsize") {
       if (!arity(cmd, 1, 1, rp))
@@ -373,7 +417,7 @@ private:
       // a primary that is down.
       sum(shards_, rp, [&](size_t p, done_fn then) {
         auto pid = static_cast<uint32_t>(p);
-        ask(pid, true, std::move(then), count_atom::value, pid);
+        ask(pid, true, std::move(then), op{kind::count, {}, {}, pid});
       });
     } else {
       std::string args;
@@ -420,6 +464,14 @@ private:
   std::map<uint64_t, std::pair<uint32_t, std::function<void(caf::error)>>>
     pending_;
   uint64_t next_rid_ = 0;
+  // Commands gathered per shard until the next flush.
+  struct outgoing {
+    op o;
+    uint64_t rid;
+    std::function<void(reply&)> on_reply;
+  };
+  std::vector<std::vector<outgoing>> outbox_;
+  bool flush_pending_ = false;
 };
 
 // -- session: one client connection ---------------------------------------------------

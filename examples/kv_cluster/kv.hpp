@@ -29,18 +29,13 @@ namespace kv {
 
 // -- messages -------------------------------------------------------------------
 
-// Gateway to shard; every answer is a `reply`.
-using get_atom = caf::atom_constant<caf::atom("kv_get")>;
-using set_atom = caf::atom_constant<caf::atom("kv_set")>;
-using del_atom = caf::atom_constant<caf::atom("kv_del")>;
-using exists_atom = caf::atom_constant<caf::atom("kv_exists")>;
-using incr_atom = caf::atom_constant<caf::atom("kv_incr")>;
-// (count_atom, primary): keys held here whose primary is `primary`.
-using count_atom = caf::atom_constant<caf::atom("kv_count")>;
+// Gateway to shard: (batch_atom, std::vector<op>), answered with one
+// `reply` per op, in order.
+using batch_atom = caf::atom_constant<caf::atom("kv_batch")>;
 
 // Shard to shard.
-// (repl_atom, entry): the other holder's copy of a write; answered with a
-// `reply`.
+// (repl_atom, std::vector<entry>): the other holder's copies of writes;
+// answered with a `reply`.
 using repl_atom = caf::atom_constant<caf::atom("kv_repl")>;
 // (fetch_atom, id): every entry shard `id` holds too; the sender gets the
 // writes that follow as well.
@@ -61,6 +56,8 @@ using command_atom = caf::atom_constant<caf::atom("kv_cmd")>;
 using exited_atom = caf::atom_constant<caf::atom("kv_exited")>;
 using stop_atom = caf::atom_constant<caf::atom("kv_stop")>;
 using retry_atom = caf::atom_constant<caf::atom("kv_retry")>;
+// To oneself: send what was gathered while the mailbox was read.
+using flush_atom = caf::atom_constant<caf::atom("kv_flush")>;
 
 /// One key's state. A deleted key stays as a tombstone, so that a delete
 /// wins over the older value in a copy or a fetch.
@@ -88,6 +85,30 @@ inline bool newer(const entry& a, const entry& b) {
   return a.value > b.value;
 }
 
+/// What an `op` asks.
+namespace kind {
+constexpr uint8_t get = 0;
+constexpr uint8_t set = 1;
+constexpr uint8_t del = 2;
+constexpr uint8_t exists = 3;
+constexpr uint8_t incr = 4;
+constexpr uint8_t count = 5; // keys held whose primary is `arg`
+} // namespace kind
+
+/// One command for a shard. The gateway sends those bound for one shard
+/// together: one BASP message for many commands.
+struct op {
+  uint8_t what = kind::get;
+  std::string key;
+  std::string value;
+  uint32_t arg = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, op& x) {
+  return f(caf::meta::type_name("kv.op"), x.what, x.key, x.value, x.arg);
+}
+
 /// What a shard's answer says.
 namespace status {
 constexpr uint8_t ok = 0;      // done; `n` and `value` as the command says
@@ -113,6 +134,9 @@ inline void announce(caf::actor_system_config& cfg) {
   cfg.add_message_type<entry>("kv.entry")
     .add_message_type<std::vector<entry>>("kv.entries")
     .add_message_type<reply>("kv.reply")
+    .add_message_type<std::vector<reply>>("kv.replies")
+    .add_message_type<op>("kv.op")
+    .add_message_type<std::vector<op>>("kv.ops")
     .add_message_type<std::vector<std::string>>("kv.strings");
 }
 

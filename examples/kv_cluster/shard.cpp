@@ -54,66 +54,32 @@ public:
       [this](update_atom, uint32_t id, std::string& addr) {
         on_update(id, addr);
       },
-      [this](get_atom, const std::string& key) -> reply {
-        if (!serving_)
-          return {status::unavailable, 0, "syncing"};
-        auto i = data_.find(key);
-        if (i == data_.end() || !i->second.present)
-          return {status::missing, 0, {}};
-        return {status::ok, 0, i->second.value};
+      [this](batch_atom,
+             std::vector<op>& ops) -> caf::result<std::vector<reply>> {
+        if (ops.empty())
+          return std::vector<reply>{};
+        // The answer goes once every op has its own (writes wait for
+        // their copies).
+        struct batch {
+          std::vector<reply> replies;
+          size_t left;
+          caf::typed_response_promise<std::vector<reply>> rp;
+        };
+        auto b = std::make_shared<batch>(
+          batch{std::vector<reply>(ops.size()), ops.size(),
+                make_response_promise<std::vector<reply>>()});
+        for (size_t i = 0; i < ops.size(); ++i)
+          run(ops[i], [b, i](reply r) {
+            b->replies[i] = std::move(r);
+            if (--b->left == 0)
+              b->rp.deliver(std::move(b->replies));
+          });
+        return caf::delegated<std::vector<reply>>{};
       },
-      [this](exists_atom, const std::string& key) -> reply {
-        if (!serving_)
-          return {status::unavailable, 0, "syncing"};
-        auto i = data_.find(key);
-        return {status::ok, i != data_.end() && i->second.present ? 1 : 0,
-                {}};
-      },
-      [this](set_atom, std::string& key,
-             std::string& value) -> caf::result<reply> {
-        if (!serving_)
-          return reply{status::unavailable, 0, "syncing"};
-        return write(std::move(key), std::move(value), true, {});
-      },
-      [this](del_atom, std::string& key) -> caf::result<reply> {
-        if (!serving_)
-          return reply{status::unavailable, 0, "syncing"};
-        auto i = data_.find(key);
-        if (i == data_.end() || !i->second.present)
-          return reply{status::ok, 0, {}};
-        return write(std::move(key), {}, false, {status::ok, 1, {}});
-      },
-      [this](incr_atom, std::string& key) -> caf::result<reply> {
-        if (!serving_)
-          return reply{status::unavailable, 0, "syncing"};
-        int64_t n = 0;
-        auto i = data_.find(key);
-        if (i != data_.end() && i->second.present) {
-          auto& text = i->second.value;
-          auto [end, ec] = std::from_chars(text.data(),
-                                           text.data() + text.size(), n);
-          if (ec != std::errc{} || end != text.data() + text.size()
-              || text.empty())
-            return reply{status::error, 0,
-                         "ERR value is not an integer or out of range"};
-        }
-        if (__builtin_add_overflow(n, 1, &n))
-          return reply{status::error, 0,
-                       "ERR increment or decrement would overflow"};
-        return write(std::move(key), std::to_string(n), true,
-                     {status::ok, n, {}});
-      },
-      [this](count_atom, uint32_t primary) -> reply {
-        if (!serving_)
-          return {status::unavailable, 0, "syncing"};
-        int64_t n = 0;
-        for (auto& [key, e] : data_)
-          if (e.present && primary_of(key, shards_) == primary)
-            ++n;
-        return {status::ok, n, {}};
-      },
-      [this](repl_atom, entry& e) -> reply {
-        keep(std::move(e));
+      [this](flush_atom) { flush_copies(); },
+      [this](repl_atom, std::vector<entry>& entries) -> reply {
+        for (auto& e : entries)
+          keep(std::move(e));
         return {status::ok, 0, {}};
       },
       [this](fetch_atom, uint32_t asker) -> std::vector<entry> {
@@ -276,9 +242,7 @@ private:
     peers_[j].hdl = std::move(hdl);
     monitor(peers_[j].hdl);
     // Copies that waited for the link.
-    for (auto& [cid, c] : copies_)
-      if (c.peer == j && !c.in_flight)
-        send_copy(cid);
+    schedule_flush();
   }
 
   void on_down(const caf::down_msg& msg) {
@@ -304,6 +268,71 @@ private:
 
   // -- writes ----------------------------------------------------------------------
 
+  using done_fn = std::function<void(reply)>;
+
+  // One command of a batch; `answer` gets its answer, now or once the
+  // write has its copy.
+  void run(op& o, done_fn answer) {
+    if (!serving_) {
+      answer({status::unavailable, 0, "syncing"});
+      return;
+    }
+    auto i = data_.find(o.key);
+    bool present = i != data_.end() && i->second.present;
+    switch (o.what) {
+      case kind::get:
+        if (present)
+          answer({status::ok, 0, i->second.value});
+        else
+          answer({status::missing, 0, {}});
+        return;
+      case kind::exists:
+        answer({status::ok, present ? 1 : 0, {}});
+        return;
+      case kind::count: {
+        int64_t n = 0;
+        for (auto& [key, e] : data_)
+          if (e.present && primary_of(key, shards_) == o.arg)
+            ++n;
+        answer({status::ok, n, {}});
+        return;
+      }
+      case kind::set:
+        write(std::move(o.key), std::move(o.value), true, {}, std::move(answer));
+        return;
+      case kind::del:
+        if (!present)
+          answer({status::ok, 0, {}});
+        else
+          write(std::move(o.key), {}, false, {status::ok, 1, {}},
+                std::move(answer));
+        return;
+      case kind::incr: {
+        int64_t n = 0;
+        if (present) {
+          auto& text = i->second.value;
+          auto [end, ec] = std::from_chars(text.data(),
+                                           text.data() + text.size(), n);
+          if (ec != std::errc{} || end != text.data() + text.size()
+              || text.empty()) {
+            answer({status::error, 0,
+                  "ERR value is not an integer or out of range"});
+            return;
+          }
+        }
+        if (__builtin_add_overflow(n, 1, &n)) {
+          answer({status::error, 0, "ERR increment or decrement would overflow"});
+          return;
+        }
+        write(std::move(o.key), std::to_string(n), true, {status::ok, n, {}},
+              std::move(answer));
+        return;
+      }
+      default:
+        answer({status::error, 0, "ERR unknown operation"});
+    }
+  }
+
   // Keeps `e` if it is newer than what is here.
   void keep(entry e) {
     auto [i, added] = data_.try_emplace(e.key);
@@ -311,62 +340,85 @@ private:
       i->second = std::move(e);
   }
 
-  // Applies a write and copies it to the other holder of the key; answers
-  // `answer` once the copy is acknowledged. Without a link to the other
-  // holder the copy waits for one, unless the directory does not list that
-  // holder: then it fetches the write when it comes back, and the answer
-  // goes at once.
-  caf::result<reply> write(std::string key, std::string value, bool present,
-                           reply answer) {
+  // Applies a write and copies it to the other holder of the key; `then`
+  // gets `answer` once the copy is acknowledged. Without a link to the
+  // other holder the copy waits for one, unless the directory does not
+  // list that holder: then it fetches the write when it comes back, and
+  // the answer goes at once.
+  void write(std::string key, std::string value, bool present, reply answer,
+             done_fn then) {
     auto& mine = data_[key];
     entry e{key, std::move(value), mine.version + 1, present};
     mine = e;
     auto primary = primary_of(key, shards_);
     auto other = primary == id_ ? replica_of(primary, shards_) : primary;
     bool listed = other < table_.size() && !table_[other].empty();
-    if (other == id_ || (!peers_[other].hdl && !listed))
-      return answer;
-    auto cid = next_copy_++;
-    copies_.emplace(cid, copy{make_response_promise<reply>(),
-                              std::move(answer), other, std::move(e), false});
+    if (other == id_ || (!peers_[other].hdl && !listed)) {
+      then(std::move(answer));
+      return;
+    }
+    copies_.emplace(next_copy_++, copy{std::move(then), std::move(answer),
+                                       other, std::move(e), false});
     if (peers_[other].hdl)
-      send_copy(cid);
+      schedule_flush();
     else
       link(other);
-    return caf::delegated<reply>{};
   }
 
-  void send_copy(uint64_t cid) {
-    auto& c = copies_.at(cid);
-    c.in_flight = true;
-    request(peers_[c.peer].hdl, copy_timeout, repl_atom::value, c.e)
-      .then(
-        [this, cid](reply&) {
-          auto i = copies_.find(cid);
-          if (i == copies_.end())
-            return;
-          i->second.rp.deliver(std::move(i->second.answer));
-          copies_.erase(i);
-        },
-        [this, cid](caf::error&) {
-          // A timeout: the same copy again while the link stands (a broken
-          // link resends on its own once it is back).
-          auto i = copies_.find(cid);
-          if (i == copies_.end() || !i->second.in_flight)
-            return;
-          if (peers_[i->second.peer].hdl)
-            send_copy(cid);
-          else
-            i->second.in_flight = false;
-        });
+  // Copies go out once the mailbox has been read: one message per peer.
+  void schedule_flush() {
+    if (flush_pending_)
+      return;
+    flush_pending_ = true;
+    send(this, flush_atom::value);
+  }
+
+  void flush_copies() {
+    flush_pending_ = false;
+    std::vector<std::vector<uint64_t>> ids(shards_);
+    std::vector<std::vector<entry>> entries(shards_);
+    for (auto& [cid, c] : copies_) {
+      if (c.in_flight || !peers_[c.peer].hdl)
+        continue;
+      c.in_flight = true;
+      ids[c.peer].push_back(cid);
+      entries[c.peer].push_back(c.e);
+    }
+    for (uint32_t j = 0; j < shards_; ++j) {
+      if (ids[j].empty())
+        continue;
+      request(peers_[j].hdl, copy_timeout, repl_atom::value,
+              std::move(entries[j]))
+        .then(
+          [this, cids = ids[j]](reply&) {
+            for (auto cid : cids) {
+              auto i = copies_.find(cid);
+              if (i == copies_.end())
+                continue;
+              auto c = std::move(i->second);
+              copies_.erase(i);
+              c.done(std::move(c.answer));
+            }
+          },
+          [this, cids = ids[j], j](caf::error&) {
+            // A timeout: the same copies again while the link stands (a
+            // broken link resends on its own once it is back).
+            for (auto cid : cids)
+              if (auto i = copies_.find(cid); i != copies_.end())
+                i->second.in_flight = false;
+            if (peers_[j].hdl)
+              schedule_flush();
+          });
+    }
   }
 
   // Answers every write waiting for a copy to shard `j`.
   void answer_copies(uint32_t j) {
     for (auto i = copies_.begin(); i != copies_.end();) {
       if (i->second.peer == j) {
-        i->second.rp.deliver(std::move(i->second.answer));
+        auto c = std::move(i->second);
         i = copies_.erase(i);
+        c.done(std::move(c.answer));
       } else {
         ++i;
       }
@@ -387,7 +439,7 @@ private:
 
   // A write's copy to the other holder, and the answer that waits for it.
   struct copy {
-    caf::typed_response_promise<reply> rp;
+    done_fn done;
     reply answer;
     uint32_t peer;
     entry e;
@@ -407,6 +459,7 @@ private:
   bool sync_failed_ = false;
   std::map<uint64_t, copy> copies_;
   uint64_t next_copy_ = 0;
+  bool flush_pending_ = false;
 };
 
 } // namespace
