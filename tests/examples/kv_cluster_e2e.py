@@ -18,6 +18,8 @@ with a frame in tact's or kv_cluster's code still fails the run.
 """
 
 import argparse
+import csv
+import io
 import glob
 import os
 import re
@@ -262,6 +264,38 @@ def test_redis_cli_commands():
         check(c.stop() == 0, "the launcher's exit status")
         return "every shard used: %s" % sorted(
             {primary_of("key:%d" % i) for i in range(500)})
+
+
+def test_redis_benchmark():
+    """redis-benchmark, Redis's own load generator, with and without
+    pipelining: every request answered, no error."""
+    bench = shutil.which("redis-benchmark")
+    check(bench, "redis-benchmark is missing (Debian package redis-tools)")
+    with Cluster() as c:
+        figures = []
+        for pipeline in (1, 16):
+            r = subprocess.run(
+                [bench, "-p", str(c.port), "-c", "10", "-n", "2000", "-P",
+                 str(pipeline), "-t", "set,get,incr", "--csv"],
+                capture_output=True, text=True, timeout=120 * T)
+            check(r.returncode == 0, "redis-benchmark -P %d: %s %s"
+                  % (pipeline, r.stdout, r.stderr))
+            rows = list(csv.DictReader(io.StringIO(r.stdout)))
+            check([row["test"] for row in rows] == ["SET", "GET", "INCR"],
+                  "redis-benchmark -P %d ran %s" % (pipeline, r.stdout))
+            check("ERR" not in r.stderr and "error" not in r.stderr.lower(),
+                  "redis-benchmark -P %d: %s" % (pipeline, r.stderr))
+            figures += ["%s -P %d %.0f/s" % (row["test"], pipeline,
+                                             float(row["rps"]))
+                        for row in rows]
+        # What it wrote is there (without -r its keys are fixed): 2000
+        # INCRs of its counter, twice, none lost or counted twice.
+        cl = Client(c.port)
+        check(cl.call("GET", "counter:__rand_int__") == b"4000",
+              "redis-benchmark's counter after 4000 INCRs")
+        cl.close()
+        check(c.stop() == 0, "the launcher's exit status")
+        return ", ".join(figures)
 
 
 def test_pipelining_keeps_order():
@@ -575,7 +609,8 @@ def main():
         print("FAIL setup: redis-cli is missing (Debian package redis-tools)")
         return 1
     TSAN_DIR = tempfile.mkdtemp(prefix="tact-kv-tsan-")
-    tests = [test_redis_cli_commands, test_pipelining_keeps_order,
+    tests = [test_redis_cli_commands, test_redis_benchmark,
+             test_pipelining_keeps_order,
              test_sigkill_loses_no_acknowledged_write,
              test_unreachable_node_gives_an_error,
              test_gateway_restart_and_clean_stop]
