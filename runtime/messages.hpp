@@ -133,9 +133,18 @@ struct abort {
   caf::error reason;
 };
 
-struct pause_reading {};
+/// Stop reading. `applied` is set by `tact::transport` handles, which have
+/// stored the switch in the shared state already: the transport then leaves
+/// that flag alone, so a later call of the handle cannot be undone by an
+/// earlier message arriving late.
+struct pause_reading {
+  bool applied = false;
+};
 
-struct resume_reading {};
+/// Start reading again; `applied` as for `pause_reading`.
+struct resume_reading {
+  bool applied = false;
+};
 
 /// New watermarks; the sender has validated `high >= low`. `applied` is set
 /// by `tact::transport` handles, which have stored them in the shared state
@@ -262,13 +271,13 @@ typename Inspector::result_type inspect(Inspector& f, abort& x) {
 }
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, pause_reading&) {
-  return f(caf::meta::type_name("tact.op.pause_reading"));
+typename Inspector::result_type inspect(Inspector& f, pause_reading& x) {
+  return f(caf::meta::type_name("tact.op.pause_reading"), x.applied);
 }
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, resume_reading&) {
-  return f(caf::meta::type_name("tact.op.resume_reading"));
+typename Inspector::result_type inspect(Inspector& f, resume_reading& x) {
+  return f(caf::meta::type_name("tact.op.resume_reading"), x.applied);
 }
 
 template <class Inspector>

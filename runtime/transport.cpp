@@ -203,14 +203,14 @@ bool transport::is_closing() const noexcept {
 void transport::pause_reading() {
   if (state_ && (state_->closing.load() || state_->reading_paused.exchange(true)))
     return;
-  caf::anon_send(actor_, op::pause_reading{});
+  caf::anon_send(actor_, op::pause_reading{state_ != nullptr});
 }
 
 void transport::resume_reading() {
   if (state_
       && (state_->closing.load() || !state_->reading_paused.exchange(false)))
     return;
-  caf::anon_send(actor_, op::resume_reading{});
+  caf::anon_send(actor_, op::resume_reading{state_ != nullptr});
 }
 
 bool transport::is_reading() const noexcept {

@@ -42,13 +42,8 @@ void transport_core::request_eof() {
 
 void transport_core::charge_credit(size_t n) {
   auto before = state_.unconsumed.fetch_add(n);
-  if (before + n >= state_.read_credit) {
-    state_.credit_blocked = true;
-    // The protocol may have consumed in between: check again so that a
-    // wake-up cannot be lost.
-    if (state_.unconsumed.load() < state_.read_credit)
-      state_.credit_blocked = false;
-  }
+  if (before + n >= state_.read_credit)
+    arm_credit_wakeup();
 }
 
 uint64_t transport_core::install_protocol(protocol_factory& factory) {
@@ -76,21 +71,46 @@ bool transport_core::made_ok(const caf::type_erased_tuple& answer) {
 
 bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
                                   bool closing) {
-  if (msg.match_elements<op::pause_reading>()
-      || msg.match_elements<op::resume_reading>()) {
+  auto pause = msg.match_elements<op::pause_reading>();
+  if (pause || msg.match_elements<op::resume_reading>()) {
     if (!closing) {
-      paused = msg.match_elements<op::pause_reading>();
-      state_.reading_paused = paused;
+      paused = pause;
+      // A local handle is the only writer of the shared flag: writing it
+      // here too would let an earlier switch, arriving after a later call,
+      // undo that call (pause, resume, pause would end up reading).
+      auto applied = pause ? msg.get_as<op::pause_reading>(0).applied
+                           : msg.get_as<op::resume_reading>(0).applied;
+      if (!applied)
+        state_.reading_paused = paused;
     }
     return true;
   }
   if (msg.match_elements<op::consumed>()) {
-    if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
-      state_.unconsumed -= n;
-    state_.credit_blocked = false;
+    give_back_credit(msg.get_as<op::consumed>(0).n);
     return true;
   }
   return false;
+}
+
+void transport_core::give_back_credit(uint64_t n) {
+  if (n > 0)
+    state_.unconsumed -= n;
+  // A wake-up may come for credit that this transport has spent again
+  // since: the giver cleared `credit_blocked` after the transport had set
+  // it for its new block. Set it again, or the next giver sends nothing.
+  arm_credit_wakeup();
+}
+
+void transport_core::arm_credit_wakeup() {
+  if (state_.unconsumed.load() < state_.read_credit) {
+    state_.credit_blocked = false;
+    return;
+  }
+  state_.credit_blocked = true;
+  // A giver that took its bytes off before the flag was set saw it clear
+  // and sent nothing: look again.
+  if (state_.unconsumed.load() < state_.read_credit)
+    state_.credit_blocked = false;
 }
 
 bool transport_core::handle_protocol_message(caf::mailbox_element& x,

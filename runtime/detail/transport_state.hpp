@@ -273,6 +273,15 @@ protected:
   /// then delivers what it can.
   bool read_command(caf::type_erased_tuple& msg, bool& paused, bool closing);
 
+  /// Gives `n` bytes back to the read credit (`op::consumed`).
+  void give_back_credit(uint64_t n);
+
+  /// The credit protocol with the givers (`transport::consumed`): while
+  /// the protocol holds the whole credit, `credit_blocked` is set, and the
+  /// giver that clears it sends a wake-up (`op::consumed{0}`). Sets or
+  /// clears it from the credit now, without losing a giver in between.
+  void arm_credit_wakeup();
+
   /// The protocol is gone (down): end the connection.
   virtual void on_protocol_down() = 0;
 

@@ -88,19 +88,12 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     }
   } else if (on_transport_message(x, msg)) {
     // handled by the subclass
-  } else if (msg.match_elements<op::consumed>()) {
-    if (auto n = msg.get_as<op::consumed>(0).n; n > 0)
-      state_.unconsumed -= n;
-    state_.credit_blocked = false;
+  } else if (read_command(msg, user_paused_, closing_)) {
     update_interest();
   } else if (msg.match_elements<op::close>()) {
     on_close();
   } else if (msg.match_elements<op::abort>()) {
     lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
-  } else if (msg.match_elements<op::pause_reading>()) {
-    set_paused(true);
-  } else if (msg.match_elements<op::resume_reading>()) {
-    set_paused(false);
   } else if (msg.match_elements<op::set_write_buffer_limits>()) {
     // A local handle stored the limits already; storing them again here
     // could undo a later call that the handle made meanwhile.
@@ -169,14 +162,6 @@ void socket_transport::update_interest() {
   }
 }
 
-void socket_transport::set_paused(bool paused) {
-  if (closing_)
-    return;
-  user_paused_ = paused;
-  state_.reading_paused = paused;
-  update_interest();
-}
-
 void socket_transport::buffered_add(size_t n) {
   buffered_ += n;
   state_.buffered.store(buffered_, std::memory_order_relaxed);
@@ -220,17 +205,24 @@ void socket_transport::on_drained() {
     lose(caf::none);
 }
 
-void socket_transport::lose_errno(int err, const char* call) {
+caf::error socket_transport::error_of_errno(int err, const char* call) {
   auto code = from_errno(err);
   if (code == errc::connection_reset || code == errc::broken_pipe)
-    lose(make_error(code));
-  else
-    lose(error_from_errno(err, call));
+    return make_error(code);
+  return error_from_errno(err, call);
+}
+
+void socket_transport::lose_errno(int err, const char* call) {
+  lose(error_of_errno(err, call));
 }
 
 void socket_transport::lose(caf::error reason) {
   if (lost_)
     return;
+  // After a failure, the end is that failure, whatever ends it (the last
+  // byte read, close, abort).
+  if (failed_)
+    reason = std::move(failure_);
   lost_ = true;
   closing_ = true;
   state_.closing = true;

@@ -77,6 +77,9 @@ protected:
 
   void lose_errno(int err, const char* call);
 
+  /// What `lose_errno` would report.
+  [[nodiscard]] static caf::error error_of_errno(int err, const char* call);
+
   /// Adds to / takes from the buffered byte count, pausing or resuming the
   /// protocol at the watermarks.
   void buffered_add(size_t n);
@@ -94,9 +97,11 @@ protected:
   bool hup_ = false;
   bool closing_ = false;
   bool lost_ = false;
+  // Failed, with bytes still to read: the loss waits for them (`failure_`).
+  bool failed_ = false;
+  caf::error failure_;
 
 private:
-  void set_paused(bool paused);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
 

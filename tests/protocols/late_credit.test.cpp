@@ -1,0 +1,300 @@
+// Lost wake-ups: protocol actors that give their read credit back late
+// (after a message to themselves, from another thread, in bursts) under
+// floods of small frames, over plain streams, framing and TLS. Each must
+// get every byte, in order, with the read credit bounding what is held.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include <sys/socket.h>
+
+#include <caf/event_based_actor.hpp>
+
+#include "support/harness.hpp"
+#include "support/tls_support.hpp"
+#include "tact/protocols/framing.hpp"
+#include "tact/runtime/messages.hpp"
+#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/transports/tls.hpp"
+
+using namespace tact;
+using namespace tact::test;
+
+namespace {
+
+using give_atom = caf::atom_constant<caf::atom("give")>;
+
+// Records per line; the sanitizer builds, ten times slower, send fewer.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr uint64_t lines = 40'000;
+#else
+constexpr uint64_t lines = 200'000;
+#endif
+
+constexpr size_t line_size = 11; // ten digits and '\n'
+
+// A small credit, so that the flood runs into it thousands of times.
+constexpr uint64_t credit = 4096;
+
+enum class giver { in_handler, self_message, other_thread, bursts };
+
+const char* name_of(giver g) {
+  switch (g) {
+    case giver::in_handler: return "in the handler";
+    case giver::self_message: return "after a message to itself";
+    case giver::other_thread: return "from an actor on another thread";
+    default: return "in bursts";
+  }
+}
+
+// What the consumer saw: the stream as lines (framed) or bytes (plain).
+struct tally {
+  std::atomic<uint64_t> bytes{0};
+  std::atomic<uint64_t> frames{0};
+  std::atomic<uint64_t> wrong{0};
+  std::atomic<bool> lost{false};
+  transport handle;
+  std::string pending; // plain streams: the unfinished line (actor only)
+  uint64_t next = 0;   // the line expected next (actor only)
+
+  void check_line(const std::string& line) {
+    char want[16];
+    std::snprintf(want, sizeof(want), "%010llu",
+                  static_cast<unsigned long long>(next++));
+    if (line != want)
+      ++wrong;
+  }
+};
+
+// A protocol actor that hands the credit for each delivery back the way
+// `how` says. `framed_lines` tells whether deliveries are lines.
+caf::behavior consumer(caf::event_based_actor* self, giver how,
+                       bool framed_lines, std::shared_ptr<tally> out,
+                       caf::actor helper) {
+  auto t = std::make_shared<transport>();
+  auto owed = std::make_shared<uint64_t>(0);
+  auto owed_frames = std::make_shared<int>(0);
+  self->set_default_handler(caf::drop);
+  return {
+    [=](connection_made& msg) {
+      *t = msg.handle;
+      out->handle = msg.handle;
+      if (helper)
+        self->send(helper, msg.handle);
+    },
+    [=](data_received& msg) {
+      auto n = msg.data.size();
+      out->bytes += n;
+      if (framed_lines) {
+        out->check_line(to_string(msg.data));
+        ++out->frames;
+      } else {
+        out->pending += to_string(msg.data);
+        size_t pos;
+        while ((pos = out->pending.find('\n')) != std::string::npos) {
+          out->check_line(out->pending.substr(0, pos));
+          out->pending.erase(0, pos + 1);
+          ++out->frames;
+        }
+      }
+      switch (how) {
+        case giver::in_handler:
+          t->consumed(n);
+          break;
+        case giver::self_message:
+          self->send(self, give_atom::value, static_cast<uint64_t>(n));
+          break;
+        case giver::other_thread:
+          self->send(helper, give_atom::value, static_cast<uint64_t>(n));
+          break;
+        case giver::bursts:
+          // Every 50th delivery, or a quarter of the credit, at once.
+          *owed += n;
+          if (++*owed_frames == 50 || *owed >= credit / 4) {
+            self->send(self, give_atom::value, *owed);
+            *owed = 0;
+            *owed_frames = 0;
+          }
+          break;
+      }
+    },
+    [=](give_atom, uint64_t n) { t->consumed(n); },
+    [=](eof_received) { return false; },
+    [=](connection_lost&) {
+      out->lost = true;
+      if (helper)
+        self->send_exit(helper, caf::exit_reason::user_shutdown);
+      self->quit();
+    },
+  };
+}
+
+// An actor on CAF's scheduler threads (not the loop) that gives credit
+// back for the consumer.
+caf::behavior remote_giver(caf::event_based_actor*) {
+  auto t = std::make_shared<transport>();
+  return {
+    [=](transport& handle) { *t = handle; },
+    [=](give_atom, uint64_t n) { t->consumed(n); },
+  };
+}
+
+std::string flood() {
+  std::string data;
+  data.reserve(lines * line_size);
+  char buf[16];
+  for (uint64_t i = 0; i < lines; ++i) {
+    std::snprintf(buf, sizeof(buf), "%010llu\n",
+                  static_cast<unsigned long long>(i));
+    data += buf;
+  }
+  return data;
+}
+
+// Where the consumer runs: on the loop with its transport, or on CAF's
+// scheduler threads, concurrently with the loop.
+enum class place { loop, scheduler };
+
+protocol_factory consumers(runtime& rt, giver how, bool framed_lines,
+                           std::shared_ptr<tally> out,
+                           place where = place::loop) {
+  return [&rt, how, framed_lines, out, where] {
+    caf::actor helper;
+    if (how == giver::other_thread)
+      helper = rt.system().spawn(remote_giver);
+    auto init = [=](caf::event_based_actor* self) {
+      return consumer(self, how, framed_lines, out, helper);
+    };
+    if (where == place::scheduler)
+      return rt.system().spawn(init);
+    return rt.spawn_on_loop(init);
+  };
+}
+
+// Sends the flood from a thread and waits for every line to arrive.
+void run_flood(peer& p, const std::shared_ptr<tally>& out) {
+  auto data = flood();
+  std::thread sender([&] { p.send_all(data); });
+  auto all = eventually([&] { return out->frames.load() == lines; }, 30s);
+  // Whatever happened, unblock the sender before joining it.
+  if (!all) {
+    // Where it stopped, from the top layer down.
+    for (auto* st = out->handle.state(); st != nullptr; st = st->below)
+      WARN("stalled: unconsumed " << st->unconsumed.load() << " blocked "
+           << st->credit_blocked.load() << " paused "
+           << st->reading_paused.load() << " closing " << st->closing.load());
+    ::shutdown(p.fd(), SHUT_RDWR);
+  }
+  sender.join();
+  INFO("lines " << out->frames.load() << " of " << lines << ", bytes "
+                << out->bytes.load());
+  CHECK(all);
+  CHECK(out->wrong.load() == 0);
+  // A line frame is the line without its delimiter.
+  CHECK(out->bytes.load() == lines * (line_size - 1));
+}
+
+runtime_options small_credit() {
+  runtime_options opts;
+  opts.read_credit = credit;
+  return opts;
+}
+
+} // namespace
+
+SCENARIO("a framed protocol actor that gives its credit back late gets "
+         "every line of a flood") {
+  auto how = GENERATE(giver::in_handler, giver::self_message,
+                      giver::other_thread, giver::bursts);
+  auto where = GENERATE(place::loop, place::scheduler);
+  auto k = GENERATE(kind::tcp, kind::unix_socket);
+  INFO("credit given back " << name_of(how) << " over " << name_of(k)
+       << (where == place::loop ? " on the loop" : " on the scheduler"));
+  with_runtime(
+    [how, where, k](runtime& rt) {
+      auto out = std::make_shared<tally>();
+      auto f = framed(line_framing{}, consumers(rt, how, true, out, where));
+      REQUIRE(f);
+      auto l = listen(rt, k, *f);
+      auto p = connect_peer(k, l);
+      run_flood(p, out);
+      p.close();
+      REQUIRE(eventually([&] { return out->lost.load(); }));
+    },
+    nullptr, small_credit());
+}
+
+SCENARIO("a protocol actor on a plain stream that gives its credit back "
+         "late gets every byte of a flood") {
+  auto how = GENERATE(giver::self_message, giver::other_thread,
+                      giver::bursts);
+  auto where = GENERATE(place::loop, place::scheduler);
+  INFO("credit given back " << name_of(how)
+       << (where == place::loop ? " on the loop" : " on the scheduler"));
+  with_runtime(
+    [how, where](runtime& rt) {
+      auto out = std::make_shared<tally>();
+      auto l = listen(rt, kind::tcp, consumers(rt, how, false, out, where));
+      auto p = connect_peer(kind::tcp, l);
+      auto data = flood();
+      std::thread sender([&] { p.send_all(data); });
+      auto all = eventually([&] { return out->bytes.load() == data.size(); },
+                            30s);
+      if (!all)
+        ::shutdown(p.fd(), SHUT_RDWR);
+      sender.join();
+      INFO("bytes " << out->bytes.load() << " of " << data.size());
+      CHECK(all);
+      CHECK(out->wrong.load() == 0);
+      p.close();
+      REQUIRE(eventually([&] { return out->lost.load(); }));
+    },
+    nullptr, small_credit());
+}
+
+SCENARIO("a framed protocol actor above TLS that gives its credit back late "
+         "gets every line of a flood") {
+  auto how = GENERATE(giver::self_message, giver::other_thread,
+                      giver::bursts);
+  auto where = GENERATE(place::loop, place::scheduler);
+  INFO("credit given back " << name_of(how)
+       << (where == place::loop ? " on the loop" : " on the scheduler"));
+  with_runtime(
+    [how, where](runtime& rt) {
+      test_pki pki;
+      tls_contexts ctx{pki};
+      auto out = std::make_shared<tally>();
+      auto f = framed(line_framing{}, consumers(rt, how, true, out, where));
+      REQUIRE(f);
+      server_options sopts;
+      sopts.tls = ctx.server;
+      auto srv = rt.create_server(*f, "127.0.0.1", 0, sopts);
+      REQUIRE(srv);
+      // The peer is a plain OpenSSL client on a blocking socket.
+      auto p = connect_peer(kind::tcp, listening{*srv, {}, srv->port()});
+      auto* cctx = SSL_CTX_new(TLS_client_method());
+      REQUIRE(cctx != nullptr);
+      SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, nullptr);
+      {
+        tls_peer tp{p.release(), cctx, false, "localhost"};
+        REQUIRE(tp.handshake());
+        auto data = flood();
+        std::thread sender([&] { tp.write_all(data); });
+        auto all = eventually([&] { return out->frames.load() == lines; },
+                              30s);
+        if (!all)
+          ::shutdown(tp.fd(), SHUT_RDWR);
+        sender.join();
+        INFO("lines " << out->frames.load() << " of " << lines);
+        CHECK(all);
+        CHECK(out->wrong.load() == 0);
+        tp.send_close_notify();
+      }
+      SSL_CTX_free(cctx);
+      REQUIRE(eventually([&] { return out->lost.load(); }));
+    },
+    nullptr, small_credit());
+}
