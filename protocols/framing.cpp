@@ -157,14 +157,16 @@ private:
     } else if (msg.match_elements<connection_lost>()) {
       auto& reason = msg.get_mutable_as<connection_lost>(0).reason;
       // After close() nothing more is delivered: that end is the answer.
-      if (reason || lost_ || closing_) {
+      if (lost_ || closing_) {
         lose(std::move(reason), true);
         return true;
       }
-      // A clean end below (TLS after close_notify): what was read is
-      // still delivered, then eof_received, then connection_lost.
+      // What was read is still delivered; then, after a clean end below
+      // (TLS after close_notify), eof_received and connection_lost; after
+      // a failure (a reset), connection_lost with it.
       lower_gone_ = true;
       lower_eof_ = true;
+      lower_failure_ = std::move(reason);
       pump();
     } else if (msg.match_elements<handover>()) {
       // The transport below goes to another protocol: it gets the stream
@@ -249,6 +251,11 @@ private:
         return;
       }
       if (!*frame) {
+        if (lower_failure_) {
+          // An unfinished frame before a failure is not a frame.
+          lose(std::move(lower_failure_), true);
+          return;
+        }
         if (!lower_eof_ || eof_asked_)
           break;
         auto last = decoder_.finish();
@@ -318,7 +325,7 @@ private:
     closing_ = true;
     state_.closing = true;
     if (lower_gone_) {
-      lose(caf::none, true);
+      lose(std::move(lower_failure_), true);
       return;
     }
     // The transport below flushes, then reports the loss.
@@ -351,8 +358,10 @@ private:
   bool user_paused_ = false;
   bool lower_paused_ = false;
   bool lower_eof_ = false;
-  // The transport below ended cleanly or went to another protocol.
+  // The transport below ended or went to another protocol.
   bool lower_gone_ = false;
+  // Why the transport below ended, if it failed.
+  caf::error lower_failure_;
   bool eof_asked_ = false;
   bool closing_ = false;
   bool lost_ = false;

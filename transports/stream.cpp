@@ -26,15 +26,18 @@ public:
   void handle_io(uint32_t events) override {
     if (lost_)
       return;
-    if (events & EPOLLERR) {
-      if (auto err = socket_error(fd_)) {
-        lose_errno(err, "socket");
+    if ((events & EPOLLERR) && !failed_) {
+      // A reset (or another error) may come after bytes the kernel still
+      // holds: those are read first (asyncio reads until recv fails).
+      if (auto err = socket_error(fd_))
+        fail(err, "socket");
+      if (lost_)
         return;
-      }
     }
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
       do_read();
-    if (!lost_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && !wbuf_.empty())
+    if (!lost_ && !failed_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        && !wbuf_.empty())
       do_flush();
     if (lost_)
       return;
@@ -61,11 +64,11 @@ protected:
   }
 
   void on_write_error(int err) override {
-    lose_errno(err, "send");
+    fail(err, "send");
   }
 
   bool refuses_writes() const noexcept override {
-    return eof_requested_;
+    return eof_requested_ || failed_;
   }
 
   void on_answer(uint64_t id, caf::type_erased_tuple& msg) override {
@@ -90,6 +93,11 @@ protected:
 
   // No data_received after eof_received; the answer decides.
   void on_eof() override {
+    // After a reset: the end of what the peer sent, and no eof_received.
+    if (failed_) {
+      lose(caf::none);
+      return;
+    }
     eof_seen_ = true;
     update_interest();
     if (!protocol_) {
@@ -109,6 +117,26 @@ protected:
   }
 
 private:
+  // The connection failed (`err` from `call`): nothing more goes out. If
+  // the kernel still holds bytes the peer sent before, they are delivered
+  // first (as the protocol reads them) and the loss comes after them.
+  void fail(int err, const char* call) {
+    auto reason = error_of_errno(err, call);
+    if (failed_ || unread_bytes(fd_) == 0) {
+      lose(std::move(reason));
+      return;
+    }
+    failed_ = true;
+    failure_ = std::move(reason);
+    drop_buffer();
+    buffered_ = 0;
+    state_.buffered = 0;
+    // The descriptor reports the hang-up whatever the mask: off the loop
+    // while the protocol does not read.
+    hup_ = true;
+    update_interest();
+  }
+
   bool eof_seen_ = false;
   bool eof_requested_ = false;
   bool eof_sent_ = false;

@@ -347,6 +347,10 @@ private:
   }
 
   void on_lower_lost(caf::error reason) {
+    // Already failed, and waiting for the protocol to read: the first
+    // reason stands (the transport's down message follows its loss).
+    if (lower_failure_ && !lost_)
+      return;
     if (lost_) {
       if (lingering_) {
         lingering_ = false;
@@ -362,6 +366,14 @@ private:
                             : make_error(errc::tls_handshake_failed,
                                          "the peer closed the connection "
                                          "during the handshake"));
+      return;
+    }
+    // Records that came before a failure (a reset) and that the protocol
+    // has not read yet are delivered first; the loss comes after them.
+    if (reason && phase_ == phase::open && ssl_ != nullptr
+        && (BIO_ctrl_pending(rbio_) > 0 || SSL_pending(ssl_) > 0)) {
+      lower_failure_ = std::move(reason);
+      read_plain();
       return;
     }
     lose(std::move(reason), false);
@@ -528,6 +540,12 @@ private:
         failure = make_error(errc::tls_error, take_ssl_errors());
       // Reading may answer the peer (a key update).
       flush_cipher();
+      if (lower_failure_
+          && (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_ZERO_RETURN)) {
+        // Everything from before the failure is delivered.
+        lose(std::move(lower_failure_), false);
+        return;
+      }
       if (err == SSL_ERROR_WANT_READ) {
         if (peer_fin_ && phase_ == phase::open)
           shut_down();
@@ -757,6 +775,8 @@ private:
   bool app_paused_ = false;
   bool lower_paused_reading_ = false;
   bool peer_fin_ = false;
+  // The transport below failed with records still unread (`on_lower_lost`).
+  caf::error lower_failure_;
   bool closing_ = false;
   bool lost_ = false;
   bool lingering_ = false;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <thread>
 
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
@@ -410,5 +411,38 @@ SCENARIO("frames read before a TLS peer's close_notify still reach a paused "
           == std::vector<std::string>{"first", "second", "third", "last"});
     CHECK(js->count("eof_received") == 1);
     CHECK_FALSE(js->lost_reason());
+  });
+}
+
+SCENARIO("frames that came before a reset are delivered, then "
+         "connection_lost(connection_reset)") {
+  auto k = any_kind();
+  auto paused = GENERATE(false, true);
+  INFO("transport: " << name_of(k) << (paused ? ", protocol paused" : ""));
+  with_runtime([k, paused](runtime& rt) {
+    auto j = std::make_shared<journal>();
+    auto l = listen(rt, k, frame_recorders(line_framing{}, j,
+                                           [paused](recorder& r) {
+      r.on_made = [paused](transport& t) {
+        if (paused)
+          t.pause_reading();
+        t.write("greeting");
+      };
+    }));
+    auto p = connect_peer(k, l);
+    REQUIRE(p.readable_within(2s));
+    // Two lines and the start of a third, then a reset (the greeting is
+    // unread).
+    p.send_all("one\ntwo\nthr");
+    p.close();
+    if (paused) {
+      std::this_thread::sleep_for(100ms);
+      CHECK(j->count("connection_lost") == 0);
+      j->handle().resume_reading();
+    }
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(frames_of(*j) == std::vector<std::string>{"one", "two"});
+    CHECK(j->count("eof_received") == 0);
+    CHECK(code_of(j->lost_reason()) == errc::connection_reset);
   });
 }

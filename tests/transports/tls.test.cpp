@@ -7,6 +7,7 @@
 #include <atomic>
 #include <thread>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include "support/harness.hpp"
@@ -690,5 +691,44 @@ SCENARIO("a garbage record after the handshake ends the connection with "
     REQUIRE(js->wait([](journal& jj) { return jj.data_size_unlocked() >= 20; }));
     other->close();
     other_srv.srv.close();
+  });
+}
+
+SCENARIO("records that came before a reset are delivered, then "
+         "connection_lost(connection_reset)") {
+  auto k = GENERATE(kind::tcp, kind::unix_socket);
+  auto paused = GENERATE(false, true);
+  INFO("transport: " << name_of(k) << (paused ? ", protocol paused" : ""));
+  with_runtime([&](runtime& rt) {
+    test_pki pki;
+    auto j = std::make_shared<journal>();
+    auto l = tls_listen(rt, k, recording(j, [paused](recorder& r) {
+      r.on_made = [paused](transport& t) {
+        if (paused)
+          t.pause_reading();
+        t.write("greeting\n");
+      };
+    }), server_ctx(pki.cert, pki.key));
+    auto p = connect_peer(k, l);
+    auto cctx = client_ctx(pki);
+    {
+      tls_peer cli{p.release(), cctx.native_handle(), false, "localhost"};
+      REQUIRE(cli.handshake());
+      // The greeting waits unread, so closing resets the connection.
+      pollfd pfd{cli.fd(), POLLIN, 0};
+      REQUIRE(::poll(&pfd, 1, 5000) == 1);
+      REQUIRE(j->wait_for("connection_made"));
+      cli.write_all("hello\n");
+      std::this_thread::sleep_for(50ms);
+    }
+    if (paused) {
+      std::this_thread::sleep_for(100ms);
+      CHECK(j->count("connection_lost") == 0);
+      j->handle().resume_reading();
+    }
+    REQUIRE(j->wait_for("connection_lost"));
+    CHECK(j->data() == "hello\n");
+    CHECK(j->count("eof_received") == 0);
+    CHECK(code_of(j->lost_reason()) == errc::connection_reset);
   });
 }

@@ -67,6 +67,9 @@ bool set_nodelay(int fd);
 /// Reads and clears SO_ERROR.
 [[nodiscard]] int socket_error(int fd);
 
+/// Bytes the kernel holds for reading on `fd` (0 if it cannot tell).
+[[nodiscard]] size_t unread_bytes(int fd);
+
 /// The socket's SO_DOMAIN, or -1 if `fd` is not a socket.
 [[nodiscard]] int socket_domain(int fd);
 
