@@ -41,6 +41,7 @@ std::string_view to_string(errc x) {
     case errc::frame_too_large: return "frame_too_large";
     case errc::incomplete_frame: return "incomplete_frame";
     case errc::malformed_input: return "malformed_input";
+    case errc::not_connected: return "not_connected";
     case errc::os_error: return "os_error";
   }
   return "unknown";

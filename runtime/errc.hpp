@@ -79,6 +79,9 @@ enum class errc : uint8_t {
   /// Bytes from the peer that break the format being parsed (a malformed
   /// RESP command, say).
   malformed_input,
+  /// A call on a transport handle with no transport behind it (made by the
+  /// default constructor, or never set).
+  not_connected,
   /// Any other operating-system error.
   os_error,
 };

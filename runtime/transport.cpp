@@ -21,6 +21,11 @@ namespace {
 // asyncio's default watermarks for stream transports.
 constexpr size_t default_high = 64 * 1024;
 
+caf::error empty_handle(const char* call) {
+  return make_error(errc::not_connected,
+                    std::string{call} + " on an empty transport handle");
+}
+
 } // namespace
 
 namespace detail {
@@ -70,6 +75,8 @@ bool transport::drop_write() {
 }
 
 caf::error transport::write(bytes data) {
+  if (!actor_)
+    return empty_handle("write");
   if (state_ && state_->kind == detail::transport_kind::datagram)
     return make_error(errc::not_supported, "write on a datagram transport");
   if (state_ && state_->kind == detail::transport_kind::read_pipe)
@@ -98,6 +105,8 @@ caf::error transport::write(bytes data) {
 }
 
 caf::error transport::sendto(bytes data, std::optional<endpoint> addr) {
+  if (!actor_)
+    return empty_handle("sendto");
   if (state_) {
     if (state_->kind != detail::transport_kind::datagram)
       return make_error(errc::not_supported, "sendto on a stream transport");
@@ -147,6 +156,8 @@ caf::error transport::write(std::string_view text) {
 }
 
 caf::error transport::writelines(std::vector<bytes> chunks) {
+  if (!actor_)
+    return empty_handle("writelines");
   for (auto& chunk : chunks)
     if (auto err = write(std::move(chunk)))
       return err;
@@ -154,6 +165,8 @@ caf::error transport::writelines(std::vector<bytes> chunks) {
 }
 
 caf::error transport::write_eof() {
+  if (!actor_)
+    return empty_handle("write_eof");
   if (state_ && !can_write_eof())
     return make_error(errc::not_supported, "write_eof");
   // asyncio: a write pipe's write_eof() is close().
@@ -178,39 +191,51 @@ bool transport::can_write_eof() const noexcept {
   return state_->can_write_eof;
 }
 
-void transport::close() {
+caf::error transport::close() {
+  if (!actor_)
+    return empty_handle("close");
   if (state_ && state_->closing.exchange(true))
-    return;
+    return caf::none;
   caf::anon_send(actor_, op::close{});
+  return caf::none;
 }
 
-void transport::abort() {
-  abort(caf::none);
+caf::error transport::abort() {
+  return abort(caf::none);
 }
 
-void transport::abort(caf::error reason) {
+caf::error transport::abort(caf::error reason) {
+  if (!actor_)
+    return empty_handle("abort");
   // Unlike close(), a transport that is closing may still be aborted: that
   // drops what close() would have flushed.
   if (state_)
     state_->closing = true;
   caf::anon_send(actor_, op::abort{std::move(reason)});
+  return caf::none;
 }
 
 bool transport::is_closing() const noexcept {
   return state_ && state_->closing.load();
 }
 
-void transport::pause_reading() {
+caf::error transport::pause_reading() {
+  if (!actor_)
+    return empty_handle("pause_reading");
   if (state_ && (state_->closing.load() || state_->reading_paused.exchange(true)))
-    return;
+    return caf::none;
   caf::anon_send(actor_, op::pause_reading{state_ != nullptr});
+  return caf::none;
 }
 
-void transport::resume_reading() {
+caf::error transport::resume_reading() {
+  if (!actor_)
+    return empty_handle("resume_reading");
   if (state_
       && (state_->closing.load() || !state_->reading_paused.exchange(false)))
-    return;
+    return caf::none;
   caf::anon_send(actor_, op::resume_reading{state_ != nullptr});
+  return caf::none;
 }
 
 bool transport::is_reading() const noexcept {
@@ -234,6 +259,8 @@ void transport::consumed(size_t n) {
 
 caf::error transport::set_write_buffer_limits(std::optional<size_t> high,
                                               std::optional<size_t> low) {
+  if (!actor_)
+    return empty_handle("set_write_buffer_limits");
   size_t hi;
   size_t lo;
   if (!high && !low) {

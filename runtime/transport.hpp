@@ -49,7 +49,9 @@ public:
   /// Queues `data`. Empty data does nothing. After `write_eof()` this is an
   /// error (`errc::write_after_eof`); after `close()`, `abort()` or the
   /// connection's loss the data is dropped and counted, with one warning at
-  /// the fifth such write. `errc::not_supported` on a datagram transport.
+  /// the fifth such write. `errc::not_supported` on a datagram transport;
+  /// `errc::not_connected` on an empty handle (as for every call below that
+  /// returns an error).
   caf::error write(bytes data);
 
   /// Sends `data` as one datagram (datagram transports only) to `addr`, or
@@ -79,13 +81,13 @@ public:
 
   /// Stops reading, flushes the buffer, then `connection_lost(none)`.
   /// Idempotent.
-  void close();
+  caf::error close();
 
   /// Drops the buffer and reports `connection_lost(none)` at once.
-  void abort();
+  caf::error abort();
 
   /// Like `abort()`, reporting `reason` in `connection_lost`.
-  void abort(caf::error reason);
+  caf::error abort(caf::error reason);
 
   /// True from `close()` or `abort()` on, and once the connection is lost.
   [[nodiscard]] bool is_closing() const noexcept;
@@ -93,10 +95,10 @@ public:
   // -- reading -----------------------------------------------------------------
 
   /// Idempotent; no-ops once closing.
-  void pause_reading();
+  caf::error pause_reading();
 
   /// Idempotent; no-ops once closing.
-  void resume_reading();
+  caf::error resume_reading();
 
   /// `!is_closing() && !paused`.
   [[nodiscard]] bool is_reading() const noexcept;

@@ -99,6 +99,24 @@ caf::expected<transport> connect_tls(
   return result.get();
 }
 
+// Starts the transport of a connected stream socket and, off the loop,
+// returns once its protocol has handled connection_made (asyncio's
+// create_connection awaits that too): a handle the protocol stored there
+// is set when the caller goes on.
+transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
+                       detail::stream_kind kind, uint64_t read_credit) {
+  if (mux.on_loop_thread())
+    return detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
+                                          read_credit);
+  auto made = std::make_shared<std::promise<void>>();
+  auto done = made->get_future();
+  auto t = detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
+                                          read_credit,
+                                          [made] { made->set_value(); });
+  done.wait();
+  return t;
+}
+
 } // namespace
 
 caf::expected<transport>
@@ -254,9 +272,8 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
       continue;
     }
     detail::set_nonblocking(fd, true);
-    return detail::spawn_stream_transport(*mux_, fd, factory(*mux_),
-                                          detail::stream_kind::tcp,
-                                          opts_.read_credit);
+    return start_stream(*mux_, fd, factory(*mux_), detail::stream_kind::tcp,
+                        opts_.read_credit);
   }
   return last;
 }
@@ -282,9 +299,8 @@ runtime::create_unix_connection(protocol_factory factory,
     return error_from_errno(err, "connect " + path);
   }
   detail::set_nonblocking(fd, true);
-  return detail::spawn_stream_transport(*mux_, fd, factory(*mux_),
-                                        detail::stream_kind::unix_socket,
-                                        opts_.read_credit);
+  return start_stream(*mux_, fd, factory(*mux_),
+                      detail::stream_kind::unix_socket, opts_.read_credit);
 }
 
 caf::expected<transport>
@@ -300,8 +316,7 @@ runtime::connect_accepted_socket(protocol_factory factory, int fd) {
   detail::set_nonblocking(fd, true);
   auto kind = domain == AF_UNIX ? detail::stream_kind::unix_socket
                                 : detail::stream_kind::tcp;
-  return detail::spawn_stream_transport(*mux_, fd, factory(*mux_), kind,
-                                        opts_.read_credit);
+  return start_stream(*mux_, fd, factory(*mux_), kind, opts_.read_credit);
 }
 
 

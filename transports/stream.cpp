@@ -17,10 +17,11 @@ namespace {
 class stream_transport final : public byte_transport {
 public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
-                   caf::actor protocol, uint64_t read_credit)
+                   caf::actor protocol, uint64_t read_credit,
+                   std::function<void()> on_made)
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
                      transport_kind::stream) {
-    // nop
+    on_made_ = std::move(on_made);
   }
 
   void handle_io(uint32_t events) override {
@@ -145,11 +146,15 @@ private:
 } // namespace
 
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
-                                 stream_kind kind, uint64_t read_credit) {
+                                 stream_kind kind, uint64_t read_credit,
+                                 std::function<void()> on_made) {
   if (kind == stream_kind::tcp)
     set_nodelay(fd);
-  return spawn_socket_transport<stream_transport>(mux, fd, std::move(protocol),
-                                                  read_credit);
+  auto hdl = spawn_light<stream_transport>(mux, fd, std::move(protocol),
+                                           read_credit, std::move(on_made));
+  auto* self = static_cast<stream_transport*>(
+    caf::actor_cast<caf::abstract_actor*>(hdl));
+  return transport{std::move(hdl), &self->state()};
 }
 
 } // namespace tact::detail

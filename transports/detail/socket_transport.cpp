@@ -38,6 +38,15 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
 socket_transport::~socket_transport() {
   if (fd_ >= 0)
     ::close(fd_);
+  made_done();
+}
+
+void socket_transport::made_done() {
+  if (on_made_) {
+    auto f = std::move(on_made_);
+    on_made_ = nullptr;
+    f();
+  }
 }
 
 caf::strong_actor_ptr socket_transport::io_owner() {
@@ -86,6 +95,7 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     } else {
       lose(make_error(errc::protocol_down));
     }
+    made_done();
   } else if (on_transport_message(x, msg)) {
     // handled by the subclass
   } else if (read_command(msg, user_paused_, closing_)) {
@@ -238,6 +248,7 @@ void socket_transport::lose(caf::error reason) {
   mux().untrack(id());
   state_.lost = true;
   end_protocol(std::move(reason));
+  made_done();
 }
 
 } // namespace tact::detail

@@ -7,6 +7,7 @@
 // it reads and writes.
 
 #include <cstdint>
+#include <functional>
 
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
@@ -97,11 +98,15 @@ protected:
   bool hup_ = false;
   bool closing_ = false;
   bool lost_ = false;
+  // Runs once the protocol has handled connection_made, or at the loss
+  // (a caller waiting in create_connection).
+  std::function<void()> on_made_;
   // Failed, with bytes still to read: the loss waits for them (`failure_`).
   bool failed_ = false;
   caf::error failure_;
 
 private:
+  void made_done();
   void maybe_pause_protocol();
   void maybe_resume_protocol();
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include <caf/actor.hpp>
 
@@ -16,7 +17,11 @@ enum class stream_kind : uint8_t { tcp, unix_socket };
 /// Spawns the transport actor for a connected, non-blocking stream socket
 /// and starts it: it sends `connection_made` to `protocol` and reads once
 /// the protocol has answered. Takes ownership of `fd`. Thread-safe.
+///
+/// `on_made`, if given, runs once on the loop when the protocol has handled
+/// `connection_made` (or the connection ended before it did).
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
-                                 stream_kind kind, uint64_t read_credit);
+                                 stream_kind kind, uint64_t read_credit,
+                                 std::function<void()> on_made = {});
 
 } // namespace tact::detail
