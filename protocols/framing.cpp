@@ -17,6 +17,7 @@
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
+#include "tact/transports/detail/layer.hpp"
 
 namespace tact {
 
@@ -37,162 +38,27 @@ struct layer_setup {
   uint64_t read_credit = 256 * 1024;
 };
 
-class frame_layer final : public detail::transport_core {
+class frame_layer final : public detail::layer {
 public:
   frame_layer(caf::actor_config& cfg, detail::multiplexer& mux,
               layer_setup setup)
-    : transport_core(cfg, mux, detail::transport_kind::frames,
-                     setup.read_credit, std::move(setup.app)),
+    : layer(cfg, mux, detail::transport_kind::frames, setup.read_credit,
+            std::move(setup.app), std::move(setup.lower)),
       format_(setup.format), decoder_(std::move(setup.format)),
-      factory_(std::move(setup.factory)), lower_(std::move(setup.lower)) {
+      factory_(std::move(setup.factory)) {
     state_.family = "frames";
-    if (lower_)
-      state_.below = lower_.state();
-  }
-
-  void direct_write(bytes& data) override {
-    on_write(data);
   }
 
 protected:
-  void on_start() override {
-    // Tracked like a transport, so that shutdown closes the topmost layer.
-    mux().track(id(), handle(), false);
-    if (protocol_) {
-      watch_protocol(true);
-      // The protocol had connection_made from the transport below.
+  bool on_layer_start() override {
+    // start_framing: the protocol had connection_made from the transport
+    // below.
+    if (protocol_)
       read_started_ = true;
-    }
-    if (lower_)
-      begin();
-  }
-
-  void on_message(caf::mailbox_element& x) override {
-    auto& msg = x.content();
-    if (handle_protocol_message(x, msg))
-      return;
-    if (auto id = answer_to(x)) {
-      if (id == made_request_)
-        on_made_answer(msg);
-      else if (is_eof_answer(id) && !(msg.match_elements<bool>()
-                                      && msg.get_as<bool>(0)))
-        on_close();
-      return;
-    }
-    if (from_below(x, msg))
-      return;
-    if (msg.match_elements<op::write>()) {
-      auto& w = msg.get_mutable_as<op::write>(0);
-      if (w.counted)
-        state_.in_flight -= w.data.size();
-      on_write(w.data);
-    } else if (msg.match_elements<op::write_eof>()) {
-      if (!closing_ && !lost_)
-        lower_.write_eof();
-    } else if (msg.match_elements<op::close>()) {
-      on_close();
-    } else if (msg.match_elements<op::abort>()) {
-      lose(std::move(msg.get_mutable_as<op::abort>(0).reason), false);
-    } else if (read_command(msg, user_paused_, closing_)) {
-      pump();
-    } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-      auto& lim = msg.get_as<op::set_write_buffer_limits>(0);
-      if (!lim.applied) {
-        state_.high = lim.high;
-        state_.low = lim.low;
-      }
-      if (lower_)
-        lower_.set_write_buffer_limits(state_.high.load(), state_.low.load());
-    } else if (msg.match_elements<op::get_write_buffer_size>()) {
-      auto n = lower_ ? lower_.get_write_buffer_size() : 0;
-      reply(x, caf::make_message(static_cast<uint64_t>(n)));
-    } else if (x.mid.is_request()) {
-      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
-    }
-  }
-
-  void on_exit(caf::error reason) override {
-    lose(reason ? std::move(reason) : make_error(errc::transport_down), false);
-  }
-
-  void on_protocol_down() override {
-    lose(make_error(errc::protocol_down), false);
-  }
-
-  void on_switched() override {
-    pump();
-  }
-
-private:
-  // -- the transport below ---------------------------------------------------------
-
-  bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
-    if (msg.match_elements<connection_made>()) {
-      reply(x, caf::make_message());
-      if (!lower_) {
-        lower_ = msg.get_as<connection_made>(0).handle;
-        state_.below = lower_.state();
-        begin();
-        if (!lost_)
-          make_protocol();
-      }
-    } else if (msg.match_elements<data_received>()) {
-      auto& data = msg.get_mutable_as<data_received>(0).data;
-      if (lower_)
-        lower_.consumed(data.size());
-      if (lost_)
-        return true;
-      decoder_.feed(std::move(data));
-      pump();
-    } else if (msg.match_elements<eof_received>()) {
-      // The layer answers for the protocol above, once it has had every
-      // frame: until then the transport below stays half-open.
-      reply(x, caf::make_message(true));
-      lower_eof_ = true;
-      pump();
-    } else if (msg.match_elements<pause_writing>()) {
-      deliver(caf::make_message(pause_writing{}));
-    } else if (msg.match_elements<resume_writing>()) {
-      deliver(caf::make_message(resume_writing{}));
-    } else if (msg.match_elements<connection_lost>()) {
-      auto& reason = msg.get_mutable_as<connection_lost>(0).reason;
-      // After close() nothing more is delivered: that end is the answer.
-      if (lost_ || closing_) {
-        lose(std::move(reason), true);
-        return true;
-      }
-      // What was read is still delivered; then, after a clean end below
-      // (TLS after close_notify), eof_received and connection_lost; after
-      // a failure (a reset), connection_lost with it.
-      lower_gone_ = true;
-      lower_eof_ = true;
-      lower_failure_ = std::move(reason);
-      pump();
-    } else if (msg.match_elements<handover>()) {
-      // The transport below goes to another protocol: it gets the stream
-      // this layer had not cut into frames yet (and the EOF it had
-      // answered), and the protocol above loses its transport. `lower_`
-      // stays: the shared state it keeps alive is still `below`.
-      handover_stash stash;
-      if (auto rest = decoder_.take_rest(); !rest.empty())
-        stash.messages.push_back(
-          caf::make_message(data_received{std::move(rest)}));
-      if (lower_eof_)
-        stash.messages.push_back(caf::make_message(eof_received{}));
-      reply(x, caf::make_message(std::move(stash)));
-      lower_gone_ = true;
-      lose(make_error(errc::closed, "the framing layer was replaced"), true);
-    } else if (msg.match_elements<caf::down_msg>()) {
-      auto& down = msg.get_as<caf::down_msg>(0);
-      if (lower_ && !lower_gone_ && down.source == lower_.actor().address())
-        lose(make_error(errc::transport_down), true);
-    } else {
-      return false;
-    }
     return true;
   }
 
-  void begin() {
+  void begin() override {
     monitor(lower_.actor());
     auto* below = lower_.state();
     auto kind = below != nullptr ? below->kind : detail::transport_kind::stream;
@@ -211,8 +77,121 @@ private:
     // start, whatever the protocol had paused.
     if (read_started_)
       lower_.resume_reading();
+    // framed(): the protocol above is made once the transport below is up.
+    if (factory_ && !lost_)
+      make_protocol();
   }
 
+  void on_app_ready() override {
+    pump();
+  }
+
+  // -- the transport below ---------------------------------------------------------
+
+  void on_lower_data(bytes& data) override {
+    decoder_.feed(std::move(data));
+    pump();
+  }
+
+  void on_lower_eof() override {
+    lower_eof_ = true;
+    pump();
+  }
+
+  void on_lower_pause(bool paused) override {
+    if (paused)
+      deliver(caf::make_message(pause_writing{}));
+    else
+      deliver(caf::make_message(resume_writing{}));
+  }
+
+  void on_lower_lost(caf::error reason) override {
+    // After close() nothing more is delivered: that end is the answer.
+    if (lost_ || closing_) {
+      lose(std::move(reason), true);
+      return;
+    }
+    // What was read is still delivered; then, after a clean end below
+    // (TLS after close_notify), eof_received and connection_lost; after a
+    // failure (a reset), connection_lost with it.
+    lower_eof_ = true;
+    lower_failure_ = std::move(reason);
+    pump();
+  }
+
+  handover_stash on_lower_handover() override {
+    // The transport below goes to another protocol: it gets the stream
+    // this layer had not cut into frames yet (and the EOF it had
+    // answered), and the protocol above loses its transport. `lower_`
+    // stays: the shared state it keeps alive is still `below`.
+    handover_stash stash;
+    if (auto rest = decoder_.take_rest(); !rest.empty())
+      stash.messages.push_back(caf::make_message(data_received{std::move(rest)}));
+    if (lower_eof_)
+      stash.messages.push_back(caf::make_message(eof_received{}));
+    lower_gone_ = true;
+    lose(make_error(errc::closed, "the framing layer was replaced"), true);
+    return stash;
+  }
+
+  // -- the protocol above ------------------------------------------------------------
+
+  void on_write(bytes& data) override {
+    if (lost_ || closing_) {
+      state_.count_dropped_write();
+      return;
+    }
+    chunks_.clear();
+    if (auto err = encode_frame(format_, std::move(data), chunks_)) {
+      lose(std::move(err), false);
+      return;
+    }
+    for (auto& chunk : chunks_)
+      lower_.write(std::move(chunk));
+    chunks_.clear();
+  }
+
+  void on_write_eof() override {
+    if (!closing_ && !lost_)
+      lower_.write_eof();
+  }
+
+  void on_close() override {
+    if (closing_ || lost_)
+      return;
+    closing_ = true;
+    state_.closing = true;
+    if (lower_gone_) {
+      lose(std::move(lower_failure_), true);
+      return;
+    }
+    // The transport below flushes, then reports the loss.
+    lower_.close();
+  }
+
+  void on_read_change() override {
+    pump();
+  }
+
+  void on_limits() override {
+    if (lower_)
+      lower_.set_write_buffer_limits(state_.high.load(), state_.low.load());
+  }
+
+  void on_eof_answer(bool keep_open) override {
+    if (!keep_open)
+      on_close();
+  }
+
+  size_t buffer_size() const override {
+    return lower_ ? lower_.get_write_buffer_size() : 0;
+  }
+
+  void abort_layer(caf::error reason) override {
+    lose(std::move(reason), false);
+  }
+
+private:
   void make_protocol() {
     made_request_ = install_protocol(*factory_);
     factory_.reset();
@@ -222,24 +201,7 @@ private:
            false);
   }
 
-  void on_made_answer(caf::type_erased_tuple& msg) {
-    if (made_ok(msg)) {
-      read_started_ = true;
-      pump();
-    } else {
-      lose(make_error(errc::protocol_down), false);
-    }
-  }
-
   // -- reading -----------------------------------------------------------------------
-
-  // The shared flags too: a protocol that pauses or closes inside
-  // data_received gets no further frame from this loop.
-  [[nodiscard]] bool app_reading() const noexcept {
-    return read_started_ && !user_paused_ && !closing_ && !switching()
-           && !state_.reading_paused.load() && !state_.closing.load()
-           && state_.unconsumed.load() < state_.read_credit;
-  }
 
   // Hands whole frames to the protocol while it takes them; at the end of
   // the stream, the last line and then eof_received.
@@ -264,25 +226,16 @@ private:
           return;
         }
         if (*last)
-          hand_up(**last);
+          deliver_data(**last);
         eof_asked_ = true;
         request_eof();
         if (lower_gone_)
           lose(caf::none, true);
         break;
       }
-      hand_up(**frame);
+      deliver_data(**frame);
     }
     throttle();
-  }
-
-  void hand_up(bytes& frame) {
-    if (!protocol_)
-      return;
-    charge_credit(frame.size());
-    if (fast_ && fast_->run_now([&] { fast_->direct_data(frame, *this); }))
-      return;
-    deliver(caf::make_message(data_received{std::move(frame)}));
   }
 
   // While the protocol takes frames, the decoder holds at most the start of
@@ -300,49 +253,12 @@ private:
     }
   }
 
-  // -- writing -----------------------------------------------------------------------
-
-  void on_write(bytes& data) {
-    if (lost_ || closing_) {
-      state_.count_dropped_write();
-      return;
-    }
-    chunks_.clear();
-    if (auto err = encode_frame(format_, std::move(data), chunks_)) {
-      lose(std::move(err), false);
-      return;
-    }
-    for (auto& chunk : chunks_)
-      lower_.write(std::move(chunk));
-    chunks_.clear();
-  }
-
-  // -- closing -----------------------------------------------------------------------
-
-  void on_close() {
-    if (closing_ || lost_)
-      return;
-    closing_ = true;
-    state_.closing = true;
-    if (lower_gone_) {
-      lose(std::move(lower_failure_), true);
-      return;
-    }
-    // The transport below flushes, then reports the loss.
-    lower_.close();
-  }
-
-  // Ends the connection: the transport below is closed or aborted unless
-  // it is gone already (`from_below`), and the protocol above hears
+  // Ends the connection: the transport below is aborted unless it is gone
+  // already (`from_below`), and the protocol above hears
   // `connection_lost(reason)`.
   void lose(caf::error reason, bool from_below) {
-    if (lost_)
+    if (!mark_lost())
       return;
-    lost_ = true;
-    closing_ = true;
-    state_.closing = true;
-    state_.lost = true;
-    mux().untrack(id());
     if (lower_ && !from_below && !lower_gone_)
       lower_.abort(reason);
     end_protocol(std::move(reason));
@@ -351,20 +267,12 @@ private:
   framing format_;
   frame_decoder decoder_;
   std::optional<protocol_factory> factory_;
-  transport lower_;
   std::vector<bytes> chunks_;
-  uint64_t made_request_ = 0;
-  bool read_started_ = false;
-  bool user_paused_ = false;
   bool lower_paused_ = false;
   bool lower_eof_ = false;
-  // The transport below ended or went to another protocol.
-  bool lower_gone_ = false;
   // Why the transport below ended, if it failed.
   caf::error lower_failure_;
   bool eof_asked_ = false;
-  bool closing_ = false;
-  bool lost_ = false;
 };
 
 caf::actor spawn_layer(detail::multiplexer& mux, layer_setup setup,

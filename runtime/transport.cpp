@@ -312,41 +312,7 @@ transport::get_extra_info(std::string_view name) const {
       return std::nullopt;
     return i->second;
   }
-  if (state_->kind == detail::transport_kind::tls) {
-    // The layer's own keys; the rest comes from the transport below.
-    for (auto* extra : {state_->fixed_extra, state_->late_extra.load()}) {
-      if (extra == nullptr)
-        continue;
-      if (auto i = extra->find(name); i != extra->end())
-        return i->second;
-    }
-    if (name == "compression" || name == "peercert" || name == "cipher"
-        || name == "ssl_object" || name == "sslcontext")
-      return std::nullopt;
-    return transport{caf::actor{}, state_->below}.get_extra_info(name);
-  }
-  if (state_->kind == detail::transport_kind::frames)
-    return transport{caf::actor{}, state_->below}.get_extra_info(name);
-  if (state_->kind == detail::transport_kind::subprocess)
-    return name == "subprocess"
-             ? std::optional{caf::config_value{
-               static_cast<int64_t>(state_->sub->pid)}}
-             : std::nullopt;
-  auto pipe = state_->kind == detail::transport_kind::read_pipe
-              || state_->kind == detail::transport_kind::write_pipe;
-  if (pipe)
-    return name == "pipe"
-             ? std::optional{caf::config_value{static_cast<int64_t>(state_->fd)}}
-             : std::nullopt;
-  if (name == "peername")
-    return to_config_value(state_->peer);
-  if (name == "sockname")
-    return to_config_value(state_->local);
-  if (name == "socket")
-    return caf::config_value{static_cast<int64_t>(state_->fd)};
-  if (name == "family")
-    return caf::config_value{std::string{state_->family}};
-  return std::nullopt;
+  return state_->core->extra_info(name);
 }
 
 caf::settings transport::extra_info() const {

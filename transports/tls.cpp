@@ -26,6 +26,7 @@
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/fifo.hpp"
+#include "tact/transports/detail/layer.hpp"
 
 namespace tact::detail {
 
@@ -131,21 +132,19 @@ caf::settings cert_info(X509* cert) {
 
 // -- the layer ------------------------------------------------------------------------
 
-class tls_transport final : public transport_core {
+class tls_transport final : public layer {
 public:
   tls_transport(caf::actor_config& cfg, multiplexer& mux, tls_setup setup)
-    : transport_core(cfg, mux, transport_kind::tls, setup.read_credit,
-                     std::move(setup.app)),
+    : layer(cfg, mux, transport_kind::tls, setup.read_credit,
+            std::move(setup.app), std::move(setup.lower)),
       ctx_(std::move(setup.ctx)), opts_(std::move(setup.opts)),
       factory_(std::move(setup.factory)),
-      on_ready_(std::move(setup.on_ready)), lower_(std::move(setup.lower)) {
+      on_ready_(std::move(setup.on_ready)) {
     state_.high = write_high;
     state_.low = write_low;
     state_.family = "tls";
     fixed_extra_["sslcontext"] = caf::config_value{ctx_.describe()};
     state_.fixed_extra = &fixed_extra_;
-    if (lower_)
-      state_.below = lower_.state();
     ssl_ = SSL_new(ctx_.native_handle());
     if (ssl_ == nullptr)
       return;
@@ -184,119 +183,70 @@ public:
       on_ready_(make_error(errc::closed, "the TLS layer was destroyed"));
   }
 
-  void direct_write(bytes& data) override {
-    on_write(data);
+  // The layer's own keys; the rest comes from the transport below.
+  std::optional<caf::config_value>
+  extra_info(std::string_view name) const override {
+    for (auto* extra : {state_.fixed_extra, state_.late_extra.load()}) {
+      if (extra == nullptr)
+        continue;
+      if (auto i = extra->find(name); i != extra->end())
+        return i->second;
+    }
+    // Not yet known (before the handshake), or never (compression).
+    if (name == "compression" || name == "peercert" || name == "cipher"
+        || name == "ssl_object" || name == "sslcontext")
+      return std::nullopt;
+    return layer::extra_info(name);
   }
 
 protected:
-  void on_start() override {
-    mux().track(id(), handle(), false);
+  bool on_layer_start() override {
     if (ssl_ == nullptr) {
       lose(make_error(errc::out_of_resources,
                       "SSL_new: " + take_ssl_errors()),
            false);
-      return;
+      return false;
     }
     arm_timer(opts_.handshake_timeout);
-    if (protocol_)
-      watch_protocol(true);
-    if (lower_)
-      begin();
+    return true;
   }
 
-  void on_message(caf::mailbox_element& x) override {
-    auto& msg = x.content();
-    if (handle_protocol_message(x, msg))
-      return;
-    if (auto id = answer_to(x)) {
-      if (id == made_request_)
-        on_made_answer(msg);
-      return;
-    }
-    if (from_below(x, msg))
-      return;
-    if (msg.match_elements<op::write>()) {
-      auto& w = msg.get_mutable_as<op::write>(0);
-      if (w.counted)
-        state_.in_flight -= w.data.size();
-      on_write(w.data);
-    } else if (msg.match_elements<op::close>()) {
-      on_close();
-    } else if (msg.match_elements<op::abort>()) {
-      lose(std::move(msg.get_mutable_as<op::abort>(0).reason), false);
-    } else if (read_command(msg, user_paused_, closing_)) {
-      read_plain();
-    } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-      if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
-        state_.high = lim.high;
-        state_.low = lim.low;
-      }
-      limit_lower();
-      update_app_pause();
-    } else if (msg.match_elements<op::get_write_buffer_size>()) {
-      reply(x, caf::make_message(static_cast<uint64_t>(buffer_size())));
-    } else if (msg.match_elements<tls_timer_atom, uint32_t>()) {
-      if (msg.get_as<uint32_t>(1) == timer_gen_)
-        on_timeout();
-    } else if (x.mid.is_request()) {
-      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
-    }
+  bool on_layer_message(caf::type_erased_tuple& msg) override {
+    if (!msg.match_elements<tls_timer_atom, uint32_t>())
+      return false;
+    if (msg.get_as<uint32_t>(1) == timer_gen_)
+      on_timeout();
+    return true;
   }
 
-  void on_exit(caf::error reason) override {
-    lose(reason ? std::move(reason) : make_error(errc::transport_down), false);
-  }
-
-  void on_protocol_down() override {
-    lose(make_error(errc::protocol_down), false);
-  }
-
-  void on_switched() override {
+  void on_read_change() override {
     read_plain();
+  }
+
+  void on_limits() override {
+    limit_lower();
+    update_app_pause();
+  }
+
+  void abort_layer(caf::error reason) override {
+    lose(std::move(reason), false);
+  }
+
+  // -- the transport below ---------------------------------------------------------
+
+  void on_lower_data(bytes& data) override {
+    on_cipher(data);
+  }
+
+  void on_lower_pause(bool paused) override {
+    lower_paused_ = paused;
+    update_app_pause();
   }
 
 private:
   enum class phase : uint8_t { handshake, open, closing, done };
 
-  // -- the transport below ---------------------------------------------------------
-
-  bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
-    if (msg.match_elements<connection_made>()) {
-      // Made by create_connection or a server: the layer is the protocol.
-      if (!lower_) {
-        lower_ = msg.get_as<connection_made>(0).handle;
-        state_.below = lower_.state();
-        begin();
-      }
-      reply(x, caf::make_message());
-    } else if (msg.match_elements<data_received>()) {
-      on_cipher(msg.get_mutable_as<data_received>(0).data);
-    } else if (msg.match_elements<eof_received>()) {
-      // Keep the lower transport open: the layer closes it itself.
-      reply(x, caf::make_message(true));
-      on_lower_eof();
-    } else if (msg.match_elements<pause_writing>()) {
-      lower_paused_ = true;
-      update_app_pause();
-    } else if (msg.match_elements<resume_writing>()) {
-      lower_paused_ = false;
-      update_app_pause();
-    } else if (msg.match_elements<connection_lost>()) {
-      on_lower_lost(std::move(msg.get_mutable_as<connection_lost>(0).reason));
-    } else if (msg.match_elements<handover>()) {
-      // The transport below was given another protocol: nothing to hand.
-      reply(x, caf::make_message(handover_stash{}));
-    } else if (msg.match_elements<caf::down_msg>()) {
-      auto& down = msg.get_as<caf::down_msg>(0);
-      if (lower_ && down.source == lower_.actor().address())
-        on_lower_lost(make_error(errc::transport_down));
-    } else {
-      return false;
-    }
-    return true;
-  }
-
-  void begin() {
+  void begin() override {
     monitor(lower_.actor());
     limit_lower();
     if (!ctx_.server_side())
@@ -313,9 +263,7 @@ private:
   }
 
   void on_cipher(bytes& data) {
-    if (lower_)
-      lower_.consumed(data.size());
-    if (lost_ || ssl_ == nullptr)
+    if (ssl_ == nullptr)
       return;
     BIO_write(rbio_, data.data(), static_cast<int>(data.size()));
     if (phase_ == phase::handshake)
@@ -325,7 +273,7 @@ private:
     check_incoming();
   }
 
-  void on_lower_eof() {
+  void on_lower_eof() override {
     switch (phase_) {
       case phase::handshake:
         fail_handshake(make_error(errc::tls_handshake_failed,
@@ -346,11 +294,7 @@ private:
     }
   }
 
-  void on_lower_lost(caf::error reason) {
-    // Already failed, and waiting for the protocol to read: the first
-    // reason stands (the transport's down message follows its loss).
-    if (lower_failure_ && !lost_)
-      return;
+  void on_lower_lost(caf::error reason) override {
     if (lost_) {
       if (lingering_) {
         lingering_ = false;
@@ -450,14 +394,9 @@ private:
     }
   }
 
-  void on_made_answer(caf::type_erased_tuple& msg) {
-    if (made_ok(msg)) {
-      read_started_ = true;
-      ready();
-      read_plain();
-    } else {
-      lose(make_error(errc::protocol_down), false);
-    }
+  void on_app_ready() override {
+    ready();
+    read_plain();
   }
 
   void fail_handshake(caf::error reason) {
@@ -502,14 +441,6 @@ private:
 
   // -- reading -----------------------------------------------------------------------
 
-  // The shared flags too: a protocol that pauses or closes inside
-  // data_received gets no more records from this loop.
-  bool app_reading() const noexcept {
-    return read_started_ && !user_paused_ && !closing_ && !switching()
-           && !state_.reading_paused.load() && !state_.closing.load()
-           && state_.unconsumed.load() < state_.read_credit;
-  }
-
   void read_plain() {
     if (lost_ || ssl_ == nullptr
         || (phase_ != phase::open && phase_ != phase::closing))
@@ -528,10 +459,7 @@ private:
         if (discard || !protocol_)
           continue;
         bytes data(mux().scratch(), mux().scratch() + n);
-        charge_credit(static_cast<size_t>(n));
-        if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
-          continue;
-        deliver(caf::make_message(data_received{std::move(data)}));
+        deliver_data(data);
         continue;
       }
       auto err = SSL_get_error(ssl_, n);
@@ -590,7 +518,7 @@ private:
 
   // -- writing -----------------------------------------------------------------------
 
-  void on_write(bytes& data) {
+  void on_write(bytes& data) override {
     if (data.empty())
       return;
     if (lost_ || closing_) {
@@ -630,7 +558,7 @@ private:
     lower_.write(std::move(out));
   }
 
-  [[nodiscard]] size_t buffer_size() const {
+  [[nodiscard]] size_t buffer_size() const override {
     return early_bytes_ + (lower_ ? lower_.get_write_buffer_size() : 0);
   }
 
@@ -651,7 +579,7 @@ private:
 
   // -- closing -----------------------------------------------------------------------
 
-  void on_close() {
+  void on_close() override {
     if (closing_ || lost_)
       return;
     if (phase_ == phase::handshake) {
@@ -713,18 +641,13 @@ private:
   // `connection_lost(reason)`, or the caller of create_connection the
   // error.
   void lose(caf::error reason, bool graceful) {
-    if (lost_)
+    if (!mark_lost())
       return;
-    lost_ = true;
-    closing_ = true;
     phase_ = phase::done;
     ++timer_gen_;
-    state_.closing = true;
-    state_.lost = true;
     state_.buffered = 0;
     early_.clear();
     early_bytes_ = 0;
-    mux().untrack(id());
     if (lower_) {
       if (graceful)
         lower_.close();
@@ -758,7 +681,6 @@ private:
   tls_options opts_;
   std::optional<protocol_factory> factory_;
   std::function<void(caf::expected<transport>)> on_ready_;
-  transport lower_;
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;
   BIO* wbio_ = nullptr;
@@ -766,19 +688,14 @@ private:
   size_t early_bytes_ = 0;
   caf::settings fixed_extra_;
   std::unique_ptr<caf::settings> late_extra_;
-  uint64_t made_request_ = 0;
   uint32_t timer_gen_ = 0;
   phase phase_ = phase::handshake;
-  bool read_started_ = false;
-  bool user_paused_ = false;
   bool lower_paused_ = false;
   bool app_paused_ = false;
   bool lower_paused_reading_ = false;
   bool peer_fin_ = false;
   // The transport below failed with records still unread (`on_lower_lost`).
   caf::error lower_failure_;
-  bool closing_ = false;
-  bool lost_ = false;
   bool lingering_ = false;
 };
 

@@ -33,6 +33,41 @@ void transport_core::deliver(caf::message msg) {
     send_to(protocol_, std::move(msg));
 }
 
+std::optional<caf::config_value>
+transport_core::extra_info(std::string_view name) const {
+  if (state_.kind == transport_kind::subprocess)
+    return name == "subprocess"
+             ? std::optional{caf::config_value{
+               static_cast<int64_t>(state_.sub->pid)}}
+             : std::nullopt;
+  if (state_.kind == transport_kind::read_pipe
+      || state_.kind == transport_kind::write_pipe)
+    return name == "pipe"
+             ? std::optional{caf::config_value{static_cast<int64_t>(state_.fd)}}
+             : std::nullopt;
+  if (name == "peername")
+    return to_config_value(state_.peer);
+  if (name == "sockname")
+    return to_config_value(state_.local);
+  if (name == "socket")
+    return caf::config_value{static_cast<int64_t>(state_.fd)};
+  if (name == "family")
+    return caf::config_value{std::string{state_.family}};
+  return std::nullopt;
+}
+
+void transport_core::deliver_data(bytes& data) {
+  if (!protocol_)
+    return;
+  charge_credit(data.size());
+  // A class protocol on this loop with nothing queued takes the bytes by a
+  // direct call: same order as the mailbox, no message. It may write back
+  // from inside (direct_write).
+  if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
+    return;
+  deliver(caf::make_message(data_received{std::move(data)}));
+}
+
 void transport_core::request_eof() {
   if (switching())
     held_.push_back(caf::make_message(eof_received{}));

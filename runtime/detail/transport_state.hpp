@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/actor.hpp>
@@ -219,6 +221,12 @@ public:
 
   [[nodiscard]] transport_state& state() noexcept { return state_; }
 
+  /// asyncio's `get_extra_info(name)`; any thread. A socket's addresses
+  /// and descriptor, a pipe's descriptor, a child's pid; a layer adds its
+  /// own keys to those of the transport below.
+  [[nodiscard]] virtual std::optional<caf::config_value>
+  extra_info(std::string_view name) const;
+
   /// A handle on this transport for its protocol.
   [[nodiscard]] transport make_handle();
 
@@ -227,6 +235,11 @@ protected:
 
   /// Sends `msg` to the protocol; held while a switch is under way.
   void deliver(caf::message msg);
+
+  /// Hands `data` to the protocol, charged to the read credit: by a direct
+  /// call to a class protocol on this loop with nothing queued, else as
+  /// `data_received` (held during a switch). Nothing without a protocol.
+  void deliver_data(bytes& data);
 
   /// Asks the protocol about EOF (`eof_received`); held likewise.
   void request_eof();

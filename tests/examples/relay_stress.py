@@ -22,12 +22,17 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
 
 
 def start(argv):
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    # The relay's complaints (an opener that failed) go to a file that is
+    # printed when a target fails.
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err,
+                            text=True)
+    proc.err = err
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -38,6 +43,7 @@ def start(argv):
 
 
 def stop(proc):
+    """Stops `proc`; returns the first lines it wrote to stderr."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -45,6 +51,10 @@ def stop(proc):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    proc.err.seek(0)
+    lines = proc.err.read().splitlines()
+    proc.err.close()
+    return lines[:5]
 
 
 async def one(port, rng, stall, tally):
@@ -71,8 +81,9 @@ async def one(port, rng, stall, tally):
             tally["ok"] += 1
     except asyncio.TimeoutError:
         tally["stranded"] += 1
-    except OSError:
+    except OSError as e:
         tally["reset"] += 1
+        tally.setdefault("why", repr(e))
     finally:
         writer.close()
 
@@ -111,12 +122,13 @@ def main():
                 target = "tcp://127.0.0.1:%d" % echo_port
             relay, port = start([args.relay, "tcp://127.0.0.1:0", target])
             t0 = time.monotonic()
+            complaints = []
             try:
                 tally = asyncio.run(run(port, args.connections,
                                         args.concurrency, args.stall,
                                         os.getpid()))
             finally:
-                stop(relay)
+                complaints = stop(relay)
                 if echo is not None:
                     stop(echo)
                     echo = None
@@ -126,6 +138,10 @@ def main():
                       "PASS" if ok else "FAIL", name, tally["ok"],
                       tally["stranded"], tally["wrong"], tally["reset"],
                       tally["refused"], time.monotonic() - t0), flush=True)
+            if not ok and "why" in tally:
+                print("  first error: " + tally["why"])
+            for line in ([] if ok else complaints):
+                print("  relay: " + line)
             passed += ok
             failed += not ok
     finally:

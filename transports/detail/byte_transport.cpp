@@ -59,14 +59,9 @@ void byte_transport::do_read() {
     if (!protocol_)
       return;
     bytes data(mux().scratch(), mux().scratch() + n);
-    charge_credit(static_cast<size_t>(n));
-    // A class protocol on this loop with nothing queued takes the bytes by
-    // a direct call: same order as the mailbox, no message. It may write
-    // back from inside (direct_write): nothing below depends on state that
-    // call changes.
-    if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
-      return;
-    deliver(caf::make_message(data_received{std::move(data)}));
+    // Nothing below depends on state a direct call into the protocol
+    // changes.
+    deliver_data(data);
     return;
   }
   if (n == 0) {

@@ -1,0 +1,155 @@
+#include "tact/transports/detail/layer.hpp"
+
+#include <caf/sec.hpp>
+#include <caf/system_messages.hpp>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/errc.hpp"
+
+namespace tact::detail {
+
+layer::layer(caf::actor_config& cfg, multiplexer& mux, transport_kind kind,
+             uint64_t read_credit, caf::actor app, transport lower)
+  : transport_core(cfg, mux, kind, read_credit, std::move(app)),
+    lower_(std::move(lower)) {
+  if (lower_)
+    state_.below = lower_.state();
+}
+
+void layer::on_start() {
+  // Tracked like a transport, so that shutdown closes the topmost layer.
+  mux().track(id(), handle(), false);
+  if (!on_layer_start())
+    return;
+  if (protocol_)
+    watch_protocol(true);
+  if (lower_)
+    begin();
+}
+
+void layer::on_message(caf::mailbox_element& x) {
+  auto& msg = x.content();
+  if (handle_protocol_message(x, msg))
+    return;
+  if (auto id = answer_to(x)) {
+    if (id == made_request_) {
+      if (made_ok(msg)) {
+        read_started_ = true;
+        on_app_ready();
+      } else {
+        abort_layer(make_error(errc::protocol_down));
+      }
+    } else if (is_eof_answer(id)) {
+      // Anything but `true` (an error, no handler) closes.
+      on_eof_answer(msg.match_elements<bool>() && msg.get_as<bool>(0));
+    }
+    return;
+  }
+  if (from_below(x, msg))
+    return;
+  if (msg.match_elements<op::write>()) {
+    auto& w = msg.get_mutable_as<op::write>(0);
+    if (w.counted)
+      state_.in_flight -= w.data.size();
+    on_write(w.data);
+  } else if (msg.match_elements<op::write_eof>()) {
+    on_write_eof();
+  } else if (msg.match_elements<op::close>()) {
+    on_close();
+  } else if (msg.match_elements<op::abort>()) {
+    abort_layer(std::move(msg.get_mutable_as<op::abort>(0).reason));
+  } else if (read_command(msg, user_paused_, closing_)) {
+    on_read_change();
+  } else if (msg.match_elements<op::set_write_buffer_limits>()) {
+    // A local handle stored them already (see socket_transport).
+    if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
+      state_.high = lim.high;
+      state_.low = lim.low;
+    }
+    on_limits();
+  } else if (msg.match_elements<op::get_write_buffer_size>()) {
+    reply(x, caf::make_message(static_cast<uint64_t>(buffer_size())));
+  } else if (on_layer_message(msg)) {
+    // the layer's own
+  } else if (x.mid.is_request()) {
+    reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+  }
+}
+
+bool layer::from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
+  if (msg.match_elements<connection_made>()) {
+    // Made by a server or create_connection: the layer is the protocol.
+    reply(x, caf::make_message());
+    if (!lower_) {
+      lower_ = msg.get_as<connection_made>(0).handle;
+      state_.below = lower_.state();
+      begin();
+    }
+  } else if (msg.match_elements<data_received>()) {
+    auto& data = msg.get_mutable_as<data_received>(0).data;
+    if (lower_)
+      lower_.consumed(data.size());
+    if (!lost_)
+      on_lower_data(data);
+  } else if (msg.match_elements<eof_received>()) {
+    // The transport below stays half-open: the layer answers for the
+    // protocol above once it has had everything, and closes it itself.
+    reply(x, caf::make_message(true));
+    on_lower_eof();
+  } else if (msg.match_elements<pause_writing>()
+             || msg.match_elements<resume_writing>()) {
+    on_lower_pause(msg.match_elements<pause_writing>());
+  } else if (msg.match_elements<connection_lost>()) {
+    lower_gone_ = true;
+    on_lower_lost(std::move(msg.get_mutable_as<connection_lost>(0).reason));
+  } else if (msg.match_elements<handover>()) {
+    reply(x, caf::make_message(on_lower_handover()));
+  } else if (msg.match_elements<caf::down_msg>()) {
+    auto& down = msg.get_as<caf::down_msg>(0);
+    if (!lower_ || lower_gone_ || down.source != lower_.actor().address())
+      return false;
+    lower_gone_ = true;
+    on_lower_lost(make_error(errc::transport_down));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void layer::on_exit(caf::error reason) {
+  abort_layer(reason ? std::move(reason) : make_error(errc::transport_down));
+}
+
+void layer::on_protocol_down() {
+  abort_layer(make_error(errc::protocol_down));
+}
+
+void layer::on_switched() {
+  on_read_change();
+}
+
+std::optional<caf::config_value>
+layer::extra_info(std::string_view name) const {
+  if (state_.below == nullptr)
+    return std::nullopt;
+  return state_.below->core->extra_info(name);
+}
+
+bool layer::app_reading() const noexcept {
+  return read_started_ && !user_paused_ && !closing_ && !switching()
+         && !state_.reading_paused.load() && !state_.closing.load()
+         && state_.unconsumed.load() < state_.read_credit;
+}
+
+bool layer::mark_lost() {
+  if (lost_)
+    return false;
+  lost_ = true;
+  closing_ = true;
+  state_.closing = true;
+  state_.lost = true;
+  mux().untrack(id());
+  return true;
+}
+
+} // namespace tact::detail
