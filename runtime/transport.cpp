@@ -319,11 +319,9 @@ caf::settings transport::extra_info() const {
   if (!state_)
     return remote_extra_ ? *remote_extra_ : caf::settings{};
   caf::settings result;
-  for (std::string name :
-       {"peername", "sockname", "socket", "family", "pipe", "subprocess",
-        "sslcontext", "peercert", "cipher", "ssl_object"})
+  for (auto name : state_->core->extra_info_names())
     if (auto value = get_extra_info(name))
-      result[name] = std::move(*value);
+      result[std::string{name}] = std::move(*value);
   return result;
 }
 

@@ -199,6 +199,13 @@ public:
     return layer::extra_info(name);
   }
 
+  std::vector<std::string_view> extra_info_names() const override {
+    auto result = layer::extra_info_names();
+    for (auto name : {"sslcontext", "peercert", "cipher", "ssl_object"})
+      result.emplace_back(name);
+    return result;
+  }
+
 protected:
   bool on_layer_start() override {
     if (ssl_ == nullptr) {

@@ -56,6 +56,15 @@ transport_core::extra_info(std::string_view name) const {
   return std::nullopt;
 }
 
+std::vector<std::string_view> transport_core::extra_info_names() const {
+  if (state_.kind == transport_kind::subprocess)
+    return {"subprocess"};
+  if (state_.kind == transport_kind::read_pipe
+      || state_.kind == transport_kind::write_pipe)
+    return {"pipe"};
+  return {"peername", "sockname", "socket", "family"};
+}
+
 void transport_core::deliver_data(bytes& data) {
   if (!protocol_)
     return;

@@ -227,6 +227,9 @@ public:
   [[nodiscard]] virtual std::optional<caf::config_value>
   extra_info(std::string_view name) const;
 
+  /// The names `extra_info` may know, for `transport::extra_info()`.
+  [[nodiscard]] virtual std::vector<std::string_view> extra_info_names() const;
+
   /// A handle on this transport for its protocol.
   [[nodiscard]] transport make_handle();
 

@@ -135,6 +135,12 @@ layer::extra_info(std::string_view name) const {
   return state_.below->core->extra_info(name);
 }
 
+std::vector<std::string_view> layer::extra_info_names() const {
+  if (state_.below == nullptr)
+    return {};
+  return state_.below->core->extra_info_names();
+}
+
 bool layer::app_reading() const noexcept {
   return read_started_ && !user_paused_ && !closing_ && !switching()
          && !state_.reading_paused.load() && !state_.closing.load()

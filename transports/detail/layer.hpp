@@ -9,6 +9,9 @@
 // handful of hooks.
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
@@ -31,6 +34,9 @@ public:
   /// The transport below's (a layer adds its own keys by overriding).
   [[nodiscard]] std::optional<caf::config_value>
   extra_info(std::string_view name) const override;
+
+  [[nodiscard]] std::vector<std::string_view>
+  extra_info_names() const override;
 
 protected:
   void on_start() final;
