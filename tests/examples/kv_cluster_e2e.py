@@ -572,9 +572,14 @@ def test_gateway_restart_and_clean_stop():
                      if "stopping the nodes" in ln)
             ends = [ln for ln in c.lines[at:] if "exited with status" in ln
                     or "killed by signal" in ln]
+            # What a node said before it died (a sanitizer report, an
+            # uncaught exception), for the failure message.
+            why = [ln for ln in c.lines if re.search(
+                r"ERROR|Sanitizer|terminate|runtime error|Assertion|#\d+ 0x",
+                ln)][:40]
         check(len(ends) == SHARDS + 1 and all(
             ln.endswith("exited with status 0") for ln in ends),
-            "how the nodes ended: %s" % ends)
+            "how the nodes ended: %s; what they said: %s" % (ends, why))
         alive = []
         for pid in pids:
             try:
