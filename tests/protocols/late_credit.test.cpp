@@ -29,7 +29,9 @@ namespace {
 using give_atom = caf::atom_constant<caf::atom("give")>;
 
 // Records per line; the sanitizer builds, ten times slower, send fewer.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_THREAD__)
+constexpr uint64_t lines = 5'000;
+#elif defined(__SANITIZE_ADDRESS__)
 constexpr uint64_t lines = 40'000;
 #else
 constexpr uint64_t lines = 200'000;
@@ -41,6 +43,22 @@ constexpr size_t line_size = 11; // ten digits and '\n'
 constexpr uint64_t credit = 4096;
 
 enum class giver { in_handler, self_message, other_thread, bursts };
+
+// Under ThreadSanitizer each variant takes tens of seconds (every atomic
+// and message is instrumented): there, the variants that cross threads.
+#if defined(__SANITIZE_THREAD__)
+#  define EVERY_GIVER giver::self_message, giver::other_thread
+#  define LATE_GIVERS giver::other_thread
+#  define EVERY_PLACE place::scheduler
+#  define EVERY_KIND kind::tcp
+#else
+#  define EVERY_GIVER                                                      \
+    giver::in_handler, giver::self_message, giver::other_thread,          \
+      giver::bursts
+#  define LATE_GIVERS giver::self_message, giver::other_thread, giver::bursts
+#  define EVERY_PLACE place::loop, place::scheduler
+#  define EVERY_KIND kind::tcp, kind::unix_socket
+#endif
 
 const char* name_of(giver g) {
   switch (g) {
@@ -235,10 +253,9 @@ runtime_options small_credit() {
 
 SCENARIO("a framed protocol actor that gives its credit back late gets "
          "every line of a flood") {
-  auto how = GENERATE(giver::in_handler, giver::self_message,
-                      giver::other_thread, giver::bursts);
-  auto where = GENERATE(place::loop, place::scheduler);
-  auto k = GENERATE(kind::tcp, kind::unix_socket);
+  auto how = GENERATE(EVERY_GIVER);
+  auto where = GENERATE(EVERY_PLACE);
+  auto k = GENERATE(EVERY_KIND);
   INFO("credit given back " << name_of(how) << " over " << name_of(k)
        << (where == place::loop ? " on the loop" : " on the scheduler"));
   with_runtime(
@@ -258,9 +275,8 @@ SCENARIO("a framed protocol actor that gives its credit back late gets "
 
 SCENARIO("a protocol actor on a plain stream that gives its credit back "
          "late gets every byte of a flood") {
-  auto how = GENERATE(giver::self_message, giver::other_thread,
-                      giver::bursts);
-  auto where = GENERATE(place::loop, place::scheduler);
+  auto how = GENERATE(LATE_GIVERS);
+  auto where = GENERATE(EVERY_PLACE);
   INFO("credit given back " << name_of(how)
        << (where == place::loop ? " on the loop" : " on the scheduler"));
   with_runtime(
@@ -278,9 +294,8 @@ SCENARIO("a protocol actor on a plain stream that gives its credit back "
 
 SCENARIO("a framed protocol actor above TLS that gives its credit back late "
          "gets every line of a flood") {
-  auto how = GENERATE(giver::self_message, giver::other_thread,
-                      giver::bursts);
-  auto where = GENERATE(place::loop, place::scheduler);
+  auto how = GENERATE(LATE_GIVERS);
+  auto where = GENERATE(EVERY_PLACE);
   INFO("credit given back " << name_of(how)
        << (where == place::loop ? " on the loop" : " on the scheduler"));
   with_runtime(
