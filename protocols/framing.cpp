@@ -270,8 +270,6 @@ private:
   std::vector<bytes> chunks_;
   bool lower_paused_ = false;
   bool lower_eof_ = false;
-  // Why the transport below ended, if it failed.
-  caf::error lower_failure_;
   bool eof_asked_ = false;
 };
 

@@ -7,6 +7,7 @@
 #include "tact/transports/detail/tls.hpp"
 
 #include <algorithm>
+#include <array>
 #include <exception>
 
 #include <arpa/inet.h>
@@ -40,6 +41,10 @@ constexpr size_t write_high = 512 * 1024;
 constexpr size_t write_low = 128 * 1024;
 constexpr size_t incoming_high = 256 * 1024;
 constexpr size_t incoming_low = 64 * 1024;
+
+// The extra-info keys the layer answers itself (compression is never set).
+constexpr std::array<std::string_view, 4> own_keys{"sslcontext", "peercert",
+                                                   "cipher", "ssl_object"};
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];
@@ -193,16 +198,15 @@ public:
         return i->second;
     }
     // Not yet known (before the handshake), or never (compression).
-    if (name == "compression" || name == "peercert" || name == "cipher"
-        || name == "ssl_object" || name == "sslcontext")
+    if (name == "compression"
+        || std::find(own_keys.begin(), own_keys.end(), name) != own_keys.end())
       return std::nullopt;
     return layer::extra_info(name);
   }
 
   std::vector<std::string_view> extra_info_names() const override {
     auto result = layer::extra_info_names();
-    for (auto name : {"sslcontext", "peercert", "cipher", "ssl_object"})
-      result.emplace_back(name);
+    result.insert(result.end(), own_keys.begin(), own_keys.end());
     return result;
   }
 
@@ -701,8 +705,6 @@ private:
   bool app_paused_ = false;
   bool lower_paused_reading_ = false;
   bool peer_fin_ = false;
-  // The transport below failed with records still unread (`on_lower_lost`).
-  caf::error lower_failure_;
   bool lingering_ = false;
 };
 

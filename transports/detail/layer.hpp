@@ -135,6 +135,9 @@ protected:
   bool lost_ = false;
   // The transport below ended or went to another protocol.
   bool lower_gone_ = false;
+  // Why the transport below ended, when it failed while the layer still
+  // held bytes for the protocol above: reported once they are delivered.
+  caf::error lower_failure_;
 
 private:
   bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg);
