@@ -129,9 +129,7 @@ private:
     }
     failed_ = true;
     failure_ = std::move(reason);
-    drop_buffer();
-    buffered_ = 0;
-    state_.buffered = 0;
+    discard_buffer();
     // The descriptor reports the hang-up whatever the mask: off the loop
     // while the protocol does not read.
     hup_ = true;
@@ -150,11 +148,9 @@ transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  std::function<void()> on_made) {
   if (kind == stream_kind::tcp)
     set_nodelay(fd);
-  auto hdl = spawn_light<stream_transport>(mux, fd, std::move(protocol),
-                                           read_credit, std::move(on_made));
-  auto* self = static_cast<stream_transport*>(
-    caf::actor_cast<caf::abstract_actor*>(hdl));
-  return transport{std::move(hdl), &self->state()};
+  return spawn_socket_transport<stream_transport>(mux, fd, std::move(protocol),
+                                                  read_credit,
+                                                  std::move(on_made));
 }
 
 } // namespace tact::detail

@@ -172,6 +172,12 @@ void socket_transport::update_interest() {
   }
 }
 
+void socket_transport::discard_buffer() {
+  drop_buffer();
+  buffered_ = 0;
+  state_.buffered = 0;
+}
+
 void socket_transport::buffered_add(size_t n) {
   buffered_ += n;
   state_.buffered.store(buffered_, std::memory_order_relaxed);
@@ -242,9 +248,7 @@ void socket_transport::lose(caf::error reason) {
   }
   ::close(fd_);
   fd_ = -1;
-  drop_buffer();
-  buffered_ = 0;
-  state_.buffered = 0;
+  discard_buffer();
   mux().untrack(id());
   state_.lost = true;
   end_protocol(std::move(reason));

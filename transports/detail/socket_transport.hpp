@@ -81,6 +81,9 @@ protected:
   /// What `lose_errno` would report.
   [[nodiscard]] static caf::error error_of_errno(int err, const char* call);
 
+  /// Drops what is buffered, and its count.
+  void discard_buffer();
+
   /// Adds to / takes from the buffered byte count, pausing or resuming the
   /// protocol at the watermarks.
   void buffered_add(size_t n);
@@ -117,11 +120,13 @@ private:
   bool protocol_paused_ = false;
 };
 
-/// Spawns a socket transport of type `T` on `mux` and returns its handle.
-template <class T>
+/// Spawns a socket transport of type `T` on `mux` (with `xs` after the
+/// read credit) and returns its handle.
+template <class T, class... Ts>
 transport spawn_socket_transport(multiplexer& mux, int fd, caf::actor protocol,
-                                 uint64_t read_credit) {
-  auto hdl = spawn_light<T>(mux, fd, std::move(protocol), read_credit);
+                                 uint64_t read_credit, Ts&&... xs) {
+  auto hdl = spawn_light<T>(mux, fd, std::move(protocol), read_credit,
+                            std::forward<Ts>(xs)...);
   auto* self = static_cast<T*>(caf::actor_cast<caf::abstract_actor*>(hdl));
   return transport{std::move(hdl), &self->state()};
 }
