@@ -33,9 +33,9 @@ namespace tact {
 /// `errc::invalid_argument`. An abort drops what the transport below still
 /// buffers, as asyncio's `abort()` does. When the transport below ends
 /// cleanly (a TLS close_notify), the frames read before still come, then
-/// `eof_received` and `connection_lost`. The layer reads with the read
-/// credit of tact's default options (256 KiB). Handles from another node
-/// do not write empty frames.
+/// `eof_received` and `connection_lost`. The protocol has the read credit
+/// of the transport below (`runtime_options::read_credit`). Handles from
+/// another node do not write empty frames.
 ///
 /// Errors: the checks of `check_framing`.
 caf::expected<protocol_factory> framed(framing f, protocol_factory inner);

@@ -99,7 +99,10 @@ struct transport_state {
   transport_core* core;
   const transport_kind kind;
   const bool can_write_eof;
-  const uint64_t read_credit;
+  // Constant once the protocol has the handle: a layer made by the
+  // transport below takes that transport's credit before it makes its
+  // protocol.
+  uint64_t read_credit;
 
   std::atomic<bool> closing{false};
   std::atomic<bool> lost{false};

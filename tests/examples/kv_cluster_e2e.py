@@ -145,6 +145,15 @@ class Cluster:
         self.reader.join(5)
         return self.proc.returncode
 
+    def check_stopped(self, what="the launcher's exit status"):
+        """Stops the cluster; fails with the end of its output unless the
+        launcher (and so every node) ended with status 0."""
+        status = self.stop()
+        with self.cond:
+            tail = "\n".join(self.lines[-40:])
+        check(status == 0, "%s: %s; the output ended with:\n%s"
+              % (what, status, tail))
+
     def __enter__(self):
         return self
 
@@ -261,7 +270,7 @@ def test_redis_cli_commands():
         out = cli(c, stdin="".join("GET key:%d\n" % i for i in range(500)))
         check(out == "".join("value-%d\n" % i for i in range(500)),
               "500 piped GETs")
-        check(c.stop() == 0, "the launcher's exit status")
+        c.check_stopped()
         return "every shard used: %s" % sorted(
             {primary_of("key:%d" % i) for i in range(500)})
 
@@ -294,7 +303,7 @@ def test_redis_benchmark():
         check(cl.call("GET", "counter:__rand_int__") == b"4000",
               "redis-benchmark's counter after 4000 INCRs")
         cl.close()
-        check(c.stop() == 0, "the launcher's exit status")
+        c.check_stopped()
         return ", ".join(figures)
 
 
@@ -500,7 +509,7 @@ def test_sigkill_loses_no_acknowledged_write():
                   "overwritten key %d is %r, last acknowledged %d"
                   % (wid, r, last_overwrite[wid]))
         cl.close()
-        check(c.stop() == 0, "the launcher's exit status")
+        c.check_stopped()
         return ("%d acknowledged SETs (%d to shard 1's keys while it was "
                 "down), %d INCRs, all read back after SIGKILL of shard 1 "
                 "then shard 2; shard 1 served again %.2f s after its kill; "
@@ -546,7 +555,7 @@ def test_unreachable_node_gives_an_error():
             check(time.monotonic() < deadline, "GET after SIGCONT: %r" % (r,))
             time.sleep(0.2)
         cl.close()
-        check(c.stop() == 0, "the launcher's exit status")
+        c.check_stopped()
         return "CLUSTERDOWN after %.2f s with --timeout-ms %d" % (took,
                                                                  timeout_ms)
 
@@ -563,8 +572,8 @@ def test_gateway_restart_and_clean_stop():
         check(cl.call("GET", "x") == b"1", "GET through the new gateway")
         cl.close()
         pids = c.node_pids()
-        check(c.stop() == 0, "the launcher's exit status (1: a node needed "
-              "SIGKILL)")
+        c.check_stopped("the launcher's exit status (1: a node needed "
+                         "SIGKILL)")
         # Every node ended on SIGTERM with status 0 (a sanitizer report at
         # exit would make it non-zero).
         with c.cond:
@@ -609,6 +618,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--cluster", required=True)
     p.add_argument("--redis-cli", default=shutil.which("redis-cli"))
+    p.add_argument("--only", help="run only the tests whose name has this")
     ARGS = p.parse_args()
     if not ARGS.redis_cli:
         print("FAIL setup: redis-cli is missing (Debian package redis-tools)")
@@ -619,6 +629,8 @@ def main():
              test_sigkill_loses_no_acknowledged_write,
              test_unreachable_node_gives_an_error,
              test_gateway_restart_and_clean_stop]
+    if ARGS.only:
+        tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0
     try:
         for test in tests:

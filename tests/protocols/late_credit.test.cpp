@@ -75,6 +75,9 @@ struct tally {
   std::atomic<uint64_t> frames{0};
   std::atomic<uint64_t> wrong{0};
   std::atomic<bool> lost{false};
+  // The most the consumer's transport counted as delivered and not given
+  // back, seen at a delivery.
+  std::atomic<uint64_t> most_held{0};
   // The consumer's transport, for the diagnosis of a stall.
   std::atomic<detail::transport_state*> state{nullptr};
   std::string pending; // plain streams: the unfinished line (actor only)
@@ -108,6 +111,9 @@ caf::behavior consumer(caf::event_based_actor* self, giver how,
     [=](data_received& msg) {
       auto n = msg.data.size();
       out->bytes += n;
+      auto held = out->state.load()->unconsumed.load();
+      if (held > out->most_held.load())
+        out->most_held = held;
       if (framed_lines) {
         out->check_line(to_string(msg.data));
         ++out->frames;
@@ -241,6 +247,9 @@ void run_flood(int fd, const std::function<void(const std::string&)>& send,
   // A line frame is the line without its delimiter.
   CHECK(out->bytes.load() == (framed_lines ? lines * (line_size - 1)
                                            : data.size()));
+  // The runtime's read credit bounds what the protocol holds (a delivery
+  // starts below it and is one line at most, or a read of the rest).
+  CHECK(out->most_held.load() <= credit + line_size);
 }
 
 runtime_options small_credit() {

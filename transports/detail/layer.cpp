@@ -83,6 +83,10 @@ bool layer::from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
     if (!lower_) {
       lower_ = msg.get_as<connection_made>(0).handle;
       state_.below = lower_.state();
+      // The protocol above is not made yet: it reads with the credit of
+      // the connection it is on.
+      if (state_.below != nullptr)
+        state_.read_credit = state_.below->read_credit;
       begin();
     }
   } else if (msg.match_elements<data_received>()) {
