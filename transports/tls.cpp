@@ -331,7 +331,20 @@ private:
       read_plain();
       return;
     }
+    // The peer ended its stream and closed: our close_notify (or what the
+    // protocol wrote after the EOF) then meets a reset. That end is the
+    // peer's clean one, as in asyncio.
+    if (reason && peer_ended() && phase_ == phase::closing
+        && reason.category() == error_category
+        && (reason.code() == static_cast<uint8_t>(errc::connection_reset)
+            || reason.code() == static_cast<uint8_t>(errc::broken_pipe)))
+      reason = caf::none;
     lose(std::move(reason), false);
+  }
+
+  // The peer's close_notify or FIN came (and eof_received went up).
+  [[nodiscard]] bool peer_ended() const noexcept {
+    return eof_asked_;
   }
 
   // -- handshake ---------------------------------------------------------------
@@ -487,7 +500,7 @@ private:
       }
       if (err == SSL_ERROR_WANT_READ) {
         if (peer_fin_ && phase_ == phase::open)
-          shut_down();
+          on_peer_end();
         break;
       }
       if (err == SSL_ERROR_ZERO_RETURN) {
@@ -521,10 +534,28 @@ private:
       lower_.close();
       return;
     }
-    // The peer closed first: eof_received (TLS has no half-close, so the
-    // answer changes nothing), then our close_notify back.
+    on_peer_end();
+  }
+
+  // The peer ended its stream first (close_notify, or a FIN without one,
+  // which is not an error): eof_received, and our close_notify back once
+  // the protocol has answered, so that what it writes in eof_received
+  // still goes out. The answer itself changes nothing: as asyncio's, the
+  // connection closes.
+  void on_peer_end() {
+    if (eof_asked_)
+      return;
+    eof_asked_ = true;
     request_eof();
-    shut_down();
+    // No protocol to answer (or one being switched, which gets the EOF
+    // when it is in): close now.
+    if (!protocol_ || switching())
+      shut_down();
+  }
+
+  void on_eof_answer(bool) override {
+    if (phase_ == phase::open && !lost_)
+      shut_down();
   }
 
   // -- writing -----------------------------------------------------------------------
@@ -705,6 +736,7 @@ private:
   bool app_paused_ = false;
   bool lower_paused_reading_ = false;
   bool peer_fin_ = false;
+  bool eof_asked_ = false;
   bool lingering_ = false;
 };
 

@@ -5,12 +5,14 @@
 //
 //   record_server [--tls CERT KEY] [--greeting TEXT] [--keep-open]
 //                 [--pause-first MS] [--write-on-data BYTES]
-//                 [--then close|abort] [--write-eof TEXT]
+//                 [--then close|abort] [--write-eof TEXT] [--lines]
 //
 // Prints `listening on tcp://127.0.0.1:PORT`, then one line per connection
 // when it is lost: its callbacks, consecutive data_received merged into
 // one "data" event, and the bytes received as a count and a CRC-32:
 //   made data eof lost:none n=12 h=...
+// With --lines the recorder is behind tact's line framing: it receives and
+// writes lines, and counts each line with its delimiter.
 
 #include <array>
 #include <chrono>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/protocols/framing.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 
@@ -37,6 +40,7 @@ struct options {
   std::string then;
   std::string write_eof;
   bool has_write_eof = false;
+  bool lines = false;
 };
 
 // zlib's CRC-32, continued from `crc` (0 to start), as Python's
@@ -89,6 +93,8 @@ public:
 
   void data_received(tact::bytes data) override {
     add("data");
+    if (opts_.lines)
+      data.push_back('\n');
     n_ += data.size();
     hash_ = crc32(hash_, data);
     if (first_) {
@@ -119,7 +125,7 @@ public:
   bool eof_received() override {
     add("eof");
     if (opts_.keep_open) {
-      t_.write("bye\n");
+      t_.write(opts_.lines ? "bye" : "bye\n");
       t_.close();
     }
     return opts_.keep_open;
@@ -163,7 +169,7 @@ int usage() {
   std::fprintf(stderr, "usage: record_server [--tls CERT KEY] [--greeting "
                        "TEXT] [--keep-open] [--pause-first MS] "
                        "[--write-on-data BYTES] [--then close|abort] "
-                       "[--write-eof TEXT]\n");
+                       "[--write-eof TEXT] [--lines]\n");
   return 2;
 }
 
@@ -190,6 +196,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--write-eof" && more(1)) {
       opts.write_eof = argv[++i];
       opts.has_write_eof = true;
+    } else if (arg == "--lines") {
+      opts.lines = true;
     } else {
       return usage();
     }
@@ -206,9 +214,18 @@ int main(int argc, char** argv) {
     }
     sopts.tls = *ctx;
   }
-  auto srv = rt.create_server(
-    [&] { return std::make_unique<recorder>(opts, rt); }, "127.0.0.1", 0,
-    sopts);
+  tact::protocol_factory factory
+    = [&] { return std::make_unique<recorder>(opts, rt); };
+  if (opts.lines) {
+    auto f = tact::framed(tact::line_framing{}, factory);
+    if (!f) {
+      std::fprintf(stderr, "record_server: %s\n",
+                   tact::describe(f.error()).c_str());
+      return 2;
+    }
+    factory = *f;
+  }
+  auto srv = rt.create_server(factory, "127.0.0.1", 0, sopts);
   if (!srv) {
     std::fprintf(stderr, "record_server: %s\n",
                  tact::describe(srv.error()).c_str());

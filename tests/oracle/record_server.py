@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """The asyncio half of the differential test: the same server as
 record_server.cpp (same options, same output), written with asyncio's
-transports and protocols. differential.py plays one peer against both."""
+transports and protocols. differential.py plays one peer against both.
+
+asyncio has no framing layer: with --lines, `Lines` splits the stream into
+lines for the recorder and ends each line it writes, as tact's line
+framing does (a last line without its delimiter comes as a frame at EOF;
+a pause stops the frames already split)."""
 
 import argparse
 import asyncio
@@ -19,6 +24,82 @@ def reason_class(exc):
     if isinstance(exc, BrokenPipeError):
         return "pipe"
     return "other:" + type(exc).__name__
+
+
+class Lines(asyncio.Protocol):
+    """Line framing in front of `inner`, which sees a transport of frames."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.buf = bytearray()
+        self.paused = False
+        self.eof = False
+        self.done = False
+
+    # The transport `inner` sees.
+    def write(self, frame):
+        self.t.write(frame + b"\n")
+
+    def write_eof(self):
+        self.t.write_eof()
+
+    # After close() or abort(), as on asyncio's transports, the protocol
+    # gets no more data: frames split already are dropped.
+    def close(self):
+        self.done = True
+        self.t.close()
+
+    def abort(self):
+        self.done = True
+        self.t.abort()
+
+    def pause_reading(self):
+        self.paused = True
+        self.t.pause_reading()
+
+    def resume_reading(self):
+        self.paused = False
+        self.t.resume_reading()
+        self.pump()
+
+    # The protocol of the transport below.
+    def connection_made(self, transport):
+        self.t = transport
+        self.inner.connection_made(self)
+
+    def data_received(self, data):
+        self.buf += data
+        self.pump()
+
+    def pump(self):
+        while not self.paused and not self.done:
+            at = self.buf.find(b"\n")
+            if at < 0:
+                break
+            frame = bytes(self.buf[:at])
+            del self.buf[:at + 1]
+            self.inner.data_received(frame)
+        if self.eof and not self.paused and not self.done:
+            self.done = True
+            if self.buf:
+                frame, self.buf = bytes(self.buf), bytearray()
+                self.inner.data_received(frame)
+            if not self.inner.eof_received():
+                self.t.close()
+
+    def eof_received(self):
+        self.eof = True
+        self.pump()
+        return True
+
+    def pause_writing(self):
+        self.inner.pause_writing()
+
+    def resume_writing(self):
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc):
+        self.inner.connection_lost(exc)
 
 
 class Recorder(asyncio.Protocol):
@@ -46,6 +127,10 @@ class Recorder(asyncio.Protocol):
 
     def data_received(self, data):
         self.add("data")
+        if self.opts.lines:
+            # A frame is counted with its delimiter, so that n and h are
+            # those of the stream's prefix.
+            data = data + b"\n"
         self.n += len(data)
         self.h = zlib.crc32(data, self.h)
         if self.first:
@@ -68,7 +153,7 @@ class Recorder(asyncio.Protocol):
     def eof_received(self):
         self.add("eof")
         if self.opts.keep_open:
-            self.t.write(b"bye\n")
+            self.t.write(b"bye" if self.opts.lines else b"bye\n")
             self.t.close()
         return self.opts.keep_open
 
@@ -93,14 +178,19 @@ async def main():
     ap.add_argument("--write-on-data", type=int, default=0)
     ap.add_argument("--then", default="")
     ap.add_argument("--write-eof")
+    ap.add_argument("--lines", action="store_true")
     opts = ap.parse_args()
     loop = asyncio.get_running_loop()
     ctx = None
     if opts.tls:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(*opts.tls)
-    srv = await loop.create_server(lambda: Recorder(opts, loop), "127.0.0.1",
-                                   0, ssl=ctx)
+    def factory():
+        if opts.lines:
+            return Lines(Recorder(opts, loop))
+        return Recorder(opts, loop)
+
+    srv = await loop.create_server(factory, "127.0.0.1", 0, ssl=ctx)
     port = srv.sockets[0].getsockname()[1]
     print("listening on tcp://127.0.0.1:%d" % port, flush=True)
     stop = loop.create_future()
