@@ -15,7 +15,7 @@
 #include <caf/send.hpp>
 
 #include "kv.hpp"
-#include "tact/protocols/frames.hpp"
+#include "tact/transports/frames.hpp"
 #include "tact/runtime/errc.hpp"
 
 namespace kv {

@@ -1,4 +1,4 @@
-// libFuzzer target: the frame parser (protocols/frames.hpp) fed arbitrary
+// libFuzzer target: the frame parser (transports/frames.hpp) fed arbitrary
 // streams. The first byte picks the format (length prefix with a 1, 2, 4
 // or 8-byte header, or lines with one of three delimiters), the second
 // seeds how the stream is cut into chunks. Whatever the bytes, the frames
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "tact/protocols/frames.hpp"
+#include "tact/transports/frames.hpp"
 #include "tact/runtime/errc.hpp"
 
 namespace {

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "tact/actors/protocol.hpp"
-#include "tact/protocols/framing.hpp"
+#include "tact/transports/framing.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 

@@ -16,7 +16,7 @@
 
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
-#include "tact/protocols/framing.hpp"
+#include "tact/transports/framing.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/transports/tls.hpp"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "tact/protocols/frames.hpp"
+#include "tact/transports/frames.hpp"
 #include "tact/runtime/errc.hpp"
 
 using namespace tact;

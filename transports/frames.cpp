@@ -1,4 +1,4 @@
-#include "tact/protocols/frames.hpp"
+#include "tact/transports/frames.hpp"
 
 #include <algorithm>
 #include <cstring>

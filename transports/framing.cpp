@@ -4,7 +4,7 @@
 // each write. It holds no write buffer: frames go straight to the
 // transport below, whose buffer and watermarks are the layer's.
 
-#include "tact/protocols/framing.hpp"
+#include "tact/transports/framing.hpp"
 
 #include <exception>
 #include <optional>

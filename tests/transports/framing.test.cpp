@@ -10,7 +10,7 @@
 
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
-#include "tact/protocols/framing.hpp"
+#include "tact/transports/framing.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/tls.hpp"
 
