@@ -90,8 +90,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     for (auto& bound : srv->urls())
-      std::printf("listening on %s%s\n", u.scheme == "tls" ? "tls" : "",
-                  bound.c_str() + (u.scheme == "tls" ? 3 : 0));
+      std::printf("listening on %s\n", bound.c_str());
     std::fflush(stdout);
     servers.push_back(std::move(*srv));
   }

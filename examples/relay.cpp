@@ -118,8 +118,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   for (auto& bound : srv->urls())
-    std::printf("listening on %s%s\n", listen->scheme == "tls" ? "tls" : "",
-                bound.c_str() + (listen->scheme == "tls" ? 3 : 0));
+    std::printf("listening on %s\n", bound.c_str());
   std::fflush(stdout);
   rt.wait_for_signal();
   rt.shutdown(std::chrono::milliseconds{500});

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <csignal>
+#include <limits>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -257,24 +258,35 @@ void transport::consumed(size_t n) {
     caf::anon_send(actor_, op::consumed{0});
 }
 
-caf::error transport::set_write_buffer_limits(std::optional<size_t> high,
-                                              std::optional<size_t> low) {
+caf::error transport::set_write_buffer_limits(std::optional<int64_t> high,
+                                              std::optional<int64_t> low) {
   if (!actor_)
     return empty_handle("set_write_buffer_limits");
+  for (auto [name, value] : {std::pair{"high", high}, std::pair{"low", low}})
+    if (value && *value < 0)
+      return make_error(errc::invalid_argument,
+                        std::string{name} + " (" + std::to_string(*value)
+                          + ") must be >= 0");
+  // Four times a low above a quarter of the range is the range's top
+  // (every limit stays a valid argument for a layer to pass down).
+  auto times_four = [](size_t x) {
+    constexpr auto top = static_cast<size_t>(std::numeric_limits<int64_t>::max());
+    return x > top / 4 ? top : 4 * x;
+  };
   size_t hi;
   size_t lo;
   if (!high && !low) {
     hi = default_high;
     lo = hi / 4;
   } else if (!low) {
-    hi = *high;
+    hi = static_cast<size_t>(*high);
     lo = hi / 4;
   } else if (!high) {
-    lo = *low;
-    hi = 4 * lo;
+    lo = static_cast<size_t>(*low);
+    hi = times_four(lo);
   } else {
-    hi = *high;
-    lo = *low;
+    hi = static_cast<size_t>(*high);
+    lo = static_cast<size_t>(*low);
   }
   if (hi < lo)
     return make_error(errc::invalid_argument,

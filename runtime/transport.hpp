@@ -112,10 +112,12 @@ public:
 
   /// asyncio's rules: only `high` given means `low = high / 4`; only `low`
   /// given means `high = 4 * low`; neither means 64 KiB / 16 KiB. Anything
-  /// but `high >= low >= 0` is `errc::invalid_argument`. Lowering `high`
-  /// under the current buffer size pauses the protocol at once.
-  caf::error set_write_buffer_limits(std::optional<size_t> high = std::nullopt,
-                                     std::optional<size_t> low = std::nullopt);
+  /// but `high >= low >= 0` is `errc::invalid_argument`, naming the
+  /// argument (the parameters are signed so that a negative value is seen,
+  /// not wrapped into a huge one). Lowering `high` under the current buffer
+  /// size pauses the protocol at once.
+  caf::error set_write_buffer_limits(std::optional<int64_t> high = std::nullopt,
+                                     std::optional<int64_t> low = std::nullopt);
 
   /// Returns `(low, high)`, in asyncio's order.
   [[nodiscard]] std::pair<size_t, size_t> get_write_buffer_limits() const;

@@ -8,9 +8,9 @@ namespace tact {
 
 namespace {
 
-caf::error bad(std::string_view text, const char* why) {
+caf::error bad(std::string_view text, std::string_view why) {
   return make_error(errc::invalid_argument,
-                    "bad URL '" + std::string{text} + "': " + why);
+                    "bad URL '" + std::string{text} + "': " + std::string{why});
 }
 
 } // namespace
@@ -42,9 +42,9 @@ caf::expected<url> parse_url(std::string_view text) {
           = std::string{item.substr(eq + 1)};
     }
   }
-  if (result.scheme == "unix") {
+  if (result.scheme == "unix" || result.scheme == "tls+unix") {
     if (rest.empty())
-      return bad(text, "expected unix://PATH");
+      return bad(text, "expected " + result.scheme + "://PATH");
     result.path = std::string{rest};
     return result;
   }
@@ -86,8 +86,8 @@ caf::expected<url> parse_url(std::string_view text) {
 }
 
 std::string to_string(const url& u) {
-  if (u.scheme == "unix")
-    return "unix://" + u.path;
+  if (u.scheme == "unix" || u.scheme == "tls+unix")
+    return u.scheme + "://" + u.path;
   auto host = u.host.find(':') != std::string::npos ? "[" + u.host + "]"
                                                     : u.host;
   return u.scheme + "://" + host + ":" + std::to_string(u.port);

@@ -11,14 +11,15 @@ namespace tact {
 
 /// An endpoint as the examples and tools take it on the command line:
 /// `tcp://HOST:PORT`, `tcp://[IPV6]:PORT`, `unix://PATH`, each optionally
-/// followed by `?key=value&...`.
+/// followed by `?key=value&...`. `tls+unix://PATH` has a path too (a TLS
+/// server on a Unix socket names itself so).
 struct url {
   /// `tcp` or `unix` (other schemes are parsed but left to the caller).
   std::string scheme;
   /// Host name or address, without brackets; empty for `unix`.
   std::string host;
   uint16_t port = 0;
-  /// Socket path for `unix`.
+  /// Socket path for `unix` and `tls+unix`.
   std::string path;
   /// Query parameters, in order of key.
   std::map<std::string, std::string> query;

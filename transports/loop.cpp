@@ -202,7 +202,8 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
       bound_port = static_cast<uint16_t>(
         caf::get<int64_t>(caf::get<caf::config_value::list>(value)[1]));
     }
-    urls.push_back("tcp://" + detail::to_string(local));
+    urls.push_back((opts.tls ? "tls://" : "tcp://")
+                   + detail::to_string(local));
     fds.push_back(fd);
   }
   return detail::spawn_server(*mux_, std::move(fds), detail::stream_kind::tcp,
@@ -240,7 +241,8 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
     return error_from_errno(err, "bind " + path);
   }
   std::vector<int> fds{fd};
-  std::vector<std::string> urls{"unix://" + path};
+  std::vector<std::string> urls{(opts.tls ? "tls+unix://" : "unix://")
+                                + path};
   return detail::spawn_server(*mux_, std::move(fds),
                               detail::stream_kind::unix_socket,
                               std::move(factory), opts_.read_credit,

@@ -59,7 +59,8 @@ public:
   [[nodiscard]] bool is_serving() const noexcept;
 
   /// The bound addresses as URLs (`tcp://127.0.0.1:8080`,
-  /// `tcp://[::1]:8080`, `unix:///run/x.sock`), with real port numbers.
+  /// `tcp://[::1]:8080`, `unix:///run/x.sock`), with real port numbers;
+  /// `tls://` and `tls+unix://` for servers with `server_options::tls`.
   [[nodiscard]] const std::vector<std::string>& urls() const noexcept;
 
   /// The port of the first bound TCP socket, 0 for Unix servers.

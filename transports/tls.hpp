@@ -40,6 +40,11 @@ struct tls_client_options {
   std::vector<std::string> alpn;
   tls_version min_version = tls_version::tls1_2;
   std::optional<tls_version> max_version;
+  /// The TLS 1.2 cipher suites, as an OpenSSL cipher list. Empty: ECDHE key
+  /// exchange with AEAD ciphers only (AES-GCM, ChaCha20-Poly1305), the
+  /// "intermediate" profile; no CBC, no static RSA. TLS 1.3 suites are
+  /// OpenSSL's. Widen it only for old peers that need it.
+  std::string tls12_ciphers;
   /// Accept any certificate from any server: no chain check, no name
   /// check. Only for tests against throwaway certificates; anyone on the
   /// path can read and change the traffic.
@@ -58,6 +63,11 @@ struct tls_server_options {
   std::vector<std::string> alpn;
   tls_version min_version = tls_version::tls1_2;
   std::optional<tls_version> max_version;
+  /// The TLS 1.2 cipher suites, as an OpenSSL cipher list. Empty: ECDHE key
+  /// exchange with AEAD ciphers only (AES-GCM, ChaCha20-Poly1305), the
+  /// "intermediate" profile; no CBC, no static RSA. TLS 1.3 suites are
+  /// OpenSSL's. Widen it only for old peers that need it.
+  std::string tls12_ciphers;
 };
 
 /// asyncio's `ssl.SSLContext`: settings and certificates shared by many

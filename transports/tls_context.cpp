@@ -68,11 +68,20 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
   return SSL_TLSEXT_ERR_OK;
 }
 
-// What both sides share: versions, no renegotiation, no compression,
-// buffers released while idle.
+// TLS 1.2 with forward secrecy and authenticated encryption only: ECDHE,
+// then AES-GCM or ChaCha20-Poly1305 (no CBC suite, so nothing for LUCKY13;
+// no static RSA key exchange).
+const std::string default_tls12_ciphers
+  = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// What both sides share: versions, TLS 1.2 suites, no renegotiation, no
+// compression, buffers released while idle.
 caf::error common_setup(tls_context::impl& x, tls_version min,
                         std::optional<tls_version> max,
-                        const std::vector<std::string>& alpn) {
+                        const std::vector<std::string>& alpn,
+                        const std::string& tls12_ciphers) {
   if (max && openssl_version(*max) < openssl_version(min))
     return make_error(errc::invalid_argument,
                       "max_version is below min_version");
@@ -81,6 +90,12 @@ caf::error common_setup(tls_context::impl& x, tls_version min,
     SSL_CTX_set_max_proto_version(x.ctx, openssl_version(*max));
   SSL_CTX_set_options(x.ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(x.ctx, SSL_MODE_RELEASE_BUFFERS);
+  const auto& ciphers = tls12_ciphers.empty() ? default_tls12_ciphers
+                                              : tls12_ciphers;
+  if (SSL_CTX_set_cipher_list(x.ctx, ciphers.c_str()) != 1)
+    return make_error(errc::invalid_argument,
+                      "tls12_ciphers: no cipher suite in '" + ciphers + "'");
+  x.description["tls12_ciphers"] = ciphers;
   auto wire = alpn_wire(alpn);
   if (!wire)
     return std::move(wire.error());
@@ -113,7 +128,7 @@ caf::expected<tls_context> tls_context::client(tls_client_options opts) {
   if (x->ctx == nullptr)
     return context_error("SSL_CTX_new");
   if (auto err = common_setup(*x, opts.min_version, opts.max_version,
-                              opts.alpn))
+                              opts.alpn, opts.tls12_ciphers))
     return err;
   x->verify = !opts.insecure_skip_verify;
   if (x->verify) {
@@ -157,7 +172,7 @@ caf::expected<tls_context> tls_context::server(tls_server_options opts) {
   if (x->ctx == nullptr)
     return context_error("SSL_CTX_new");
   if (auto err = common_setup(*x, opts.min_version, opts.max_version,
-                              opts.alpn))
+                              opts.alpn, opts.tls12_ciphers))
     return err;
   if (auto err = load_pair(x->ctx, opts.cert_file, opts.key_file))
     return err;

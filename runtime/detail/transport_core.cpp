@@ -45,8 +45,11 @@ transport_core::extra_info(std::string_view name) const {
     return name == "pipe"
              ? std::optional{caf::config_value{static_cast<int64_t>(state_.fd)}}
              : std::nullopt;
+  // Not connected (an unconnected datagram endpoint): no value, as
+  // asyncio's None.
   if (name == "peername")
-    return to_config_value(state_.peer);
+    return state_.peer.family == 0 ? std::nullopt
+                                   : std::optional{to_config_value(state_.peer)};
   if (name == "sockname")
     return to_config_value(state_.local);
   if (name == "socket")

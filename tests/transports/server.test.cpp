@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include "support/harness.hpp"
+#include "support/tls_support.hpp"
 #include "tact/protocols/echo.hpp"
+#include "tact/runtime/url.hpp"
+#include "tact/transports/tls.hpp"
 
 using namespace tact;
 using namespace tact::test;
@@ -59,6 +62,26 @@ SCENARIO("a server reports its real addresses") {
     usrv->close();
     // Closing a Unix server removes its socket file.
     CHECK(eventually([&] { return ::access(path.c_str(), F_OK) != 0; }));
+    // A TLS server says so in its URLs (it said tcp:// and unix://).
+    test_pki pki;
+    auto ctx = tls_context::server({.cert_file = pki.cert,
+                                    .key_file = pki.key});
+    REQUIRE(ctx);
+    server_options topts;
+    topts.tls = *ctx;
+    auto tsrv = rt.create_server(echo(), "127.0.0.1", 0, topts);
+    REQUIRE(tsrv);
+    CHECK(tsrv->urls()
+          == std::vector<std::string>{"tls://127.0.0.1:"
+                                      + std::to_string(tsrv->port())});
+    auto tpath = temp_socket_path();
+    auto tusrv = rt.create_unix_server(echo(), tpath, topts);
+    REQUIRE(tusrv);
+    CHECK(tusrv->urls() == std::vector<std::string>{"tls+unix://" + tpath});
+    auto parsed = parse_url(tusrv->urls()[0]);
+    REQUIRE(parsed);
+    CHECK(parsed->path == tpath);
+    CHECK(to_string(*parsed) == tusrv->urls()[0]);
   });
 }
 

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <limits>
 #include <thread>
 
 #include <sys/socket.h>
@@ -45,6 +46,21 @@ SCENARIO("write buffer limits follow asyncio's defaults and rules") {
     CHECK(t->get_write_buffer_limits() == limits{100, 500});
     CHECK_FALSE(t->set_write_buffer_limits());
     CHECK(t->get_write_buffer_limits() == limits{16384, 65536});
+    // Negative values are refused, naming the argument (as asyncio's
+    // ValueError); before, -1 became 2^64 - 1 and turned flow control off.
+    auto negative_high = t->set_write_buffer_limits(-1);
+    CHECK(code_of(negative_high) == errc::invalid_argument);
+    CHECK_THAT(describe(negative_high), Catch::Contains("high (-1)"));
+    auto negative_low = t->set_write_buffer_limits(std::nullopt, -5);
+    CHECK(code_of(negative_low) == errc::invalid_argument);
+    CHECK_THAT(describe(negative_low), Catch::Contains("low (-5)"));
+    CHECK(code_of(t->set_write_buffer_limits(100, -1))
+          == errc::invalid_argument);
+    CHECK(t->get_write_buffer_limits() == limits{16384, 65536});
+    // A low whose fourfold passes the range gives the largest high.
+    CHECK_FALSE(t->set_write_buffer_limits(std::nullopt, int64_t{1} << 62));
+    CHECK(t->get_write_buffer_limits().second
+          == static_cast<size_t>(std::numeric_limits<int64_t>::max()));
     t->close();
     REQUIRE(j->wait_for("connection_lost"));
   });

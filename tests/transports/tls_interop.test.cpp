@@ -130,3 +130,69 @@ SCENARIO("a tact TLS client talks to openssl s_server") {
     CHECK_FALSE(j->lost_reason());
   });
 }
+
+SCENARIO("TLS 1.2 offers only ECDHE with AEAD suites unless told otherwise") {
+  // An RSA certificate, so that static-RSA and CBC suites could be chosen
+  // if the server offered them (testssl found AES128-SHA and AES256-SHA256
+  // offered before).
+  test_pki pki;
+  auto key = pki.dir + "/rsa.key";
+  auto cert = pki.dir + "/rsa.pem";
+  {
+    child gen{{"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+               "-keyout", key, "-out", cert, "-days", "1", "-subj",
+               "/CN=localhost"}};
+    REQUIRE(gen.wait() == 0);
+  }
+  with_runtime([&](runtime& rt) {
+    // s_client limited to one TLS 1.2 suite against a server with
+    // `ciphers`: did the handshake carry a line?
+    auto handshake = [&](const std::string& suite,
+                         const std::string& ciphers) {
+      tls_server_options sopts{cert, key};
+      sopts.tls12_ciphers = ciphers;
+      auto ctx = tls_context::server(sopts);
+      REQUIRE(ctx);
+      server_options opts;
+      opts.tls = *ctx;
+      auto srv = rt.create_server(
+        recording(std::make_shared<journal>(),
+                  [](recorder& r) {
+                    r.on_data = [](transport& t, const bytes& data) {
+                      t.write(data);
+                    };
+                  }),
+        "127.0.0.1", 0, opts);
+      REQUIRE(srv);
+      child c{{"openssl", "s_client", "-connect",
+               "127.0.0.1:" + std::to_string(srv->port()), "-tls1_2",
+               "-cipher", suite}};
+      c.send("suite check\n");
+      auto ok = c.wait_for("suite check", std::chrono::seconds{5});
+      c.close_stdin();
+      c.wait();
+      srv->close();
+      INFO(c.output());
+      return ok;
+    };
+    for (auto suite : {"AES128-SHA", "AES256-SHA256", "ECDHE-RSA-AES128-SHA",
+                       "ECDHE-RSA-AES256-SHA384"}) {
+      INFO("refused: " << suite);
+      CHECK_FALSE(handshake(suite, ""));
+    }
+    for (auto suite : {"ECDHE-RSA-AES128-GCM-SHA256",
+                       "ECDHE-RSA-AES256-GCM-SHA384",
+                       "ECDHE-RSA-CHACHA20-POLY1305"}) {
+      INFO("accepted: " << suite);
+      CHECK(handshake(suite, ""));
+    }
+    // Widened on purpose, the old suite works.
+    CHECK(handshake("AES128-SHA", "AES128-SHA"));
+    // A list with no suite OpenSSL knows is an error that says which.
+    tls_server_options bad{cert, key};
+    bad.tls12_ciphers = "NO-SUCH-SUITE";
+    auto ctx = tls_context::server(bad);
+    REQUIRE_FALSE(ctx);
+    CHECK(code_of(ctx.error()) == errc::invalid_argument);
+  });
+}
