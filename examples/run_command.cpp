@@ -5,18 +5,31 @@
 //
 // Copies its stdin to the child's stdin and the child's stdout and stderr
 // to its own as the data arrives. Exits with the child's exit code, or
-// 128+N when signal N ended it. With --timeout it sends SIGTERM on expiry,
+// 128+N when signal N ended it. When whoever reads our stdout or stderr
+// goes away, the child's pipe to it is closed, so the child gets SIGPIPE
+// as in a shell pipeline (`run_command -- yes | head` exits 141).
+//
+// The child leads a process group of its own: SIGINT and SIGTERM sent to
+// run_command go to that whole group (grandchildren included), and
+// run_command exits after the child, with its status (pipes that a
+// descendant ignoring the signal still holds are let go 2 s after the
+// child's end). The timeout signals the group too, and after the kill no
+// pipe a stray descendant holds keeps run_command waiting. With --timeout it sends SIGTERM on expiry,
 // SIGKILL two seconds later if needed, and exits 124. A program that cannot
 // start: one line on stderr, exit 127. A stdin, stdout or stderr that is
 // not a pipe, socket or terminal (a regular file) is handed to the child.
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <future>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <pthread.h>
 
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -40,7 +53,16 @@ public:
 
   void pause_writing() override { source_->pause_reading(); }
   void resume_writing() override { source_->resume_reading(); }
-  void connection_lost(const caf::error&) override { done_.set_value(); }
+
+  // Our reader went away (with data buffered or not), or we closed after
+  // the child ended: as in a shell pipeline, the child's next write to
+  // this pipe fails (SIGPIPE), instead of its output being read and
+  // dropped for ever.
+  void connection_lost(const caf::error&) override {
+    if (*source_)
+      source_->close();
+    done_.set_value();
+  }
 
 private:
   tact::transport* source_; // the child's pipe, set before any data
@@ -142,7 +164,7 @@ int main(int argc, char** argv) {
   if (i + 1 >= argc)
     return usage(argv[0]);
   std::vector<std::string> command(argv + i + 1, argv + argc);
-  tact::runtime rt;
+  tact::runtime rt{tact::runtime_options{.handle_signals = true}};
   // Handles filled in before any data can flow; the protocols keep
   // pointers to them.
   tact::transport proc;
@@ -157,11 +179,12 @@ int main(int argc, char** argv) {
   std::promise<void> child_done;
   std::promise<void> out_done;
   std::promise<void> err_done;
-  auto child_finished = child_done.get_future();
+  auto child_finished = child_done.get_future().share();
   auto out_flushed = out_done.get_future();
   auto err_flushed = err_done.get_future();
   // Our stdio as transports; what epoll cannot watch goes to the child.
   tact::subprocess_options opts;
+  opts.process_group = 0;
   if (!pollable(0))
     opts.std_in = tact::subprocess_stdio::inherit;
   auto out_fd = ::dup(1);
@@ -208,17 +231,44 @@ int main(int argc, char** argv) {
       proc.get_pipe_transport(0).close();
     }
   }
+  auto ready = [&](auto wait) {
+    return child_finished.wait_for(wait) == std::future_status::ready;
+  };
+  // Pipes that a descendant still holds (one that left the group, or
+  // ignores the signal, as a shell's background jobs ignore SIGINT) stop
+  // keeping us once the child itself has ended.
+  auto stop_waiting_for_pipes = [&] {
+    for (int fd = 0; fd < 3; ++fd)
+      if (auto pipe = proc.get_pipe_transport(fd))
+        pipe.close();
+  };
+  // SIGINT and SIGTERM (blocked in every thread) go to the child's group;
+  // the child's end ends the run. Woken by a signal of its own at the end.
+  std::atomic<bool> finished{false};
+  std::thread forwarder{[&] {
+    for (;;) {
+      auto sig = rt.wait_for_signal();
+      if (finished.load())
+        return;
+      (void) proc.send_signal(sig, tact::signal_target::group);
+      if (!ready(2s) && proc.get_returncode())
+        stop_waiting_for_pipes();
+    }
+  }};
   bool timed_out = false;
-  if (timeout > 0) {
-    auto limit = std::chrono::duration<double>(timeout);
-    if (child_finished.wait_for(limit) != std::future_status::ready) {
-      timed_out = true;
-      (void) proc.terminate();
-      if (child_finished.wait_for(2s) != std::future_status::ready)
-        (void) proc.kill();
+  if (timeout > 0 && !ready(std::chrono::duration<double>(timeout))) {
+    timed_out = true;
+    (void) proc.terminate(tact::signal_target::group);
+    if (!ready(2s)) {
+      (void) proc.kill(tact::signal_target::group);
+      if (!ready(500ms))
+        stop_waiting_for_pipes();
     }
   }
   child_finished.wait();
+  finished = true;
+  ::pthread_kill(forwarder.native_handle(), SIGTERM);
+  forwarder.join();
   // Flush what the child wrote, then leave. (my_in was set on the loop
   // thread before the child could finish.)
   for (auto* t : {&my_out, &my_err})

@@ -94,6 +94,16 @@ struct subprocess_options {
   std::optional<std::map<std::string, std::string>> env;
   /// The child's working directory; empty: the parent's.
   std::string cwd;
+  /// The child starts a new session (`setsid`), so it leads a process
+  /// group of its own and has no controlling terminal (asyncio's
+  /// `start_new_session`).
+  bool start_new_session = false;
+  /// The child joins process group N (`setpgid(0, N)`); 0 makes it the
+  /// leader of a new group, in this session (asyncio's `process_group`).
+  std::optional<pid_t> process_group;
+  /// Descriptors the child keeps, under the same numbers (asyncio's
+  /// `pass_fds`); every other descriptor tact opened is close-on-exec.
+  std::vector<int> pass_fds;
 };
 
 /// The event loop and the actor system behind it: asyncio's loop.

@@ -369,10 +369,21 @@ transport transport::get_pipe_transport(int fd) const {
   return result;
 }
 
-caf::error transport::send_signal(int sig) {
+caf::error transport::send_signal(int sig, signal_target target) {
   if (!state_ || !state_->sub)
     return make_error(errc::not_supported, "send_signal on a transport "
                                            "without a child");
+  if (target == signal_target::group) {
+    auto pgid = state_->sub->pgid;
+    if (pgid <= 0)
+      return make_error(errc::invalid_argument,
+                        "the child has no process group of its own (start "
+                        "it with start_new_session or process_group)");
+    if (::kill(-pgid, sig) != 0)
+      return error_from_errno(errno, "kill of process group "
+                                       + std::to_string(pgid));
+    return caf::none;
+  }
   if (state_->sub->exited.load())
     return make_error(errc::no_such_process, "the child has exited");
   if (::syscall(SYS_pidfd_send_signal, state_->sub->pidfd, sig, nullptr, 0)
@@ -381,12 +392,12 @@ caf::error transport::send_signal(int sig) {
   return caf::none;
 }
 
-caf::error transport::terminate() {
-  return send_signal(SIGTERM);
+caf::error transport::terminate(signal_target target) {
+  return send_signal(SIGTERM, target);
 }
 
-caf::error transport::kill() {
-  return send_signal(SIGKILL);
+caf::error transport::kill(signal_target target) {
+  return send_signal(SIGKILL, target);
 }
 
 uint64_t transport::dropped_datagrams() const noexcept {

@@ -20,6 +20,10 @@
 
 namespace tact {
 
+/// Whom `transport::send_signal` signals: the child process, or its
+/// whole process group.
+enum class signal_target { process, group };
+
 class base_protocol;
 
 namespace detail {
@@ -179,13 +183,19 @@ public:
 
   /// Sends signal `sig` to the child through its pidfd: never to a recycled
   /// pid. `errc::no_such_process` once the child is reaped.
-  caf::error send_signal(int sig);
+  ///
+  /// With `signal_target::group`, to the child's whole process group
+  /// (`kill(-pgid)`), grandchildren included, even after the child itself
+  /// has exited; only for a child started with `start_new_session` or
+  /// `process_group` (else `errc::invalid_argument`: its group is the
+  /// caller's), and `errc::no_such_process` once the group is empty.
+  caf::error send_signal(int sig, signal_target target = signal_target::process);
 
-  /// `send_signal(SIGTERM)`.
-  caf::error terminate();
+  /// `send_signal(SIGTERM, target)`.
+  caf::error terminate(signal_target target = signal_target::process);
 
-  /// `send_signal(SIGKILL)`.
-  caf::error kill();
+  /// `send_signal(SIGKILL, target)`.
+  caf::error kill(signal_target target = signal_target::process);
 
   /// Datagrams read and dropped because the protocol held its whole read
   /// credit (datagram transports; 0 for streams).

@@ -59,6 +59,11 @@ public:
       ::close(sub_.pidfd);
   }
 
+  /// The child's own process group, before any handle exists.
+  void set_pgid(int pgid) {
+    sub_.pgid = pgid;
+  }
+
   /// Pipes, before start: their events come to this actor.
   void set_pipe(int fd, transport t) {
     sub_.pipes[fd] = std::move(t);
@@ -234,6 +239,19 @@ runtime::subprocess_exec(protocol_factory factory,
       || opts.std_out == subprocess_stdio::stdout_merge)
     return make_error(errc::invalid_argument,
                       "only stderr can be merged into stdout");
+  if (opts.process_group && *opts.process_group < 0)
+    return make_error(errc::invalid_argument,
+                      "process_group (" + std::to_string(*opts.process_group)
+                        + ") must be >= 0");
+  if (opts.process_group && opts.start_new_session)
+    return make_error(errc::invalid_argument,
+                      "start_new_session and process_group exclude each "
+                      "other (a new session is a new group)");
+  for (auto fd : opts.pass_fds)
+    if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
+      return make_error(errc::invalid_argument,
+                        "pass_fds: " + std::to_string(fd)
+                          + " is not an open descriptor");
   // The program: a path as given, else looked up in PATH.
   boost::filesystem::path exe = argv[0];
   if (argv[0].find('/') == std::string::npos) {
@@ -280,6 +298,24 @@ runtime::subprocess_exec(protocol_factory factory,
   auto note_pid = bp::extend::on_error = [&](auto& exec, const std::error_code&) {
     failed_pid = exec.pid;
   };
+  // In the child, between fork and exec (async-signal-safe calls only):
+  // no blocked signal (the runtime blocks SIGINT and SIGTERM in its
+  // threads for wait_for_signal, and a mask survives exec: the child could
+  // not be terminated), its session or process group, and the descriptors
+  // it keeps.
+  auto setup = bp::extend::on_exec_setup = [&](auto& exec) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (opts.start_new_session && ::setsid() < 0)
+      exec.set_error(std::error_code(errno, std::system_category()),
+                     "setsid");
+    if (opts.process_group && ::setpgid(0, *opts.process_group) != 0)
+      exec.set_error(std::error_code(errno, std::system_category()),
+                     "setpgid");
+    for (auto fd : opts.pass_fds)
+      ::fcntl(fd, F_SETFD, 0);
+  };
   bp::environment env = boost::this_process::environment();
   if (opts.env) {
     env.clear();
@@ -297,11 +333,11 @@ runtime::subprocess_exec(protocol_factory factory,
     child = bp::child(bp::exe = exe, bp::args = args, env,
                       bp::start_dir = opts.cwd, bp::posix::fd.bind(0, fd0),
                       bp::posix::fd.bind(1, fd1), bp::posix::fd.bind(2, fd2),
-                      note_pid, ec);
+                      note_pid, setup, ec);
   } else {
     child = bp::child(bp::exe = exe, bp::args = args, env,
                       bp::posix::fd.bind(0, fd0), bp::posix::fd.bind(1, fd1),
-                      bp::posix::fd.bind(2, fd2), note_pid, ec);
+                      bp::posix::fd.bind(2, fd2), note_pid, setup, ec);
   }
   ::close(devnull);
   if (ec) {
@@ -336,6 +372,11 @@ runtime::subprocess_exec(protocol_factory factory,
     std::move(proto));
   auto* self = static_cast<detail::subprocess_transport*>(
     caf::actor_cast<caf::abstract_actor*>(hdl));
+  // Its own process group: the one it leads, or the one it joined.
+  if (opts.start_new_session || (opts.process_group && *opts.process_group == 0))
+    self->set_pgid(pid);
+  else if (opts.process_group)
+    self->set_pgid(*opts.process_group);
   // The pipes talk to the subprocess actor, which talks to the protocol.
   if (in[1] >= 0) {
     detail::set_nonblocking(in[1], true);

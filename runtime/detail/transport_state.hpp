@@ -195,6 +195,9 @@ struct subprocess_state {
   // Owned by the transport actor, which handles keep alive; signals go
   // through it, so they can never reach a recycled pid.
   int pidfd = -1;
+  // The child's process group when it has one of its own (set before any
+  // handle exists), else -1.
+  int pgid = -1;
   std::atomic<bool> exited{false};
   std::atomic<int> returncode{0};
   // stdin, stdout, stderr: empty where the stream is not a pipe.

@@ -9,6 +9,7 @@ figures; exits 0 only if every test passed.
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -123,6 +124,132 @@ def test_timeout(run):
     check(2.3 < secs < 5, "took %.1f s" % secs)
 
 
+def shell_status(pipeline):
+    """The exit status of the first command of a shell pipeline."""
+    out = subprocess.run(["bash", "-c", "set -o pipefail; " + pipeline],
+                         capture_output=True, timeout=20)
+    return out.returncode
+
+
+def test_reader_gone(run):
+    """`run_command -- yes | head -c 1000000`: the reader leaving ends the
+    run as it ends a shell pipeline (the child dies of SIGPIPE; the exit
+    status is the shell's own for `yes | head`), at once, not spinning."""
+    want = shell_status("yes | head -c 1000000 > /dev/null")
+    check(want == 128 + 13, "the shell itself gave %d" % want)
+    for stream in ("stdout", "stderr"):
+        argv = [run, "--", "sh", "-c",
+                "exec yes" + (" >&2" if stream == "stderr" else "")]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        pipe = p.stdout if stream == "stdout" else p.stderr
+        other = p.stderr if stream == "stdout" else p.stdout
+        got = 0
+        while got < 1000000:
+            b = pipe.read1(min(65536, 1000000 - got))
+            if not b:
+                break
+            got += len(b)
+        pipe.close()
+        t0 = time.monotonic()
+        try:
+            code = p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise Fail("%s: still running 10 s after its reader left"
+                       % stream)
+        finally:
+            other.close()
+        secs = time.monotonic() - t0
+        print("# reader of %s gone: exit %d after %.3f s" % (stream, code,
+                                                            secs))
+        check(got == 1000000, "%s: read %d bytes" % (stream, got))
+        check(code == want, "%s: exit %d, the shell's is %d"
+              % (stream, code, want))
+        check(secs < 1, "%s: exit took %.1f s" % (stream, secs))
+    # The whole pipeline in a shell, as a user would write it.
+    out = subprocess.run(["sh", "-c", "'%s' -- yes | head -c 1000000 | wc -c"
+                          % run], capture_output=True, text=True, timeout=20)
+    check(out.stdout.strip() == "1000000", "wc -c said %r" % out.stdout)
+
+
+def gone(pid):
+    """Whether process `pid` has ended (a zombie waiting for a reaper that
+    is not ours counts as ended)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid, secs=5):
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.02)
+    return gone(pid)
+
+
+def test_timeout_reaches_grandchildren(run):
+    """A timed-out child whose own child holds the pipes: the whole group
+    is signalled, and the run ends within the kill grace, not when the
+    grandchild would have."""
+    t0 = time.monotonic()
+    out = subprocess.run([run, "--timeout", "1", "--", "sh", "-c",
+                          "sleep 15 & echo $!"], capture_output=True,
+                         text=True, timeout=30)
+    secs = time.monotonic() - t0
+    print("# timeout with a grandchild holding the pipe: %.1f s" % secs)
+    check(out.returncode == 124, "exit %d" % out.returncode)
+    check(secs < 3, "took %.1f s" % secs)
+    grandchild = int(out.stdout.split()[0])
+    check(wait_gone(grandchild), "the grandchild %d still runs" % grandchild)
+
+
+def test_signals_reach_the_group(run):
+    """SIGTERM or SIGINT to run_command goes to the child's process group;
+    run_command exits after it, and no grandchild is left after SIGTERM.
+    (A shell's background job ignores SIGINT, as it would under a
+    terminal's Ctrl-C: run_command stops waiting for the pipe it holds
+    2 s after the shell's end.)"""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        p = subprocess.Popen([run, "--", "sh", "-c",
+                              "sleep 30 & echo $!; wait"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        grandchild = int(p.stdout.readline())
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        try:
+            code = p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            os.kill(grandchild, signal.SIGKILL)
+            raise Fail("%s: run_command still runs 10 s later" % sig.name)
+        finally:
+            p.stdout.close()
+            p.stderr.close()
+        secs = time.monotonic() - t0
+        print("# %s: run_command exited %d after %.3f s" % (sig.name, code,
+                                                           secs))
+        if sig == signal.SIGINT:
+            ignored = not gone(grandchild)
+            if ignored:
+                os.kill(grandchild, signal.SIGKILL)
+            check(ignored, "SIGINT reached the shell's background job")
+            check(code == 128 + sig, "%s: exit %d" % (sig.name, code))
+            check(secs < 3, "%s: took %.1f s" % (sig.name, secs))
+            continue
+        check(wait_gone(grandchild), "%s: the grandchild %d still runs"
+              % (sig.name, grandchild))
+        check(code == 128 + sig, "%s: exit %d" % (sig.name, code))
+        check(secs < 1, "%s: took %.1f s" % (sig.name, secs))
+
+
 def test_cannot_start(run):
     out = subprocess.run([run, "--", "tact-no-such-program"],
                          capture_output=True, text=True, timeout=20)
@@ -134,7 +261,8 @@ def test_cannot_start(run):
 
 
 TESTS = [test_cat_100mib, test_stdout_stderr_separate, test_exit_codes,
-         test_timeout, test_cannot_start]
+         test_timeout, test_reader_gone, test_timeout_reaches_grandchildren,
+         test_signals_reach_the_group, test_cannot_start]
 
 
 def main():

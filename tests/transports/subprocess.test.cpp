@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -425,5 +426,127 @@ SCENARIO("a child that does not read its stdin pauses the protocol") {
     t->close();
     REQUIRE(log->wait_for("connection_lost"));
     CHECK(t->get_returncode() == -SIGKILL);
+  });
+}
+
+namespace {
+
+// Fields 5 and 6 of /proc/PID/stat: the process group and the session.
+std::pair<long, long> group_and_session(int pid) {
+  std::ifstream f{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  std::getline(f, line);
+  std::istringstream rest{line.substr(line.rfind(')') + 2)};
+  std::string state;
+  long ppid = 0;
+  long pgrp = -1;
+  long session = -1;
+  rest >> state >> ppid >> pgrp >> session;
+  return {pgrp, session};
+}
+
+bool process_gone(int pid) {
+  std::ifstream f{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string line;
+  if (!std::getline(f, line))
+    return true;
+  return line.substr(line.rfind(')') + 2, 1) == "Z";
+}
+
+} // namespace
+
+SCENARIO("start_new_session, process_group and pass_fds shape the child "
+         "(asyncio's options)") {
+  auto log = std::make_shared<plog>();
+  with_runtime([&](runtime& rt) {
+    std::vector<std::string> sleeper{"sleep", "30"};
+    SECTION("start_new_session: its own session and group") {
+      subprocess_options opts;
+      opts.start_new_session = true;
+      auto t = rt.subprocess_exec(precording(log), sleeper, opts);
+      REQUIRE(t);
+      auto [pgrp, session] = group_and_session(t->get_pid());
+      CHECK(pgrp == t->get_pid());
+      CHECK(session == t->get_pid());
+      CHECK_FALSE(t->terminate(signal_target::group));
+      REQUIRE(log->wait_for("connection_lost"));
+      CHECK(t->get_returncode() == -SIGTERM);
+    }
+    SECTION("process_group 0: a group of its own in our session") {
+      subprocess_options opts;
+      opts.process_group = 0;
+      auto t = rt.subprocess_exec(precording(log), sleeper, opts);
+      REQUIRE(t);
+      auto [pgrp, session] = group_and_session(t->get_pid());
+      CHECK(pgrp == t->get_pid());
+      CHECK(session == ::getsid(0));
+      t->kill();
+      REQUIRE(log->wait_for("connection_lost"));
+    }
+    SECTION("without either, the group is ours: signalling it is refused") {
+      auto t = rt.subprocess_exec(precording(log), sleeper);
+      REQUIRE(t);
+      CHECK(group_and_session(t->get_pid()).first == ::getpgid(0));
+      CHECK(code_of(t->terminate(signal_target::group))
+            == errc::invalid_argument);
+      t->kill();
+      REQUIRE(log->wait_for("connection_lost"));
+    }
+    SECTION("the group's signal reaches a grandchild after the child left") {
+      subprocess_options opts;
+      opts.process_group = 0;
+      auto t = rt.subprocess_exec(precording(log),
+                                  {"sh", "-c", "sleep 30 & echo $!"}, opts);
+      REQUIRE(t);
+      // The shell exits at once; the grandchild holds its stdout.
+      int grandchild = 0;
+      REQUIRE(eventually([&] {
+        std::lock_guard<std::mutex> guard{log->mtx};
+        if (log->out.find('\n') == std::string::npos)
+          return false;
+        grandchild = std::stoi(log->out);
+        return true;
+      }));
+      CHECK(code_of(t->send_signal(SIGTERM)) == errc::no_such_process);
+      CHECK_FALSE(log->wait_for("connection_lost", 300ms));
+      CHECK_FALSE(t->kill(signal_target::group));
+      REQUIRE(log->wait_for("connection_lost"));
+      CHECK(eventually([&] { return process_gone(grandchild); }));
+    }
+    SECTION("pass_fds: the child writes to a descriptor it was given") {
+      int fds[2];
+      REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+      subprocess_options opts;
+      opts.pass_fds = {fds[1]};
+      auto t = rt.subprocess_exec(
+        precording(log),
+        {"sh", "-c", "echo passed >&" + std::to_string(fds[1])}, opts);
+      REQUIRE(t);
+      ::close(fds[1]);
+      char buf[16] = {};
+      CHECK(::read(fds[0], buf, sizeof(buf)) == 7);
+      CHECK(std::string{buf} == "passed\n");
+      ::close(fds[0]);
+      REQUIRE(log->wait_for("connection_lost"));
+      CHECK(t->get_returncode() == 0);
+    }
+    SECTION("wrong options are errors that name them") {
+      subprocess_options both;
+      both.start_new_session = true;
+      both.process_group = 0;
+      auto a = rt.subprocess_exec(precording(log), {"true"}, both);
+      REQUIRE_FALSE(a);
+      CHECK(code_of(a.error()) == errc::invalid_argument);
+      subprocess_options negative;
+      negative.process_group = -1;
+      auto b = rt.subprocess_exec(precording(log), {"true"}, negative);
+      REQUIRE_FALSE(b);
+      CHECK_THAT(describe(b.error()), Catch::Contains("process_group"));
+      subprocess_options closed;
+      closed.pass_fds = {1 << 20};
+      auto c = rt.subprocess_exec(precording(log), {"true"}, closed);
+      REQUIRE_FALSE(c);
+      CHECK_THAT(describe(c.error()), Catch::Contains("pass_fds"));
+    }
   });
 }
