@@ -7,10 +7,14 @@
 //
 // Prints one `listening on URL` line per listener (real port numbers),
 // echoes every byte (every datagram, to its sender), and exits 0 on SIGINT
-// or SIGTERM after flushing.
+// or SIGTERM after flushing. `--idle-timeout SECONDS` (anywhere) ends a
+// stream connection that moves no byte either way for that long.
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "tact/protocols/echo.hpp"
@@ -21,13 +25,25 @@
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
+                 "usage: %s [--idle-timeout SECONDS] URL...  "
+                 "(tcp://HOST:PORT, unix://PATH, "
                  "udp://HOST:PORT, tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
     return 2;
   }
   std::vector<tact::url> urls;
+  std::chrono::milliseconds idle{0};
   for (int i = 1; i < argc; ++i) {
+    if (std::string{argv[i]} == "--idle-timeout" && i + 1 < argc) {
+      idle = std::chrono::milliseconds{
+        static_cast<int64_t>(std::atof(argv[++i]) * 1000)};
+      if (idle.count() <= 0) {
+        std::fprintf(stderr, "echo_server: --idle-timeout wants a number "
+                             "of seconds above 0\n");
+        return 2;
+      }
+      continue;
+    }
     auto u = tact::parse_url(argv[i]);
     if (!u) {
       std::fprintf(stderr, "echo_server: %s\n", tact::describe(u.error()).c_str());
@@ -69,6 +85,7 @@ int main(int argc, char** argv) {
       continue;
     }
     tact::server_options opts;
+    opts.idle_timeout = idle;
     if (u.scheme == "tls") {
       auto ctx = tact::tls_context::server({.cert_file = u.query["cert"],
                                             .key_file = u.query["key"]});

@@ -1,7 +1,10 @@
 // A relay: every connection accepted on LISTEN_URL is joined to a new
 // connection to TARGET_URL, or to a child process per connection.
 //
-//   relay LISTEN_URL TARGET_URL
+//   relay [--idle-timeout SECONDS] LISTEN_URL TARGET_URL
+//
+//   --idle-timeout  a client connection that moves no byte either way for
+//                   that long is ended, and its target with it
 //
 //   LISTEN_URL   tcp://HOST:PORT, unix://PATH,
 //                'tls://HOST:PORT?cert=FILE&key=FILE'
@@ -22,7 +25,9 @@
 // Prints one `listening on URL` line per listener (real port numbers) and
 // exits 0 on SIGINT or SIGTERM after flushing.
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -42,8 +47,17 @@ int fail(const std::string& what) {
 } // namespace
 
 int main(int argc, char** argv) {
+  double idle_seconds = 0;
+  if (argc > 2 && std::string{argv[1]} == "--idle-timeout") {
+    idle_seconds = std::atof(argv[2]);
+    if (idle_seconds <= 0)
+      return fail("--idle-timeout wants a number of seconds above 0");
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 3)
-    return fail("usage: relay LISTEN_URL TARGET_URL  (tcp://HOST:PORT, "
+    return fail("usage: relay [--idle-timeout SECONDS] LISTEN_URL "
+                "TARGET_URL  (tcp://HOST:PORT, "
                 "unix://PATH, tls://HOST:PORT?cert=F&key=F | ?ca=F, "
                 "exec:PROGRAM ARGS...)");
   auto listen = tact::parse_url(argv[1]);
@@ -107,6 +121,8 @@ int main(int argc, char** argv) {
                  tact::describe(err).c_str());
   };
   tact::server_options opts;
+  opts.idle_timeout = std::chrono::milliseconds{
+    static_cast<int64_t>(idle_seconds * 1000)};
   opts.tls = server_ctx;
   auto factory = tact::relay_to(rt, open, on_error);
   auto srv = listen->scheme == "unix"

@@ -10,6 +10,7 @@
 // behind its STARTTLS line go to the TLS layer, not lost. Prints
 // `listening on URL`; exits 0 on SIGINT or SIGTERM.
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -34,16 +35,39 @@ public:
     t_.write("220 tact ESMTP ready\r\n");
   }
 
+  // Each byte is looked at once (lines are searched for in the new bytes
+  // only), and a line longer than SMTP's 1000 octets ends the connection:
+  // a peer that never sends a newline costs at most that much.
   void data_received(tact::bytes data) override {
+    if (closing_)
+      return;
+    auto scan_from = buf_.size();
     buf_.append(data.begin(), data.end());
-    for (auto pos = buf_.find('\n'); pos != std::string::npos && !closing_;
-         pos = buf_.find('\n')) {
-      auto line = buf_.substr(0, pos + 1);
-      buf_.erase(0, pos + 1);
-      if (tls_)
+    size_t start = 0;
+    size_t pos;
+    while (!closing_
+           && (pos = buf_.find('\n', std::max(start, scan_from)))
+                != std::string::npos) {
+      auto line = buf_.substr(start, pos + 1 - start);
+      start = pos + 1;
+      if (tls_) {
         t_.write(line);
-      else
-        command(line);
+        continue;
+      }
+      // A command sees the rest of the buffer (STARTTLS hands it to TLS).
+      buf_.erase(0, start);
+      start = 0;
+      scan_from = 0;
+      command(line);
+      if (tls_)
+        return;
+    }
+    buf_.erase(0, start);
+    if (buf_.size() > max_line && !closing_) {
+      t_.write("500 Line too long\r\n");
+      t_.close();
+      closing_ = true;
+      buf_.clear();
     }
   }
 
@@ -81,6 +105,8 @@ private:
       t_.write("530 Must issue a STARTTLS command first\r\n");
     }
   }
+
+  static constexpr size_t max_line = 1000;
 
   tact::tls_context ctx_;
   tact::transport t_;

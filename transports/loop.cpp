@@ -70,6 +70,30 @@ caf::expected<protocol_factory> server_factory(protocol_factory factory,
     });
 }
 
+// The per-connection limits of `opts`, checked.
+caf::expected<detail::stream_limits>
+stream_limits_of(const server_options& opts) {
+  detail::stream_limits limits;
+  if (opts.idle_timeout.count() < 0)
+    return make_error(errc::invalid_argument,
+                      "idle_timeout must not be negative");
+  limits.idle_timeout = opts.idle_timeout;
+  if (opts.keepalive) {
+    auto& k = *opts.keepalive;
+    if (k.idle.count() < 1 || k.interval.count() < 1 || k.count < 1
+        || k.idle.count() > 32767 || k.interval.count() > 32767
+        || k.count > 127)
+      return make_error(errc::invalid_argument,
+                        "keepalive: idle and interval must be 1 to 32767 s, "
+                        "count 1 to 127");
+    limits.keepalive = true;
+    limits.keepalive_idle = k.idle;
+    limits.keepalive_interval = k.interval;
+    limits.keepalive_count = k.count;
+  }
+  return limits;
+}
+
 // Runs `connect` with a factory whose protocol is a client TLS layer, and
 // waits for that layer's handshake.
 caf::expected<transport> connect_tls(
@@ -153,6 +177,9 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
     return err;
   if (opts.backlog <= 0)
     return make_error(errc::invalid_argument, "backlog must be positive");
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return std::move(limits.error());
   auto made = server_factory(std::move(factory), opts, opts_.read_credit);
   if (!made)
     return std::move(made.error());
@@ -209,7 +236,7 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
   return detail::spawn_server(*mux_, std::move(fds), detail::stream_kind::tcp,
                               std::move(factory), opts_.read_credit,
                               opts.backlog, std::string{}, std::move(urls),
-                              bound_port);
+                              bound_port, *limits);
 }
 
 caf::expected<server> runtime::create_unix_server(protocol_factory factory,
@@ -219,6 +246,9 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
     return err;
   if (opts.backlog <= 0)
     return make_error(errc::invalid_argument, "backlog must be positive");
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return std::move(limits.error());
   auto made = server_factory(std::move(factory), opts, opts_.read_credit);
   if (!made)
     return std::move(made.error());
@@ -246,7 +276,7 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
   return detail::spawn_server(*mux_, std::move(fds),
                               detail::stream_kind::unix_socket,
                               std::move(factory), opts_.read_credit,
-                              opts.backlog, path, std::move(urls), 0);
+                              opts.backlog, path, std::move(urls), 0, *limits);
 }
 
 caf::expected<transport> runtime::create_connection(protocol_factory factory,

@@ -62,10 +62,12 @@ public:
                std::vector<int> fds, detail::stream_kind kind,
                protocol_factory factory, uint64_t read_credit, int backlog,
                std::string unlink_path,
-               std::shared_ptr<detail::server_state> state)
+               std::shared_ptr<detail::server_state> state,
+               detail::stream_limits limits)
     : detail::mux_actor(cfg, mux), kind_(kind), factory_(std::move(factory)),
       read_credit_(read_credit), backlog_(backlog),
-      unlink_path_(std::move(unlink_path)), state_(std::move(state)) {
+      unlink_path_(std::move(unlink_path)), state_(std::move(state)),
+      limits_(limits) {
     for (auto fd : fds)
       listeners_.push_back(std::make_unique<listener>(this, fd));
   }
@@ -177,7 +179,7 @@ private:
       return;
     }
     auto t = detail::spawn_stream_transport(mux(), fd, std::move(proto), kind_,
-                                            read_credit_);
+                                            read_credit_, {}, limits_);
     monitor(t.actor());
     clients_.insert(t.actor().address());
     state_->active = clients_.size();
@@ -213,6 +215,7 @@ private:
   int backlog_;
   std::string unlink_path_;
   std::shared_ptr<detail::server_state> state_;
+  detail::stream_limits limits_;
   std::vector<std::unique_ptr<listener>> listeners_;
   std::unordered_set<caf::actor_addr> clients_;
   bool paused_ = false;
@@ -275,13 +278,14 @@ namespace detail {
 server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
                     protocol_factory factory, uint64_t read_credit,
                     int backlog, std::string unlink_path,
-                    std::vector<std::string> urls, uint16_t port) {
+                    std::vector<std::string> urls, uint16_t port,
+                    stream_limits limits) {
   auto state = std::make_shared<server_state>();
   state->urls = std::move(urls);
   state->port = port;
   auto self = mux.system().spawn<server_actor>(
     mux, std::move(fds), kind, std::move(factory), read_credit, backlog,
-    std::move(unlink_path), state);
+    std::move(unlink_path), state, limits);
   return server{std::move(self), std::move(state)};
 }
 

@@ -18,6 +18,16 @@ struct server_state;
 } // namespace detail
 
 /// Options of `create_server` and `create_unix_server` (asyncio's defaults).
+/// TCP keepalive probes (`SO_KEEPALIVE`): the kernel notices a peer whose
+/// host or link went away and ends the connection (`connection_lost` with
+/// `timed_out`) when `count` probes, `interval` apart after `idle` of
+/// silence, go unanswered.
+struct keepalive_options {
+  std::chrono::seconds idle{60};
+  std::chrono::seconds interval{10};
+  int count = 6;
+};
+
 struct server_options {
   /// listen() backlog; also how many connections one readiness accepts.
   int backlog = 100;
@@ -31,6 +41,13 @@ struct server_options {
   /// asyncio's `ssl_handshake_timeout` and `ssl_shutdown_timeout`.
   std::chrono::milliseconds tls_handshake_timeout = std::chrono::seconds{60};
   std::chrono::milliseconds tls_shutdown_timeout = std::chrono::seconds{30};
+  /// A connection that moves no byte either way (read or written to the
+  /// kernel) for this long is ended with `connection_lost(timed_out)`;
+  /// zero: never (asyncio has no such limit).
+  std::chrono::milliseconds idle_timeout{0};
+  /// TCP keepalive on every accepted connection (TCP only); none: the
+  /// system's default (off).
+  std::optional<keepalive_options> keepalive;
 };
 
 /// A listening server: asyncio's `Server`.

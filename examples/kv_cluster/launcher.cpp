@@ -164,8 +164,10 @@ struct node_spec {
 
 class supervisor : public caf::event_based_actor {
 public:
-  supervisor(caf::actor_config& cfg, tact::runtime* rt, std::vector<node_spec> nodes)
-    : caf::event_based_actor(cfg), rt_(rt), nodes_(std::move(nodes)) {
+  supervisor(caf::actor_config& cfg, tact::runtime* rt,
+             std::vector<node_spec> nodes, std::chrono::milliseconds grace)
+    : caf::event_based_actor(cfg), rt_(rt), nodes_(std::move(nodes)),
+      grace_(grace) {
   }
 
   caf::behavior make_behavior() override {
@@ -196,7 +198,7 @@ public:
         if (running() == 0)
           return true;
         stopped_ = make_response_promise<bool>();
-        delayed_send(this, 5s, stop_atom::value, true);
+        delayed_send(this, grace_, stop_atom::value, true);
         return caf::delegated<bool>{};
       },
       [this](stop_atom, bool) {
@@ -274,6 +276,8 @@ private:
   std::vector<node_spec> nodes_;
   bool stopping_ = false;
   bool clean_ = true;
+  // How long a node may take to end after SIGTERM.
+  std::chrono::milliseconds grace_;
   caf::typed_response_promise<bool> stopped_;
 };
 
@@ -348,7 +352,8 @@ int run_launcher(const args& a) {
                     "--port", std::to_string(port), "--timeout-ms",
                     a.get("timeout-ms", "3000"), "--threads",
                     a.get("threads", "1"), "--supervised"}});
-  auto sup = rt.system().spawn<supervisor>(&rt, std::move(nodes));
+  auto grace = std::chrono::milliseconds{a.number("stop-grace-ms", 5000)};
+  auto sup = rt.system().spawn<supervisor>(&rt, std::move(nodes), grace);
   caf::anon_send(sup, start_atom::value);
   auto sig = rt.wait_for_signal();
   say("launcher: signal %d, stopping the nodes", sig);
@@ -356,7 +361,7 @@ int run_launcher(const args& a) {
   int status = 1;
   {
     caf::scoped_actor self{rt.system()};
-    self->request(sup, 10s, stop_atom::value)
+    self->request(sup, grace + 5s, stop_atom::value)
       .receive([&](bool clean) { status = clean ? 0 : 1; },
                [](caf::error& err) {
                  say("launcher: nodes did not stop: %s",

@@ -13,6 +13,8 @@
 //       --cluster-port P     the directory's port (default: any)
 //       --remote-shards I,J  shards started by hand elsewhere (--join)
 //       --timeout-ms MS      how long the gateway waits for a shard
+//       --stop-grace-ms MS   how long a node may take to end after SIGTERM
+//                            before it is killed (default 5000)
 //       --threads N          CAF worker threads per node (default 1)
 //
 //   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
@@ -93,7 +95,8 @@ int main(int argc, char** argv) {
   if (!kv::parse_args(argc, argv, a)) {
     std::fprintf(stderr,
                  "usage: %s --shards N --port PORT [--host NAME] "
-                 "[--cluster-port P] [--remote-shards I,J] [--timeout-ms MS]\n"
+                 "[--cluster-port P] [--remote-shards I,J] [--timeout-ms MS] "
+                 "[--stop-grace-ms MS]\n"
                  "       %s --role shard --id I --shards N --join HOST:PORT "
                  "[--host NAME] [--node-port P]\n"
                  "       %s --role gateway --shards N --join HOST:PORT "

@@ -75,6 +75,10 @@ class Cluster:
     def __init__(self, *extra):
         if SLOW and "--timeout-ms" not in extra:
             extra = ("--timeout-ms", "30000") + extra
+        # A node under a sanitizer on a busy machine may take more than
+        # the default 5 s to end after SIGTERM.
+        if SLOW:
+            extra = ("--stop-grace-ms", "20000") + extra
         env = dict(os.environ)
         if TSAN_DIR and "TSAN_OPTIONS" in env:
             env["TSAN_OPTIONS"] += ":halt_on_error=0:exitcode=0:log_path=" \
@@ -138,7 +142,7 @@ class Cluster:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(20 * T)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -286,6 +286,30 @@ def bounded_while_client_stops_reading():
     return "; ".join(figures)
 
 
+def idle_client_is_ended():
+    """`relay --idle-timeout 0.5`: a client that talks keeps its
+    connection; one that goes silent is ended (before, an idle client and
+    a child that ignores stdin stayed for good)."""
+    r = Server([ARGS.relay, "--idle-timeout", "0.5", "tcp://127.0.0.1:0",
+                "exec:cat"])
+    with r:
+        with socket.create_connection(("127.0.0.1", r.port)) as s:
+            s.settimeout(10)
+            for i in range(8):
+                s.sendall(b"ping\n")
+                check(s.recv(100) == b"ping\n", "no echo %d" % i)
+                time.sleep(0.2)
+            t0 = time.monotonic()
+            try:
+                end = s.recv(100)
+            except ConnectionResetError:
+                end = b""
+            secs = time.monotonic() - t0
+            check(end == b"", "data instead of the end: %r" % end)
+            check(0.3 < secs < 5, "ended after %.1f s of silence" % secs)
+        return "ended after %.2f s of silence" % secs
+
+
 TESTS = [
     exec_cat_is_an_echo_server,
     tls_termination_for_s_client,
@@ -294,6 +318,7 @@ TESTS = [
     verified_tls_target,
     refused_target,
     bounded_while_client_stops_reading,
+    idle_client_is_ended,
 ]
 
 

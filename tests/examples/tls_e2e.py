@@ -274,6 +274,39 @@ def starttls_python_asyncio():
         asyncio.run(main(srv.port))
 
 
+def starttls_endless_line():
+    """A peer that never sends a newline costs the STARTTLS server one
+    line's worth: past SMTP's 1000 octets it answers 500 and closes (it
+    kept everything and rescanned it on every read, 538 MB for 256 MiB);
+    the next client is served."""
+    with Server([ARGS.starttls, "tcp://127.0.0.1:0", "--cert",
+                 PKI["server.pem"], "--key", PKI["server.key"]]) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), 10)
+        f = s.makefile("rb")
+        check(f.readline().startswith(b"220"), "no greeting")
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                s.sendall(b"x" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            reply = f.readline()
+        except ConnectionResetError:
+            reply = b"(reset)"
+        s.close()
+        check(sent < 64 * 1024 * 1024, "64 MiB without a newline accepted")
+        check(reply.startswith(b"500"), "reply %r" % reply)
+        s = socket.create_connection(("127.0.0.1", srv.port), 10)
+        f = s.makefile("rb")
+        check(f.readline().startswith(b"220"), "next client: no greeting")
+        s.sendall(b"NOOP\r\n")
+        check(f.readline().startswith(b"250"), "next client: no 250")
+        s.close()
+        return "cut after %d bytes sent" % sent
+
+
 TESTS = [
     s_client_to_echo_server,
     python_asyncio_client,
@@ -282,6 +315,7 @@ TESTS = [
     bad_certificate_arguments,
     starttls_s_client,
     starttls_python_asyncio,
+    starttls_endless_line,
 ]
 
 

@@ -3,10 +3,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -221,5 +223,63 @@ SCENARIO("closing a server refuses new connections and keeps live ones") {
       CHECK(eof);
     }
     CHECK(eventually([&] { return l.srv.active_connections() == 0; }));
+  });
+}
+
+SCENARIO("idle_timeout ends a connection that moves no byte either way; "
+         "keepalive is set on accepted TCP connections") {
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    server_options opts;
+    opts.idle_timeout = 300ms;
+    opts.keepalive = keepalive_options{std::chrono::seconds{7},
+                                       std::chrono::seconds{3}, 2};
+    std::atomic<int> fd{-1};
+    auto echoing = recording(j, [&fd](recorder& r) {
+      r.on_made = [&fd](transport& t) {
+        fd = static_cast<int>(
+          caf::get<int64_t>(*t.get_extra_info("socket")));
+      };
+      r.on_data = [](transport& t, const bytes& data) { t.write(data); };
+    });
+    auto srv = rt.create_server(echoing, "127.0.0.1", 0, opts);
+    REQUIRE(srv);
+    auto p = connect_peer(kind::tcp, listening{*srv, {}, srv->port()});
+    REQUIRE(j->wait_for("connection_made"));
+    // The kernel's keepalive settings on the server's end.
+    auto opt = [&](int level, int name) {
+      int value = -1;
+      socklen_t len = sizeof(value);
+      ::getsockopt(fd.load(), level, name, &value, &len);
+      return value;
+    };
+    CHECK(opt(SOL_SOCKET, SO_KEEPALIVE) == 1);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPIDLE) == 7);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPINTVL) == 3);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPCNT) == 2);
+    // A byte each 100 ms for a second: never idle for 300 ms.
+    auto quiet_since = std::chrono::steady_clock::now();
+    for (int i = 0; i < 10; ++i) {
+      p.send_all("x");
+      CHECK(p.recv_n(1) == "x");
+      quiet_since = std::chrono::steady_clock::now();
+      std::this_thread::sleep_for(100ms);
+    }
+    CHECK(j->count("connection_lost") == 0);
+    // Then silence: the server ends it, and says why.
+    REQUIRE(j->wait_for("connection_lost", 1, 5s));
+    auto waited = std::chrono::steady_clock::now() - quiet_since;
+    CHECK(waited >= 250ms);
+    CHECK(waited < 3s);
+    CHECK(code_of(j->lost_reason()) == errc::timed_out);
+    // The peer hears the end.
+    CHECK(p.readable_within(2s));
+    // Wrong values are errors.
+    server_options bad;
+    bad.idle_timeout = -1ms;
+    CHECK_FALSE(rt.create_server(echoing, "127.0.0.1", 0, bad));
+    server_options bad_keepalive;
+    bad_keepalive.keepalive = keepalive_options{std::chrono::seconds{0}};
+    CHECK_FALSE(rt.create_server(echoing, "127.0.0.1", 0, bad_keepalive));
   });
 }

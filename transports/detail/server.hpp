@@ -17,6 +17,7 @@ class multiplexer;
 server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
                     protocol_factory factory, uint64_t read_credit,
                     int backlog, std::string unlink_path,
-                    std::vector<std::string> urls, uint16_t port);
+                    std::vector<std::string> urls, uint16_t port,
+                    stream_limits limits = {});
 
 } // namespace tact::detail

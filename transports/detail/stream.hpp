@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 
@@ -14,6 +15,17 @@ class multiplexer;
 /// Stream socket kinds; they differ in options and extra info only.
 enum class stream_kind : uint8_t { tcp, unix_socket };
 
+/// What a server sets on each connection it accepts.
+struct stream_limits {
+  /// No byte either way for this long ends the connection; 0: never.
+  std::chrono::milliseconds idle_timeout{0};
+  /// SO_KEEPALIVE with these (TCP only) when `keepalive`.
+  bool keepalive = false;
+  std::chrono::seconds keepalive_idle{0};
+  std::chrono::seconds keepalive_interval{0};
+  int keepalive_count = 0;
+};
+
 /// Spawns the transport actor for a connected, non-blocking stream socket
 /// and starts it: it sends `connection_made` to `protocol` and reads once
 /// the protocol has answered. Takes ownership of `fd`. Thread-safe.
@@ -22,6 +34,7 @@ enum class stream_kind : uint8_t { tcp, unix_socket };
 /// `connection_made` (or the connection ended before it did).
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit,
-                                 std::function<void()> on_made = {});
+                                 std::function<void()> on_made = {},
+                                 const stream_limits& limits = {});
 
 } // namespace tact::detail
