@@ -35,13 +35,13 @@ int main(int argc, char** argv) {
   std::chrono::milliseconds idle{0};
   for (int i = 1; i < argc; ++i) {
     if (std::string{argv[i]} == "--idle-timeout" && i + 1 < argc) {
-      idle = std::chrono::milliseconds{
-        static_cast<int64_t>(std::atof(argv[++i]) * 1000)};
-      if (idle.count() <= 0) {
-        std::fprintf(stderr, "echo_server: --idle-timeout wants a number "
-                             "of seconds above 0\n");
+      auto seconds = std::atof(argv[++i]);
+      if (!(seconds >= 0.001 && seconds <= 86400)) {
+        std::fprintf(stderr, "echo_server: --idle-timeout wants seconds "
+                             "from 0.001 to 86400\n");
         return 2;
       }
+      idle = std::chrono::milliseconds{static_cast<int64_t>(seconds * 1000)};
       continue;
     }
     auto u = tact::parse_url(argv[i]);

@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
   double idle_seconds = 0;
   if (argc > 2 && std::string{argv[1]} == "--idle-timeout") {
     idle_seconds = std::atof(argv[2]);
-    if (idle_seconds <= 0)
-      return fail("--idle-timeout wants a number of seconds above 0");
+    if (!(idle_seconds >= 0.001 && idle_seconds <= 86400))
+      return fail("--idle-timeout wants seconds from 0.001 to 86400");
     argv += 2;
     argc -= 2;
   }

@@ -14,7 +14,9 @@
 // run_command exits after the child, with its status (pipes that a
 // descendant ignoring the signal still holds are let go 2 s after the
 // child's end). The timeout signals the group too, and after the kill no
-// pipe a stray descendant holds keeps run_command waiting. With --timeout it sends SIGTERM on expiry,
+// pipe a stray descendant holds keeps run_command waiting. The child's
+// group is not the terminal's foreground group: a program that opens
+// /dev/tty itself (a password prompt) is stopped by the terminal. With --timeout it sends SIGTERM on expiry,
 // SIGKILL two seconds later if needed, and exits 124. A program that cannot
 // start: one line on stderr, exit 127. A stdin, stdout or stderr that is
 // not a pipe, socket or terminal (a regular file) is handed to the child.
@@ -96,8 +98,10 @@ private:
 class child final : public tact::subprocess_protocol {
 public:
   child(tact::transport* out, tact::transport* err, tact::transport* in,
-        tact::transport (&pipes)[3], std::promise<void> done)
-    : out_(out), err_(err), in_(in), pipes_(pipes), done_(std::move(done)) {
+        tact::transport (&pipes)[3], std::promise<void> exited,
+        std::promise<void> done)
+    : out_(out), err_(err), in_(in), pipes_(pipes),
+      exited_(std::move(exited)), done_(std::move(done)) {
     // nop
   }
 
@@ -106,7 +110,15 @@ public:
   void connection_made(tact::transport& t) override {
     for (int fd = 0; fd < 3; ++fd)
       pipes_[fd] = t.get_pipe_transport(fd);
+    // A reader of ours that left before now: the child's pipe to it goes
+    // (the output protocol found no pipe to close yet).
+    if (pipes_[1] && *out_ && out_->is_closing())
+      pipes_[1].close();
+    if (pipes_[2] && *err_ && err_->is_closing())
+      pipes_[2].close();
   }
+
+  void process_exited() override { exited_.set_value(); }
 
   // The child closed its stdin: stop reading ours.
   void pipe_connection_lost(int fd, const caf::error&) override {
@@ -129,6 +141,7 @@ private:
   tact::transport* err_;
   tact::transport* in_;
   tact::transport (&pipes_)[3];
+  std::promise<void> exited_;
   std::promise<void> done_;
 };
 
@@ -176,9 +189,12 @@ int main(int argc, char** argv) {
   tact::transport my_in;
   tact::transport my_out;
   tact::transport my_err;
+  std::promise<void> child_exit;
   std::promise<void> child_done;
   std::promise<void> out_done;
   std::promise<void> err_done;
+  // The child process ended; then its pipes are closed too (finished).
+  auto child_exited = child_exit.get_future().share();
   auto child_finished = child_done.get_future().share();
   auto out_flushed = out_done.get_future();
   auto err_flushed = err_done.get_future();
@@ -213,6 +229,7 @@ int main(int argc, char** argv) {
   auto started = rt.subprocess_exec(
     [&] {
       return std::make_unique<child>(&my_out, &my_err, &my_in, pipes,
+                                     std::move(child_exit),
                                      std::move(child_done));
     },
     command, opts);
@@ -242,33 +259,51 @@ int main(int argc, char** argv) {
       if (auto pipe = proc.get_pipe_transport(fd))
         pipe.close();
   };
+  auto exited = [&](auto wait) {
+    return child_exited.wait_for(wait) == std::future_status::ready;
+  };
   // SIGINT and SIGTERM (blocked in every thread) go to the child's group;
   // the child's end ends the run. Woken by a signal of its own at the end.
   std::atomic<bool> finished{false};
+  std::atomic<bool> signalled{false};
   std::thread forwarder{[&] {
     for (;;) {
       auto sig = rt.wait_for_signal();
       if (finished.load())
         return;
+      signalled = true;
       (void) proc.send_signal(sig, tact::signal_target::group);
-      if (!ready(2s) && proc.get_returncode())
+      // Signalled after the child's end (the main thread waits for that
+      // end otherwise).
+      if (exited(0s) && !ready(2s))
         stop_waiting_for_pipes();
     }
   }};
   bool timed_out = false;
+  // The timeout counts until the run is over: the child's end and its
+  // pipes' (a grandchild may hold them).
   if (timeout > 0 && !ready(std::chrono::duration<double>(timeout))) {
     timed_out = true;
     (void) proc.terminate(tact::signal_target::group);
-    if (!ready(2s)) {
+    if (!ready(2s))
       (void) proc.kill(tact::signal_target::group);
-      if (!ready(500ms))
-        stop_waiting_for_pipes();
-    }
   }
+  child_exited.wait();
+  // Ended by a signal or the timeout: what a descendant still holds open
+  // keeps us 2 s at most.
+  if ((timed_out || signalled.load()) && !ready(2s))
+    stop_waiting_for_pipes();
   child_finished.wait();
   finished = true;
   ::pthread_kill(forwarder.native_handle(), SIGTERM);
   forwarder.join();
+  // From here SIGINT and SIGTERM end run_command at once (a flush to a
+  // reader that does not read must not make it unkillable).
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  ::pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
   // Flush what the child wrote, then leave. (my_in was set on the loop
   // thread before the child could finish.)
   for (auto* t : {&my_out, &my_err})

@@ -36,8 +36,8 @@ public:
   }
 
   // Each byte is looked at once (lines are searched for in the new bytes
-  // only), and a line longer than SMTP's 1000 octets ends the connection:
-  // a peer that never sends a newline costs at most that much.
+  // only, and cut out by offset), and a line longer than SMTP's 1000
+  // octets ends the connection: a peer costs at most that much.
   void data_received(tact::bytes data) override {
     if (closing_)
       return;
@@ -48,27 +48,25 @@ public:
     while (!closing_
            && (pos = buf_.find('\n', std::max(start, scan_from)))
                 != std::string::npos) {
+      if (pos - start >= max_line) {
+        too_long();
+        return;
+      }
       auto line = buf_.substr(start, pos + 1 - start);
       start = pos + 1;
       if (tls_) {
         t_.write(line);
         continue;
       }
-      // A command sees the rest of the buffer (STARTTLS hands it to TLS).
-      buf_.erase(0, start);
-      start = 0;
-      scan_from = 0;
+      // STARTTLS hands what follows its line to the TLS layer.
+      rest_ = start;
       command(line);
       if (tls_)
         return;
     }
     buf_.erase(0, start);
-    if (buf_.size() > max_line && !closing_) {
-      t_.write("500 Line too long\r\n");
-      t_.close();
-      closing_ = true;
-      buf_.clear();
-    }
+    if (buf_.size() > max_line && !closing_)
+      too_long();
   }
 
 private:
@@ -85,7 +83,7 @@ private:
       tact::tls_options opts;
       opts.server_side = true;
       // What came behind the STARTTLS line is the start of the handshake.
-      opts.unread = tact::to_bytes(buf_);
+      opts.unread = tact::to_bytes(buf_.substr(rest_));
       buf_.clear();
       auto upgraded = tact::start_tls(t_, self(), ctx_, opts);
       if (!upgraded) {
@@ -108,9 +106,18 @@ private:
 
   static constexpr size_t max_line = 1000;
 
+  void too_long() {
+    t_.write("500 Line too long\r\n");
+    t_.close();
+    closing_ = true;
+    buf_.clear();
+  }
+
   tact::tls_context ctx_;
   tact::transport t_;
   std::string buf_;
+  // Where the rest of buf_ starts while a command runs.
+  size_t rest_ = 0;
   bool tls_ = false;
   bool closing_ = false;
 };

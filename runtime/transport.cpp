@@ -1,6 +1,7 @@
 #include "tact/runtime/transport.hpp"
 
 #include <arpa/inet.h>
+#include <cerrno>
 #include <csignal>
 #include <limits>
 #include <sys/socket.h>
@@ -379,9 +380,16 @@ caf::error transport::send_signal(int sig, signal_target target) {
       return make_error(errc::invalid_argument,
                         "the child has no process group of its own (start "
                         "it with start_new_session or process_group)");
-    if (::kill(-pgid, sig) != 0)
-      return error_from_errno(errno, "kill of process group "
-                                       + std::to_string(pgid));
+    if (state_->sub->group_gone.load())
+      return make_error(errc::no_such_process, "the child's process group "
+                                               "is empty");
+    if (::kill(-pgid, sig) != 0) {
+      auto err = errno;
+      if (err == ESRCH)
+        state_->sub->group_gone = true;
+      return error_from_errno(err, "kill of process group "
+                                     + std::to_string(pgid));
+    }
     return caf::none;
   }
   if (state_->sub->exited.load())

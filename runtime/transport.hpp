@@ -188,7 +188,10 @@ public:
   /// (`kill(-pgid)`), grandchildren included, even after the child itself
   /// has exited; only for a child started with `start_new_session` or
   /// `process_group` (else `errc::invalid_argument`: its group is the
-  /// caller's), and `errc::no_such_process` once the group is empty.
+  /// caller's), and `errc::no_such_process` once the group is empty, for
+  /// good (a group number can be reused once its group is empty; a group
+  /// that empties between two calls is the caller's risk, as with
+  /// `os.killpg`).
   caf::error send_signal(int sig, signal_target target = signal_target::process);
 
   /// `send_signal(SIGTERM, target)`.

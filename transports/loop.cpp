@@ -74,9 +74,10 @@ caf::expected<protocol_factory> server_factory(protocol_factory factory,
 caf::expected<detail::stream_limits>
 stream_limits_of(const server_options& opts) {
   detail::stream_limits limits;
-  if (opts.idle_timeout.count() < 0)
+  // A day at most: the transport's clock arithmetic stays in range.
+  if (opts.idle_timeout.count() < 0 || opts.idle_timeout > std::chrono::hours{24})
     return make_error(errc::invalid_argument,
-                      "idle_timeout must not be negative");
+                      "idle_timeout must be from 0 to 24 h");
   limits.idle_timeout = opts.idle_timeout;
   if (opts.keepalive) {
     auto& k = *opts.keepalive;

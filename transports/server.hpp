@@ -17,7 +17,6 @@ namespace detail {
 struct server_state;
 } // namespace detail
 
-/// Options of `create_server` and `create_unix_server` (asyncio's defaults).
 /// TCP keepalive probes (`SO_KEEPALIVE`): the kernel notices a peer whose
 /// host or link went away and ends the connection (`connection_lost` with
 /// `timed_out`) when `count` probes, `interval` apart after `idle` of
@@ -28,6 +27,7 @@ struct keepalive_options {
   int count = 6;
 };
 
+/// Options of `create_server` and `create_unix_server` (asyncio's defaults).
 struct server_options {
   /// listen() backlog; also how many connections one readiness accepts.
   int backlog = 100;
@@ -43,7 +43,7 @@ struct server_options {
   std::chrono::milliseconds tls_shutdown_timeout = std::chrono::seconds{30};
   /// A connection that moves no byte either way (read or written to the
   /// kernel) for this long is ended with `connection_lost(timed_out)`;
-  /// zero: never (asyncio has no such limit).
+  /// zero: never (asyncio has no such limit); at most 24 h.
   std::chrono::milliseconds idle_timeout{0};
   /// TCP keepalive on every accepted connection (TCP only); none: the
   /// system's default (off).

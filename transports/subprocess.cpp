@@ -307,12 +307,18 @@ runtime::subprocess_exec(protocol_factory factory,
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (opts.start_new_session && ::setsid() < 0)
+    // A failed call is reported to the parent, and the program does not
+    // run (set_error only reports it).
+    if (opts.start_new_session && ::setsid() < 0) {
       exec.set_error(std::error_code(errno, std::system_category()),
                      "setsid");
-    if (opts.process_group && ::setpgid(0, *opts.process_group) != 0)
+      ::_exit(127);
+    }
+    if (opts.process_group && ::setpgid(0, *opts.process_group) != 0) {
       exec.set_error(std::error_code(errno, std::system_category()),
                      "setpgid");
+      ::_exit(127);
+    }
     for (auto fd : opts.pass_fds)
       ::fcntl(fd, F_SETFD, 0);
   };

@@ -270,7 +270,9 @@ private:
     if (!lower_)
       return;
     auto high = state_.high.load();
-    lower_.set_write_buffer_limits(high > 0 ? high - 1 : 0, state_.low.load());
+    auto low = state_.low.load();
+    auto below = high > 0 ? high - 1 : 0;
+    lower_.set_write_buffer_limits(below, std::min(low, below));
   }
 
   void on_cipher(bytes& data) {
@@ -334,7 +336,7 @@ private:
     // The peer ended its stream and closed: our close_notify (or what the
     // protocol wrote after the EOF) then meets a reset. That end is the
     // peer's clean one, as in asyncio.
-    if (reason && peer_ended() && phase_ == phase::closing
+    if (reason && peer_ended() && phase_ != phase::done
         && reason.category() == error_category
         && (reason.code() == static_cast<uint8_t>(errc::connection_reset)
             || reason.code() == static_cast<uint8_t>(errc::broken_pipe)))
@@ -499,8 +501,12 @@ private:
         return;
       }
       if (err == SSL_ERROR_WANT_READ) {
+        // After the peer's bare FIN no close_notify can come: once ours
+        // is out (a close() in eof_received, say), that is the end.
         if (peer_fin_ && phase_ == phase::open)
           on_peer_end();
+        else if (peer_fin_ && phase_ == phase::closing)
+          lower_.close();
         break;
       }
       if (err == SSL_ERROR_ZERO_RETURN) {

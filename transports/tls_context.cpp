@@ -92,9 +92,11 @@ caf::error common_setup(tls_context::impl& x, tls_version min,
   SSL_CTX_set_mode(x.ctx, SSL_MODE_RELEASE_BUFFERS);
   const auto& ciphers = tls12_ciphers.empty() ? default_tls12_ciphers
                                               : tls12_ciphers;
-  if (SSL_CTX_set_cipher_list(x.ctx, ciphers.c_str()) != 1)
+  if (SSL_CTX_set_cipher_list(x.ctx, ciphers.c_str()) != 1) {
+    ERR_clear_error();
     return make_error(errc::invalid_argument,
                       "tls12_ciphers: no cipher suite in '" + ciphers + "'");
+  }
   x.description["tls12_ciphers"] = ciphers;
   auto wire = alpn_wire(alpn);
   if (!wire)

@@ -196,8 +196,10 @@ struct subprocess_state {
   // through it, so they can never reach a recycled pid.
   int pidfd = -1;
   // The child's process group when it has one of its own (set before any
-  // handle exists), else -1.
+  // handle exists), else -1; `group_gone` once a signal found it empty
+  // (its number may then be reused: it is never signalled again).
   int pgid = -1;
+  std::atomic<bool> group_gone{false};
   std::atomic<bool> exited{false};
   std::atomic<int> returncode{0};
   // stdin, stdout, stderr: empty where the stream is not a pipe.

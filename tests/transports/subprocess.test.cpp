@@ -507,6 +507,7 @@ SCENARIO("start_new_session, process_group and pass_fds shape the child "
         grandchild = std::stoi(log->out);
         return true;
       }));
+      REQUIRE(eventually([&] { return t->get_returncode().has_value(); }));
       CHECK(code_of(t->send_signal(SIGTERM)) == errc::no_such_process);
       CHECK_FALSE(log->wait_for("connection_lost", 300ms));
       CHECK_FALSE(t->kill(signal_target::group));

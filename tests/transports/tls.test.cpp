@@ -375,6 +375,42 @@ SCENARIO("closing a TLS connection: close_notify both ways, and FIN") {
   });
 }
 
+SCENARIO("a TLS protocol that closes in eof_received after the peer's FIN "
+         "ends at once") {
+  // No close_notify can follow a bare FIN: the layer does not wait for one
+  // (it waited for the shutdown timeout, then said timed_out).
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  auto j = std::make_shared<journal>();
+  auto closes = recording(j, [](recorder& r) {
+    r.on_eof = [](transport& t) {
+      t.write("bye");
+      t.close();
+    };
+    r.keep_open = true;
+  });
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    tls_options opts;
+    opts.shutdown_timeout = 10s;
+    auto [t, srv] = connect_to_peer(rt, k, l, closes, pki,
+                                    server_ctx(pki.cert, pki.key), opts);
+    REQUIRE(t);
+    REQUIRE(srv);
+    srv->write_all("hello");
+    srv->shutdown_write();
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(j->wait_for("connection_lost", 1, 5s));
+    CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+    CHECK_FALSE(j->lost_reason());
+    CHECK(j->data() == "hello");
+    bool clean = false;
+    CHECK(srv->read_all(&clean) == "bye");
+    CHECK(clean);
+  });
+}
+
 SCENARIO("TLS flow control: 512 KiB write watermark, reading paused at "
          "256 KiB of ciphertext") {
   auto k = any_kind();
