@@ -139,6 +139,18 @@ bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
   return false;
 }
 
+bool transport_core::limits_command(const caf::type_erased_tuple& msg) {
+  if (!msg.match_elements<op::set_write_buffer_limits>())
+    return false;
+  // A local handle stored the limits already; storing them again here
+  // could undo a later call that the handle made meanwhile.
+  if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
+    state_.high = lim.high;
+    state_.low = lim.low;
+  }
+  return true;
+}
+
 void transport_core::give_back_credit(uint64_t n) {
   if (n > 0)
     state_.unconsumed -= n;

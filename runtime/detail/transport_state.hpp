@@ -297,6 +297,10 @@ protected:
   /// then delivers what it can.
   bool read_command(caf::type_erased_tuple& msg, bool& paused, bool closing);
 
+  /// `op::set_write_buffer_limits`: stores the limits unless a local handle
+  /// did already; false for any other message.
+  bool limits_command(const caf::type_erased_tuple& msg);
+
   /// Gives `n` bytes back to the read credit (`op::consumed`).
   void give_back_credit(uint64_t n);
 

@@ -60,12 +60,7 @@ void layer::on_message(caf::mailbox_element& x) {
     abort_layer(std::move(msg.get_mutable_as<op::abort>(0).reason));
   } else if (read_command(msg, user_paused_, closing_)) {
     on_read_change();
-  } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-    // A local handle stored them already (see socket_transport).
-    if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
-      state_.high = lim.high;
-      state_.low = lim.low;
-    }
+  } else if (limits_command(msg)) {
     on_limits();
   } else if (msg.match_elements<op::get_write_buffer_size>()) {
     reply(x, caf::make_message(static_cast<uint64_t>(buffer_size())));

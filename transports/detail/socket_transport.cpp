@@ -104,13 +104,7 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     on_close();
   } else if (msg.match_elements<op::abort>()) {
     lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
-  } else if (msg.match_elements<op::set_write_buffer_limits>()) {
-    // A local handle stored the limits already; storing them again here
-    // could undo a later call that the handle made meanwhile.
-    if (auto& lim = msg.get_as<op::set_write_buffer_limits>(0); !lim.applied) {
-      state_.high = lim.high;
-      state_.low = lim.low;
-    }
+  } else if (limits_command(msg)) {
     maybe_pause_protocol();
   } else if (msg.match_elements<op::get_write_buffer_size>()) {
     reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
