@@ -606,13 +606,18 @@ def test_gateway_restart_and_clean_stop():
 
 
 def tsan_reports_in_our_code():
-    """TSan report files whose stacks name tact's or kv_cluster's code."""
+    """TSan report files whose access or allocation stacks name tact's or
+    kv_cluster's code. Where the threads were created does not count: every
+    thread of a node is started from its main (a race inside CAF's
+    serialization between two of CAF's own threads names
+    `kv::run_launcher` only there)."""
     bad = []
     for path in glob.glob(os.path.join(TSAN_DIR, "tsan*")):
         with open(path, errors="replace") as f:
             text = f.read()
         for report in text.split("==================")[1:]:
-            if re.search(r"\b(tact|kv)::", report):
+            stacks = re.split(r"\n  Thread T\d+ ", report)[0]
+            if re.search(r"\b(tact|kv)::", stacks):
                 bad.append("%s:\n%s" % (path, report))
     return bad
 
