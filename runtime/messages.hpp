@@ -7,11 +7,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include <caf/allowed_unsafe_message_type.hpp>
+
 #include <caf/actor.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/message.hpp>
 #include <caf/meta/type_name.hpp>
 
@@ -174,7 +178,45 @@ struct consumed {
 /// Request: answered with the write buffer size (`uint64_t`).
 struct get_write_buffer_size {};
 
+/// A descriptor of an open regular file, closed with its last owner.
+class file_ref {
+public:
+  explicit file_ref(int fd) noexcept : fd_(fd) {
+    // nop
+  }
+  ~file_ref();
+  file_ref(const file_ref&) = delete;
+  file_ref& operator=(const file_ref&) = delete;
+
+  [[nodiscard]] int fd() const noexcept {
+    return fd_;
+  }
+
+private:
+  int fd_;
+};
+
+/// Request (`loop.sendfile`): send `count` bytes of `file` from `offset`
+/// after what is queued; answered with the bytes sent (`uint64_t`) once
+/// all are handed to the kernel (or to the transport below a layer), or
+/// with an error. Writes after it wait for it. Made by `make_sendfile`;
+/// `counted` as for `write`. Local only: a descriptor cannot cross nodes.
+struct sendfile {
+  std::shared_ptr<const file_ref> file;
+  uint64_t offset = 0;
+  uint64_t count = 0;
+  bool counted = false;
+};
+
 } // namespace op
+
+/// `op::sendfile` for the regular file `fd` (duplicated: the caller keeps
+/// `fd`): `count` bytes from `offset`, or up to the file's end when
+/// `count` is empty. `errc::invalid_argument` for a descriptor that is not
+/// an open regular file or a range past the file's end; a range of zero
+/// bytes is allowed (answered with 0).
+caf::expected<op::sendfile> make_sendfile(int fd, uint64_t offset = 0,
+                                          std::optional<uint64_t> count = {});
 
 // -- inspect -------------------------------------------------------------------
 
@@ -307,3 +349,5 @@ inspect(Inspector& f, get_write_buffer_size&) {
 } // namespace op
 
 } // namespace tact
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::op::sendfile)

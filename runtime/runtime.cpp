@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/send.hpp>
 
@@ -197,6 +198,24 @@ caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
     return make_error(errc::would_deadlock,
                       "remote_actor on the loop thread");
   return system_->middleman().remote_actor(host, port);
+}
+
+caf::expected<uint64_t> runtime::sendfile(transport t, int fd,
+                                          uint64_t offset,
+                                          std::optional<uint64_t> count) {
+  if (mux_->on_loop_thread())
+    return make_error(errc::would_deadlock, "sendfile on the loop thread");
+  auto msg = t.file_request(fd, offset, count);
+  if (!msg)
+    return std::move(msg.error());
+  if (msg->count == 0)
+    return uint64_t{0};
+  caf::expected<uint64_t> result{uint64_t{0}};
+  caf::scoped_actor self{*system_};
+  self->request(t.actor(), caf::infinite, std::move(*msg))
+    .receive([&](uint64_t sent) { result = sent; },
+             [&](caf::error& err) { result = std::move(err); });
+  return result;
 }
 
 caf::error runtime::run_in_executor(std::function<void()> fn) {

@@ -210,6 +210,18 @@ public:
                                             const std::string& command,
                                             subprocess_options opts = {});
 
+  /// asyncio's `loop.sendfile(transport, file, offset, count)`: sends
+  /// `count` bytes of the regular file `fd` from `offset` (to its end when
+  /// `count` is empty) on `t`, after what was written before, and returns
+  /// the bytes sent once they are all handed on; blocks until then. The
+  /// kernel's `sendfile(2)` on TCP, Unix and write-pipe transports, reads
+  /// and writes in chunks on TLS (asyncio's fallback); see
+  /// `transport::sendfile` for the rules and errors. Behaviours ask
+  /// without blocking: `request(t.actor(), infinite, *make_sendfile(...))`
+  /// is answered with the same count.
+  caf::expected<uint64_t> sendfile(transport t, int fd, uint64_t offset = 0,
+                                   std::optional<uint64_t> count = {});
+
   // -- distribution -----------------------------------------------------------------
 
   /// Makes `whom` reachable from other nodes on `port` (0: any free port)

@@ -5,7 +5,9 @@
 #include <csignal>
 #include <limits>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <caf/send.hpp>
@@ -163,6 +165,76 @@ caf::error transport::writelines(std::vector<bytes> chunks) {
   for (auto& chunk : chunks)
     if (auto err = write(std::move(chunk)))
       return err;
+  return caf::none;
+}
+
+namespace op {
+
+file_ref::~file_ref() {
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+} // namespace op
+
+caf::expected<op::sendfile> make_sendfile(int fd, uint64_t offset,
+                                          std::optional<uint64_t> count) {
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0)
+    return make_error(errc::invalid_argument,
+                      "sendfile: not an open file descriptor");
+  if (!S_ISREG(st.st_mode))
+    return make_error(errc::invalid_argument,
+                      "sendfile: not a regular file");
+  auto size = static_cast<uint64_t>(st.st_size);
+  if (offset > size)
+    return make_error(errc::invalid_argument,
+                      "sendfile: offset past the end of the file");
+  if (!count)
+    count = size - offset;
+  else if (*count > size - offset)
+    return make_error(errc::invalid_argument,
+                      "sendfile: count past the end of the file");
+  auto copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0)
+    return make_error(from_errno(errno), "sendfile: dup");
+  return op::sendfile{std::make_shared<const op::file_ref>(copy), offset,
+                      *count, false};
+}
+
+caf::expected<op::sendfile>
+transport::file_request(int fd, uint64_t offset,
+                        std::optional<uint64_t> count) {
+  if (!actor_)
+    return empty_handle("sendfile");
+  if (!state_)
+    return make_error(errc::not_supported,
+                      "sendfile on a transport of another node");
+  switch (state_->kind) {
+    case detail::transport_kind::stream:
+    case detail::transport_kind::write_pipe:
+    case detail::transport_kind::tls:
+      break;
+    default:
+      return make_error(errc::not_supported,
+                        "sendfile needs a stream, write pipe or TLS "
+                        "transport");
+  }
+  if (state_->eof_written.load())
+    return make_error(errc::write_after_eof);
+  return make_sendfile(fd, offset, count);
+}
+
+caf::error transport::sendfile(int fd, uint64_t offset,
+                               std::optional<uint64_t> count) {
+  auto msg = file_request(fd, offset, count);
+  if (!msg)
+    return std::move(msg.error());
+  if (msg->count == 0 || drop_write())
+    return caf::none;
+  msg->counted = true;
+  state_->in_flight += msg->count;
+  caf::anon_send(actor_, std::move(*msg));
   return caf::none;
 }
 

@@ -30,6 +30,12 @@ namespace detail {
 struct transport_state;
 } // namespace detail
 
+namespace op {
+struct sendfile;
+} // namespace op
+
+class runtime;
+
 /// A protocol's handle on its transport, with asyncio's transport methods.
 ///
 /// Commands (`write`, `close`, `pause_reading`, ...) are messages to the
@@ -74,6 +80,23 @@ public:
 
   /// Queues every chunk in order.
   caf::error writelines(std::vector<bytes> chunks);
+
+  /// Queues `count` bytes of the regular file `fd` from `offset` (to the
+  /// file's end when `count` is empty), as asyncio's `loop.sendfile` does,
+  /// without waiting for the result: what was written before goes first,
+  /// what is written after waits for the file, and the range counts in
+  /// the write buffer (so the watermarks pause the protocol while it is
+  /// sent, and `close()` flushes it). TCP, Unix and write-pipe transports
+  /// hand it to the kernel with `sendfile(2)`; TLS reads and writes it in
+  /// chunks. `fd` is duplicated: the caller may close it at once. Errors:
+  /// `errc::invalid_argument` (not a regular file, a range past its end),
+  /// `errc::not_supported` (datagrams, frames, read pipes, a transport on
+  /// another node), `errc::write_after_eof`. A file that fails to read
+  /// later (EIO, or shrunk under the range) stops the range there; the
+  /// connection goes on. For the bytes sent, use `runtime::sendfile` or a
+  /// request with `make_sendfile`.
+  caf::error sendfile(int fd, uint64_t offset = 0,
+                      std::optional<uint64_t> count = std::nullopt);
 
   /// Sends EOF (FIN) once the buffer has drained. A second call does nothing.
   /// `errc::not_supported` where `can_write_eof()` is false.
@@ -233,7 +256,13 @@ public:
   }
 
 private:
+  friend class runtime;
+
   bool drop_write();
+
+  // `sendfile`'s checks, and its message.
+  caf::expected<op::sendfile> file_request(int fd, uint64_t offset,
+                                           std::optional<uint64_t> count);
 
   caf::actor actor_;
   detail::transport_state* state_ = nullptr;

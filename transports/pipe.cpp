@@ -90,10 +90,10 @@ public:
     // A write end is never readable: EPOLLERR or EPOLLHUP means the reader
     // has gone (reported whatever the mask).
     if (events & (EPOLLERR | EPOLLHUP)) {
-      lose(wbuf_.empty() ? caf::error{} : make_error(errc::broken_pipe));
+      lose(drained() ? caf::error{} : make_error(errc::broken_pipe));
       return;
     }
-    if ((events & EPOLLOUT) && !wbuf_.empty())
+    if ((events & EPOLLOUT) && !drained())
       do_flush();
     if (!lost_)
       update_interest();

@@ -50,7 +50,7 @@ public:
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
       do_read();
     if (!lost_ && !failed_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        && !wbuf_.empty())
+        && !drained())
       do_flush();
     if (lost_)
       return;
@@ -74,6 +74,10 @@ protected:
 
   ssize_t read_some(char* buf, size_t size) override {
     return moved(::recv(fd_, buf, size, 0));
+  }
+
+  ssize_t send_file(int file, off_t* offset, size_t count) override {
+    return moved(byte_transport::send_file(file, offset, count));
   }
 
   bool on_transport_message(caf::mailbox_element& x,
@@ -134,7 +138,7 @@ protected:
       return;
     eof_requested_ = true;
     state_.eof_written = true;
-    if (wbuf_.empty())
+    if (drained())
       on_drained();
   }
 

@@ -606,6 +606,16 @@ private:
     lower_.write(std::move(out));
   }
 
+  // A file (sendfile) is read and written in chunks, each waiting while
+  // the protocol's own writes would.
+  [[nodiscard]] bool carries_files() const noexcept override {
+    return true;
+  }
+
+  [[nodiscard]] bool file_chunks_wait() const noexcept override {
+    return lower_paused_ || early_bytes_ >= state_.high.load();
+  }
+
   [[nodiscard]] size_t buffer_size() const override {
     return early_bytes_ + (lower_ ? lower_.get_write_buffer_size() : 0);
   }
@@ -615,7 +625,9 @@ private:
   // the high watermark; resumed when neither holds and that buffer is at
   // the low one or under.
   void update_app_pause() {
-    auto want = lower_paused_ || early_bytes_ >= state_.high.load();
+    auto want = file_chunks_wait();
+    if (!want)
+      files_may_go_on();
     if (want && !app_paused_) {
       app_paused_ = true;
       deliver(caf::make_message(pause_writing{}));

@@ -1,7 +1,10 @@
 #include "tact/transports/detail/byte_transport.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <sys/sendfile.h>
 
+#include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 
 namespace tact::detail {
@@ -15,13 +18,22 @@ bool would_block(int err) {
   return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
+// sendfile(2) errors that come from the file, not the connection.
+bool file_error(int err) {
+  return err == EIO || err == EINVAL || err == EOVERFLOW || err == ESPIPE
+         || err == EBADF || err == EFAULT || err == ENOMEM;
+}
+
+// Bytes handed to one sendfile(2): what a socket buffer takes is far less.
+constexpr size_t max_file_step = size_t{1} << 30;
+
 } // namespace
 
 void byte_transport::direct_write(bytes& data) {
   on_write(data);
 }
 
-bool byte_transport::on_transport_message(caf::mailbox_element&,
+bool byte_transport::on_transport_message(caf::mailbox_element& x,
                                           caf::type_erased_tuple& msg) {
   if (msg.match_elements<op::write>()) {
     auto& w = msg.get_mutable_as<op::write>(0);
@@ -34,15 +46,37 @@ bool byte_transport::on_transport_message(caf::mailbox_element&,
     on_write_eof();
     return true;
   }
+  if (msg.match_elements<op::sendfile>()) {
+    on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
+    return true;
+  }
   return false;
 }
 
 bool byte_transport::drained() const noexcept {
-  return wbuf_.empty();
+  return wbuf_.empty() && files_.empty();
 }
 
 void byte_transport::drop_buffer() {
   wbuf_.clear();
+  head_ = 0;
+  chunks_after_file_ = 0;
+  while (!files_.empty()) {
+    auto& job = files_.front();
+    if (job.sender && job.mid.is_request())
+      job.sender->enqueue(
+        caf::make_mailbox_element(
+          ctrl(), job.mid.response_id(), {},
+          caf::make_message(make_error(
+            errc::closed, "sendfile: the connection ended before the file "
+                          "was sent"))),
+        nullptr);
+    files_.pop_front();
+  }
+}
+
+ssize_t byte_transport::send_file(int file, off_t* offset, size_t count) {
+  return ::sendfile(fd_, file, offset, count);
 }
 
 bool byte_transport::refuses_writes() const noexcept {
@@ -81,7 +115,7 @@ void byte_transport::on_write(bytes& data) {
     return;
   }
   size_t sent = 0;
-  if (wbuf_.empty()) {
+  if (drained()) {
     // Nothing queued: try the kernel right away.
     auto n = write_some(data.data(), data.size());
     if (n < 0) {
@@ -99,13 +133,89 @@ void byte_transport::on_write(bytes& data) {
   }
   auto rest = data.size() - sent;
   wbuf_.push_back(std::move(data));
+  ++chunks_after_file_;
   buffered_add(rest);
   update_interest();
 }
 
+void byte_transport::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
+  if (req.counted)
+    state_.in_flight -= req.count;
+  if (lost_ || closing_ || refuses_writes()) {
+    state_.count_dropped_write();
+    reply(x, caf::make_message(make_error(
+               errc::closed, "sendfile after the transport was closed")));
+    return;
+  }
+  if (req.count == 0 || !req.file) {
+    reply(x, caf::make_message(uint64_t{0}));
+    return;
+  }
+  auto ahead = files_.empty() ? wbuf_.size() : chunks_after_file_;
+  chunks_after_file_ = 0;
+  auto count = req.count;
+  files_.push_back(file_job{std::move(req), 0, ahead, x.sender, x.mid});
+  buffered_add(count);
+  if (files_.size() == 1 && ahead == 0)
+    flush_file();
+  if (!lost_)
+    update_interest();
+}
+
+void byte_transport::flush_file() {
+  auto& job = files_.front();
+  auto left = job.req.count - job.sent;
+  auto offset = static_cast<off_t>(job.req.offset + job.sent);
+  auto n = send_file(job.req.file->fd(), &offset,
+                     std::min<uint64_t>(left, max_file_step));
+  if (n < 0) {
+    auto err = errno;
+    if (would_block(err))
+      return;
+    if (err == EPIPE)
+      consume_sigpipe();
+    if (file_error(err))
+      finish_file(error_from_errno(err, "sendfile"));
+    else
+      on_write_error(err);
+    return;
+  }
+  if (n == 0) {
+    // The file shrank under the range: asyncio answers with what was sent.
+    finish_file();
+    return;
+  }
+  job.sent += static_cast<uint64_t>(n);
+  buffered_sub(static_cast<size_t>(n));
+  if (job.sent == job.req.count)
+    finish_file();
+}
+
+void byte_transport::finish_file(caf::error err) {
+  auto job = std::move(files_.front());
+  files_.pop_front();
+  if (job.sent < job.req.count)
+    buffered_sub(static_cast<size_t>(job.req.count - job.sent));
+  if (job.sender && job.mid.is_request()) {
+    auto answer = err ? caf::make_message(std::move(err))
+                      : caf::make_message(job.sent);
+    job.sender->enqueue(caf::make_mailbox_element(ctrl(), job.mid.response_id(),
+                                                  {}, std::move(answer)),
+                        nullptr);
+  }
+  if (drained())
+    on_drained();
+}
+
 void byte_transport::do_flush() {
+  if (!files_.empty() && files_.front().ahead == 0) {
+    flush_file();
+    return;
+  }
   iovec iov[max_iov];
   auto count = std::min(wbuf_.size(), max_iov);
+  if (!files_.empty())
+    count = std::min(count, files_.front().ahead);
   size_t offset = head_;
   for (size_t i = 0; i < count; ++i) {
     auto& chunk = wbuf_.at(i);
@@ -130,9 +240,11 @@ void byte_transport::do_flush() {
     left -= avail;
     wbuf_.pop_front();
     head_ = 0;
+    if (!files_.empty())
+      --files_.front().ahead;
   }
   buffered_sub(static_cast<size_t>(n));
-  if (wbuf_.empty())
+  if (drained())
     on_drained();
 }
 

@@ -9,6 +9,9 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <caf/message_id.hpp>
+
+#include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/fifo.hpp"
 #include "tact/transports/detail/socket_transport.hpp"
 
@@ -39,6 +42,10 @@ protected:
   /// One read; bytes read (0 at EOF), or -1 with errno.
   virtual ssize_t read_some(char* buf, size_t size) = 0;
 
+  /// One `sendfile(2)` of up to `count` bytes of `file` from `*offset`
+  /// (advanced); bytes sent, or -1 with errno.
+  virtual ssize_t send_file(int file, off_t* offset, size_t count);
+
   /// The other end sent EOF.
   virtual void on_eof() = 0;
 
@@ -62,9 +69,30 @@ protected:
   fifo<bytes> wbuf_;
 
 private:
+  // A queued `op::sendfile`: `ahead` chunks of `wbuf_` go before it.
+  struct file_job {
+    op::sendfile req;
+    uint64_t sent = 0;
+    size_t ahead = 0;
+    caf::strong_actor_ptr sender;
+    caf::message_id mid;
+  };
+
   void on_write(bytes& data);
 
+  void on_sendfile(caf::mailbox_element& x, op::sendfile& req);
+
+  // One sendfile(2) for the file at the head of the queue.
+  void flush_file();
+
+  // Answers the job at the head (the bytes sent, or `err`), takes what it
+  // did not send off the buffered count, and drops it.
+  void finish_file(caf::error err = {});
+
   size_t head_ = 0;
+  fifo<file_job> files_;
+  // Chunks queued since the last file was (they go before the next one).
+  size_t chunks_after_file_ = 0;
 };
 
 } // namespace tact::detail

@@ -1,5 +1,10 @@
 #include "tact/transports/detail/layer.hpp"
 
+#include <algorithm>
+#include <cerrno>
+#include <unistd.h>
+
+#include <caf/atom.hpp>
 #include <caf/sec.hpp>
 #include <caf/system_messages.hpp>
 
@@ -7,6 +12,15 @@
 #include "tact/runtime/errc.hpp"
 
 namespace tact::detail {
+
+namespace {
+
+using file_pump_atom = caf::atom_constant<caf::atom("filepump")>;
+
+// Bytes read from a file per turn: four TLS records.
+constexpr size_t file_chunk = 64 * 1024;
+
+} // namespace
 
 layer::layer(caf::actor_config& cfg, multiplexer& mux, transport_kind kind,
              uint64_t read_credit, caf::actor app, transport lower)
@@ -51,11 +65,20 @@ void layer::on_message(caf::mailbox_element& x) {
     auto& w = msg.get_mutable_as<op::write>(0);
     if (w.counted)
       state_.in_flight -= w.data.size();
-    on_write(w.data);
+    write_in_order(w.data);
+  } else if (msg.match_elements<op::sendfile>()) {
+    on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
+  } else if (msg.match_elements<file_pump_atom>()) {
+    pump_files();
   } else if (msg.match_elements<op::write_eof>()) {
     on_write_eof();
   } else if (msg.match_elements<op::close>()) {
-    on_close();
+    if (!queue_.empty() && !lost_) {
+      close_after_files_ = true;
+      state_.closing = true;
+    } else {
+      on_close();
+    }
   } else if (msg.match_elements<op::abort>()) {
     abort_layer(std::move(msg.get_mutable_as<op::abort>(0).reason));
   } else if (read_command(msg, user_paused_, closing_)) {
@@ -154,7 +177,128 @@ bool layer::mark_lost() {
   state_.closing = true;
   state_.lost = true;
   mux().untrack(id());
+  while (!queue_.empty()) {
+    auto& item = queue_.front();
+    if (item.file.file)
+      finish_file(make_error(errc::closed, "sendfile: the connection ended "
+                                           "before the file was sent"));
+    else {
+      state_.in_flight -= item.data.size();
+      queue_.pop_front();
+    }
+  }
   return true;
+}
+
+void layer::write_in_order(bytes& data) {
+  if (queue_.empty() && !close_after_files_) {
+    on_write(data);
+    return;
+  }
+  if (lost_ || close_after_files_) {
+    state_.count_dropped_write();
+    return;
+  }
+  state_.in_flight += data.size();
+  queue_.push_back(queued{std::move(data), {}, 0, {}, {}});
+}
+
+void layer::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
+  if (req.counted)
+    state_.in_flight -= req.count;
+  if (!carries_files()) {
+    reply(x, caf::make_message(make_error(
+               errc::not_supported, "sendfile on a transport of frames")));
+    return;
+  }
+  if (lost_ || closing_ || close_after_files_) {
+    state_.count_dropped_write();
+    reply(x, caf::make_message(make_error(
+               errc::closed, "sendfile after the transport was closed")));
+    return;
+  }
+  if (req.count == 0 || !req.file) {
+    reply(x, caf::make_message(uint64_t{0}));
+    return;
+  }
+  state_.in_flight += req.count;
+  queue_.push_back(queued{{}, std::move(req), 0, x.sender, x.mid});
+  schedule_pump();
+}
+
+void layer::schedule_pump() {
+  if (pump_scheduled_ || queue_.empty())
+    return;
+  pump_scheduled_ = true;
+  send_to(caf::actor_cast<caf::actor>(ctrl()),
+          caf::make_message(file_pump_atom::value));
+}
+
+void layer::files_may_go_on() {
+  schedule_pump();
+}
+
+void layer::pump_files() {
+  pump_scheduled_ = false;
+  // Writes queued behind a finished file go at once.
+  while (!lost_ && !queue_.empty() && !queue_.front().file.file) {
+    auto data = std::move(queue_.front().data);
+    queue_.pop_front();
+    state_.in_flight -= data.size();
+    on_write(data);
+  }
+  if (lost_)
+    return;
+  if (queue_.empty()) {
+    if (close_after_files_) {
+      close_after_files_ = false;
+      on_close();
+    }
+    return;
+  }
+  if (file_chunks_wait())
+    return;
+  auto& item = queue_.front();
+  auto left = item.file.count - item.sent;
+  bytes chunk(std::min<uint64_t>(left, file_chunk));
+  auto n = ::pread(item.file.file->fd(), chunk.data(), chunk.size(),
+                   static_cast<off_t>(item.file.offset + item.sent));
+  if (n < 0) {
+    if (errno != EINTR)
+      finish_file(error_from_errno(errno, "sendfile: read"));
+    schedule_pump();
+    return;
+  }
+  if (n == 0) {
+    // The file shrank under the range: the answer is what was sent.
+    finish_file();
+    schedule_pump();
+    return;
+  }
+  chunk.resize(static_cast<size_t>(n));
+  item.sent += static_cast<uint64_t>(n);
+  state_.in_flight -= static_cast<uint64_t>(n);
+  auto complete = item.sent == item.file.count;
+  on_write(chunk);
+  if (lost_)
+    return;
+  if (complete)
+    finish_file();
+  schedule_pump();
+}
+
+void layer::finish_file(caf::error err) {
+  auto item = std::move(queue_.front());
+  queue_.pop_front();
+  state_.in_flight -= item.file.count - item.sent;
+  if (item.sender && item.mid.is_request()) {
+    auto answer = err ? caf::make_message(std::move(err))
+                      : caf::make_message(item.sent);
+    item.sender->enqueue(caf::make_mailbox_element(ctrl(),
+                                                   item.mid.response_id(), {},
+                                                   std::move(answer)),
+                         nullptr);
+  }
 }
 
 } // namespace tact::detail

@@ -15,10 +15,12 @@
 
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
+#include <caf/message_id.hpp>
 
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/runtime/transport.hpp"
+#include "tact/transports/detail/fifo.hpp"
 
 namespace tact::detail {
 
@@ -28,7 +30,7 @@ public:
         uint64_t read_credit, caf::actor app, transport lower);
 
   void direct_write(bytes& data) final {
-    on_write(data);
+    write_in_order(data);
   }
 
   /// The transport below's (a layer adds its own keys by overriding).
@@ -116,6 +118,20 @@ protected:
   /// Ends the connection, aborting the transport below.
   virtual void abort_layer(caf::error reason) = 0;
 
+  // -- hooks: files (sendfile's fallback) --------------------------------------
+
+  /// Whether `op::sendfile` is carried by reading the file and writing its
+  /// bytes in chunks (TLS); a layer whose writes are frames refuses it.
+  [[nodiscard]] virtual bool carries_files() const noexcept {
+    return false;
+  }
+
+  /// Whether the next chunk of a file must wait; the layer calls
+  /// `files_may_go_on()` once it need not.
+  [[nodiscard]] virtual bool file_chunks_wait() const noexcept {
+    return false;
+  }
+
   // -- for layers ----------------------------------------------------------------
 
   /// Whether the protocol above takes deliveries now. The shared flags
@@ -124,8 +140,12 @@ protected:
   [[nodiscard]] bool app_reading() const noexcept;
 
   /// Marks the layer lost and closing (here and in the shared state) and
-  /// untracks it; true the first time.
+  /// untracks it; answers the files still queued with an error; true the
+  /// first time.
   bool mark_lost();
+
+  /// Writing file chunks may go on (`file_chunks_wait()` turned false).
+  void files_may_go_on();
 
   transport lower_;
   uint64_t made_request_ = 0;
@@ -140,7 +160,37 @@ protected:
   caf::error lower_failure_;
 
 private:
+  // A write queued behind a file, or a file (`op::sendfile`) and who asked.
+  struct queued {
+    bytes data;
+    op::sendfile file;
+    uint64_t sent = 0;
+    caf::strong_actor_ptr sender;
+    caf::message_id mid;
+  };
+
   bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg);
+
+  // A write of the protocol above, after the files queued before it.
+  void write_in_order(bytes& data);
+
+  void on_sendfile(caf::mailbox_element& x, op::sendfile& req);
+
+  // Writes the next queued chunk (one file chunk per turn, so other
+  // messages, the transport below's pause among them, come in between).
+  void pump_files();
+
+  void schedule_pump();
+
+  // Answers the file at the head with its bytes sent, or `err`.
+  void finish_file(caf::error err = {});
+
+  // What waits behind a file: files and writes in order. Their unsent
+  // bytes count as in flight (part of the write buffer).
+  fifo<queued> queue_;
+  bool pump_scheduled_ = false;
+  // close() came while files were queued: it runs after them.
+  bool close_after_files_ = false;
 };
 
 } // namespace tact::detail
