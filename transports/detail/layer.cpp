@@ -227,7 +227,7 @@ void layer::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
 }
 
 void layer::schedule_pump() {
-  if (pump_scheduled_ || queue_.empty())
+  if (pump_scheduled_ || (queue_.empty() && !close_after_files_))
     return;
   pump_scheduled_ = true;
   send_to(caf::actor_cast<caf::actor>(ctrl()),
