@@ -140,14 +140,18 @@ public:
                                            const std::string& path,
                                            server_options opts = {});
 
-  /// Connects to `host:port`, trying each resolved address in turn.
+  /// Connects to `host:port`, trying each resolved address in turn;
+  /// `opts` sets an idle timeout and TCP keepalive on the connection.
   caf::expected<transport> create_connection(protocol_factory factory,
                                              const std::string& host,
-                                             uint16_t port);
+                                             uint16_t port,
+                                             connection_options opts = {});
 
-  /// Connects to the Unix socket at `path`.
+  /// Connects to the Unix socket at `path` (`opts.keepalive` is TCP's and
+  /// refused here).
   caf::expected<transport> create_unix_connection(protocol_factory factory,
-                                                  const std::string& path);
+                                                  const std::string& path,
+                                                  connection_options opts = {});
 
   /// Connects to `host:port` over TLS (asyncio's `ssl=`): returns once the
   /// handshake is done and the protocol has had `connection_made`, or with
@@ -157,14 +161,16 @@ public:
                                              const std::string& host,
                                              uint16_t port,
                                              const tls_context& ctx,
-                                             tls_options opts = {});
+                                             tls_options opts = {},
+                                             connection_options conn = {});
 
   /// Connects to the Unix socket at `path` over TLS; a context that
   /// verifies needs `opts.server_hostname`.
   caf::expected<transport> create_unix_connection(protocol_factory factory,
                                                   const std::string& path,
                                                   const tls_context& ctx,
-                                                  tls_options opts = {});
+                                                  tls_options opts = {},
+                                                  connection_options conn = {});
 
   /// Wraps an already connected stream socket (TCP or Unix); takes
   /// ownership of `fd`.

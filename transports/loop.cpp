@@ -72,7 +72,7 @@ caf::expected<protocol_factory> server_factory(protocol_factory factory,
 
 // The per-connection limits of `opts`, checked.
 caf::expected<detail::stream_limits>
-stream_limits_of(const server_options& opts) {
+stream_limits_of(const connection_options& opts) {
   detail::stream_limits limits;
   // A day at most: the transport's clock arithmetic stays in range.
   if (opts.idle_timeout.count() < 0 || opts.idle_timeout > std::chrono::hours{24})
@@ -93,6 +93,12 @@ stream_limits_of(const server_options& opts) {
     limits.keepalive_count = k.count;
   }
   return limits;
+}
+
+caf::expected<detail::stream_limits>
+stream_limits_of(const server_options& opts) {
+  return stream_limits_of(connection_options{opts.idle_timeout,
+                                             opts.keepalive});
 }
 
 // Runs `connect` with a factory whose protocol is a client TLS layer, and
@@ -129,15 +135,17 @@ caf::expected<transport> connect_tls(
 // create_connection awaits that too): a handle the protocol stored there
 // is set when the caller goes on.
 transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
-                       detail::stream_kind kind, uint64_t read_credit) {
+                       detail::stream_kind kind, uint64_t read_credit,
+                       const detail::stream_limits& limits = {}) {
   if (mux.on_loop_thread())
     return detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
-                                          read_credit);
+                                          read_credit, {}, limits);
   auto made = std::make_shared<std::promise<void>>();
   auto done = made->get_future();
   auto t = detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
                                           read_credit,
-                                          [made] { made->set_value(); });
+                                          [made] { made->set_value(); },
+                                          limits);
   done.wait();
   return t;
 }
@@ -147,25 +155,27 @@ transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
 caf::expected<transport>
 runtime::create_connection(protocol_factory factory, const std::string& host,
                            uint16_t port, const tls_context& ctx,
-                           tls_options opts) {
+                           tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
   if (opts.server_hostname.empty())
     opts.server_hostname = host;
   return connect_tls(
-    [&](protocol_factory f) { return create_connection(std::move(f), host, port); },
+    [&](protocol_factory f) {
+      return create_connection(std::move(f), host, port, conn);
+    },
     std::move(factory), ctx, std::move(opts), opts_.read_credit);
 }
 
 caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
                                 const std::string& path, const tls_context& ctx,
-                                tls_options opts) {
+                                tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
   return connect_tls(
     [&](protocol_factory f) {
-      return create_unix_connection(std::move(f), path);
+      return create_unix_connection(std::move(f), path, conn);
     },
     std::move(factory), ctx, std::move(opts), opts_.read_credit);
 }
@@ -282,9 +292,13 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
 
 caf::expected<transport> runtime::create_connection(protocol_factory factory,
                                                     const std::string& host,
-                                                    uint16_t port) {
+                                                    uint16_t port,
+                                                    connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return std::move(limits.error());
   auto addrs = detail::resolve(host, port, false);
   if (!addrs)
     return std::move(addrs.error());
@@ -306,16 +320,23 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
     }
     detail::set_nonblocking(fd, true);
     return start_stream(*mux_, fd, factory(*mux_), detail::stream_kind::tcp,
-                        opts_.read_credit);
+                        opts_.read_credit, *limits);
   }
   return last;
 }
 
 caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
-                                const std::string& path) {
+                                const std::string& path,
+                                connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
+  if (opts.keepalive)
+    return make_error(errc::invalid_argument,
+                      "keepalive on a Unix socket connection");
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return std::move(limits.error());
   auto addr = detail::unix_address(path);
   if (!addr)
     return std::move(addr.error());
@@ -333,7 +354,8 @@ runtime::create_unix_connection(protocol_factory factory,
   }
   detail::set_nonblocking(fd, true);
   return start_stream(*mux_, fd, factory(*mux_),
-                      detail::stream_kind::unix_socket, opts_.read_credit);
+                      detail::stream_kind::unix_socket, opts_.read_credit,
+                      *limits);
 }
 
 caf::expected<transport>

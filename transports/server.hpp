@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,17 @@ struct keepalive_options {
   std::chrono::seconds idle{60};
   std::chrono::seconds interval{10};
   int count = 6;
+};
+
+/// Per-connection limits of `create_connection` and
+/// `create_unix_connection` (a server's are in `server_options`).
+struct connection_options {
+  /// A connection that moves no byte either way (read or written to the
+  /// kernel) for this long is ended with `connection_lost(timed_out)`;
+  /// zero: never (asyncio has no such limit); at most 24 h.
+  std::chrono::milliseconds idle_timeout{0};
+  /// TCP keepalive (TCP only); none: the system's default (off).
+  std::optional<keepalive_options> keepalive;
 };
 
 /// Options of `create_server` and `create_unix_server` (asyncio's defaults).

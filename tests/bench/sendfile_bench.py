@@ -185,7 +185,7 @@ def main():
                 print("rep %d %-16s %.2f GB/s, %.3f s CPU/GiB"
                       % (rep + 1, name, results[name]["gbps"][-1],
                          results[name]["cpu"][-1]), flush=True)
-        minutes = (time.time() - started) / 60
+        elapsed = time.time() - started
     finally:
         shutil.rmtree(d, ignore_errors=True)
     nginx_version = subprocess.run(["nginx", "-v"], capture_output=True,
@@ -208,9 +208,9 @@ def main():
              % (opts.size_mib, nginx_version.replace("nginx version: ", ""),
                 opts.reps),
              "",
-             "Run on %s, %s, %d cores, Linux %s, in %.0f minutes."
+             "Run on %s, %s, %d cores, Linux %s, in %.0f s."
              % (datetime.date.today().isoformat(), platform.machine(),
-                os.cpu_count(), platform.release(), minutes),
+                os.cpu_count(), platform.release(), elapsed),
              "",
              "| server | GB/s | vs the C floor | server CPU s/GiB |",
              "|---|---|---|---|"]
@@ -223,7 +223,7 @@ def main():
     lines += ["", "All three hand the file to the kernel with sendfile(2); "
               "what differs is the work around it (tact: a message to the "
               "transport actor and one sendfile(2) per writable event of "
-              "at most the socket's free space).", "", END]
+              "at most the socket's free space). The spread is the machine's: all three move within the same range from one repetition to the next.", "", END]
     text = "\n".join(lines)
     print(text)
     try:

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import ssl
 import sys
@@ -310,6 +311,43 @@ def idle_client_is_ended():
         return "ended after %.2f s of silence" % secs
 
 
+def child_of_a_silent_client_is_killed():
+    """`relay --idle-timeout 0.5 exec:...`: a child that ignores its stdin
+    and writes nothing outlives no client: once the client has gone (FIN,
+    then nothing either way), the idle timeout ends the connection and the
+    child is killed with it (asyncio's close of a subprocess transport)."""
+    r = Server([ARGS.relay, "--idle-timeout", "0.5", "tcp://127.0.0.1:0",
+                "exec:sh", "-c", "echo $$; exec sleep 60"])
+    with r:
+        s = socket.create_connection(("127.0.0.1", r.port))
+        s.settimeout(10)
+        pid = int(s.makefile("rb").readline())
+        check(os.path.exists("/proc/%d" % pid), "no child %d" % pid)
+        s.close()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10:
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if state == "Z":
+                    break
+            except OSError:
+                break
+            time.sleep(0.05)
+        secs = time.monotonic() - t0
+        alive = False
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            pass
+        if alive:
+            os.kill(pid, signal.SIGKILL)
+        check(not alive, "the child %d still runs 10 s after its client "
+              "left" % pid)
+        return "child gone %.2f s after its client left" % secs
+
+
 TESTS = [
     exec_cat_is_an_echo_server,
     tls_termination_for_s_client,
@@ -319,6 +357,7 @@ TESTS = [
     refused_target,
     bounded_while_client_stops_reading,
     idle_client_is_ended,
+    child_of_a_silent_client_is_killed,
 ]
 
 

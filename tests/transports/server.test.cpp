@@ -283,3 +283,55 @@ SCENARIO("idle_timeout ends a connection that moves no byte either way; "
     CHECK_FALSE(rt.create_server(echoing, "127.0.0.1", 0, bad_keepalive));
   });
 }
+
+SCENARIO("create_connection takes the same idle timeout and keepalive") {
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{kind::tcp};
+    connection_options opts;
+    opts.idle_timeout = 300ms;
+    opts.keepalive = keepalive_options{std::chrono::seconds{9},
+                                       std::chrono::seconds{4}, 3};
+    auto t = rt.create_connection(recording(j), "127.0.0.1", l.port, opts);
+    REQUIRE(t);
+    peer p{::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC)};
+    REQUIRE(p.fd() >= 0);
+    auto fd = static_cast<int>(caf::get<int64_t>(*t->get_extra_info("socket")));
+    auto opt = [&](int level, int name) {
+      int value = -1;
+      socklen_t len = sizeof(value);
+      ::getsockopt(fd, level, name, &value, &len);
+      return value;
+    };
+    CHECK(opt(SOL_SOCKET, SO_KEEPALIVE) == 1);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPIDLE) == 9);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPINTVL) == 4);
+    CHECK(opt(IPPROTO_TCP, TCP_KEEPCNT) == 3);
+    // Writes count as movement too.
+    for (int i = 0; i < 6; ++i) {
+      t->write("y");
+      CHECK(p.recv_n(1) == "y");
+      std::this_thread::sleep_for(100ms);
+    }
+    CHECK(j->count("connection_lost") == 0);
+    auto quiet_since = std::chrono::steady_clock::now();
+    REQUIRE(j->wait_for("connection_lost", 1, 5s));
+    auto waited = std::chrono::steady_clock::now() - quiet_since;
+    CHECK(waited >= 150ms);
+    CHECK(waited < 3s);
+    CHECK(code_of(j->lost_reason()) == errc::timed_out);
+    CHECK(p.readable_within(2s));
+    // Unix sockets take the idle timeout; keepalive is TCP's.
+    raw_listener u{kind::unix_socket};
+    connection_options unix_opts;
+    unix_opts.keepalive = keepalive_options{};
+    CHECK(code_of(rt.create_unix_connection(recording(j), u.path, unix_opts)
+                    .error())
+          == errc::invalid_argument);
+    connection_options bad;
+    bad.idle_timeout = -5ms;
+    CHECK(code_of(rt.create_connection(recording(j), "127.0.0.1", l.port, bad)
+                    .error())
+          == errc::invalid_argument);
+  });
+}
