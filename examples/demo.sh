@@ -88,6 +88,13 @@ echo "    shard 1 killed with SIGKILL; the launcher restarted it and it served a
 echo "    with its keys fetched from shards 0 and 2"
 echo "    shard 2 killed too: $intact of $keys keys, visits = 3 and during-outage = yes still read back"
 echo "    DBSIZE -> $(cli DBSIZE)"
+if grep -q "links: TLS 1.3, certificates from the cluster's CA required both ways" "$log"; then
+  echo "    secure: every link between the nodes is TLS 1.3 with a certificate from the cluster's own CA"
+  echo "    on both ends (made for this run); a process without one gets no actor from any node port"
+else
+  echo "demo: the cluster's links are not secured" >&2
+  exit 1
+fi
 
 echo "== SIGTERM to the launcher"
 kill -TERM "$launcher"

@@ -6,12 +6,19 @@
 #include <mutex>
 #include <pthread.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
+#include <caf/openssl/remote_actor.hpp>
 #include <caf/send.hpp>
 
 #include "tact/runtime/distribution.hpp"
+#include "tact/runtime/detail/cluster_tls.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/errc.hpp"
@@ -20,6 +27,19 @@
 namespace tact {
 
 namespace {
+
+// A numeric loopback address or "localhost": what only this machine
+// reaches.
+bool is_loopback(const std::string& host) {
+  if (host == "localhost")
+    return true;
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1)
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1
+         && IN6_IS_ADDR_LOOPBACK(&v6);
+}
 
 using close_atom = caf::atom_constant<caf::atom("close")>;
 
@@ -105,6 +125,21 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   cfg_ = std::make_unique<config>();
   if (opts_.distributed)
     enable_distribution(*cfg_);
+  if (opts_.distributed && opts_.cluster_tls) {
+    // CAF's module throws from its I/O thread on a file it cannot load:
+    // it gets only settings that loaded here.
+    cluster_tls_error_ = detail::check_cluster_tls(*opts_.cluster_tls);
+    if (!cluster_tls_error_)
+      cluster_tls_error_ = detail::raise_default_tls_floor();
+    if (!cluster_tls_error_) {
+      auto& tls = *opts_.cluster_tls;
+      cfg_->openssl_cafile = tls.ca_file;
+      cfg_->openssl_certificate = tls.cert_file;
+      cfg_->openssl_key = tls.key_file;
+      cfg_->openssl_passphrase = tls.key_passphrase;
+      cfg_->load<caf::openssl::manager>();
+    }
+  }
   if (opts_.configure)
     opts_.configure(*cfg_);
   system_ = std::make_unique<caf::actor_system>(*cfg_);
@@ -186,6 +221,18 @@ caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
   if (host.empty())
     return make_error(errc::invalid_argument,
                       "publish needs an address to listen on");
+  if (opts_.cluster_tls) {
+    if (cluster_tls_error_)
+      return cluster_tls_error_;
+    return caf::openssl::publish(whom, port, host.c_str(), true);
+  }
+  if (!opts_.allow_insecure_distribution && !is_loopback(host))
+    return make_error(errc::permission_denied,
+                      "publish on " + host
+                        + " without runtime_options::cluster_tls: plain BASP "
+                          "admits whoever connects and sends everything in "
+                          "clear text (allow_insecure_distribution allows it "
+                          "anyway)");
   return system_->middleman().publish(whom, port, host.c_str(), true);
 }
 
@@ -197,6 +244,11 @@ caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
   if (mux_->on_loop_thread())
     return make_error(errc::would_deadlock,
                       "remote_actor on the loop thread");
+  if (opts_.cluster_tls) {
+    if (cluster_tls_error_)
+      return cluster_tls_error_;
+    return caf::openssl::remote_actor(*system_, host, port);
+  }
   return system_->middleman().remote_actor(host, port);
 }
 

@@ -26,6 +26,20 @@ namespace detail {
 class multiplexer;
 } // namespace detail
 
+/// A cluster's trust settings (`runtime_options::cluster_tls`): every link
+/// between nodes is TLS 1.3 with both ends presenting a certificate signed
+/// by the cluster's CA (CAF's openssl module). See docs/security.md for
+/// what is and is not checked.
+struct cluster_tls_options {
+  /// The cluster CA's certificate (PEM): the only issuer trusted.
+  std::string ca_file;
+  /// This node's certificate (PEM, signed by that CA) and its private key.
+  std::string cert_file;
+  std::string key_file;
+  /// The key's passphrase, when it is encrypted.
+  std::string key_passphrase;
+};
+
 /// Settings of a `runtime`.
 struct runtime_options {
   /// Bytes a connection may have delivered to its protocol and not yet
@@ -47,6 +61,19 @@ struct runtime_options {
   /// that `publish` and `remote_actor` work and protocols and transports
   /// may live on different nodes.
   bool distributed = false;
+
+  /// With `distributed`: the cluster's CA and this node's certificate.
+  /// Then `publish` and `remote_actor` speak BASP inside mutually
+  /// authenticated TLS 1.3 only; a peer without a certificate from the CA
+  /// gets no handshake, let alone an actor. Files that do not load, or a
+  /// certificate the CA did not sign, make `publish` and `remote_actor`
+  /// fail with `errc::invalid_argument` saying which.
+  std::optional<cluster_tls_options> cluster_tls;
+
+  /// Without `cluster_tls`, `publish` on anything but a loopback address is
+  /// refused (CAF's plain BASP admits whoever connects and carries every
+  /// message in clear text); this allows it anyway.
+  bool allow_insecure_distribution = false;
 
   /// Called with the actor system's configuration before the system
   /// starts (after `distributed` has set it up): to announce one's own
@@ -231,10 +258,11 @@ public:
   // -- distribution -----------------------------------------------------------------
 
   /// Makes `whom` reachable from other nodes on `port` (0: any free port)
-  /// of the address `host` (`0.0.0.0` or `::` for every interface: say so
-  /// explicitly, since CAF 0.17's BASP has no authentication); returns the
-  /// port. Blocks; needs `runtime_options::distributed` (else
-  /// `errc::not_supported`).
+  /// of the address `host` (`0.0.0.0` or `::` for every interface); returns
+  /// the port. Blocks; needs `runtime_options::distributed` (else
+  /// `errc::not_supported`). With `cluster_tls` only the cluster's nodes
+  /// get in; without it only a loopback address is allowed, unless
+  /// `allow_insecure_distribution` (`errc::permission_denied`).
   caf::expected<uint16_t> publish(const caf::actor& whom, uint16_t port,
                                   const std::string& host);
 
@@ -288,6 +316,8 @@ private:
   bool shut_down_ = false;
   struct executor;
   std::shared_ptr<executor> executor_;
+  // Why the cluster's trust settings cannot be used (none: usable).
+  caf::error cluster_tls_error_;
 };
 
 } // namespace tact

@@ -248,5 +248,6 @@ void connect_async(caf::event_based_actor* self, const std::string& addr,
 int run_launcher(const args& a);
 int run_shard(const args& a);
 int run_gateway(const args& a);
+int run_check(const args& a);
 
 } // namespace kv

@@ -15,6 +15,7 @@
 #include <caf/send.hpp>
 
 #include "kv.hpp"
+#include "pki.hpp"
 #include "tact/transports/frames.hpp"
 #include "tact/runtime/errc.hpp"
 
@@ -319,7 +320,52 @@ int run_launcher(const args& a) {
       pos = comma + 1;
     }
   }
-  tact::runtime rt{node_options(a)};
+  // The cluster's links are mutually authenticated TLS: with the CA and
+  // certificates given (nodes on several machines), or with a CA made now
+  // for this run (removed at the end). --insecure: plain BASP, which
+  // admits whoever connects.
+  auto opts = a;
+  std::optional<cluster_pki> pki;
+  std::vector<std::string> tls_args;
+  auto identity = [&](const std::string& name) {
+    if (!pki)
+      return tls_args;
+    for (auto& n : pki->nodes)
+      if (n.name == name)
+        return std::vector<std::string>{"--ca", pki->ca_file, "--cert",
+                                        n.cert_file, "--key", n.key_file};
+    return tls_args;
+  };
+  if (a.has("insecure")) {
+    tls_args = {"--insecure"};
+    say("launcher: --insecure: the cluster's links are plain BASP (no "
+        "authentication, no encryption)");
+  } else if (a.has("ca") || a.has("cert") || a.has("key")) {
+    tls_args = {"--ca", a.get("ca"), "--cert", a.get("cert"), "--key",
+                a.get("key")};
+  } else {
+    std::vector<std::string> names{"directory", "gateway"};
+    for (long id = 0; id < shards; ++id)
+      names.push_back("shard-" + std::to_string(id));
+    std::string error;
+    pki = make_cluster_pki(names, error);
+    if (!pki) {
+      std::fprintf(stderr, "kv_cluster: %s\n", error.c_str());
+      return 1;
+    }
+    say("launcher: the cluster's CA and certificates are in %s (removed "
+        "at exit)", pki->dir.c_str());
+    auto mine = identity("directory");
+    opts.values["ca"] = mine[1];
+    opts.values["cert"] = mine[3];
+    opts.values["key"] = mine[5];
+  }
+  // Removed however the launcher returns.
+  std::shared_ptr<void> pki_guard{nullptr, [&pki](void*) {
+    if (pki)
+      remove_cluster_pki(*pki);
+  }};
+  tact::runtime rt{node_options(opts)};
   auto dir = rt.system().spawn<directory>(static_cast<uint32_t>(shards));
   auto dir_port = rt.publish(
     dir, static_cast<uint16_t>(a.number("cluster-port", 0)), host);
@@ -330,28 +376,41 @@ int run_launcher(const args& a) {
     return 1;
   }
   auto join = join_address(host, *dir_port);
-  say("launcher: cluster directory on %s (%ld shards)", join.c_str(), shards);
+  say("launcher: cluster directory on %s (%ld shards); links: %s", join.c_str(),
+      shards,
+      a.has("insecure") ? "plain BASP (insecure)"
+                        : "TLS 1.3, certificates from the cluster's CA "
+                          "required both ways");
   auto exe = own_executable();
   std::vector<node_spec> nodes;
   for (long id = 0; id < shards; ++id) {
+    auto tls = identity("shard-" + std::to_string(id));
     if (remote[static_cast<size_t>(id)]) {
+      std::string hint;
+      for (auto& w : tls)
+        hint += " " + w;
       say("launcher: shard %ld is to join from elsewhere: kv_cluster --role "
-          "shard --id %ld --shards %ld --join %s --host NAME [--node-port P]",
-          id, id, shards, join.c_str());
+          "shard --id %ld --shards %ld --join %s --host NAME [--node-port P]%s",
+          id, id, shards, join.c_str(), hint.c_str());
       continue;
     }
-    nodes.push_back({"shard " + std::to_string(id),
-                     {exe, "--role", "shard", "--id", std::to_string(id),
-                      "--shards", std::to_string(shards), "--join", join,
-                      "--host", host, "--threads", a.get("threads", "1"),
-                      "--supervised"}});
+    std::vector<std::string> argv{exe, "--role", "shard", "--id",
+                                  std::to_string(id), "--shards",
+                                  std::to_string(shards), "--join", join,
+                                  "--host", host, "--threads",
+                                  a.get("threads", "1"), "--supervised"};
+    argv.insert(argv.end(), tls.begin(), tls.end());
+    nodes.push_back({"shard " + std::to_string(id), std::move(argv)});
   }
-  nodes.push_back({"gateway",
-                   {exe, "--role", "gateway", "--shards",
-                    std::to_string(shards), "--join", join, "--host", host,
-                    "--port", std::to_string(port), "--timeout-ms",
-                    a.get("timeout-ms", "3000"), "--threads",
-                    a.get("threads", "1"), "--supervised"}});
+  std::vector<std::string> gateway_argv{
+    exe, "--role", "gateway", "--shards", std::to_string(shards), "--join",
+    join, "--host", host, "--port", std::to_string(port), "--timeout-ms",
+    a.get("timeout-ms", "3000"), "--threads", a.get("threads", "1"),
+    "--supervised"};
+  auto gateway_tls = identity("gateway");
+  gateway_argv.insert(gateway_argv.end(), gateway_tls.begin(),
+                      gateway_tls.end());
+  nodes.push_back({"gateway", std::move(gateway_argv)});
   auto grace = std::chrono::milliseconds{a.number("stop-grace-ms", 5000)};
   auto sup = rt.system().spawn<supervisor>(&rt, std::move(nodes), grace);
   caf::anon_send(sup, start_atom::value);

@@ -16,11 +16,24 @@
 //       --stop-grace-ms MS   how long a node may take to end after SIGTERM
 //                            before it is killed (default 5000)
 //       --threads N          CAF worker threads per node (default 1)
+//       --ca F --cert F --key F   the cluster's CA and this node's
+//                            certificate and key (PEM), for nodes on
+//                            several machines; without them the launcher
+//                            makes a CA for the run and a certificate per
+//                            node, in a private directory removed at exit
+//       --insecure           plain BASP links: no authentication, no
+//                            encryption
 //
 //   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
-//              [--node-port P]
+//              [--node-port P] (--ca F --cert F --key F | --insecure)
 //   kv_cluster --role gateway --shards N --join HOST:PORT --port P [--host NAME]
+//              (--ca F --cert F --key F | --insecure)
 //       one node, joining the cluster whose directory is at HOST:PORT.
+//
+//   kv_cluster --role check --join HOST:PORT (--ca F --cert F --key F | --insecure)
+//       asks a node's port for its actor once, as a node would: prints
+//       `reached HOST:PORT` and exits 0, or the reason and exits 1 (to
+//       check certificates, or that a stranger is kept out).
 //
 // Exits 0 on SIGINT or SIGTERM, after stopping its children.
 
@@ -100,8 +113,10 @@ int main(int argc, char** argv) {
                  "       %s --role shard --id I --shards N --join HOST:PORT "
                  "[--host NAME] [--node-port P]\n"
                  "       %s --role gateway --shards N --join HOST:PORT "
-                 "--port PORT [--host NAME]\n",
-                 argv[0], argv[0], argv[0]);
+                 "--port PORT [--host NAME]\n"
+                 "       %s --role check --join HOST:PORT "
+                 "(--ca F --cert F --key F | --insecure)\n",
+                 argv[0], argv[0], argv[0], argv[0]);
     return 2;
   }
   auto role = a.get("role", "launcher");
@@ -111,6 +126,8 @@ int main(int argc, char** argv) {
     return kv::run_shard(a);
   if (role == "gateway")
     return kv::run_gateway(a);
+  if (role == "check")
+    return kv::run_check(a);
   std::fprintf(stderr, "kv_cluster: unknown role '%s'\n", role.c_str());
   return 2;
 }

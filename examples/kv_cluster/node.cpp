@@ -25,6 +25,12 @@ tact::runtime_options node_options(const args& a) {
   tact::runtime_options opts;
   opts.distributed = true;
   opts.handle_signals = true;
+  // The cluster's links: TLS with the cluster's certificates, or (only
+  // when asked) plain BASP.
+  if (a.has("ca") || a.has("cert") || a.has("key"))
+    opts.cluster_tls = tact::cluster_tls_options{a.get("ca"), a.get("cert"),
+                                                 a.get("key"), {}};
+  opts.allow_insecure_distribution = a.has("insecure");
   auto threads = static_cast<size_t>(std::max(1L, a.number("threads", 1)));
   opts.configure = [threads](caf::actor_system_config& cfg) {
     announce(cfg);
@@ -60,6 +66,26 @@ caf::actor join_directory(tact::runtime& rt, const args& a,
   std::fprintf(stderr, "kv_cluster %s: no directory at %s: %s\n", role,
                addr.c_str(), tact::describe(dir.error()).c_str());
   return {};
+}
+
+int run_check(const args& a) {
+  std::string host;
+  uint16_t port = 0;
+  if (!split_address(a.get("join"), host, port)) {
+    std::fprintf(stderr, "kv_cluster check: --join wants HOST:PORT\n");
+    return 2;
+  }
+  auto opts = node_options(a);
+  opts.handle_signals = false;
+  tact::runtime rt{opts};
+  auto hdl = rt.remote_actor(host, port);
+  if (!hdl) {
+    say("refused by %s: %s", a.get("join").c_str(),
+        tact::describe(hdl.error()).c_str());
+    return 1;
+  }
+  say("reached %s", a.get("join").c_str());
+  return 0;
 }
 
 void die_with_parent(const args& a) {

@@ -605,6 +605,199 @@ def test_gateway_restart_and_clean_stop():
             % len(pids)
 
 
+def node_ports(c):
+    """{name: port} of the directory and every shard, from their lines."""
+    ports = {}
+    line = c.wait_for(r"cluster directory on ")
+    ports["directory"] = int(re.search(r"directory on \S+:(\d+)",
+                                       line).group(1))
+    for i in range(SHARDS):
+        line = c.wait_for(r"shard %d published on " % i)
+        ports["shard %d" % i] = int(line.rsplit(":", 1)[1])
+    return ports
+
+
+def foreign_identity(d):
+    """A CA of another cluster and a node certificate it signed (made with
+    the openssl command): what a node of another cluster would hold."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True,
+                       capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=another cluster",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign")
+    openssl("req", *ec, "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=kv_cluster shard-0")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey",
+            "ca.key", "-CAcreateserial", "-out", "node.pem", "-days", "2")
+    return [os.path.join(d, f) for f in ("ca.pem", "node.pem", "node.key")]
+
+
+def check_as(cluster_args, port):
+    """`kv_cluster --role check` against 127.0.0.1:`port`: (reached, output)."""
+    out = subprocess.run([ARGS.cluster, "--role", "check", "--join",
+                          "127.0.0.1:%d" % port, *cluster_args],
+                         capture_output=True, text=True, timeout=60 * T)
+    return out.returncode == 0, (out.stdout + out.stderr).strip()
+
+
+def test_strangers_get_no_actor():
+    """Every node port (the directory's and each shard's) gives a stranger
+    no actor: not one speaking plain BASP, not one with a certificate from
+    another CA. One with the cluster's own certificate gets in."""
+    d = tempfile.mkdtemp(prefix="tact-kv-foreign-")
+    try:
+        ca, cert, key = foreign_identity(d)
+        with Cluster() as c:
+            ports = node_ports(c)
+            # The cluster's own certificates, where the launcher made them.
+            pki = c.wait_for(r"certificates are in ").rsplit(" in ", 1)[1]
+            pki = pki.split()[0]
+            member = ["--ca", os.path.join(pki, "ca.pem"),
+                      "--cert", os.path.join(pki, "gateway.pem"),
+                      "--key", os.path.join(pki, "gateway.key")]
+            for name, port in ports.items():
+                reached, out = check_as(member, port)
+                check(reached, "the cluster's own certificate did not reach "
+                      "%s: %s" % (name, out))
+                reached, out = check_as(["--insecure"], port)
+                check(not reached, "plain BASP reached %s: %s" % (name, out))
+                reached, out = check_as(["--ca", ca, "--cert", cert,
+                                         "--key", key], port)
+                check(not reached, "another CA's node reached %s: %s"
+                      % (name, out))
+            cl = Client(c.port)
+            check(cl.call("SET", "after", "strangers") == "OK",
+                  "SET after the strangers")
+            check(cl.call("GET", "after") == b"strangers", "GET")
+            cl.close()
+            c.check_stopped()
+        return "%d node ports refused plain BASP and another CA" % len(ports)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def sniff_loopback(stop, out):
+    """TCP payloads seen on lo until `stop` is set: (sport, dport, bytes)
+    tuples appended to `out` (IPv4 only; an AF_PACKET socket, root)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind(("lo", 0))
+    s.settimeout(0.2)
+    try:
+        while not stop.is_set():
+            try:
+                frame, meta = s.recvfrom(70000)
+            except socket.timeout:
+                continue
+            if meta[2] == socket.PACKET_OUTGOING:
+                continue  # each loopback packet is seen twice
+            ip = frame[14:]
+            if len(ip) < 20 or ip[9] != 6:
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            total = int.from_bytes(ip[2:4], "big")
+            tcp = ip[ihl:total]
+            if len(tcp) < 20:
+                continue
+            sport = int.from_bytes(tcp[0:2], "big")
+            dport = int.from_bytes(tcp[2:4], "big")
+            off = (tcp[12] >> 4) * 4
+            if len(tcp) > off:
+                out.append((sport, dport, bytes(tcp[off:])))
+    finally:
+        s.close()
+
+
+def test_no_cleartext_between_nodes():
+    """Keys and values written through the gateway cross the node links
+    (gateway to shard, shard to shard) only encrypted: captured on lo, no
+    link carries them, while the client's own connection to the gateway
+    (Redis's protocol, in clear) shows the sniffer sees them."""
+    marker_key = "secret-key-%d" % os.getpid()
+    marker_value = "secret-value-%d" % os.getpid()
+    with Cluster() as c:
+        ports = node_ports(c)
+        stop = threading.Event()
+        seen = []
+        sniffer = threading.Thread(target=sniff_loopback, args=(stop, seen))
+        sniffer.start()
+        try:
+            time.sleep(0.3)
+            cl = Client(c.port)
+            for i in range(20):
+                check(cl.call("SET", "%s-%d" % (marker_key, i),
+                              marker_value) == "OK", "SET %d" % i)
+            for i in range(20):
+                check(cl.call("GET", "%s-%d" % (marker_key, i))
+                      == marker_value.encode(), "GET %d" % i)
+            cl.close()
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            sniffer.join()
+        c.check_stopped()
+    client = [p for sp, dp, p in seen if c.port in (sp, dp)]
+    links = [p for sp, dp, p in seen if c.port not in (sp, dp)
+             and (set(ports.values()) & {sp, dp} or sp > 1024 and dp > 1024)]
+    check(any(marker_value.encode() in p for p in client),
+          "the sniffer saw no value on the client's connection (%d packets)"
+          % len(seen))
+    link_bytes = b"".join(links)
+    check(link_bytes, "no bytes between the nodes were captured")
+    for marker in (marker_key.encode(), marker_value.encode()):
+        check(marker not in link_bytes, "%r in clear text between the nodes"
+              % marker)
+    return "%d KiB captured between the nodes, no key or value in it" \
+        % (len(link_bytes) // 1024)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_basp_bomb_costs_nothing():
+    """A BASP header announcing a 4 GiB payload, sent twice to every node
+    port (it made the launcher allocate 8 GB and wiped the cluster): each
+    node stays within a few MiB, no node restarts, no key is lost."""
+    with Cluster() as c:
+        ports = node_ports(c)
+        cl = Client(c.port)
+        for i in range(100):
+            check(cl.call("SET", "bomb-%d" % i, str(i)) == "OK", "SET %d" % i)
+        pids = {"directory": c.proc.pid}
+        for i in range(SHARDS):
+            pids["shard %d" % i] = c.pid("shard %d" % i)
+        before = {n: rss_kib(p) for n, p in pids.items()}
+        starts = len(c.node_pids())
+        header = bytes(4) + b"\xff\xff\xff\xff" + bytes(24)
+        for name, port in ports.items():
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", port), 10) as s:
+                    s.settimeout(10)
+                    try:
+                        s.sendall(header)
+                        s.recv(4096)
+                    except (ConnectionResetError, socket.timeout):
+                        pass
+        time.sleep(1)
+        grown = {n: rss_kib(p) - before[n] for n, p in pids.items()}
+        for n, kib in grown.items():
+            check(kib < 8 * 1024, "%s grew by %d KiB" % (n, kib))
+        for i in range(100):
+            check(cl.call("GET", "bomb-%d" % i) == str(i).encode(),
+                  "GET bomb-%d" % i)
+        cl.close()
+        check(len(c.node_pids()) == starts, "a node restarted")
+        c.check_stopped()
+        return "largest growth %d KiB" % max(grown.values())
+
+
 def tsan_reports_in_our_code():
     """TSan report files whose access or allocation stacks name tact's or
     kv_cluster's code. Where the threads were created does not count: every
@@ -637,7 +830,9 @@ def main():
              test_pipelining_keeps_order,
              test_sigkill_loses_no_acknowledged_write,
              test_unreachable_node_gives_an_error,
-             test_gateway_restart_and_clean_stop]
+             test_gateway_restart_and_clean_stop,
+             test_strangers_get_no_actor, test_no_cleartext_between_nodes,
+             test_basp_bomb_costs_nothing]
     if ARGS.only:
         tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0

@@ -1,6 +1,8 @@
 // A second node for the distribution tests: publishes a maker of
 // upper-casing protocol actors on 127.0.0.1, prints `published on PORT`,
 // and runs until its stdin closes.
+//
+//   tact_test_node [CA CERT KEY]    (with a cluster's trust settings)
 
 #include <cctype>
 #include <csignal>
@@ -44,12 +46,16 @@ caf::behavior upper(caf::event_based_actor* self) {
 
 } // namespace
 
-int main() {
+int main(int argc, char** argv) {
   // Dies with the test process, whatever happens to it.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() == 1)
     return 1;
-  tact::runtime rt{tact::runtime_options{.distributed = true}};
+  tact::runtime_options opts;
+  opts.distributed = true;
+  if (argc == 4)
+    opts.cluster_tls = tact::cluster_tls_options{argv[1], argv[2], argv[3], {}};
+  tact::runtime rt{opts};
   auto maker = rt.system().spawn([](caf::event_based_actor* self)
                                    -> caf::behavior {
     return {
