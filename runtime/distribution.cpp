@@ -4,6 +4,7 @@
 
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -52,6 +53,12 @@ void enable_distribution(caf::actor_system_config& cfg) {
   cfg.set("middleman.connection-timeout", caf::timespan{10s});
   add_message_types(cfg);
   add_error_category(cfg);
+}
+
+caf::io::middleman_actor link_actor(caf::actor_system& sys) {
+  if (sys.has_openssl_manager())
+    return sys.openssl_manager().actor_handle();
+  return sys.middleman().actor_handle();
 }
 
 } // namespace tact

@@ -5,6 +5,7 @@
 // for it.
 
 #include <caf/fwd.hpp>
+#include <caf/io/middleman_actor.hpp>
 
 namespace tact {
 
@@ -23,5 +24,12 @@ void add_message_types(caf::actor_system_config& cfg);
 /// `middleman.connection-timeout` after this call to change them. `runtime_options::distributed`
 /// does this for a runtime's own system.
 void enable_distribution(caf::actor_system_config& cfg);
+
+/// The actor to ask for links without blocking (`connect_atom`,
+/// `publish_atom`, as `caf::io::middleman_actor` describes): CAF's openssl
+/// one when the system has `runtime_options::cluster_tls`, else the plain
+/// middleman's. Asking the plain one on a TLS cluster would open a plain
+/// BASP link, which the other nodes refuse.
+[[nodiscard]] caf::io::middleman_actor link_actor(caf::actor_system& sys);
 
 } // namespace tact

@@ -23,6 +23,8 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 
+#include "tact/runtime/distribution.hpp"
+
 #include "tact/runtime/runtime.hpp"
 
 namespace kv {
@@ -229,7 +231,8 @@ void connect_async(caf::event_based_actor* self, const std::string& addr,
     fail(caf::make_error(caf::sec::invalid_argument, "bad address " + addr));
     return;
   }
-  auto mm = self->system().middleman().actor_handle();
+  // Over TLS when the cluster's links are (never a plain link beside).
+  auto mm = tact::link_actor(self->system());
   self->request(mm, std::chrono::seconds{5}, caf::connect_atom::value, host,
                 port)
     .then(
