@@ -80,6 +80,15 @@ class Cluster:
         if SLOW:
             extra = ("--stop-grace-ms", "20000") + extra
         env = dict(os.environ)
+        # The nodes' leak suppressions add CAF's openssl module's
+        # (tests/sanitizers/lsan_cluster.supp says why).
+        if "LSAN_OPTIONS" in env:
+            env["LSAN_OPTIONS"] = re.sub(
+                r"(?:^|(?<=:))suppressions=[^:]*",
+                "suppressions=" + os.path.join(
+                    os.path.dirname(os.path.abspath(__file__)), "..",
+                    "sanitizers", "lsan_cluster.supp"),
+                env["LSAN_OPTIONS"])
         if TSAN_DIR and "TSAN_OPTIONS" in env:
             env["TSAN_OPTIONS"] += ":halt_on_error=0:exitcode=0:log_path=" \
                 + os.path.join(TSAN_DIR, "tsan")
