@@ -480,6 +480,13 @@ private:
 // stops.
 constexpr size_t max_in_flight = 1024;
 constexpr size_t max_in_flight_args = 64 * 1024;
+// Until a connection's first answers show how large they are, this many
+// commands at most are in flight (1,024 GETs of a 1 MiB value would be a
+// GiB on its way before the first came back).
+constexpr size_t first_in_flight = 32;
+// The answers in flight per connection, estimated from the answers so
+// far: the in-flight limit is this over their average size.
+constexpr size_t in_flight_bytes = 16 * 1024 * 1024;
 // What one command may hold (Redis's defaults are 512 MB for a bulk
 // string and 1 GB for a client's query buffer).
 constexpr tact::resp::limits command_limits{512 * 1024 * 1024, 1024 * 1024,
@@ -488,8 +495,9 @@ constexpr size_t max_query = 1024 * 1024 * 1024;
 
 class session : public caf::event_based_actor {
 public:
-  session(caf::actor_config& cfg, caf::actor router)
-    : caf::event_based_actor(cfg), router_(std::move(router)) {
+  session(caf::actor_config& cfg, caf::actor router, size_t output_limit)
+    : caf::event_based_actor(cfg), router_(std::move(router)),
+      output_limit_(output_limit) {
   }
 
   caf::behavior make_behavior() override {
@@ -524,7 +532,9 @@ private:
   // and decides about reading and closing.
   void pump() {
     flush();
-    while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight
+    if (over_output_limit())
+      return;
+    while (!closing_ && !writing_paused_ && slots_.size() < in_flight_limit()
            && args_in_flight_ < max_in_flight_args) {
       auto next = decoder_.next();
       if (!next) {
@@ -559,7 +569,7 @@ private:
   void steer() {
     // Whole commands wait unparsed only behind these; a command still
     // coming never stops reading, or it could never complete.
-    bool pause = writing_paused_ || slots_.size() >= max_in_flight
+    bool pause = writing_paused_ || slots_.size() >= in_flight_limit()
                  || args_in_flight_ >= max_in_flight_args || closing_;
     if (pause && !paused_) {
       t_.pause_reading();
@@ -635,8 +645,40 @@ private:
     auto at = seq - first_seq_;
     if (seq < first_seq_ || at >= slots_.size())
       return;
+    ++answers_;
+    answer_bytes_ += answer.size();
+    held_ += answer.size();
     slots_[at] = std::move(answer);
     pump();
+  }
+
+  // Commands that may be in flight: few until answers have come, then as
+  // many as fit in_flight_bytes at the average answer size so far.
+  [[nodiscard]] size_t in_flight_limit() const {
+    if (answers_ == 0)
+      return first_in_flight;
+    auto average = std::max<uint64_t>(answer_bytes_ / answers_, 1);
+    return std::clamp<size_t>(in_flight_bytes / average, 1, max_in_flight);
+  }
+
+  // A client that does not read what it asked for: past the output limit
+  // (answers queued in the transport, and ready ones behind an unanswered
+  // command) it is disconnected, as Redis does with
+  // client-output-buffer-limit.
+  bool over_output_limit() {
+    if (output_limit_ == 0 || closing_)
+      return false;
+    auto pending = t_.get_write_buffer_size() + held_;
+    if (pending <= output_limit_)
+      return false;
+    auto peer = t_.get_extra_info("peername");
+    say("gateway: client %s disconnected: %zu bytes of answers unread, over "
+        "the output limit of %zu",
+        peer ? caf::deep_to_string(*peer).c_str() : "?", pending,
+        output_limit_);
+    closing_ = true;
+    t_.abort();
+    return true;
   }
 
   // Writes the answers that are ready, in order, in one write.
@@ -647,13 +689,21 @@ private:
       slots_.pop_front();
       ++first_seq_;
     }
+    held_ -= std::min(held_, out.size());
     if (!out.empty())
       t_.write(out);
   }
 
   caf::actor router_;
+  // Bytes of answers a client may leave unread (0: no limit).
+  size_t output_limit_;
   tact::transport t_;
   tact::resp::command_decoder decoder_{command_limits};
+  // Answers from the shards so far, their bytes, and the bytes of those
+  // ready and not yet written (behind one still awaited).
+  uint64_t answers_ = 0;
+  uint64_t answer_bytes_ = 0;
+  size_t held_ = 0;
   size_t args_in_flight_ = 0;
   std::deque<std::optional<std::string>> slots_;
   uint64_t first_seq_ = 0;
@@ -700,9 +750,13 @@ int run_gateway(const args& a) {
     }
   }
   auto& sys = rt.system();
+  auto output_limit = static_cast<size_t>(
+    std::max(0L, a.number("client-output-limit", 64L * 1024 * 1024)));
   auto srv = rt.create_server(
-    [&sys, rtr] { return caf::actor{sys.spawn<session>(rtr)}; }, host,
-    static_cast<uint16_t>(port));
+    [&sys, rtr, output_limit] {
+      return caf::actor{sys.spawn<session>(rtr, output_limit)};
+    },
+    host, static_cast<uint16_t>(port));
   if (!srv) {
     std::fprintf(stderr, "kv_cluster gateway: cannot listen on %s:%ld: %s\n",
                  host.c_str(), port, tact::describe(srv.error()).c_str());

@@ -798,6 +798,70 @@ def test_basp_bomb_costs_nothing():
         return "largest growth %d KiB" % max(grown.values())
 
 
+def test_client_that_never_reads_is_cut_off():
+    """A client that sends GETs of a 1 MiB value and never reads (it made
+    the gateway grow to 5 GB): the gateway and the shards stay under
+    256 MiB, the client is disconnected with a log line, and the others
+    are served throughout."""
+    with Cluster() as c:
+        cl = Client(c.port, timeout=30)
+        value = os.urandom(1024 * 1024)
+        check(cl.call("SET", "big", value) == "OK", "SET big")
+        pids = [c.pid("gateway")] + [c.pid("shard %d" % i)
+                                     for i in range(SHARDS)]
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", c.port))
+        hog.settimeout(2)
+        gets = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 100
+        sent = [0]
+        done = threading.Event()
+
+        def flood():
+            try:
+                while not done.is_set() and sent[0] < 3000:
+                    hog.sendall(gets)
+                    sent[0] += 100
+            except OSError:
+                pass
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        peak = 0
+        deadline = time.monotonic() + 20 * T
+        cut = None
+        while time.monotonic() < deadline:
+            peak = max(peak, max(rss_kib(p) for p in pids))
+            # The others are served meanwhile.
+            check(cl.call("GET", "big") == value, "GET by another client")
+            with c.cond:
+                cut = next((ln for ln in c.lines
+                            if "output limit" in ln), None)
+            if cut:
+                break
+            time.sleep(0.05)
+        done.set()
+        for _ in range(10):
+            peak = max(peak, max(rss_kib(p) for p in pids))
+            time.sleep(0.05)
+        check(cut, "the client was not disconnected (%d GETs sent)" % sent[0])
+        try:
+            got = 0
+            while True:
+                data = hog.recv(1 << 20)
+                if not data:
+                    break
+                got += len(data)
+        except (ConnectionResetError, socket.timeout):
+            pass
+        hog.close()
+        check(peak < 256 * 1024, "RSS reached %d MiB" % (peak // 1024))
+        check(cl.call("GET", "big") == value, "GET after")
+        cl.close()
+        c.check_stopped()
+        return "%s; peak RSS %d MiB; %d GETs sent" % (
+            cut.split("gateway: ", 1)[-1], peak // 1024, sent[0])
+
+
 def tsan_reports_in_our_code():
     """TSan report files whose access or allocation stacks name tact's or
     kv_cluster's code. Where the threads were created does not count: every
@@ -832,7 +896,8 @@ def main():
              test_unreachable_node_gives_an_error,
              test_gateway_restart_and_clean_stop,
              test_strangers_get_no_actor, test_no_cleartext_between_nodes,
-             test_basp_bomb_costs_nothing]
+             test_basp_bomb_costs_nothing,
+             test_client_that_never_reads_is_cut_off]
     if ARGS.only:
         tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0
