@@ -4,12 +4,16 @@
 // its key, through remote actors, and turns the answers into RESP.
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <deque>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <tuple>
+
+#include <unistd.h>
 
 #include <caf/actor_system.hpp>
 #include <caf/delegated.hpp>
@@ -40,6 +44,9 @@ std::string error_text(std::string_view text) {
 }
 
 // -- router: commands to shards -----------------------------------------------------
+
+// Client connections open on this gateway (INFO's connected_clients).
+std::atomic<size_t> clients{0};
 
 class router : public caf::event_based_actor {
 public:
@@ -410,6 +417,8 @@ private:
           ask(primary_of(key, shards_), true, std::move(then),
               op{kind::exists, key, {}, 0});
       });
+    } else if (name == "info") {
+      info(rp);
     } else if (name == "dbsize") {
       if (!arity(cmd, 1, 1, rp))
         return;
@@ -426,6 +435,58 @@ private:
       rp.deliver(error_text("ERR unknown command '" + cmd[0]
                             + "', with args beginning with: " + args));
     }
+  }
+
+  // INFO: the cluster as this gateway sees it, in Redis's format (a bulk
+  // string of `# Section` headers and `name:value` lines).
+  void info(promise rp) {
+    struct state {
+      size_t left;
+      std::vector<std::string> keys;
+      promise rp;
+    };
+    auto st = std::make_shared<state>(
+      state{shards_, std::vector<std::string>(shards_, "?"), rp});
+    auto finish = [this, st] {
+      std::string text = "# Server\r\nserver:kv_cluster gateway\r\n"
+                         "process_id:"
+                         + std::to_string(::getpid())
+                         + "\r\n\r\n# Clients\r\nconnected_clients:"
+                         + std::to_string(clients.load()) + "\r\n\r\n"
+                         + "# Cluster\r\nshards:" + std::to_string(shards_)
+                         + "\r\nshards_linked:";
+      size_t linked = 0;
+      for (auto& l : links_)
+        linked += l.hdl ? 1 : 0;
+      text += std::to_string(linked) + "\r\n";
+      int64_t total = 0;
+      bool all = true;
+      for (uint32_t j = 0; j < shards_; ++j) {
+        text += "shard" + std::to_string(j) + ":link="
+                + (links_[j].hdl ? "up" : "down") + ",address="
+                + (links_[j].addr.empty() ? "?" : links_[j].addr)
+                + ",keys=" + st->keys[j] + "\r\n";
+        if (st->keys[j] == "?")
+          all = false;
+        else
+          total += std::stoll(st->keys[j]);
+      }
+      text += "\r\n# Keyspace\r\n";
+      if (all)
+        text += "db0:keys=" + std::to_string(total) + "\r\n";
+      std::string out;
+      tact::resp::append_bulk(out, text);
+      st->rp.deliver(std::move(out));
+    };
+    for (uint32_t j = 0; j < shards_; ++j)
+      ask(j, true,
+          [st, j, finish](caf::expected<reply> r) {
+            if (r && r->code == status::ok)
+              st->keys[j] = std::to_string(r->n);
+            if (--st->left == 0)
+              finish();
+          },
+          op{kind::count, {}, {}, j});
   }
 
   // Asks `n` questions through `each` and answers with the sum of their
@@ -495,9 +556,16 @@ constexpr size_t max_query = 1024 * 1024 * 1024;
 
 class session : public caf::event_based_actor {
 public:
-  session(caf::actor_config& cfg, caf::actor router, size_t output_limit)
+  session(caf::actor_config& cfg, caf::actor router, size_t output_limit,
+          std::shared_ptr<const std::string> password)
     : caf::event_based_actor(cfg), router_(std::move(router)),
-      output_limit_(output_limit) {
+      output_limit_(output_limit), password_(std::move(password)),
+      authenticated_(!password_ || password_->empty()) {
+    ++clients;
+  }
+
+  ~session() override {
+    --clients;
   }
 
   caf::behavior make_behavior() override {
@@ -589,10 +657,81 @@ private:
     slots_.emplace_back(std::move(out));
   }
 
+  // Whether `given` is the password; the time taken does not depend on
+  // how much of it matches.
+  [[nodiscard]] bool password_is(const std::string& given) const {
+    auto& want = *password_;
+    unsigned char diff = given.size() == want.size() ? 0 : 1;
+    for (size_t i = 0; i < given.size(); ++i)
+      diff |= static_cast<unsigned char>(given[i])
+              ^ static_cast<unsigned char>(want[i % want.size()]);
+    return diff == 0;
+  }
+
+  // AUTH [default] PASSWORD, and HELLO's AUTH: Redis's answers.
+  std::string authenticate(const std::string* user, const std::string& pass) {
+    if (!password_ || password_->empty())
+      return "-ERR AUTH <password> called without any password configured "
+             "for the default user. Are you sure your configuration is "
+             "correct?\r\n";
+    if ((user != nullptr && *user != "default") || !password_is(pass)) {
+      authenticated_ = false;
+      return "-WRONGPASS invalid username-password pair or user is "
+             "disabled.\r\n";
+    }
+    authenticated_ = true;
+    return "+OK\r\n";
+  }
+
   void run(tact::resp::command cmd) {
     auto name = lower(cmd[0]);
     std::string out;
-    if (name == "ping") {
+    if (name == "auth" && (cmd.size() == 2 || cmd.size() == 3)) {
+      out = cmd.size() == 2 ? authenticate(nullptr, cmd[1])
+                            : authenticate(&cmd[1], cmd[2]);
+    } else if (name == "auth") {
+      tact::resp::append_error(out, "ERR wrong number of arguments for 'auth' "
+                                    "command");
+    } else if (name == "hello") {
+      // RESP2 only; HELLO 2 [AUTH user pass] [SETNAME name].
+      if (cmd.size() >= 2 && cmd[1] != "2") {
+        tact::resp::append_error(out, "NOPROTO unsupported protocol version");
+      } else {
+        for (size_t k = 2; k < cmd.size() && out.empty();) {
+          auto option = lower(cmd[k]);
+          if (option == "auth" && k + 2 < cmd.size()) {
+            out = authenticate(&cmd[k + 1], cmd[k + 2]);
+            if (out == "+OK\r\n")
+              out.clear();
+            k += 3;
+          } else if (option == "setname" && k + 1 < cmd.size()) {
+            k += 2;
+          } else {
+            tact::resp::append_error(out, "ERR Syntax error in HELLO option '"
+                                            + cmd[k] + "'");
+          }
+        }
+        if (out.empty()) {
+          out.clear();
+          if (!authenticated_) {
+            out = "-NOAUTH HELLO must be called with the client already "
+                  "authenticated, otherwise the HELLO <proto> AUTH <user> "
+                  "<pass> option can be used to authenticate the client and "
+                  "select the RESP protocol version at the same time\r\n";
+          } else {
+            tact::resp::append_array_header(out, 6);
+            tact::resp::append_bulk(out, "server");
+            tact::resp::append_bulk(out, "kv_cluster");
+            tact::resp::append_bulk(out, "proto");
+            tact::resp::append_integer(out, 2);
+            tact::resp::append_bulk(out, "mode");
+            tact::resp::append_bulk(out, "cluster-gateway");
+          }
+        }
+      }
+    } else if (!authenticated_ && name != "quit") {
+      out = "-NOAUTH Authentication required.\r\n";
+    } else if (name == "ping") {
       if (cmd.size() == 1)
         out = "+PONG\r\n";
       else if (cmd.size() == 2)
@@ -697,6 +836,9 @@ private:
   caf::actor router_;
   // Bytes of answers a client may leave unread (0: no limit).
   size_t output_limit_;
+  // The password AUTH wants (none or empty: no AUTH).
+  std::shared_ptr<const std::string> password_;
+  bool authenticated_;
   tact::transport t_;
   tact::resp::command_decoder decoder_{command_limits};
   // Answers from the shards so far, their bytes, and the bytes of those
@@ -752,9 +894,23 @@ int run_gateway(const args& a) {
   auto& sys = rt.system();
   auto output_limit = static_cast<size_t>(
     std::max(0L, a.number("client-output-limit", 64L * 1024 * 1024)));
+  // --requirepass-file: its first line is the password (a file, so that
+  // it shows in no process listing).
+  std::shared_ptr<const std::string> password;
+  if (a.has("requirepass-file")) {
+    std::ifstream in{a.get("requirepass-file")};
+    std::string line;
+    if (!in || !std::getline(in, line) || line.empty()) {
+      std::fprintf(stderr, "kv_cluster gateway: no password in %s\n",
+                   a.get("requirepass-file").c_str());
+      caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+      return 2;
+    }
+    password = std::make_shared<const std::string>(std::move(line));
+  }
   auto srv = rt.create_server(
-    [&sys, rtr, output_limit] {
-      return caf::actor{sys.spawn<session>(rtr, output_limit)};
+    [&sys, rtr, output_limit, password] {
+      return caf::actor{sys.spawn<session>(rtr, output_limit, password)};
     },
     host, static_cast<uint16_t>(port));
   if (!srv) {

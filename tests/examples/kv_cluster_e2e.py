@@ -862,6 +862,66 @@ def test_client_that_never_reads_is_cut_off():
             cut.split("gateway: ", 1)[-1], peak // 1024, sent[0])
 
 
+def test_requirepass_auth_and_info():
+    """--requirepass-file: every command but AUTH, HELLO and QUIT answers
+    NOAUTH until AUTH (or HELLO 2 AUTH) gives the password, with Redis's
+    error texts; redis-cli -a works. INFO shows the shards, their links and
+    keys, the clients, and a keyspace total equal to DBSIZE."""
+    d = tempfile.mkdtemp(prefix="tact-kv-pass-")
+    try:
+        path = os.path.join(d, "pass")
+        with open(path, "w") as f:
+            f.write("s3cret pass\n")
+        os.chmod(path, 0o600)
+        with Cluster("--requirepass-file", path) as c:
+            cl = Client(c.port)
+            r = cl.call("GET", "x")
+            check(isinstance(r, Exception)
+                  and str(r) == "NOAUTH Authentication required.",
+                  "GET before AUTH: %r" % (r,))
+            r = cl.call("AUTH", "wrong")
+            check(isinstance(r, Exception) and str(r).startswith("WRONGPASS"),
+                  "AUTH wrong: %r" % (r,))
+            check(cl.call("AUTH", "s3cret pass") == "OK", "AUTH")
+            check(cl.call("SET", "x", "1") == "OK", "SET after AUTH")
+            check(cl.call("AUTH", "default", "s3cret pass") == "OK",
+                  "AUTH default")
+            r = cl.call("HELLO", "3")
+            check(isinstance(r, Exception) and str(r).startswith("NOPROTO"),
+                  "HELLO 3: %r" % (r,))
+            cl.close()
+            cl = Client(c.port)
+            r = cl.call("HELLO", "2", "AUTH", "default", "s3cret pass")
+            check(isinstance(r, list) and b"server" in r, "HELLO: %r" % (r,))
+            check(cl.call("GET", "x") == b"1", "GET after HELLO AUTH")
+            cl.close()
+            out = subprocess.run([ARGS.redis_cli, "-p", str(c.port), "GET",
+                                  "x"], capture_output=True, text=True,
+                                 timeout=10)
+            check("NOAUTH" in out.stdout + out.stderr,
+                  "redis-cli without -a: %r" % out.stdout)
+            base = [ARGS.redis_cli, "-p", str(c.port), "-a", "s3cret pass",
+                    "--no-auth-warning"]
+            for i in range(10):
+                subprocess.run(base + ["SET", "k%d" % i, "v"], check=True,
+                               capture_output=True, timeout=10)
+            dbsize = int(subprocess.run(base + ["DBSIZE"], capture_output=True,
+                                        text=True, timeout=10).stdout)
+            info = subprocess.run(base + ["INFO"], capture_output=True,
+                                  text=True, timeout=10).stdout
+            check("shards:%d" % SHARDS in info, "INFO: %r" % info)
+            for i in range(SHARDS):
+                check(re.search(r"shard%d:link=up,address=\S+,keys=\d+" % i,
+                                info), "INFO shard %d: %r" % (i, info))
+            check(re.search(r"connected_clients:[1-9]", info), "clients")
+            check("db0:keys=%d" % dbsize in info,
+                  "keyspace vs DBSIZE %d: %r" % (dbsize, info))
+            c.check_stopped()
+        return "DBSIZE %d, INFO agrees" % dbsize
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def tsan_reports_in_our_code():
     """TSan report files whose access or allocation stacks name tact's or
     kv_cluster's code. Where the threads were created does not count: every
@@ -897,7 +957,8 @@ def main():
              test_gateway_restart_and_clean_stop,
              test_strangers_get_no_actor, test_no_cleartext_between_nodes,
              test_basp_bomb_costs_nothing,
-             test_client_that_never_reads_is_cut_off]
+             test_client_that_never_reads_is_cut_off,
+             test_requirepass_auth_and_info]
     if ARGS.only:
         tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0
