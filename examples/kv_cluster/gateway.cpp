@@ -51,10 +51,11 @@ std::atomic<size_t> clients{0};
 class router : public caf::event_based_actor {
 public:
   router(caf::actor_config& cfg, uint32_t shards, caf::actor dir,
-         std::chrono::milliseconds timeout)
+         std::string join, std::chrono::milliseconds timeout)
     : caf::event_based_actor(cfg),
       shards_(shards),
       dir_(std::move(dir)),
+      join_(std::move(join)),
       timeout_(timeout),
       links_(shards),
       outbox_(shards) {
@@ -63,19 +64,10 @@ public:
   caf::behavior make_behavior() override {
     monitor(dir_);
     set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
-    request(dir_, 5s, table_atom::value)
-      .then(
-        [this](std::vector<std::string>& table) {
-          for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
-            on_update(j, table[j]);
-        },
-        [this](caf::error& err) {
-          say("gateway: the directory did not answer (%s); exiting",
-              tact::describe(err).c_str());
-          end_node(3);
-          quit(err);
-        });
+    ask_table();
     return {
+      [this](rejoin_atom) { rejoin(); },
+      [this](table_atom) { ask_table(); },
       [this](update_atom, uint32_t j, std::string& addr) {
         on_update(j, addr);
       },
@@ -173,12 +165,51 @@ private:
     delayed_send(this, 500ms, retry_atom::value, j);
   }
 
+  // The shards' addresses, and a subscription to their changes. A
+  // directory that does not answer is asked again (a lost one is
+  // rejoined).
+  void ask_table() {
+    if (!dir_)
+      return;
+    request(dir_, 5s, table_atom::value)
+      .then(
+        [this](std::vector<std::string>& table) {
+          for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
+            on_update(j, table[j]);
+        },
+        [this](caf::error& err) {
+          say("gateway: the directory did not answer (%s); asking again",
+              tact::describe(err).c_str());
+          delayed_send(this, 1s, table_atom::value);
+        });
+  }
+
+  // Connects to the directory again, with back-off; meanwhile the gateway
+  // serves through the links to the shards it has.
+  void rejoin() {
+    connect_async(
+      this, join_,
+      [this](caf::actor hdl) {
+        rejoin_backoff_ = 250ms;
+        dir_ = std::move(hdl);
+        monitor(dir_);
+        say("gateway: rejoined the directory");
+        ask_table();
+      },
+      [this](const caf::error&) {
+        delayed_send(this, rejoin_backoff_, rejoin_atom::value);
+        rejoin_backoff_ = std::min<std::chrono::milliseconds>(
+          rejoin_backoff_ * 2, 5s);
+      });
+  }
+
   void on_down(const caf::down_msg& msg) {
-    if (msg.source == dir_.address()) {
-      say("gateway: lost the directory (%s); exiting",
+    if (dir_ && msg.source == dir_.address()) {
+      say("gateway: lost the directory (%s); serving through the links it "
+          "has and rejoining",
           tact::describe(msg.reason).c_str());
-      end_node(3);
-      quit(msg.reason);
+      dir_ = nullptr;
+      rejoin();
       return;
     }
     for (uint32_t j = 0; j < shards_; ++j) {
@@ -519,6 +550,9 @@ private:
 
   uint32_t shards_;
   caf::actor dir_;
+  // Where the directory is (HOST:PORT), for rejoining it.
+  std::string join_;
+  std::chrono::milliseconds rejoin_backoff_{250};
   std::chrono::milliseconds timeout_;
   std::vector<link> links_;
   std::vector<caf::typed_response_promise<bool>> ready_;
@@ -874,7 +908,7 @@ int run_gateway(const args& a) {
     return 1;
   auto timeout = std::chrono::milliseconds{a.number("timeout-ms", 3000)};
   auto rtr = rt.system().spawn<router>(static_cast<uint32_t>(shards), dir,
-                                       timeout);
+                                       a.get("join"), timeout);
   // Serve once every shard is known.
   {
     caf::scoped_actor self{rt.system()};
@@ -924,7 +958,7 @@ int run_gateway(const args& a) {
   rt.wait_for_signal();
   rt.shutdown(std::chrono::milliseconds{500});
   caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
-  return node_status();
+  return 0;
 }
 
 } // namespace kv
