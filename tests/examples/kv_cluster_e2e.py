@@ -922,6 +922,52 @@ def test_requirepass_auth_and_info():
         shutil.rmtree(d, ignore_errors=True)
 
 
+def test_launcher_blink_loses_nothing():
+    """The launcher (the directory) stopped with SIGSTOP for 30 s, then
+    SIGCONT: the nodes lose it (BASP's heartbeat gives up after 10 s) and
+    keep serving reads and writes meanwhile; they rejoin it after; no node
+    restarts and every key written before and during the stop reads back.
+    (Every node exited and came back empty before.)"""
+    with Cluster() as c:
+        cl = Client(c.port, timeout=30 * T)
+        for i in range(200):
+            check(cl.call("SET", "before-%d" % i, str(i)) == "OK",
+                  "SET before-%d" % i)
+        starts = len(c.node_pids())
+        os.kill(c.proc.pid, signal.SIGSTOP)
+        during = 0
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                r = cl.call("SET", "during-%d" % during, str(during))
+                check(r == "OK", "SET during the stop (%.0f s in): %r"
+                      % (time.monotonic() - t0, r))
+                r = cl.call("GET", "before-%d" % (during % 200))
+                check(r == str(during % 200).encode(),
+                      "GET during the stop: %r" % (r,))
+                during += 1
+                time.sleep(0.1)
+        finally:
+            os.kill(c.proc.pid, signal.SIGCONT)
+        c.wait_for(r"gateway: rejoined the directory", timeout=30)
+        for i in range(SHARDS):
+            c.wait_for(r"shard %d registered again" % i, timeout=30)
+        for i in range(200):
+            check(cl.call("GET", "before-%d" % i) == str(i).encode(),
+                  "GET before-%d after" % i)
+        for i in range(during):
+            check(cl.call("GET", "during-%d" % i) == str(i).encode(),
+                  "GET during-%d after" % i)
+        check(cl.call("SET", "after", "1") == "OK", "SET after")
+        cl.close()
+        check(len(c.node_pids()) == starts, "a node restarted")
+        with c.cond:
+            lost = sum(1 for ln in c.lines if "lost the directory" in ln)
+        c.check_stopped()
+        return "%d nodes lost the directory and rejoined; %d writes during " \
+            "the stop, all read back" % (lost, during)
+
+
 def tsan_reports_in_our_code():
     """TSan report files whose access or allocation stacks name tact's or
     kv_cluster's code. Where the threads were created does not count: every
@@ -958,7 +1004,8 @@ def main():
              test_strangers_get_no_actor, test_no_cleartext_between_nodes,
              test_basp_bomb_costs_nothing,
              test_client_that_never_reads_is_cut_off,
-             test_requirepass_auth_and_info]
+             test_requirepass_auth_and_info,
+             test_launcher_blink_loses_nothing]
     if ARGS.only:
         tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0
