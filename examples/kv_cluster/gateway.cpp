@@ -4,12 +4,16 @@
 // its key, through remote actors, and turns the answers into RESP.
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <deque>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
 #include <tuple>
+
+#include <unistd.h>
 
 #include <caf/actor_system.hpp>
 #include <caf/delegated.hpp>
@@ -41,13 +45,17 @@ std::string error_text(std::string_view text) {
 
 // -- router: commands to shards -----------------------------------------------------
 
+// Client connections open on this gateway (INFO's connected_clients).
+std::atomic<size_t> clients{0};
+
 class router : public caf::event_based_actor {
 public:
   router(caf::actor_config& cfg, uint32_t shards, caf::actor dir,
-         std::chrono::milliseconds timeout)
+         std::string join, std::chrono::milliseconds timeout)
     : caf::event_based_actor(cfg),
       shards_(shards),
       dir_(std::move(dir)),
+      join_(std::move(join)),
       timeout_(timeout),
       links_(shards),
       outbox_(shards) {
@@ -56,19 +64,10 @@ public:
   caf::behavior make_behavior() override {
     monitor(dir_);
     set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
-    request(dir_, 5s, table_atom::value)
-      .then(
-        [this](std::vector<std::string>& table) {
-          for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
-            on_update(j, table[j]);
-        },
-        [this](caf::error& err) {
-          say("gateway: the directory did not answer (%s); exiting",
-              tact::describe(err).c_str());
-          end_node(3);
-          quit(err);
-        });
+    ask_table();
     return {
+      [this](rejoin_atom) { rejoin(); },
+      [this](table_atom) { ask_table(); },
       [this](update_atom, uint32_t j, std::string& addr) {
         on_update(j, addr);
       },
@@ -166,12 +165,51 @@ private:
     delayed_send(this, 500ms, retry_atom::value, j);
   }
 
+  // The shards' addresses, and a subscription to their changes. A
+  // directory that does not answer is asked again (a lost one is
+  // rejoined).
+  void ask_table() {
+    if (!dir_)
+      return;
+    request(dir_, 5s, table_atom::value)
+      .then(
+        [this](std::vector<std::string>& table) {
+          for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
+            on_update(j, table[j]);
+        },
+        [this](caf::error& err) {
+          say("gateway: the directory did not answer (%s); asking again",
+              tact::describe(err).c_str());
+          delayed_send(this, 1s, table_atom::value);
+        });
+  }
+
+  // Connects to the directory again, with back-off; meanwhile the gateway
+  // serves through the links to the shards it has.
+  void rejoin() {
+    connect_async(
+      this, join_,
+      [this](caf::actor hdl) {
+        rejoin_backoff_ = 250ms;
+        dir_ = std::move(hdl);
+        monitor(dir_);
+        say("gateway: rejoined the directory");
+        ask_table();
+      },
+      [this](const caf::error&) {
+        delayed_send(this, rejoin_backoff_, rejoin_atom::value);
+        rejoin_backoff_ = std::min<std::chrono::milliseconds>(
+          rejoin_backoff_ * 2, 5s);
+      });
+  }
+
   void on_down(const caf::down_msg& msg) {
-    if (msg.source == dir_.address()) {
-      say("gateway: lost the directory (%s); exiting",
+    if (dir_ && msg.source == dir_.address()) {
+      say("gateway: lost the directory (%s); serving through the links it "
+          "has and rejoining",
           tact::describe(msg.reason).c_str());
-      end_node(3);
-      quit(msg.reason);
+      dir_ = nullptr;
+      rejoin();
       return;
     }
     for (uint32_t j = 0; j < shards_; ++j) {
@@ -410,6 +448,8 @@ private:
           ask(primary_of(key, shards_), true, std::move(then),
               op{kind::exists, key, {}, 0});
       });
+    } else if (name == "info") {
+      info(rp);
     } else if (name == "dbsize") {
       if (!arity(cmd, 1, 1, rp))
         return;
@@ -426,6 +466,58 @@ private:
       rp.deliver(error_text("ERR unknown command '" + cmd[0]
                             + "', with args beginning with: " + args));
     }
+  }
+
+  // INFO: the cluster as this gateway sees it, in Redis's format (a bulk
+  // string of `# Section` headers and `name:value` lines).
+  void info(promise rp) {
+    struct state {
+      size_t left;
+      std::vector<std::string> keys;
+      promise rp;
+    };
+    auto st = std::make_shared<state>(
+      state{shards_, std::vector<std::string>(shards_, "?"), rp});
+    auto finish = [this, st] {
+      std::string text = "# Server\r\nserver:kv_cluster gateway\r\n"
+                         "process_id:"
+                         + std::to_string(::getpid())
+                         + "\r\n\r\n# Clients\r\nconnected_clients:"
+                         + std::to_string(clients.load()) + "\r\n\r\n"
+                         + "# Cluster\r\nshards:" + std::to_string(shards_)
+                         + "\r\nshards_linked:";
+      size_t linked = 0;
+      for (auto& l : links_)
+        linked += l.hdl ? 1 : 0;
+      text += std::to_string(linked) + "\r\n";
+      int64_t total = 0;
+      bool all = true;
+      for (uint32_t j = 0; j < shards_; ++j) {
+        text += "shard" + std::to_string(j) + ":link="
+                + (links_[j].hdl ? "up" : "down") + ",address="
+                + (links_[j].addr.empty() ? "?" : links_[j].addr)
+                + ",keys=" + st->keys[j] + "\r\n";
+        if (st->keys[j] == "?")
+          all = false;
+        else
+          total += std::stoll(st->keys[j]);
+      }
+      text += "\r\n# Keyspace\r\n";
+      if (all)
+        text += "db0:keys=" + std::to_string(total) + "\r\n";
+      std::string out;
+      tact::resp::append_bulk(out, text);
+      st->rp.deliver(std::move(out));
+    };
+    for (uint32_t j = 0; j < shards_; ++j)
+      ask(j, true,
+          [st, j, finish](caf::expected<reply> r) {
+            if (r && r->code == status::ok)
+              st->keys[j] = std::to_string(r->n);
+            if (--st->left == 0)
+              finish();
+          },
+          op{kind::count, {}, {}, j});
   }
 
   // Asks `n` questions through `each` and answers with the sum of their
@@ -458,6 +550,9 @@ private:
 
   uint32_t shards_;
   caf::actor dir_;
+  // Where the directory is (HOST:PORT), for rejoining it.
+  std::string join_;
+  std::chrono::milliseconds rejoin_backoff_{250};
   std::chrono::milliseconds timeout_;
   std::vector<link> links_;
   std::vector<caf::typed_response_promise<bool>> ready_;
@@ -480,6 +575,13 @@ private:
 // stops.
 constexpr size_t max_in_flight = 1024;
 constexpr size_t max_in_flight_args = 64 * 1024;
+// Until a connection's first answers show how large they are, this many
+// commands at most are in flight (1,024 GETs of a 1 MiB value would be a
+// GiB on its way before the first came back).
+constexpr size_t first_in_flight = 32;
+// The answers in flight per connection, estimated from the answers so
+// far: the in-flight limit is this over their average size.
+constexpr size_t in_flight_bytes = 16 * 1024 * 1024;
 // What one command may hold (Redis's defaults are 512 MB for a bulk
 // string and 1 GB for a client's query buffer).
 constexpr tact::resp::limits command_limits{512 * 1024 * 1024, 1024 * 1024,
@@ -488,8 +590,16 @@ constexpr size_t max_query = 1024 * 1024 * 1024;
 
 class session : public caf::event_based_actor {
 public:
-  session(caf::actor_config& cfg, caf::actor router)
-    : caf::event_based_actor(cfg), router_(std::move(router)) {
+  session(caf::actor_config& cfg, caf::actor router, size_t output_limit,
+          std::shared_ptr<const std::string> password)
+    : caf::event_based_actor(cfg), router_(std::move(router)),
+      output_limit_(output_limit), password_(std::move(password)),
+      authenticated_(!password_ || password_->empty()) {
+    ++clients;
+  }
+
+  ~session() override {
+    --clients;
   }
 
   caf::behavior make_behavior() override {
@@ -524,7 +634,9 @@ private:
   // and decides about reading and closing.
   void pump() {
     flush();
-    while (!closing_ && !writing_paused_ && slots_.size() < max_in_flight
+    if (over_output_limit())
+      return;
+    while (!closing_ && !writing_paused_ && slots_.size() < in_flight_limit()
            && args_in_flight_ < max_in_flight_args) {
       auto next = decoder_.next();
       if (!next) {
@@ -559,7 +671,7 @@ private:
   void steer() {
     // Whole commands wait unparsed only behind these; a command still
     // coming never stops reading, or it could never complete.
-    bool pause = writing_paused_ || slots_.size() >= max_in_flight
+    bool pause = writing_paused_ || slots_.size() >= in_flight_limit()
                  || args_in_flight_ >= max_in_flight_args || closing_;
     if (pause && !paused_) {
       t_.pause_reading();
@@ -579,10 +691,81 @@ private:
     slots_.emplace_back(std::move(out));
   }
 
+  // Whether `given` is the password; the time taken does not depend on
+  // how much of it matches.
+  [[nodiscard]] bool password_is(const std::string& given) const {
+    auto& want = *password_;
+    unsigned char diff = given.size() == want.size() ? 0 : 1;
+    for (size_t i = 0; i < given.size(); ++i)
+      diff |= static_cast<unsigned char>(given[i])
+              ^ static_cast<unsigned char>(want[i % want.size()]);
+    return diff == 0;
+  }
+
+  // AUTH [default] PASSWORD, and HELLO's AUTH: Redis's answers.
+  std::string authenticate(const std::string* user, const std::string& pass) {
+    if (!password_ || password_->empty())
+      return "-ERR AUTH <password> called without any password configured "
+             "for the default user. Are you sure your configuration is "
+             "correct?\r\n";
+    if ((user != nullptr && *user != "default") || !password_is(pass)) {
+      authenticated_ = false;
+      return "-WRONGPASS invalid username-password pair or user is "
+             "disabled.\r\n";
+    }
+    authenticated_ = true;
+    return "+OK\r\n";
+  }
+
   void run(tact::resp::command cmd) {
     auto name = lower(cmd[0]);
     std::string out;
-    if (name == "ping") {
+    if (name == "auth" && (cmd.size() == 2 || cmd.size() == 3)) {
+      out = cmd.size() == 2 ? authenticate(nullptr, cmd[1])
+                            : authenticate(&cmd[1], cmd[2]);
+    } else if (name == "auth") {
+      tact::resp::append_error(out, "ERR wrong number of arguments for 'auth' "
+                                    "command");
+    } else if (name == "hello") {
+      // RESP2 only; HELLO 2 [AUTH user pass] [SETNAME name].
+      if (cmd.size() >= 2 && cmd[1] != "2") {
+        tact::resp::append_error(out, "NOPROTO unsupported protocol version");
+      } else {
+        for (size_t k = 2; k < cmd.size() && out.empty();) {
+          auto option = lower(cmd[k]);
+          if (option == "auth" && k + 2 < cmd.size()) {
+            out = authenticate(&cmd[k + 1], cmd[k + 2]);
+            if (out == "+OK\r\n")
+              out.clear();
+            k += 3;
+          } else if (option == "setname" && k + 1 < cmd.size()) {
+            k += 2;
+          } else {
+            tact::resp::append_error(out, "ERR Syntax error in HELLO option '"
+                                            + cmd[k] + "'");
+          }
+        }
+        if (out.empty()) {
+          out.clear();
+          if (!authenticated_) {
+            out = "-NOAUTH HELLO must be called with the client already "
+                  "authenticated, otherwise the HELLO <proto> AUTH <user> "
+                  "<pass> option can be used to authenticate the client and "
+                  "select the RESP protocol version at the same time\r\n";
+          } else {
+            tact::resp::append_array_header(out, 6);
+            tact::resp::append_bulk(out, "server");
+            tact::resp::append_bulk(out, "kv_cluster");
+            tact::resp::append_bulk(out, "proto");
+            tact::resp::append_integer(out, 2);
+            tact::resp::append_bulk(out, "mode");
+            tact::resp::append_bulk(out, "cluster-gateway");
+          }
+        }
+      }
+    } else if (!authenticated_ && name != "quit") {
+      out = "-NOAUTH Authentication required.\r\n";
+    } else if (name == "ping") {
       if (cmd.size() == 1)
         out = "+PONG\r\n";
       else if (cmd.size() == 2)
@@ -635,8 +818,40 @@ private:
     auto at = seq - first_seq_;
     if (seq < first_seq_ || at >= slots_.size())
       return;
+    ++answers_;
+    answer_bytes_ += answer.size();
+    held_ += answer.size();
     slots_[at] = std::move(answer);
     pump();
+  }
+
+  // Commands that may be in flight: few until answers have come, then as
+  // many as fit in_flight_bytes at the average answer size so far.
+  [[nodiscard]] size_t in_flight_limit() const {
+    if (answers_ == 0)
+      return first_in_flight;
+    auto average = std::max<uint64_t>(answer_bytes_ / answers_, 1);
+    return std::clamp<size_t>(in_flight_bytes / average, 1, max_in_flight);
+  }
+
+  // A client that does not read what it asked for: past the output limit
+  // (answers queued in the transport, and ready ones behind an unanswered
+  // command) it is disconnected, as Redis does with
+  // client-output-buffer-limit.
+  bool over_output_limit() {
+    if (output_limit_ == 0 || closing_)
+      return false;
+    auto pending = t_.get_write_buffer_size() + held_;
+    if (pending <= output_limit_)
+      return false;
+    auto peer = t_.get_extra_info("peername");
+    say("gateway: client %s disconnected: %zu bytes of answers unread, over "
+        "the output limit of %zu",
+        peer ? caf::deep_to_string(*peer).c_str() : "?", pending,
+        output_limit_);
+    closing_ = true;
+    t_.abort();
+    return true;
   }
 
   // Writes the answers that are ready, in order, in one write.
@@ -647,13 +862,24 @@ private:
       slots_.pop_front();
       ++first_seq_;
     }
+    held_ -= std::min(held_, out.size());
     if (!out.empty())
       t_.write(out);
   }
 
   caf::actor router_;
+  // Bytes of answers a client may leave unread (0: no limit).
+  size_t output_limit_;
+  // The password AUTH wants (none or empty: no AUTH).
+  std::shared_ptr<const std::string> password_;
+  bool authenticated_;
   tact::transport t_;
   tact::resp::command_decoder decoder_{command_limits};
+  // Answers from the shards so far, their bytes, and the bytes of those
+  // ready and not yet written (behind one still awaited).
+  uint64_t answers_ = 0;
+  uint64_t answer_bytes_ = 0;
+  size_t held_ = 0;
   size_t args_in_flight_ = 0;
   std::deque<std::optional<std::string>> slots_;
   uint64_t first_seq_ = 0;
@@ -682,7 +908,7 @@ int run_gateway(const args& a) {
     return 1;
   auto timeout = std::chrono::milliseconds{a.number("timeout-ms", 3000)};
   auto rtr = rt.system().spawn<router>(static_cast<uint32_t>(shards), dir,
-                                       timeout);
+                                       a.get("join"), timeout);
   // Serve once every shard is known.
   {
     caf::scoped_actor self{rt.system()};
@@ -700,9 +926,27 @@ int run_gateway(const args& a) {
     }
   }
   auto& sys = rt.system();
+  auto output_limit = static_cast<size_t>(
+    std::max(0L, a.number("client-output-limit", 64L * 1024 * 1024)));
+  // --requirepass-file: its first line is the password (a file, so that
+  // it shows in no process listing).
+  std::shared_ptr<const std::string> password;
+  if (a.has("requirepass-file")) {
+    std::ifstream in{a.get("requirepass-file")};
+    std::string line;
+    if (!in || !std::getline(in, line) || line.empty()) {
+      std::fprintf(stderr, "kv_cluster gateway: no password in %s\n",
+                   a.get("requirepass-file").c_str());
+      caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+      return 2;
+    }
+    password = std::make_shared<const std::string>(std::move(line));
+  }
   auto srv = rt.create_server(
-    [&sys, rtr] { return caf::actor{sys.spawn<session>(rtr)}; }, host,
-    static_cast<uint16_t>(port));
+    [&sys, rtr, output_limit, password] {
+      return caf::actor{sys.spawn<session>(rtr, output_limit, password)};
+    },
+    host, static_cast<uint16_t>(port));
   if (!srv) {
     std::fprintf(stderr, "kv_cluster gateway: cannot listen on %s:%ld: %s\n",
                  host.c_str(), port, tact::describe(srv.error()).c_str());
@@ -714,7 +958,7 @@ int run_gateway(const args& a) {
   rt.wait_for_signal();
   rt.shutdown(std::chrono::milliseconds{500});
   caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
-  return node_status();
+  return 0;
 }
 
 } // namespace kv

@@ -58,6 +58,8 @@ using command_atom = caf::atom_constant<caf::atom("kv_cmd")>;
 using exited_atom = caf::atom_constant<caf::atom("kv_exited")>;
 using stop_atom = caf::atom_constant<caf::atom("kv_stop")>;
 using retry_atom = caf::atom_constant<caf::atom("kv_retry")>;
+// A node to itself: connect to the directory again (it was lost).
+using rejoin_atom = caf::atom_constant<caf::atom("kv_rejoin")>;
 // To oneself: send what was gathered while the mailbox was read.
 using flush_atom = caf::atom_constant<caf::atom("kv_flush")>;
 
@@ -213,12 +215,6 @@ caf::actor join_directory(tact::runtime& rt, const args& a,
 /// the launcher dies, so no node outlives it.
 void die_with_parent(const args& a);
 
-/// Ends the node from any thread: its main returns `status` (a node that
-/// lost the directory exits, and its launcher restarts it).
-void end_node(int status);
-
-/// What `end_node` asked for; 0 otherwise.
-int node_status();
 
 /// Connects to the actor published at `addr` without blocking `self`:
 /// `ok(actor)` or `fail(error)` later, in `self`'s context.

@@ -407,6 +407,14 @@ int run_launcher(const args& a) {
     join, "--host", host, "--port", std::to_string(port), "--timeout-ms",
     a.get("timeout-ms", "3000"), "--threads", a.get("threads", "1"),
     "--supervised"};
+  if (a.has("requirepass-file")) {
+    gateway_argv.push_back("--requirepass-file");
+    gateway_argv.push_back(a.get("requirepass-file"));
+  }
+  if (a.has("client-output-limit")) {
+    gateway_argv.push_back("--client-output-limit");
+    gateway_argv.push_back(a.get("client-output-limit"));
+  }
   auto gateway_tls = identity("gateway");
   gateway_argv.insert(gateway_argv.end(), gateway_tls.begin(),
                       gateway_tls.end());

@@ -16,6 +16,12 @@
 //       --stop-grace-ms MS   how long a node may take to end after SIGTERM
 //                            before it is killed (default 5000)
 //       --threads N          CAF worker threads per node (default 1)
+//       --requirepass-file F the gateway wants AUTH (or HELLO 2 AUTH) with
+//                            the password on F's first line, as Redis's
+//                            requirepass
+//       --client-output-limit BYTES  answers a client may leave unread
+//                            before the gateway disconnects it (default
+//                            64 MiB; 0: no limit)
 //       --ca F --cert F --key F   the cluster's CA and this node's
 //                            certificate and key (PEM), for nodes on
 //                            several machines; without them the launcher

@@ -15,12 +15,6 @@
 
 namespace kv {
 
-namespace {
-
-std::atomic<int> exit_status{0};
-
-} // namespace
-
 tact::runtime_options node_options(const args& a) {
   tact::runtime_options opts;
   opts.distributed = true;
@@ -96,17 +90,6 @@ void die_with_parent(const args& a) {
   // The launcher may have died before the call.
   if (getppid() != parent)
     kill(getpid(), SIGTERM);
-}
-
-void end_node(int status) {
-  exit_status = status;
-  // SIGTERM is blocked in every thread (handle_signals) and taken by main's
-  // wait_for_signal.
-  kill(getpid(), SIGTERM);
-}
-
-int node_status() {
-  return exit_status.load();
 }
 
 } // namespace kv

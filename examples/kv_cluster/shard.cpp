@@ -30,11 +30,13 @@ constexpr auto relink_delay = 500ms;
 
 class store : public caf::event_based_actor {
 public:
-  store(caf::actor_config& cfg, uint32_t id, uint32_t shards, caf::actor dir)
+  store(caf::actor_config& cfg, uint32_t id, uint32_t shards, caf::actor dir,
+        std::string join)
     : caf::event_based_actor(cfg),
       id_(id),
       shards_(shards),
       dir_(std::move(dir)),
+      join_(std::move(join)),
       peers_(shards) {
   }
 
@@ -47,6 +49,8 @@ public:
         sync();
       },
       [this](retry_atom) { sync(); },
+      [this](rejoin_atom) { rejoin(); },
+      [this](register_atom) { enrol(); },
       [this](retry_atom, uint32_t j) {
         peers_[j].retry_pending = false;
         link(j);
@@ -100,14 +104,45 @@ public:
 private:
   // -- start: fetch, then register ---------------------------------------------
 
+  // A directory that does not answer (stopped, or gone: then its down
+  // message comes too and the shard rejoins) is asked again.
   void sync() {
+    if (!dir_)
+      return;
     request(dir_, 5s, table_atom::value)
       .then(
         [this](std::vector<std::string>& table) {
           table_ = std::move(table);
           fetch_all();
         },
-        [this](caf::error& err) { fatal("the directory did not answer", err); });
+        [this](caf::error& err) {
+          say("shard %u: the directory did not answer (%s); asking again",
+              id_, tact::describe(err).c_str());
+          delayed_send(this, 1s, retry_atom::value);
+        });
+  }
+
+  // Connects to the directory again, with back-off; meanwhile the shard
+  // serves what it holds, and copies its writes to its neighbours over
+  // the links it has.
+  void rejoin() {
+    connect_async(
+      this, join_,
+      [this](caf::actor hdl) {
+        rejoin_backoff_ = 250ms;
+        dir_ = std::move(hdl);
+        monitor(dir_);
+        say("shard %u: rejoined the directory", id_);
+        if (serving_)
+          enrol();
+        else
+          sync();
+      },
+      [this](const caf::error&) {
+        delayed_send(this, rejoin_backoff_, rejoin_atom::value);
+        rejoin_backoff_ = std::min<std::chrono::milliseconds>(
+          rejoin_backoff_ * 2, 5s);
+      });
   }
 
   std::vector<uint32_t> neighbours() const {
@@ -174,21 +209,30 @@ private:
   }
 
   void enrol() {
+    if (!dir_)
+      return;
     request(dir_, 5s, register_atom::value, id_, addr_)
       .then(
         [this](std::vector<std::string>& table) {
           table_ = std::move(table);
-          serving_ = true;
           size_t keys = 0;
           for (auto& [key, e] : data_)
             keys += e.present ? 1 : 0;
-          say("shard %u serving on %s: %zu keys (%zu fetched from peers)",
-              id_, addr_.c_str(), keys, fetched_);
+          if (serving_)
+            say("shard %u registered again: %zu keys", id_, keys);
+          else
+            say("shard %u serving on %s: %zu keys (%zu fetched from peers)",
+                id_, addr_.c_str(), keys, fetched_);
+          serving_ = true;
           for (auto j : neighbours())
             if (j < table_.size())
               on_update(j, table_[j]);
         },
-        [this](caf::error& err) { fatal("registering failed", err); });
+        [this](caf::error& err) {
+          say("shard %u: registering failed (%s); trying again", id_,
+              tact::describe(err).c_str());
+          delayed_send(this, 1s, register_atom::value);
+        });
   }
 
   // -- peers -----------------------------------------------------------------------
@@ -202,8 +246,11 @@ private:
     table_[j] = addr;
     if (addr.empty()) {
       // Gone for good: the writes waiting for its copy are here, and it
-      // fetches them when it comes back.
-      answer_copies(j);
+      // fetches them when it comes back. Unless the link to it stands:
+      // then the directory lost it, not this shard (the directory's own
+      // links went, say), and its copies still go there.
+      if (!peers_[j].hdl)
+        answer_copies(j);
       return;
     }
     if (is_neighbour(j))
@@ -246,8 +293,12 @@ private:
   }
 
   void on_down(const caf::down_msg& msg) {
-    if (msg.source == dir_.address()) {
-      fatal("lost the directory", msg.reason);
+    if (dir_ && msg.source == dir_.address()) {
+      say("shard %u: lost the directory (%s); serving what it holds and "
+          "rejoining",
+          id_, tact::describe(msg.reason).c_str());
+      dir_ = nullptr;
+      rejoin();
       return;
     }
     for (uint32_t j = 0; j < shards_; ++j) {
@@ -425,12 +476,6 @@ private:
     }
   }
 
-  void fatal(const char* what, const caf::error& err) {
-    say("shard %u: %s (%s); exiting", id_, what, tact::describe(err).c_str());
-    end_node(3);
-    quit(err);
-  }
-
   struct peer_link {
     caf::actor hdl;
     bool connecting = false;
@@ -449,6 +494,9 @@ private:
   uint32_t id_;
   uint32_t shards_;
   caf::actor dir_;
+  // Where the directory is (HOST:PORT), for rejoining it.
+  std::string join_;
+  std::chrono::milliseconds rejoin_backoff_{250};
   std::string addr_;
   std::vector<std::string> table_;
   std::vector<peer_link> peers_;
@@ -479,7 +527,8 @@ int run_shard(const args& a) {
   if (!dir)
     return 1;
   auto st = rt.system().spawn<store>(static_cast<uint32_t>(id),
-                                     static_cast<uint32_t>(shards), dir);
+                                     static_cast<uint32_t>(shards), dir,
+                                     a.get("join"));
   auto port = rt.publish(st, static_cast<uint16_t>(a.number("node-port", 0)),
                          host);
   if (!port) {
@@ -494,7 +543,7 @@ int run_shard(const args& a) {
   rt.wait_for_signal();
   caf::anon_send_exit(st, caf::exit_reason::user_shutdown);
   rt.shutdown(std::chrono::milliseconds{200});
-  return node_status();
+  return 0;
 }
 
 } // namespace kv

@@ -807,6 +807,176 @@ def test_basp_bomb_costs_nothing():
         return "largest growth %d KiB" % max(grown.values())
 
 
+def test_client_that_never_reads_is_cut_off():
+    """A client that sends GETs of a 1 MiB value and never reads (it made
+    the gateway grow to 5 GB): the gateway and the shards stay under
+    256 MiB, the client is disconnected with a log line, and the others
+    are served throughout."""
+    with Cluster() as c:
+        cl = Client(c.port, timeout=30)
+        value = os.urandom(1024 * 1024)
+        check(cl.call("SET", "big", value) == "OK", "SET big")
+        pids = [c.pid("gateway")] + [c.pid("shard %d" % i)
+                                     for i in range(SHARDS)]
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", c.port))
+        hog.settimeout(2)
+        gets = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 100
+        sent = [0]
+        done = threading.Event()
+
+        def flood():
+            try:
+                while not done.is_set() and sent[0] < 3000:
+                    hog.sendall(gets)
+                    sent[0] += 100
+            except OSError:
+                pass
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        peak = 0
+        deadline = time.monotonic() + 20 * T
+        cut = None
+        while time.monotonic() < deadline:
+            peak = max(peak, max(rss_kib(p) for p in pids))
+            # The others are served meanwhile.
+            check(cl.call("GET", "big") == value, "GET by another client")
+            with c.cond:
+                cut = next((ln for ln in c.lines
+                            if "output limit" in ln), None)
+            if cut:
+                break
+            time.sleep(0.05)
+        done.set()
+        for _ in range(10):
+            peak = max(peak, max(rss_kib(p) for p in pids))
+            time.sleep(0.05)
+        check(cut, "the client was not disconnected (%d GETs sent)" % sent[0])
+        try:
+            got = 0
+            while True:
+                data = hog.recv(1 << 20)
+                if not data:
+                    break
+                got += len(data)
+        except (ConnectionResetError, socket.timeout):
+            pass
+        hog.close()
+        check(peak < 256 * 1024, "RSS reached %d MiB" % (peak // 1024))
+        check(cl.call("GET", "big") == value, "GET after")
+        cl.close()
+        c.check_stopped()
+        return "%s; peak RSS %d MiB; %d GETs sent" % (
+            cut.split("gateway: ", 1)[-1], peak // 1024, sent[0])
+
+
+def test_requirepass_auth_and_info():
+    """--requirepass-file: every command but AUTH, HELLO and QUIT answers
+    NOAUTH until AUTH (or HELLO 2 AUTH) gives the password, with Redis's
+    error texts; redis-cli -a works. INFO shows the shards, their links and
+    keys, the clients, and a keyspace total equal to DBSIZE."""
+    d = tempfile.mkdtemp(prefix="tact-kv-pass-")
+    try:
+        path = os.path.join(d, "pass")
+        with open(path, "w") as f:
+            f.write("s3cret pass\n")
+        os.chmod(path, 0o600)
+        with Cluster("--requirepass-file", path) as c:
+            cl = Client(c.port)
+            r = cl.call("GET", "x")
+            check(isinstance(r, Exception)
+                  and str(r) == "NOAUTH Authentication required.",
+                  "GET before AUTH: %r" % (r,))
+            r = cl.call("AUTH", "wrong")
+            check(isinstance(r, Exception) and str(r).startswith("WRONGPASS"),
+                  "AUTH wrong: %r" % (r,))
+            check(cl.call("AUTH", "s3cret pass") == "OK", "AUTH")
+            check(cl.call("SET", "x", "1") == "OK", "SET after AUTH")
+            check(cl.call("AUTH", "default", "s3cret pass") == "OK",
+                  "AUTH default")
+            r = cl.call("HELLO", "3")
+            check(isinstance(r, Exception) and str(r).startswith("NOPROTO"),
+                  "HELLO 3: %r" % (r,))
+            cl.close()
+            cl = Client(c.port)
+            r = cl.call("HELLO", "2", "AUTH", "default", "s3cret pass")
+            check(isinstance(r, list) and b"server" in r, "HELLO: %r" % (r,))
+            check(cl.call("GET", "x") == b"1", "GET after HELLO AUTH")
+            cl.close()
+            out = subprocess.run([ARGS.redis_cli, "-p", str(c.port), "GET",
+                                  "x"], capture_output=True, text=True,
+                                 timeout=10)
+            check("NOAUTH" in out.stdout + out.stderr,
+                  "redis-cli without -a: %r" % out.stdout)
+            base = [ARGS.redis_cli, "-p", str(c.port), "-a", "s3cret pass",
+                    "--no-auth-warning"]
+            for i in range(10):
+                subprocess.run(base + ["SET", "k%d" % i, "v"], check=True,
+                               capture_output=True, timeout=10)
+            dbsize = int(subprocess.run(base + ["DBSIZE"], capture_output=True,
+                                        text=True, timeout=10).stdout)
+            info = subprocess.run(base + ["INFO"], capture_output=True,
+                                  text=True, timeout=10).stdout
+            check("shards:%d" % SHARDS in info, "INFO: %r" % info)
+            for i in range(SHARDS):
+                check(re.search(r"shard%d:link=up,address=\S+,keys=\d+" % i,
+                                info), "INFO shard %d: %r" % (i, info))
+            check(re.search(r"connected_clients:[1-9]", info), "clients")
+            check("db0:keys=%d" % dbsize in info,
+                  "keyspace vs DBSIZE %d: %r" % (dbsize, info))
+            c.check_stopped()
+        return "DBSIZE %d, INFO agrees" % dbsize
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_launcher_blink_loses_nothing():
+    """The launcher (the directory) stopped with SIGSTOP for 30 s, then
+    SIGCONT: the nodes lose it (BASP's heartbeat gives up after 10 s) and
+    keep serving reads and writes meanwhile; they rejoin it after; no node
+    restarts and every key written before and during the stop reads back.
+    (Every node exited and came back empty before.)"""
+    with Cluster() as c:
+        cl = Client(c.port, timeout=30 * T)
+        for i in range(200):
+            check(cl.call("SET", "before-%d" % i, str(i)) == "OK",
+                  "SET before-%d" % i)
+        starts = len(c.node_pids())
+        os.kill(c.proc.pid, signal.SIGSTOP)
+        during = 0
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                r = cl.call("SET", "during-%d" % during, str(during))
+                check(r == "OK", "SET during the stop (%.0f s in): %r"
+                      % (time.monotonic() - t0, r))
+                r = cl.call("GET", "before-%d" % (during % 200))
+                check(r == str(during % 200).encode(),
+                      "GET during the stop: %r" % (r,))
+                during += 1
+                time.sleep(0.1)
+        finally:
+            os.kill(c.proc.pid, signal.SIGCONT)
+        c.wait_for(r"gateway: rejoined the directory", timeout=30)
+        for i in range(SHARDS):
+            c.wait_for(r"shard %d registered again" % i, timeout=30)
+        for i in range(200):
+            check(cl.call("GET", "before-%d" % i) == str(i).encode(),
+                  "GET before-%d after" % i)
+        for i in range(during):
+            check(cl.call("GET", "during-%d" % i) == str(i).encode(),
+                  "GET during-%d after" % i)
+        check(cl.call("SET", "after", "1") == "OK", "SET after")
+        cl.close()
+        check(len(c.node_pids()) == starts, "a node restarted")
+        with c.cond:
+            lost = sum(1 for ln in c.lines if "lost the directory" in ln)
+        c.check_stopped()
+        return "%d nodes lost the directory and rejoined; %d writes during " \
+            "the stop, all read back" % (lost, during)
+
+
 def tsan_reports_in_our_code():
     """TSan report files whose access or allocation stacks name tact's or
     kv_cluster's code. Where the threads were created does not count: every
@@ -841,7 +1011,10 @@ def main():
              test_unreachable_node_gives_an_error,
              test_gateway_restart_and_clean_stop,
              test_strangers_get_no_actor, test_no_cleartext_between_nodes,
-             test_basp_bomb_costs_nothing]
+             test_basp_bomb_costs_nothing,
+             test_client_that_never_reads_is_cut_off,
+             test_requirepass_auth_and_info,
+             test_launcher_blink_loses_nothing]
     if ARGS.only:
         tests = [t for t in tests if ARGS.only in t.__name__]
     passed = failed = 0
