@@ -588,12 +588,20 @@ constexpr tact::resp::limits command_limits{512 * 1024 * 1024, 1024 * 1024,
                                             64 * 1024};
 constexpr size_t max_query = 1024 * 1024 * 1024;
 
+// Redis's client-output-buffer-limit: past `hard` bytes of answers unread,
+// or past `soft` for `soft_for`, the client is disconnected (0: no limit).
+struct output_limits {
+  size_t hard = 64 * 1024 * 1024;
+  size_t soft = 16 * 1024 * 1024;
+  std::chrono::milliseconds soft_for{10000};
+};
+
 class session : public caf::event_based_actor {
 public:
-  session(caf::actor_config& cfg, caf::actor router, size_t output_limit,
+  session(caf::actor_config& cfg, caf::actor router, output_limits limits,
           std::shared_ptr<const std::string> password)
     : caf::event_based_actor(cfg), router_(std::move(router)),
-      output_limit_(output_limit), password_(std::move(password)),
+      limits_(limits), password_(std::move(password)),
       authenticated_(!password_ || password_->empty()) {
     ++clients;
   }
@@ -626,6 +634,11 @@ public:
         pump();
       },
       [this](tact::connection_lost&) { quit(); },
+      // The soft limit's time is up: still over it?
+      [this](retry_atom) {
+        soft_check_pending_ = false;
+        over_output_limit();
+      },
     };
   }
 
@@ -839,16 +852,36 @@ private:
   // command) it is disconnected, as Redis does with
   // client-output-buffer-limit.
   bool over_output_limit() {
-    if (output_limit_ == 0 || closing_)
+    if (closing_)
       return false;
     auto pending = t_.get_write_buffer_size() + held_;
-    if (pending <= output_limit_)
+    auto now = std::chrono::steady_clock::now();
+    const char* which = nullptr;
+    if (limits_.hard > 0 && pending > limits_.hard) {
+      which = "hard";
+    } else if (limits_.soft > 0 && pending > limits_.soft) {
+      if (!soft_since_)
+        soft_since_ = now;
+      if (now - *soft_since_ >= limits_.soft_for)
+        which = "soft";
+      else if (!soft_check_pending_) {
+        soft_check_pending_ = true;
+        delayed_send(this, limits_.soft_for, retry_atom::value);
+      }
+    } else {
+      soft_since_.reset();
+    }
+    if (which == nullptr)
       return false;
     auto peer = t_.get_extra_info("peername");
     say("gateway: client %s disconnected: %zu bytes of answers unread, over "
-        "the output limit of %zu",
-        peer ? caf::deep_to_string(*peer).c_str() : "?", pending,
-        output_limit_);
+        "the %s output limit (%zu bytes%s)",
+        peer ? caf::deep_to_string(*peer).c_str() : "?", pending, which,
+        which[0] == 'h' ? limits_.hard : limits_.soft,
+        which[0] == 'h' ? ""
+                        : (" for " + std::to_string(limits_.soft_for.count())
+                           + " ms")
+                            .c_str());
     closing_ = true;
     t_.abort();
     return true;
@@ -868,8 +901,10 @@ private:
   }
 
   caf::actor router_;
-  // Bytes of answers a client may leave unread (0: no limit).
-  size_t output_limit_;
+  // How many bytes of answers a client may leave unread, and how long.
+  output_limits limits_;
+  std::optional<std::chrono::steady_clock::time_point> soft_since_;
+  bool soft_check_pending_ = false;
   // The password AUTH wants (none or empty: no AUTH).
   std::shared_ptr<const std::string> password_;
   bool authenticated_;
@@ -926,8 +961,25 @@ int run_gateway(const args& a) {
     }
   }
   auto& sys = rt.system();
-  auto output_limit = static_cast<size_t>(
-    std::max(0L, a.number("client-output-limit", 64L * 1024 * 1024)));
+  // --client-output-limit HARD,SOFT,SECONDS (bytes, bytes, seconds).
+  output_limits output_limit;
+  if (a.has("client-output-limit")) {
+    unsigned long long hard = 0;
+    unsigned long long soft = 0;
+    double secs = 0;
+    if (std::sscanf(a.get("client-output-limit").c_str(), "%llu,%llu,%lf",
+                    &hard, &soft, &secs)
+          != 3
+        || secs < 0 || secs > 86400) {
+      std::fprintf(stderr, "kv_cluster gateway: --client-output-limit wants "
+                           "HARD,SOFT,SECONDS\n");
+      caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+      return 2;
+    }
+    output_limit = output_limits{
+      static_cast<size_t>(hard), static_cast<size_t>(soft),
+      std::chrono::milliseconds{static_cast<int64_t>(secs * 1000)}};
+  }
   // --requirepass-file: its first line is the password (a file, so that
   // it shows in no process listing).
   std::shared_ptr<const std::string> password;

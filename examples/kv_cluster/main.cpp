@@ -19,9 +19,11 @@
 //       --requirepass-file F the gateway wants AUTH (or HELLO 2 AUTH) with
 //                            the password on F's first line, as Redis's
 //                            requirepass
-//       --client-output-limit BYTES  answers a client may leave unread
-//                            before the gateway disconnects it (default
-//                            64 MiB; 0: no limit)
+//       --client-output-limit HARD,SOFT,SECONDS  a client that leaves
+//                            more than HARD bytes of answers unread, or
+//                            more than SOFT for SECONDS, is disconnected
+//                            (Redis's client-output-buffer-limit; default
+//                            67108864,16777216,10; 0 turns a limit off)
 //       --ca F --cert F --key F   the cluster's CA and this node's
 //                            certificate and key (PEM), for nodes on
 //                            several machines; without them the launcher
