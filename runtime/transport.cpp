@@ -381,8 +381,10 @@ std::pair<size_t, size_t> transport::get_write_buffer_limits() const {
 
 size_t transport::get_write_buffer_size() const {
   size_t result = 0;
-  // A layer's buffer includes what it handed to the transport below.
-  for (auto* st = state_; st != nullptr; st = st->below)
+  // A layer's buffer includes what it handed to the transport below. A
+  // lost transport holds nothing: writes counted on their way to it just
+  // before the loss were dropped with its mailbox.
+  for (auto* st = state_; st != nullptr && !st->lost.load(); st = st->below)
     result += st->in_flight.load() + st->buffered.load();
   return result;
 }

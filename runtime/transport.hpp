@@ -149,7 +149,8 @@ public:
   /// Returns `(low, high)`, in asyncio's order.
   [[nodiscard]] std::pair<size_t, size_t> get_write_buffer_limits() const;
 
-  /// Bytes written and not yet handed to the kernel.
+  /// Bytes written and not yet handed to the kernel; 0 once the
+  /// connection is lost (what was buffered is dropped).
   [[nodiscard]] size_t get_write_buffer_size() const;
 
   // -- information -------------------------------------------------------------
