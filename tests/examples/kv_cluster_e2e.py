@@ -841,7 +841,13 @@ def test_client_that_never_reads_is_cut_off():
         while time.monotonic() < deadline:
             peak = max(peak, max(rss_kib(p) for p in pids))
             # The others are served meanwhile.
-            check(cl.call("GET", "big") == value, "GET by another client")
+            r = cl.call("GET", "big")
+            # Under the sanitizers a shard takes seconds per 1 MiB answer:
+            # the other client's GET may time out behind the hog's, and is
+            # checked once the hog is gone.
+            check(r == value or (SLOW and isinstance(r, Exception)),
+                  "GET by another client: %r"
+                  % (r if not isinstance(r, bytes) else "%d bytes" % len(r)))
             with c.cond:
                 cut = next((ln for ln in c.lines
                             if "output limit" in ln), None)
@@ -863,9 +869,11 @@ def test_client_that_never_reads_is_cut_off():
         except (ConnectionResetError, socket.timeout):
             pass
         hog.close()
-        # 256 MiB; more under the sanitizers (ASan's quarantine keeps freed
-        # memory: tests/sanitize.sh sets the bound).
-        limit = max(256, int(os.environ.get("TACT_E2E_RSS_LIMIT_MIB", "0")))
+        # 256 MiB. Under the sanitizers the bound says only that the 3 GiB
+        # asked for never piled up: ASan's quarantine keeps freed memory,
+        # and TSan's shadow memory is several times what the nodes touch
+        # (592 MiB seen for the 131 MiB of a normal build).
+        limit = 1536 if SLOW else 256
         check(peak < limit * 1024, "RSS reached %d MiB" % (peak // 1024))
         check(cl.call("GET", "big") == value, "GET after")
         cl.close()

@@ -217,7 +217,14 @@ SCENARIO("a 4 GiB BASP header from a stranger costs the node nothing") {
   std::this_thread::sleep_for(500ms);
   auto after = rss_kib();
   INFO("RSS before " << before << " KiB, after " << after << " KiB");
+  // Two handshakes' worth: a few MiB (more under the sanitizers, whose
+  // shadow memory grows with every page and thread touched), never the
+  // 4 GiB announced.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  CHECK(after - before < 128 * 1024);
+#else
   CHECK(after - before < 8 * 1024);
+#endif
   // And it still serves its cluster.
   with_runtime([&](runtime& rt) {
     CHECK(rt.remote_actor("127.0.0.1", port));
