@@ -54,19 +54,18 @@ public:
          std::string join, std::chrono::milliseconds timeout)
     : caf::event_based_actor(cfg),
       shards_(shards),
-      dir_(std::move(dir)),
-      join_(std::move(join)),
+      dir_(std::move(dir), std::move(join)),
       timeout_(timeout),
       links_(shards),
       outbox_(shards) {
   }
 
   caf::behavior make_behavior() override {
-    monitor(dir_);
+    monitor(dir_.actor());
     set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
     ask_table();
     return {
-      [this](rejoin_atom) { rejoin(); },
+      [this](rejoin_atom) { dir_.rejoin(this); },
       [this](table_atom) { ask_table(); },
       [this](update_atom, uint32_t j, std::string& addr) {
         on_update(j, addr);
@@ -169,9 +168,9 @@ private:
   // directory that does not answer is asked again (a lost one is
   // rejoined).
   void ask_table() {
-    if (!dir_)
+    if (!dir_.actor())
       return;
-    request(dir_, 5s, table_atom::value)
+    request(dir_.actor(), 5s, table_atom::value)
       .then(
         [this](std::vector<std::string>& table) {
           for (uint32_t j = 0; j < table.size() && j < shards_; ++j)
@@ -184,34 +183,10 @@ private:
         });
   }
 
-  // Connects to the directory again, with back-off; meanwhile the gateway
-  // serves through the links to the shards it has.
-  void rejoin() {
-    connect_async(
-      this, join_,
-      [this](caf::actor hdl) {
-        rejoin_backoff_ = 250ms;
-        dir_ = std::move(hdl);
-        monitor(dir_);
-        say("gateway: rejoined the directory");
-        ask_table();
-      },
-      [this](const caf::error&) {
-        delayed_send(this, rejoin_backoff_, rejoin_atom::value);
-        rejoin_backoff_ = std::min<std::chrono::milliseconds>(
-          rejoin_backoff_ * 2, 5s);
-      });
-  }
-
   void on_down(const caf::down_msg& msg) {
-    if (dir_ && msg.source == dir_.address()) {
-      say("gateway: lost the directory (%s); serving through the links it "
-          "has and rejoining",
-          tact::describe(msg.reason).c_str());
-      dir_ = nullptr;
-      rejoin();
+    if (dir_.lost(this, msg, "gateway", "serving through the links it has",
+                  [this] { ask_table(); }))
       return;
-    }
     for (uint32_t j = 0; j < shards_; ++j) {
       if (!links_[j].hdl || links_[j].hdl.address() != msg.source)
         continue;
@@ -549,10 +524,7 @@ private:
   }
 
   uint32_t shards_;
-  caf::actor dir_;
-  // Where the directory is (HOST:PORT), for rejoining it.
-  std::string join_;
-  std::chrono::milliseconds rejoin_backoff_{250};
+  directory_link dir_;
   std::chrono::milliseconds timeout_;
   std::vector<link> links_;
   std::vector<caf::typed_response_promise<bool>> ready_;

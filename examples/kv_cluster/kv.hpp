@@ -11,8 +11,11 @@
 // neighbours before it registers with the directory, and only registered
 // shards get commands.
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -25,6 +28,7 @@
 
 #include "tact/runtime/distribution.hpp"
 
+#include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 
 namespace kv {
@@ -242,6 +246,64 @@ void connect_async(caf::event_based_actor* self, const std::string& addr,
       },
       [=](caf::error& err) mutable { fail(err); });
 }
+
+/// A node's link to the directory. When it is lost the node goes on
+/// serving and makes it again, with back-off (250 ms, doubling to 5 s);
+/// `joined` runs in the node's actor each time it is made again.
+class directory_link {
+public:
+  directory_link(caf::actor dir, std::string join)
+    : dir_(std::move(dir)), join_(std::move(join)) {
+  }
+
+  /// The directory; empty while the link is down.
+  [[nodiscard]] const caf::actor& actor() const noexcept {
+    return dir_;
+  }
+
+  /// Whether `msg` reports the directory gone; then it says so as `who`,
+  /// with what the node does meanwhile, and starts making the link again.
+  bool lost(caf::event_based_actor* self, const caf::down_msg& msg,
+            const std::string& who, const char* meanwhile,
+            std::function<void()> joined) {
+    if (!dir_ || msg.source != dir_.address())
+      return false;
+    say("%s: lost the directory (%s); %s and rejoining", who.c_str(),
+        tact::describe(msg.reason).c_str(), meanwhile);
+    dir_ = nullptr;
+    who_ = who;
+    joined_ = std::move(joined);
+    rejoin(self);
+    return true;
+  }
+
+  /// One attempt; the node calls it again on `rejoin_atom`.
+  void rejoin(caf::event_based_actor* self) {
+    using namespace std::chrono_literals;
+    connect_async(
+      self, join_,
+      [this, self](caf::actor hdl) {
+        backoff_ = 250ms;
+        dir_ = std::move(hdl);
+        self->monitor(dir_);
+        say("%s: rejoined the directory", who_.c_str());
+        if (joined_)
+          joined_();
+      },
+      [this, self](const caf::error&) {
+        self->delayed_send(self, backoff_, rejoin_atom::value);
+        backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, 5s);
+      });
+  }
+
+private:
+  caf::actor dir_;
+  // Where the directory is (HOST:PORT).
+  std::string join_;
+  std::string who_;
+  std::function<void()> joined_;
+  std::chrono::milliseconds backoff_{250};
+};
 
 /// The node roles; each returns the process's exit status.
 int run_launcher(const args& a);

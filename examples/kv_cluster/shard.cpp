@@ -35,13 +35,12 @@ public:
     : caf::event_based_actor(cfg),
       id_(id),
       shards_(shards),
-      dir_(std::move(dir)),
-      join_(std::move(join)),
+      dir_(std::move(dir), std::move(join)),
       peers_(shards) {
   }
 
   caf::behavior make_behavior() override {
-    monitor(dir_);
+    monitor(dir_.actor());
     set_down_handler([this](caf::down_msg& msg) { on_down(msg); });
     return {
       [this](start_atom, std::string& addr) {
@@ -49,7 +48,7 @@ public:
         sync();
       },
       [this](retry_atom) { sync(); },
-      [this](rejoin_atom) { rejoin(); },
+      [this](rejoin_atom) { dir_.rejoin(this); },
       [this](register_atom) { enrol(); },
       [this](retry_atom, uint32_t j) {
         peers_[j].retry_pending = false;
@@ -107,9 +106,9 @@ private:
   // A directory that does not answer (stopped, or gone: then its down
   // message comes too and the shard rejoins) is asked again.
   void sync() {
-    if (!dir_)
+    if (!dir_.actor())
       return;
-    request(dir_, 5s, table_atom::value)
+    request(dir_.actor(), 5s, table_atom::value)
       .then(
         [this](std::vector<std::string>& table) {
           table_ = std::move(table);
@@ -120,29 +119,6 @@ private:
               id_, tact::describe(err).c_str());
           delayed_send(this, 1s, retry_atom::value);
         });
-  }
-
-  // Connects to the directory again, with back-off; meanwhile the shard
-  // serves what it holds, and copies its writes to its neighbours over
-  // the links it has.
-  void rejoin() {
-    connect_async(
-      this, join_,
-      [this](caf::actor hdl) {
-        rejoin_backoff_ = 250ms;
-        dir_ = std::move(hdl);
-        monitor(dir_);
-        say("shard %u: rejoined the directory", id_);
-        if (serving_)
-          enrol();
-        else
-          sync();
-      },
-      [this](const caf::error&) {
-        delayed_send(this, rejoin_backoff_, rejoin_atom::value);
-        rejoin_backoff_ = std::min<std::chrono::milliseconds>(
-          rejoin_backoff_ * 2, 5s);
-      });
   }
 
   std::vector<uint32_t> neighbours() const {
@@ -209,9 +185,9 @@ private:
   }
 
   void enrol() {
-    if (!dir_)
+    if (!dir_.actor())
       return;
-    request(dir_, 5s, register_atom::value, id_, addr_)
+    request(dir_.actor(), 5s, register_atom::value, id_, addr_)
       .then(
         [this](std::vector<std::string>& table) {
           table_ = std::move(table);
@@ -293,14 +269,16 @@ private:
   }
 
   void on_down(const caf::down_msg& msg) {
-    if (dir_ && msg.source == dir_.address()) {
-      say("shard %u: lost the directory (%s); serving what it holds and "
-          "rejoining",
-          id_, tact::describe(msg.reason).c_str());
-      dir_ = nullptr;
-      rejoin();
+    // Meanwhile it serves what it holds, and copies its writes to its
+    // neighbours over the links it has.
+    if (dir_.lost(this, msg, "shard " + std::to_string(id_),
+                  "serving what it holds", [this] {
+                    if (serving_)
+                      enrol();
+                    else
+                      sync();
+                  }))
       return;
-    }
     for (uint32_t j = 0; j < shards_; ++j) {
       if (!peers_[j].hdl || peers_[j].hdl.address() != msg.source)
         continue;
@@ -493,10 +471,7 @@ private:
 
   uint32_t id_;
   uint32_t shards_;
-  caf::actor dir_;
-  // Where the directory is (HOST:PORT), for rejoining it.
-  std::string join_;
-  std::chrono::milliseconds rejoin_backoff_{250};
+  directory_link dir_;
   std::string addr_;
   std::vector<std::string> table_;
   std::vector<peer_link> peers_;
