@@ -70,6 +70,7 @@ SCENARIO("a node with the cluster's certificate gets in; one without, or "
          "with another CA's, gets no actor") {
   test_pki pki;
   test_pki other;
+  REQUIRE(node_reports_do_not_halt());
   child node{{TACT_TEST_NODE, pki.ca_cert, pki.cert, pki.key}};
   auto port = published_port(node);
   // A member of the cluster: the actor, and it answers.
@@ -107,6 +108,7 @@ SCENARIO("a node with the cluster's certificate gets in; one without, or "
   }, nullptr, node_with(&pki));
   node.close_stdin();
   CHECK(node.wait() == 0);
+  CHECK_FALSE(tsan_report_names_tact(node.output()));
 }
 
 SCENARIO("a link stays up while strangers fail their handshakes on the "
@@ -117,6 +119,7 @@ SCENARIO("a link stays up while strangers fail their handshakes on the "
   // and was closed (runtime/openssl_queue.cpp).
   test_pki pki;
   test_pki other;
+  REQUIRE(node_reports_do_not_halt());
   child node{{TACT_TEST_NODE, pki.ca_cert, pki.cert, pki.key}};
   auto port = published_port(node);
   with_runtime([&](runtime& rt) {
@@ -157,20 +160,26 @@ SCENARIO("a link stays up while strangers fail their handshakes on the "
   }, nullptr, node_with(&pki));
   node.close_stdin();
   CHECK(node.wait() == 0);
+  CHECK_FALSE(tsan_report_names_tact(node.output()));
 }
 
 SCENARIO("the links are TLS 1.3 with a client certificate required "
          "(openssl s_client as the peer)") {
   test_pki pki;
+  REQUIRE(node_reports_do_not_halt());
   child node{{TACT_TEST_NODE, pki.ca_cert, pki.cert, pki.key}};
   auto port = published_port(node);
   auto connect = "127.0.0.1:" + std::to_string(port);
-  auto s_client = [&](std::vector<std::string> extra) {
+  // `until_closed`: keep stdin open, so that s_client waits for what the
+  // server sends after the handshake (its alert) and ends when it closes.
+  auto s_client = [&](std::vector<std::string> extra,
+                      bool until_closed = false) {
     std::vector<std::string> argv{"openssl", "s_client", "-connect", connect,
                                   "-CAfile", pki.ca_cert, "-brief"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     child c{argv};
-    c.close_stdin();
+    if (!until_closed)
+      c.close_stdin();
     c.wait(15s);
     return c.output();
   };
@@ -185,15 +194,17 @@ SCENARIO("the links are TLS 1.3 with a client certificate required "
   CHECK_THAT(tls13, Catch::Contains("Verification: OK"));
   // Without a certificate the server ends the handshake (TLS 1.3 sends its
   // alert after the client's Finished: no BASP byte gets through).
-  auto anonymous = s_client({"-tls1_3"});
+  auto anonymous = s_client({"-tls1_3"}, true);
   CHECK_THAT(anonymous, Catch::Contains("alert")
                           || Catch::Contains("certificate required"));
   node.close_stdin();
   CHECK(node.wait() == 0);
+  CHECK_FALSE(tsan_report_names_tact(node.output()));
 }
 
 SCENARIO("a 4 GiB BASP header from a stranger costs the node nothing") {
   test_pki pki;
+  REQUIRE(node_reports_do_not_halt());
   child node{{TACT_TEST_NODE, pki.ca_cert, pki.cert, pki.key}};
   auto port = published_port(node);
   auto rss_kib = [&] {
@@ -231,6 +242,7 @@ SCENARIO("a 4 GiB BASP header from a stranger costs the node nothing") {
   }, nullptr, node_with(&pki));
   node.close_stdin();
   CHECK(node.wait() == 0);
+  CHECK_FALSE(tsan_report_names_tact(node.output()));
 }
 
 SCENARIO("trust settings that do not load, and publishing in clear text "

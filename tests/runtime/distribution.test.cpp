@@ -33,23 +33,6 @@ constexpr size_t bulk = 30000;
 constexpr size_t bulk = 300000;
 #endif
 
-// Under ThreadSanitizer the second node reports races inside CAF's
-// serialization of strings: libcaf is not instrumented, so TSan cannot see
-// the synchronisation of its mailboxes (the same false positive that
-// tests/sanitizers/tsan.supp names for this process). Such a report must
-// not kill the node in the middle of a scenario; it is printed, and the
-// node carries on. This process keeps halt_on_error.
-void node_reports_do_not_halt() {
-#if defined(__SANITIZE_THREAD__)
-  static const bool once = [] {
-    std::string opts = getenv("TSAN_OPTIONS") ? getenv("TSAN_OPTIONS") : "";
-    opts += ":halt_on_error=0:exitcode=0";
-    return setenv("TSAN_OPTIONS", opts.c_str(), 1) == 0;
-  }();
-  REQUIRE(once);
-#endif
-}
-
 runtime_options distributed() {
   runtime_options opts;
   opts.distributed = true;
@@ -82,7 +65,7 @@ caf::actor remote_protocol(runtime& rt, uint16_t port) {
 SCENARIO("a protocol actor on another process serves a connection made "
          "here") {
   with_runtime([](runtime& rt) {
-    node_reports_do_not_halt();
+    REQUIRE(node_reports_do_not_halt());
     child node{{TACT_TEST_NODE}};
     auto proto = remote_protocol(rt, published_port(node));
     raw_listener far{kind::tcp};
@@ -110,7 +93,7 @@ SCENARIO("the other process dying ends the connection, and a node that "
   with_runtime([](runtime& rt) {
     caf::actor proto;
     {
-      node_reports_do_not_halt();
+      REQUIRE(node_reports_do_not_halt());
     child node{{TACT_TEST_NODE}};
       proto = remote_protocol(rt, published_port(node));
       raw_listener far{kind::tcp};
