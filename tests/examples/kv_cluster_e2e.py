@@ -875,7 +875,18 @@ def test_client_that_never_reads_is_cut_off():
         # (592 MiB seen for the 131 MiB of a normal build).
         limit = 1536 if SLOW else 256
         check(peak < limit * 1024, "RSS reached %d MiB" % (peak // 1024))
-        check(cl.call("GET", "big") == value, "GET after")
+        # Served again once the hog is gone (under the sanitizers the shard
+        # may still be busy with the hog's answers for a while).
+        deadline = time.monotonic() + 30 * T
+        while True:
+            r = cl.call("GET", "big")
+            if r == value:
+                break
+            check(SLOW and isinstance(r, Exception)
+                  and time.monotonic() < deadline,
+                  "GET after: %r" % (r if not isinstance(r, bytes)
+                                     else "%d bytes" % len(r)))
+            time.sleep(0.5)
         cl.close()
         c.check_stopped()
         return "%s; peak RSS %d MiB; %d GETs sent" % (
