@@ -279,8 +279,15 @@ SCENARIO("a relay carries 100 MiB each way at once, byte-exact, with its "
     INFO("received " << seen->received.load() << " bytes");
     CHECK(seen->ok.load());
     CHECK(seen->received.load() == n);
-    // A watermark, plus what one read can add past it.
-    CHECK(most <= 64 * 1024 + 256 * 1024);
+    // A watermark, plus what one read can add past it (two under the
+    // sanitizers, where the pause may reach the reading side one read
+    // later: 432 KiB seen under TSan).
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    constexpr size_t reads = 2;
+#else
+    constexpr size_t reads = 1;
+#endif
+    CHECK(most <= 64 * 1024 + reads * 256 * 1024);
     // The client's close reaches the far end, and its end comes back.
     CHECK(eventually([&] { return r.b.is_closing(); }, 10s));
   });
