@@ -448,14 +448,14 @@ def main():
                 ok = projections(ref_rec) == projections(impl_rec)
             if not ok and "lost:reset" in ref_rec and "lost:reset" in impl_rec:
                 # A reset drops what was still on its way: how much each
-                # server read first is timing (asyncio's TLS also drops
-                # the plaintext it holds; tact's delivers it). The other
-                # callbacks must match, and each server must have read a
-                # prefix of what was sent.
+                # server read first is timing, none included (asyncio's TLS
+                # also drops the plaintext it holds; tact's delivers it;
+                # under the sanitizers asyncio once read nothing of 18,688
+                # bytes before the reset). The other callbacks must match,
+                # and each server must have read a prefix of what was sent.
                 try:
                     (re, rn, rh), (ie, i_n, ih) = split(ref_rec), split(impl_rec)
-                    if on == "tls":
-                        re, ie = re.replace(" data", ""), ie.replace(" data", "")
+                    re, ie = re.replace(" data", ""), ie.replace(" data", "")
                     ok = (re == ie and rh == crc(sent[:rn])
                           and ih == crc(sent[:i_n]))
                 except ValueError:
