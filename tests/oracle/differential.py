@@ -426,10 +426,16 @@ def main():
             on, name, steps = compose(seed, over)
             if (on, name) not in servers:
                 opts = server_options(name, on, pki)
-                servers[(on, name)] = (
-                    Server([sys.executable,
-                            os.path.join(HERE, "record_server.py")] + opts),
-                    Server([args.tact] + opts))
+                ref = Server([sys.executable,
+                              os.path.join(HERE, "record_server.py")] + opts)
+                # The reference is stopped if tact's server cannot start
+                # (it was left running when the tact path was wrong).
+                try:
+                    impl = Server([args.tact] + opts)
+                except BaseException:
+                    ref.stop()
+                    raise
+                servers[(on, name)] = (ref, impl)
             ref, impl = servers[(on, name)]
             seen = []
             for srv in (ref, impl):
