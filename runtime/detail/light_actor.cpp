@@ -227,11 +227,15 @@ uint64_t light_actor::answer_to(const caf::mailbox_element& x) {
 }
 
 void light_actor::reply(const caf::mailbox_element& x, caf::message msg) {
-  if (!x.mid.is_request() || !x.sender)
+  reply(later(x), std::move(msg));
+}
+
+void light_actor::reply(const pending_reply& to, caf::message msg) {
+  if (!to.mid.is_request() || !to.sender)
     return;
-  x.sender->enqueue(caf::make_mailbox_element(ctrl(), x.mid.response_id(), {},
-                                              std::move(msg)),
-                    nullptr);
+  to.sender->enqueue(caf::make_mailbox_element(ctrl(), to.mid.response_id(),
+                                               {}, std::move(msg)),
+                     nullptr);
 }
 
 void light_actor::monitor(const caf::actor& whom) {

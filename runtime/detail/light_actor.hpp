@@ -118,8 +118,22 @@ protected:
   /// request's id, else 0.
   [[nodiscard]] static uint64_t answer_to(const caf::mailbox_element& x);
 
+  /// Who asked a request and under which id, kept to answer it later.
+  struct pending_reply {
+    caf::strong_actor_ptr sender;
+    caf::message_id mid;
+  };
+
+  /// The request `x`, to answer later with `reply(pending, msg)`.
+  [[nodiscard]] static pending_reply later(const caf::mailbox_element& x) {
+    return {x.sender, x.mid};
+  }
+
   /// Answers the request `x` with `msg`.
   void reply(const caf::mailbox_element& x, caf::message msg);
+
+  /// Answers a request kept with `later` (nothing if it was no request).
+  void reply(const pending_reply& to, caf::message msg);
 
   void monitor(const caf::actor& whom);
 

@@ -62,15 +62,10 @@ void byte_transport::drop_buffer() {
   head_ = 0;
   chunks_after_file_ = 0;
   while (!files_.empty()) {
-    auto& job = files_.front();
-    if (job.sender && job.mid.is_request())
-      job.sender->enqueue(
-        caf::make_mailbox_element(
-          ctrl(), job.mid.response_id(), {},
+    reply(files_.front().asker,
           caf::make_message(make_error(
             errc::closed, "sendfile: the connection ended before the file "
-                          "was sent"))),
-        nullptr);
+                          "was sent")));
     files_.pop_front();
   }
 }
@@ -154,7 +149,7 @@ void byte_transport::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
   auto ahead = files_.empty() ? wbuf_.size() : chunks_after_file_;
   chunks_after_file_ = 0;
   auto count = req.count;
-  files_.push_back(file_job{std::move(req), 0, ahead, x.sender, x.mid});
+  files_.push_back(file_job{std::move(req), 0, ahead, later(x)});
   buffered_add(count);
   if (files_.size() == 1 && ahead == 0)
     flush_file();
@@ -196,13 +191,8 @@ void byte_transport::finish_file(caf::error err) {
   files_.pop_front();
   if (job.sent < job.req.count)
     buffered_sub(static_cast<size_t>(job.req.count - job.sent));
-  if (job.sender && job.mid.is_request()) {
-    auto answer = err ? caf::make_message(std::move(err))
-                      : caf::make_message(job.sent);
-    job.sender->enqueue(caf::make_mailbox_element(ctrl(), job.mid.response_id(),
-                                                  {}, std::move(answer)),
-                        nullptr);
-  }
+  reply(job.asker, err ? caf::make_message(std::move(err))
+                       : caf::make_message(job.sent));
   if (drained())
     on_drained();
 }

@@ -9,8 +9,6 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include <caf/message_id.hpp>
-
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/fifo.hpp"
 #include "tact/transports/detail/socket_transport.hpp"
@@ -74,8 +72,7 @@ private:
     op::sendfile req;
     uint64_t sent = 0;
     size_t ahead = 0;
-    caf::strong_actor_ptr sender;
-    caf::message_id mid;
+    pending_reply asker;
   };
 
   void on_write(bytes& data);

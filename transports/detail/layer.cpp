@@ -200,7 +200,7 @@ void layer::write_in_order(bytes& data) {
     return;
   }
   state_.in_flight += data.size();
-  queue_.push_back(queued{std::move(data), {}, 0, {}, {}});
+  queue_.push_back(queued{std::move(data), {}, 0, {}});
 }
 
 void layer::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
@@ -222,7 +222,7 @@ void layer::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
     return;
   }
   state_.in_flight += req.count;
-  queue_.push_back(queued{{}, std::move(req), 0, x.sender, x.mid});
+  queue_.push_back(queued{{}, std::move(req), 0, later(x)});
   schedule_pump();
 }
 
@@ -291,14 +291,8 @@ void layer::finish_file(caf::error err) {
   auto item = std::move(queue_.front());
   queue_.pop_front();
   state_.in_flight -= item.file.count - item.sent;
-  if (item.sender && item.mid.is_request()) {
-    auto answer = err ? caf::make_message(std::move(err))
-                      : caf::make_message(item.sent);
-    item.sender->enqueue(caf::make_mailbox_element(ctrl(),
-                                                   item.mid.response_id(), {},
-                                                   std::move(answer)),
-                         nullptr);
-  }
+  reply(item.asker, err ? caf::make_message(std::move(err))
+                        : caf::make_message(item.sent));
 }
 
 } // namespace tact::detail

@@ -15,7 +15,6 @@
 
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
-#include <caf/message_id.hpp>
 
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/messages.hpp"
@@ -165,8 +164,7 @@ private:
     bytes data;
     op::sendfile file;
     uint64_t sent = 0;
-    caf::strong_actor_ptr sender;
-    caf::message_id mid;
+    pending_reply asker;
   };
 
   bool from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg);
