@@ -3,10 +3,14 @@
 // output line by line with a prefix, and restarts a node that exits while
 // the cluster runs.
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
@@ -14,6 +18,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include "aof.hpp"
 #include "kv.hpp"
 #include "pki.hpp"
 #include "tact/transports/frames.hpp"
@@ -300,6 +305,14 @@ int run_launcher(const args& a) {
     std::fprintf(stderr, "kv_cluster: --shards 1..1024 and --port 0..65535\n");
     return 2;
   }
+  fsync_policy policy;
+  auto appendonly = a.get("appendonly", "yes");
+  if ((appendonly != "yes" && appendonly != "no")
+      || !parse_fsync(a.get("fsync", "everysec"), policy)) {
+    std::fprintf(stderr, "kv_cluster: --appendonly yes|no and --fsync "
+                         "always|everysec|no\n");
+    return 2;
+  }
   std::vector<bool> remote(static_cast<size_t>(shards), false);
   {
     auto list = a.get("remote-shards");
@@ -381,10 +394,36 @@ int run_launcher(const args& a) {
       a.has("insecure") ? "plain BASP (insecure)"
                         : "TLS 1.3, certificates from the cluster's CA "
                           "required both ways");
+  // Each shard's log: in --data-dir, which a launcher started again later
+  // gives to its shards again.
+  std::vector<std::string> log_args{"--appendonly",
+                                    a.get("appendonly", "yes")};
+  if (log_args[1] == "yes") {
+    auto data = a.get("data-dir", "kv_cluster-data");
+    if (::mkdir(data.c_str(), 0700) != 0 && errno != EEXIST) {
+      std::fprintf(stderr, "kv_cluster: cannot make %s: %s\n", data.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+    // Absolute, for shards started elsewhere (a remote shard's hint).
+    char* full = ::realpath(data.c_str(), nullptr);
+    if (full) {
+      data = full;
+      std::free(full);
+    }
+    log_args.insert(log_args.end(), {"--data-dir", data, "--fsync",
+                                     a.get("fsync", "everysec")});
+    say("launcher: the shards log their writes in %s (fsync %s)",
+        data.c_str(), a.get("fsync", "everysec").c_str());
+  } else {
+    say("launcher: --appendonly no: the shards keep no log; what they hold "
+        "is lost when a key's two holders are down together");
+  }
   auto exe = own_executable();
   std::vector<node_spec> nodes;
   for (long id = 0; id < shards; ++id) {
     auto tls = identity("shard-" + std::to_string(id));
+    tls.insert(tls.end(), log_args.begin(), log_args.end());
     if (remote[static_cast<size_t>(id)]) {
       std::string hint;
       for (auto& w : tls)

@@ -31,9 +31,18 @@
 //                            node, in a private directory removed at exit
 //       --insecure           plain BASP links: no authentication, no
 //                            encryption
+//       --data-dir DIR       where the shards keep their logs (default
+//                            ./kv_cluster-data); a launcher started again
+//                            with the same DIR gets every logged write back
+//       --fsync always|everysec|no   when a shard's log reaches the disk:
+//                            before the write is acknowledged, once a
+//                            second (default), or when the kernel flushes
+//       --appendonly no      no logs: a key is lost when both its holders
+//                            are down at once
 //
 //   kv_cluster --role shard --id I --shards N --join HOST:PORT [--host NAME]
 //              [--node-port P] (--ca F --cert F --key F | --insecure)
+//              [--data-dir DIR] [--fsync POLICY] [--appendonly yes|no]
 //   kv_cluster --role gateway --shards N --join HOST:PORT --port P [--host NAME]
 //              (--ca F --cert F --key F | --insecure)
 //       one node, joining the cluster whose directory is at HOST:PORT.

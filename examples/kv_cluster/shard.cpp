@@ -2,7 +2,9 @@
 // whose primary it is and those of the shard before it (whose replica it
 // is), copies every write it takes to the other holder, and on start
 // fetches what it holds from both neighbours before it registers with the
-// directory and gets commands.
+// directory and gets commands. Every entry it keeps goes to its log
+// (aof.hpp) first, so that a shard restarted after a crash, or with the
+// whole cluster, replays what it had.
 
 #include <charconv>
 #include <map>
@@ -12,6 +14,7 @@
 #include <caf/delegated.hpp>
 #include <caf/send.hpp>
 
+#include "aof.hpp"
 #include "kv.hpp"
 #include "tact/runtime/errc.hpp"
 
@@ -31,12 +34,16 @@ constexpr auto relink_delay = 500ms;
 class store : public caf::event_based_actor {
 public:
   store(caf::actor_config& cfg, uint32_t id, uint32_t shards, caf::actor dir,
-        std::string join)
+        std::string join, std::unique_ptr<write_log> log,
+        std::vector<entry> replayed)
     : caf::event_based_actor(cfg),
       id_(id),
       shards_(shards),
       dir_(std::move(dir), std::move(join)),
-      peers_(shards) {
+      peers_(shards),
+      log_(std::move(log)) {
+    for (auto& e : replayed)
+      keep(std::move(e), false);
   }
 
   caf::behavior make_behavior() override {
@@ -63,26 +70,33 @@ public:
           return std::vector<reply>{};
         // The answer goes once every op has its own (writes wait for
         // their copies).
+        // Nor before the batch's writes are logged.
         struct batch {
           std::vector<reply> replies;
           size_t left;
           caf::typed_response_promise<std::vector<reply>> rp;
+          void done_one() {
+            if (--left == 0)
+              rp.deliver(std::move(replies));
+          }
         };
         auto b = std::make_shared<batch>(
-          batch{std::vector<reply>(ops.size()), ops.size(),
+          batch{std::vector<reply>(ops.size()), ops.size() + 1,
                 make_response_promise<std::vector<reply>>()});
         for (size_t i = 0; i < ops.size(); ++i)
           run(ops[i], [b, i](reply r) {
             b->replies[i] = std::move(r);
-            if (--b->left == 0)
-              b->rp.deliver(std::move(b->replies));
+            b->done_one();
           });
+        commit();
+        b->done_one();
         return caf::delegated<std::vector<reply>>{};
       },
       [this](flush_atom) { flush_copies(); },
       [this](repl_atom, std::vector<entry>& entries) -> reply {
         for (auto& e : entries)
           keep(std::move(e));
+        commit();
         return {status::ok, 0, {}};
       },
       [this](fetch_atom, uint32_t asker) -> std::vector<entry> {
@@ -152,6 +166,7 @@ private:
                 fetched_ += entries.size();
                 for (auto& e : entries)
                   keep(std::move(e));
+                commit();
                 say("shard %u: fetched %zu keys from shard %u", id_,
                     entries.size(), j);
                 fetched_one();
@@ -362,11 +377,38 @@ private:
     }
   }
 
-  // Keeps `e` if it is newer than what is here.
-  void keep(entry e) {
+  // Keeps `e` if it is newer than what is here, and logs it (unless it
+  // comes from the log).
+  void keep(entry e, bool log = true) {
     auto [i, added] = data_.try_emplace(e.key);
-    if (added || newer(e, i->second))
-      i->second = std::move(e);
+    if (!added && !newer(e, i->second))
+      return;
+    if (!added)
+      live_bytes_ -= write_log::record_size(i->second);
+    live_bytes_ += write_log::record_size(e);
+    if (log && log_)
+      log_->append(e);
+    i->second = std::move(e);
+  }
+
+  // What was kept goes to the log (to the disk, with --fsync always)
+  // before any answer that depends on it.
+  void commit() {
+    if (!log_)
+      return;
+    log_->commit();
+    if (log_->due(live_bytes_)) {
+      auto before = log_->size();
+      auto t0 = std::chrono::steady_clock::now();
+      log_->rewrite(data_);
+      auto ms = std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+      say("shard %u: log rewritten from %llu to %llu bytes (%zu entries) "
+          "in %.1f ms",
+          id_, static_cast<unsigned long long>(before),
+          static_cast<unsigned long long>(log_->size()), data_.size(), ms);
+    }
   }
 
   // Applies a write and copies it to the other holder of the key; `then`
@@ -376,9 +418,10 @@ private:
   // the answer goes at once.
   void write(std::string key, std::string value, bool present, reply answer,
              done_fn then) {
-    auto& mine = data_[key];
-    entry e{key, std::move(value), mine.version + 1, present};
-    mine = e;
+    auto old = data_.find(key);
+    auto version = (old == data_.end() ? 0 : old->second.version) + 1;
+    entry e{key, std::move(value), version, present};
+    keep(e);
     auto primary = primary_of(key, shards_);
     auto other = primary == id_ ? replica_of(primary, shards_) : primary;
     bool listed = other < table_.size() && !table_[other].empty();
@@ -476,6 +519,10 @@ private:
   std::vector<std::string> table_;
   std::vector<peer_link> peers_;
   std::unordered_map<std::string, entry> data_;
+  // What `data_` takes in the log.
+  uint64_t live_bytes_ = 0;
+  // None with --appendonly no.
+  std::unique_ptr<write_log> log_;
   bool serving_ = false;
   size_t fetching_ = 0;
   size_t fetched_ = 0;
@@ -497,13 +544,46 @@ int run_shard(const args& a) {
     return 2;
   }
   die_with_parent(a);
+  // The log first: a shard whose log cannot be kept does not serve.
+  std::unique_ptr<write_log> log;
+  std::vector<entry> replayed;
+  auto appendonly = a.get("appendonly", "yes");
+  fsync_policy policy = fsync_policy::everysec;
+  if ((appendonly != "yes" && appendonly != "no")
+      || !parse_fsync(a.get("fsync", "everysec"), policy)) {
+    std::fprintf(stderr, "kv_cluster shard: --appendonly yes|no and "
+                         "--fsync always|everysec|no\n");
+    return 2;
+  }
+  if (appendonly == "yes") {
+    std::string error;
+    std::string note;
+    auto t0 = std::chrono::steady_clock::now();
+    log = write_log::open(a.get("data-dir", "kv_cluster-data"),
+                          static_cast<uint32_t>(id),
+                          static_cast<uint32_t>(shards), policy, replayed,
+                          error, note);
+    if (!log) {
+      std::fprintf(stderr, "kv_cluster shard: %s\n", error.c_str());
+      return 1;
+    }
+    auto ms = std::chrono::duration<double, std::milli>(
+                std::chrono::steady_clock::now() - t0)
+                .count();
+    if (!note.empty())
+      say("shard %ld: log %s: %s", id, log->path().c_str(), note.c_str());
+    say("shard %ld: replayed %zu records (%llu bytes) from %s in %.1f ms "
+        "(fsync %s)",
+        id, replayed.size(), static_cast<unsigned long long>(log->size()),
+        log->path().c_str(), ms, a.get("fsync", "everysec").c_str());
+  }
   tact::runtime rt{node_options(a)};
   auto dir = join_directory(rt, a, "shard");
   if (!dir)
     return 1;
-  auto st = rt.system().spawn<store>(static_cast<uint32_t>(id),
-                                     static_cast<uint32_t>(shards), dir,
-                                     a.get("join"));
+  auto st = rt.system().spawn<store>(
+    static_cast<uint32_t>(id), static_cast<uint32_t>(shards), dir,
+    a.get("join"), std::move(log), std::move(replayed));
   auto port = rt.publish(st, static_cast<uint16_t>(a.number("node-port", 0)),
                          host);
   if (!port) {
