@@ -4,7 +4,8 @@
 # launcher, driven with redis-cli. It writes keys, kills a shard with
 # SIGKILL, watches the launcher restart it and the restarted shard fetch its
 # keys back, then kills the shard that held the other copies and reads
-# every key again.
+# every key again; at last stops every process at once with SIGKILL and
+# starts a new launcher on the shards' logs.
 #   ./examples/demo.sh          (from the repository root)
 # Installs missing Debian packages first (needs root on a fresh machine).
 # The echo examples have their own script: examples/echo_demo.sh.
@@ -18,7 +19,7 @@ cmake --build "$build" -j2 --target kv_cluster >/dev/null
 
 dir=$(mktemp -d)
 log="$dir/cluster.log"
-"$build/examples/kv_cluster" --shards 3 --port 0 >"$log" 2>&1 &
+"$build/examples/kv_cluster" --shards 3 --port 0 --data-dir "$dir/data" >"$log" 2>&1 &
 launcher=$!
 trap 'kill $launcher 2>/dev/null || true; rm -rf "$dir"' EXIT
 
@@ -95,6 +96,25 @@ else
   echo "demo: the cluster's links are not secured" >&2
   exit 1
 fi
+
+echo "== kill -9 of the launcher and every node at once, then a new launcher on the same --data-dir"
+kill -9 "$launcher" $(pid_of "shard 0") $(pid_of "shard 1") $(pid_of "shard 2") $(pid_of gateway) 2>/dev/null || true
+wait "$launcher" 2>/dev/null || true
+rm -rf "$(grep -o 'certificates are in [^ ]*' "$log" | head -1 | sed 's/.* in //')"
+log="$dir/cluster2.log"
+"$build/examples/kv_cluster" --shards 3 --port 0 --data-dir "$dir/data" >"$log" 2>&1 &
+launcher=$!
+wait_for "listening on tcp://"
+grep 'replayed' "$log" | sed 's/^/    /'
+addr=$(grep -o 'listening on tcp://[^ ]*' "$log" | head -1 | sed 's|.*tcp://||')
+port=${addr##*:}
+got=$(seq "$keys" | sed 's/.*/GET user:&/' | cli)
+if [ "$got" != "$expected" ] || [ "$(cli GET visits)" != 3 ]; then
+  echo "demo: keys lost after the restart from the logs" >&2
+  cat "$log" >&2
+  exit 1
+fi
+echo "    every key read back from the shards' logs: DBSIZE -> $(cli DBSIZE), visits -> $(cli GET visits)"
 
 echo "== SIGTERM to the launcher"
 kill -TERM "$launcher"

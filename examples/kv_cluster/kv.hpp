@@ -43,17 +43,22 @@ using batch_atom = caf::atom_constant<caf::atom("kv_batch")>;
 // (repl_atom, std::vector<entry>): the other holder's copies of writes;
 // answered with a `reply`.
 using repl_atom = caf::atom_constant<caf::atom("kv_repl")>;
-// (fetch_atom, id): every entry shard `id` holds too; the sender gets the
-// writes that follow as well.
+// (fetch_atom, id, cert, signature): every entry shard `id` holds too;
+// the sender gets the writes that follow as well. The certificate and
+// signature prove that the sender is shard `id` (identity.hpp).
 using fetch_atom = caf::atom_constant<caf::atom("kv_fetch")>;
 
 // Directory.
 // (table_atom) -> addresses (one per shard, "" for none); the sender gets
 // (update_atom, id, address) from then on.
 using table_atom = caf::atom_constant<caf::atom("kv_table")>;
-// (register_atom, id, address) -> addresses: the shard serves.
+// (register_atom, id, address, cert, signature) -> addresses: the shard
+// serves (proved as for fetch_atom).
 using register_atom = caf::atom_constant<caf::atom("kv_reg")>;
 using update_atom = caf::atom_constant<caf::atom("kv_update")>;
+// To the directory or a shard: (challenge_atom) -> bytes to sign, for the
+// next registration or fetch.
+using challenge_atom = caf::atom_constant<caf::atom("kv_chall")>;
 
 // Within a node.
 using start_atom = caf::atom_constant<caf::atom("kv_start")>;

@@ -19,6 +19,7 @@
 #include <caf/send.hpp>
 
 #include "aof.hpp"
+#include "identity.hpp"
 #include "kv.hpp"
 #include "pki.hpp"
 #include "tact/transports/frames.hpp"
@@ -37,8 +38,11 @@ using clock_type = std::chrono::steady_clock;
 // its registration until its node goes away.
 class directory : public caf::event_based_actor {
 public:
-  directory(caf::actor_config& cfg, uint32_t shards)
-    : caf::event_based_actor(cfg), table_(shards), owners_(shards) {
+  // `check`: what proves a registration (none with --insecure).
+  directory(caf::actor_config& cfg, uint32_t shards,
+            std::shared_ptr<credential_check> check)
+    : caf::event_based_actor(cfg), table_(shards), owners_(shards),
+      check_(std::move(check)) {
   }
 
   caf::behavior make_behavior() override {
@@ -48,14 +52,30 @@ public:
         subscribe();
         return table_;
       },
-      [this](register_atom, uint32_t id,
-             std::string& addr) -> caf::result<std::vector<std::string>> {
+      [this](challenge_atom) -> std::string {
+        if (!check_ || !current_sender())
+          return {};
+        return check_->challenge(current_sender()->address());
+      },
+      [this](register_atom, uint32_t id, std::string& addr,
+             const std::string& cert,
+             const std::string& sig) -> caf::result<std::vector<std::string>> {
         if (id >= table_.size())
           return caf::make_error(caf::sec::invalid_argument,
                                  "no shard " + std::to_string(id));
         if (!current_sender())
           return caf::make_error(caf::sec::invalid_argument,
                                  "an anonymous registration");
+        if (check_) {
+          auto err = check_->verify(current_sender()->address(), id,
+                                    claim_text(id, "register at " + addr),
+                                    cert, sig);
+          if (err) {
+            say("launcher: refused a registration as shard %u: %s", id,
+                tact::describe(err).c_str());
+            return err;
+          }
+        }
         owners_[id] = current_sender()->address();
         monitor(current_sender());
         set(id, addr);
@@ -93,6 +113,7 @@ private:
   std::vector<std::string> table_;
   std::vector<caf::actor_addr> owners_;
   std::map<caf::actor_addr, caf::actor> subscribers_;
+  std::shared_ptr<credential_check> check_;
 };
 
 // -- one node's output --------------------------------------------------------------
@@ -378,8 +399,18 @@ int run_launcher(const args& a) {
     if (pki)
       remove_cluster_pki(*pki);
   }};
+  std::shared_ptr<credential_check> check;
+  if (!a.has("insecure")) {
+    std::string error;
+    check = credential_check::load(opts.get("ca"), error);
+    if (!check) {
+      std::fprintf(stderr, "kv_cluster: %s\n", error.c_str());
+      return 1;
+    }
+  }
   tact::runtime rt{node_options(opts)};
-  auto dir = rt.system().spawn<directory>(static_cast<uint32_t>(shards));
+  auto dir = rt.system().spawn<directory>(static_cast<uint32_t>(shards),
+                                          std::move(check));
   auto dir_port = rt.publish(
     dir, static_cast<uint16_t>(a.number("cluster-port", 0)), host);
   if (!dir_port) {

@@ -51,6 +51,11 @@
 //       asks a node's port for its actor once, as a node would: prints
 //       `reached HOST:PORT` and exits 0, or the reason and exits 1 (to
 //       check certificates, or that a stranger is kept out).
+//       --claim-shard I [--claim fetch --from J]  then claims, with its
+//       certificate, to be shard I: registers with the directory at
+//       HOST:PORT (as serving at 127.0.0.1:1), or asks shard J there for
+//       shard I's entries; prints `claim accepted` or `claim refused` and
+//       why (a certificate proves which shards a node is: identity.hpp).
 //
 // Exits 0 on SIGINT or SIGTERM, after stopping its children.
 

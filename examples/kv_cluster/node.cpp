@@ -10,6 +10,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <caf/scoped_actor.hpp>
+
+#include "identity.hpp"
 #include "kv.hpp"
 #include "tact/runtime/errc.hpp"
 
@@ -79,7 +82,62 @@ int run_check(const args& a) {
     return 1;
   }
   say("reached %s", a.get("join").c_str());
-  return 0;
+  if (!a.has("claim-shard"))
+    return 0;
+  // Claims to be a shard, with this node's certificate: registers with
+  // the directory at a port that serves nothing, or (--claim fetch) asks
+  // a shard for that shard's entries.
+  auto shard = static_cast<uint32_t>(a.number("claim-shard", 0));
+  std::unique_ptr<credentials> creds;
+  if (!a.has("insecure")) {
+    std::string error;
+    creds = credentials::load(a.get("cert"), a.get("key"), error);
+    if (!creds) {
+      say("%s", error.c_str());
+      return 2;
+    }
+  }
+  caf::scoped_actor self{rt.system()};
+  std::string nonce;
+  bool ok = false;
+  self->request(*hdl, std::chrono::seconds{5}, challenge_atom::value)
+    .receive([&](std::string& x) { nonce = std::move(x); ok = true; },
+             [&](caf::error& err) {
+               say("no challenge: %s", tact::describe(err).c_str());
+             });
+  if (!ok)
+    return 1;
+  auto proof = [&](const std::string& purpose) {
+    return creds ? creds->sign(claim_text(shard, purpose) + nonce)
+                 : std::string{};
+  };
+  auto cert = creds ? creds->cert_pem() : std::string{};
+  auto refused = [&](caf::error& err) {
+    say("claim refused: %s", tact::describe(err).c_str());
+    ok = false;
+  };
+  if (a.get("claim", "register") == "fetch") {
+    auto from = a.number("from", 0);
+    auto purpose = "fetch from shard-" + std::to_string(from);
+    self->request(*hdl, std::chrono::seconds{5}, fetch_atom::value, shard,
+                  cert, proof(purpose))
+      .receive(
+        [&](std::vector<entry>& entries) {
+          say("claim accepted: fetched %zu entries as shard %u",
+              entries.size(), shard);
+        },
+        refused);
+  } else {
+    std::string addr = "127.0.0.1:1";
+    self->request(*hdl, std::chrono::seconds{5}, register_atom::value, shard,
+                  addr, cert, proof("register at " + addr))
+      .receive(
+        [&](std::vector<std::string>&) {
+          say("claim accepted: registered as shard %u", shard);
+        },
+        refused);
+  }
+  return ok ? 0 : 1;
 }
 
 void die_with_parent(const args& a) {

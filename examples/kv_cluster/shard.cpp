@@ -15,6 +15,7 @@
 #include <caf/send.hpp>
 
 #include "aof.hpp"
+#include "identity.hpp"
 #include "kv.hpp"
 #include "tact/runtime/errc.hpp"
 
@@ -35,13 +36,16 @@ class store : public caf::event_based_actor {
 public:
   store(caf::actor_config& cfg, uint32_t id, uint32_t shards, caf::actor dir,
         std::string join, std::unique_ptr<write_log> log,
-        std::vector<entry> replayed)
+        std::vector<entry> replayed, std::unique_ptr<credentials> creds,
+        std::unique_ptr<credential_check> check)
     : caf::event_based_actor(cfg),
       id_(id),
       shards_(shards),
       dir_(std::move(dir), std::move(join)),
       peers_(shards),
-      log_(std::move(log)) {
+      log_(std::move(log)),
+      creds_(std::move(creds)),
+      check_(std::move(check)) {
     for (auto& e : replayed)
       keep(std::move(e), false);
   }
@@ -99,12 +103,31 @@ public:
         commit();
         return {status::ok, 0, {}};
       },
-      [this](fetch_atom, uint32_t asker) -> std::vector<entry> {
+      [this](challenge_atom) -> std::string {
+        if (!check_ || !current_sender())
+          return {};
+        return check_->challenge(current_sender()->address());
+      },
+      [this](fetch_atom, uint32_t asker, const std::string& cert,
+             const std::string& sig) -> caf::result<std::vector<entry>> {
+        if (asker >= shards_ || asker == id_ || !current_sender())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "no shard " + std::to_string(asker)
+                                   + " to fetch for");
+        if (check_) {
+          auto err = check_->verify(
+            current_sender()->address(), asker,
+            claim_text(asker, "fetch from shard-" + std::to_string(id_)),
+            cert, sig);
+          if (err) {
+            say("shard %u: refused a fetch: %s", id_,
+                tact::describe(err).c_str());
+            return err;
+          }
+        }
         // From now on the requester gets the writes that follow: the
         // snapshot and the copies are both taken in this actor's order.
-        if (asker < shards_ && asker != id_)
-          set_peer(asker,
-                   caf::actor_cast<caf::actor>(current_sender()));
+        set_peer(asker, caf::actor_cast<caf::actor>(current_sender()));
         std::vector<entry> out;
         for (auto& [key, e] : data_)
           if (holds(asker, primary_of(key, shards_), shards_))
@@ -160,23 +183,18 @@ private:
         this, table_[j],
         [this, j](caf::actor peer) {
           set_peer(j, peer);
-          request(peer, 10s, fetch_atom::value, id_)
-            .then(
-              [this, j](std::vector<entry>& entries) {
-                fetched_ += entries.size();
-                for (auto& e : entries)
-                  keep(std::move(e));
-                commit();
-                say("shard %u: fetched %zu keys from shard %u", id_,
-                    entries.size(), j);
-                fetched_one();
-              },
-              [this, j](caf::error& err) {
-                say("shard %u: fetch from shard %u failed: %s", id_, j,
-                    tact::describe(err).c_str());
-                sync_failed_ = true;
-                fetched_one();
-              });
+          prove(
+            this, peer, creds_.get(), id_,
+            "fetch from shard-" + std::to_string(j),
+            [this, j, peer](const std::string& cert, const std::string& sig) {
+              fetch_from(j, peer, cert, sig);
+            },
+            [this, j](const caf::error& err) {
+              say("shard %u: shard %u gave no challenge: %s", id_, j,
+                  tact::describe(err).c_str());
+              sync_failed_ = true;
+              fetched_one();
+            });
         },
         [this, j](const caf::error& err) {
           say("shard %u: cannot reach shard %u: %s", id_, j,
@@ -185,6 +203,27 @@ private:
           fetched_one();
         });
     }
+  }
+
+  void fetch_from(uint32_t j, const caf::actor& peer, const std::string& cert,
+                  const std::string& sig) {
+    request(peer, 10s, fetch_atom::value, id_, cert, sig)
+      .then(
+        [this, j](std::vector<entry>& entries) {
+          fetched_ += entries.size();
+          for (auto& e : entries)
+            keep(std::move(e));
+          commit();
+          say("shard %u: fetched %zu keys from shard %u", id_, entries.size(),
+              j);
+          fetched_one();
+        },
+        [this, j](caf::error& err) {
+          say("shard %u: fetch from shard %u failed: %s", id_, j,
+              tact::describe(err).c_str());
+          sync_failed_ = true;
+          fetched_one();
+        });
   }
 
   void fetched_one() {
@@ -202,7 +241,22 @@ private:
   void enrol() {
     if (!dir_.actor())
       return;
-    request(dir_.actor(), 5s, register_atom::value, id_, addr_)
+    prove(
+      this, dir_.actor(), creds_.get(), id_, "register at " + addr_,
+      [this](const std::string& cert, const std::string& sig) {
+        register_with(cert, sig);
+      },
+      [this](const caf::error& err) {
+        say("shard %u: the directory gave no challenge (%s); trying again",
+            id_, tact::describe(err).c_str());
+        delayed_send(this, 1s, register_atom::value);
+      });
+  }
+
+  void register_with(const std::string& cert, const std::string& sig) {
+    if (!dir_.actor())
+      return;
+    request(dir_.actor(), 5s, register_atom::value, id_, addr_, cert, sig)
       .then(
         [this](std::vector<std::string>& table) {
           table_ = std::move(table);
@@ -523,6 +577,10 @@ private:
   uint64_t live_bytes_ = 0;
   // None with --appendonly no.
   std::unique_ptr<write_log> log_;
+  // What proves this shard's id, and checks another's (none with
+  // --insecure).
+  std::unique_ptr<credentials> creds_;
+  std::unique_ptr<credential_check> check_;
   bool serving_ = false;
   size_t fetching_ = 0;
   size_t fetched_ = 0;
@@ -577,13 +635,26 @@ int run_shard(const args& a) {
         id, replayed.size(), static_cast<unsigned long long>(log->size()),
         log->path().c_str(), ms, a.get("fsync", "everysec").c_str());
   }
+  std::unique_ptr<credentials> creds;
+  std::unique_ptr<credential_check> check;
+  if (!a.has("insecure")) {
+    std::string error;
+    creds = credentials::load(a.get("cert"), a.get("key"), error);
+    if (creds)
+      check = credential_check::load(a.get("ca"), error);
+    if (!check) {
+      std::fprintf(stderr, "kv_cluster shard: %s\n", error.c_str());
+      return 1;
+    }
+  }
   tact::runtime rt{node_options(a)};
   auto dir = join_directory(rt, a, "shard");
   if (!dir)
     return 1;
   auto st = rt.system().spawn<store>(
     static_cast<uint32_t>(id), static_cast<uint32_t>(shards), dir,
-    a.get("join"), std::move(log), std::move(replayed));
+    a.get("join"), std::move(log), std::move(replayed), std::move(creds),
+    std::move(check));
   auto port = rt.publish(st, static_cast<uint16_t>(a.number("node-port", 0)),
                          host);
   if (!port) {

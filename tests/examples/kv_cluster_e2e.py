@@ -685,6 +685,98 @@ def check_as(cluster_args, port):
     return out.returncode == 0, (out.stdout + out.stderr).strip()
 
 
+def own_ca(d, *nodes):
+    """A CA made with the openssl command and, for each (name, subject alt
+    names) of `nodes`, a certificate it signed: [ca, (cert, key), ...]."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True,
+                       capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=kv cluster CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign")
+    out = [os.path.join(d, "ca.pem")]
+    for name, alt in nodes:
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("subjectAltName=%s\n" % alt)
+        openssl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", "/CN=kv_cluster " + name)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem",
+                "-CAkey", "ca.key", "-CAcreateserial", "-out", name + ".pem",
+                "-days", "2", "-extfile", name + ".ext")
+        out.append((os.path.join(d, name + ".pem"),
+                    os.path.join(d, name + ".key")))
+    return out
+
+
+def test_certificate_proves_the_shard():
+    """A node of the cluster claims to be shard 1 with a certificate that
+    does not name it (the gateway's): the directory refuses its
+    registration and shard 0 refuses it shard 1's entries; shard 1's own
+    certificate is accepted, but not its signature for another claim.
+    Then a cluster on a CA of its own, whose one machine certificate names
+    the three shards in subjectAltName URIs, serves; a certificate naming
+    shard 0 alone cannot claim shard 1."""
+    with Cluster() as c:
+        k = key_on(1)
+        check(cli(c, "SET", k, "mine") == "OK\n", "SET")
+        ports = node_ports(c)
+        pki = re.search(r"certificates are in (\S+) ",
+                        c.wait_for(r"certificates are in ")).group(1)
+
+        def as_node(name):
+            return ["--ca", os.path.join(pki, "ca.pem"),
+                    "--cert", os.path.join(pki, name + ".pem"),
+                    "--key", os.path.join(pki, name + ".key")]
+        claims = [
+            ("gateway", ["--claim-shard", "1"], "directory", False,
+             "does not name shard 1"),
+            ("gateway", ["--claim-shard", "1", "--claim", "fetch", "--from",
+                         "0"], "shard 0", False, "does not name shard 1"),
+            ("shard-2", ["--claim-shard", "1", "--claim", "fetch", "--from",
+                         "0"], "shard 0", False, "does not name shard 1"),
+            # Shard 1's proof for a fetch from shard 2, shown to shard 0.
+            ("shard-1", ["--claim-shard", "1", "--claim", "fetch", "--from",
+                         "2"], "shard 0", False, "signature"),
+            ("shard-1", ["--claim-shard", "1", "--claim", "fetch", "--from",
+                         "0"], "shard 0", True, "claim accepted"),
+        ]
+        for who, claim, port, accepted, words in claims:
+            ok, out = check_as(as_node(who) + claim, ports[port])
+            check(ok == accepted and words in out,
+                  "%s's certificate, %s at the %s: %s" % (who, claim, port,
+                                                          out))
+        check(cli(c, "GET", k) == "mine\n", "GET after the claims")
+        with c.cond:
+            moved = [ln for ln in c.lines if "127.0.0.1:1\b" in ln
+                     or "shard 1 at 127.0.0.1:1" in ln]
+        check(not moved, "the directory listed a claimant: %s" % moved)
+        c.check_stopped()
+    d = tempfile.mkdtemp(prefix="tact-kv-ca-")
+    try:
+        ca, machine, lone = own_ca(
+            d, ("machine", ",".join("URI:kv-cluster:shard-%d" % i
+                                    for i in range(SHARDS))),
+            ("lone", "URI:kv-cluster:shard-0"))
+        with Cluster("--ca", ca, "--cert", machine[0], "--key",
+                     machine[1]) as c:
+            for i in range(SHARDS):
+                c.wait_for(r"shard %d serving" % i)
+            check(cli(c, "SET", "x", "1") == "OK\n", "SET on the own CA")
+            ports = node_ports(c)
+            ok, out = check_as(["--ca", ca, "--cert", lone[0], "--key",
+                                lone[1], "--claim-shard", "1"],
+                               ports["directory"])
+            check(not ok and "does not name shard 1" in out,
+                  "a certificate naming shard 0 claimed shard 1: %s" % out)
+            c.check_stopped()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return "4 false claims refused, shard 1's own accepted; a machine " \
+        "certificate naming 3 shards by subjectAltName serves them"
+
+
 def test_strangers_get_no_actor():
     """Every node port (the directory's and each shard's) gives a stranger
     no actor: not one speaking plain BASP, not one with a certificate from
@@ -1218,7 +1310,8 @@ def main():
              test_sigkill_loses_no_acknowledged_write,
              test_unreachable_node_gives_an_error,
              test_gateway_restart_and_clean_stop,
-             test_strangers_get_no_actor, test_no_cleartext_between_nodes,
+             test_strangers_get_no_actor, test_certificate_proves_the_shard,
+             test_no_cleartext_between_nodes,
              test_basp_bomb_costs_nothing,
              test_client_that_never_reads_is_cut_off,
              test_requirepass_auth_and_info,
