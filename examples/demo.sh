@@ -86,7 +86,7 @@ show_log "$from"
 echo "== summary"
 echo "    $keys keys and a counter written through the gateway with redis-cli"
 echo "    shard 1 killed with SIGKILL; the launcher restarted it and it served again after ${restarted_ms} ms,"
-echo "    with its keys fetched from shards 0 and 2"
+echo "    with its keys from its own log and from shards 0 and 2"
 echo "    shard 2 killed too: $intact of $keys keys, visits = 3 and during-outage = yes still read back"
 echo "    DBSIZE -> $(cli DBSIZE)"
 if grep -q "links: TLS 1.3, certificates from the cluster's CA required both ways" "$log"; then

@@ -1231,6 +1231,69 @@ def test_log_rewrite_and_torn_tail():
         shutil.rmtree(data, ignore_errors=True)
 
 
+def gone_within(pids, seconds):
+    """Seconds until every one of `pids` has ended (reaped or a zombie),
+    or None after `seconds`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        alive = 0
+        for pid in pids:
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    alive += f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                pass
+        if not alive:
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    return None
+
+
+def test_nodes_exit_promptly():
+    """A shard ends soon after SIGTERM, also after it was stopped for 13 s
+    (it once hung for good in its runtime's shutdown then); every node
+    ends soon after its launcher is killed."""
+    figures = []
+    with Cluster(session=True) as c:
+        check(cli(c, "SET", "a", "1") == "OK\n", "SET")
+        pid = c.pid("shard 0")
+        os.kill(pid, signal.SIGTERM)
+        took = gone_within([pid], 5 * T)
+        check(took is not None, "shard 0 still runs 5 s after SIGTERM")
+        figures.append("SIGTERM %.0f ms" % (took * 1000))
+        c.wait_for(r"^\[shard 0\] shard 0 serving", count=2)
+        pid = c.pid("shard 1")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(13)
+        os.kill(pid, signal.SIGCONT)
+        # Its links timed out meanwhile: it sees them go, links again.
+        c.wait_for(r"^\[shard 1\] .*(lost the directory|rejoined)",
+                   timeout=10)
+        time.sleep(1)
+        os.kill(pid, signal.SIGTERM)
+        took = gone_within([pid], 5 * T)
+        check(took is not None, "shard 1, stopped for 13 s, still runs 5 s "
+              "after SIGTERM")
+        figures.append("after a 13 s stop %.0f ms" % (took * 1000))
+        c.wait_for(r"^\[shard 1\] shard 1 serving", count=2)
+        time.sleep(0.5)
+        nodes = [c.pid("shard %d" % i) for i in range(SHARDS)] + \
+            [c.pid("gateway")]
+        os.kill(c.proc.pid, signal.SIGKILL)
+        c.proc.wait()
+        took = gone_within(nodes, 5 * T)
+        check(took is not None, "nodes still run 5 s after their launcher "
+              "was killed")
+        figures.append("launcher killed: all %d nodes gone in %.0f ms"
+                       % (len(nodes), took * 1000))
+        with c.cond:
+            for ln in c.lines:
+                m = re.search(r"certificates are in (\S+) \(removed", ln)
+                if m:
+                    shutil.rmtree(m.group(1), ignore_errors=True)
+    return ", ".join(figures)
+
+
 def test_launcher_blink_loses_nothing():
     """The launcher (the directory) stopped with SIGSTOP for 30 s, then
     SIGCONT: the nodes lose it (BASP's heartbeat gives up after 10 s) and
@@ -1315,7 +1378,7 @@ def main():
              test_basp_bomb_costs_nothing,
              test_client_that_never_reads_is_cut_off,
              test_requirepass_auth_and_info,
-             test_launcher_blink_loses_nothing,
+             test_launcher_blink_loses_nothing, test_nodes_exit_promptly,
              test_sigkill_of_every_node_loses_nothing,
              test_log_rewrite_and_torn_tail]
     if ARGS.only:
