@@ -10,7 +10,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <tuple>
 
 #include <unistd.h>
@@ -541,12 +543,108 @@ private:
   bool flush_pending_ = false;
 };
 
+// -- what all clients together may hold -------------------------------------------------
+
+// The bounds across connections (each connection has its own as well,
+// below): the bytes of commands read and not yet run, partly received ones
+// included (Redis's query buffers), and the keys of the commands sent to
+// the shards and not yet answered. Shared by the sessions, which may run
+// on several threads.
+class shared_budget {
+public:
+  shared_budget(size_t max_query, size_t max_keys)
+    : max_query_(max_query), max_keys_(max_keys) {
+  }
+
+  /// `who` holds `bytes` of commands not yet run. Past the limit, the
+  /// session that holds the most (perhaps `who`), to be disconnected; its
+  /// bytes no longer count.
+  caf::actor_addr hold(const caf::actor_addr& who, size_t bytes) {
+    std::lock_guard<std::mutex> guard{mx_};
+    auto& mine = query_[who];
+    query_total_ = query_total_ - mine + bytes;
+    mine = bytes;
+    if (max_query_ == 0 || query_total_ <= max_query_)
+      return {};
+    auto most = std::max_element(query_.begin(), query_.end(),
+                                 [](auto& x, auto& y) {
+                                   return x.second < y.second;
+                                 });
+    query_total_ -= most->second;
+    most->second = 0;
+    return most->first;
+  }
+
+  /// Whether the keys in flight leave room for another command; if not,
+  /// `who` gets (retry_atom, true) once keys are given back. A command
+  /// started with room may pass the limit by its own keys (at most
+  /// max_command_keys + 1), once per thread running sessions.
+  bool room(const caf::actor_addr& who) {
+    std::lock_guard<std::mutex> guard{mx_};
+    if (max_keys_ == 0 || keys_ < max_keys_)
+      return true;
+    waiting_.insert(who);
+    return false;
+  }
+
+  void take_keys(size_t n) {
+    std::lock_guard<std::mutex> guard{mx_};
+    keys_ += n;
+  }
+
+  void give_keys(size_t n) {
+    std::set<caf::actor_addr> wake;
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      keys_ -= std::min(keys_, n);
+      wake.swap(waiting_);
+    }
+    for (auto& who : wake)
+      if (auto hdl = caf::actor_cast<caf::actor>(who))
+        caf::anon_send(hdl, retry_atom::value, true);
+  }
+
+  /// A session that ends: what it held is given back.
+  void leave(const caf::actor_addr& who, size_t keys) {
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      if (auto i = query_.find(who); i != query_.end()) {
+        query_total_ -= i->second;
+        query_.erase(i);
+      }
+      waiting_.erase(who);
+    }
+    if (keys > 0)
+      give_keys(keys);
+  }
+
+  /// For INFO: bytes of commands not yet run, keys in flight.
+  std::pair<size_t, size_t> held() {
+    std::lock_guard<std::mutex> guard{mx_};
+    return {query_total_, keys_};
+  }
+
+  [[nodiscard]] size_t max_query() const noexcept {
+    return max_query_;
+  }
+
+private:
+  const size_t max_query_;
+  const size_t max_keys_;
+  std::mutex mx_;
+  std::map<caf::actor_addr, size_t> query_;
+  size_t query_total_ = 0;
+  size_t keys_ = 0;
+  std::set<caf::actor_addr> waiting_;
+};
+
 // -- session: one client connection ---------------------------------------------------
 
 // Commands in flight per connection, and keys in them, before reading
-// stops.
+// stops; the keys one command may name.
 constexpr size_t max_in_flight = 1024;
 constexpr size_t max_in_flight_args = 64 * 1024;
+constexpr size_t max_command_keys = 64 * 1024;
 // Until a connection's first answers show how large they are, this many
 // commands at most are in flight (1,024 GETs of a 1 MiB value would be a
 // GiB on its way before the first came back).
@@ -571,15 +669,24 @@ struct output_limits {
 class session : public caf::event_based_actor {
 public:
   session(caf::actor_config& cfg, caf::actor router, output_limits limits,
-          std::shared_ptr<const std::string> password)
+          std::shared_ptr<const std::string> password,
+          std::shared_ptr<shared_budget> budget, bool appendonly)
     : caf::event_based_actor(cfg), router_(std::move(router)),
       limits_(limits), password_(std::move(password)),
-      authenticated_(!password_ || password_->empty()) {
+      authenticated_(!password_ || password_->empty()),
+      budget_(std::move(budget)), appendonly_(appendonly) {
     ++clients;
   }
 
   ~session() override {
     --clients;
+  }
+
+  void on_exit() override {
+    // The answers still awaited will not come here: their keys are given
+    // back now.
+    budget_->leave(address(), args_in_flight_);
+    args_in_flight_ = 0;
   }
 
   caf::behavior make_behavior() override {
@@ -591,6 +698,11 @@ public:
         t_.consumed(n);
         pump();
       },
+      // Keys were given back: the command waiting for them may go.
+      [this](retry_atom, bool) { pump(); },
+      // Disconnected: over the query bytes all clients may hold, this one
+      // holds the most.
+      [this](evict_atom) { evict(); },
       [this](tact::eof_received) {
         // Answer what was asked, then close.
         eof_ = true;
@@ -623,6 +735,13 @@ private:
       return;
     while (!closing_ && !writing_paused_ && slots_.size() < in_flight_limit()
            && args_in_flight_ < max_in_flight_args) {
+      // Parsed, a command costs more than its bytes: none is parsed while
+      // the keys in flight across clients are at their limit.
+      if (!budget_->room(address())) {
+        waiting_ = true;
+        break;
+      }
+      waiting_ = false;
       auto next = decoder_.next();
       if (!next) {
         // Redis's words: "Protocol error: invalid bulk length".
@@ -644,11 +763,13 @@ private:
       }
       run(std::move(**next));
     }
+    account();
     flush();
     steer();
-    // After the peer's EOF, what is left unparsed is a command cut short.
+    // After the peer's EOF, what is left unparsed is a command cut short
+    // (unless it waits for room among the keys in flight).
     if (!t_.is_closing() && slots_.empty()
-        && (closing_ || (eof_ && !writing_paused_)))
+        && (closing_ || (eof_ && !writing_paused_ && !waiting_)))
       t_.close();
   }
 
@@ -657,7 +778,8 @@ private:
     // Whole commands wait unparsed only behind these; a command still
     // coming never stops reading, or it could never complete.
     bool pause = writing_paused_ || slots_.size() >= in_flight_limit()
-                 || args_in_flight_ >= max_in_flight_args || closing_;
+                 || args_in_flight_ >= max_in_flight_args || closing_
+                 || waiting_;
     if (pause && !paused_) {
       t_.pause_reading();
       paused_ = true;
@@ -700,6 +822,34 @@ private:
     }
     authenticated_ = true;
     return "+OK\r\n";
+  }
+
+  // Tells the budget what this connection holds unparsed; past the limit
+  // across clients, the largest holder goes.
+  void account() {
+    auto victim = budget_->hold(address(), decoder_.buffered());
+    if (!victim)
+      return;
+    if (victim == address())
+      evict();
+    else if (auto hdl = caf::actor_cast<caf::actor>(victim))
+      caf::anon_send(hdl, evict_atom::value);
+  }
+
+  void evict() {
+    if (closing_)
+      return;
+    auto peer = t_.get_extra_info("peername");
+    say("gateway: client %s disconnected: %zu bytes of commands unread, the "
+        "most of all clients, which hold more than %zu bytes together",
+        peer ? caf::deep_to_string(*peer).c_str() : "?", decoder_.buffered(),
+        budget_->max_query());
+    decoder_ = tact::resp::command_decoder{command_limits};
+    waiting_ = false;
+    answer_now("ERR Protocol error: query buffer limit of all clients", true);
+    closing_ = true;
+    budget_->hold(address(), 0);
+    pump();
   }
 
   void run(tact::resp::command cmd) {
@@ -771,26 +921,38 @@ private:
     } else if (name == "config" && cmd.size() == 3 && lower(cmd[1]) == "get") {
       // redis-benchmark asks these two; the store is in memory only.
       auto param = lower(cmd[2]);
+      // Shards keep no snapshots; each keeps a log unless
+      // --appendonly no.
       if (param == "save" || param == "appendonly") {
         tact::resp::append_array_header(out, 2);
         tact::resp::append_bulk(out, param);
-        tact::resp::append_bulk(out, param == "save" ? "" : "no");
+        tact::resp::append_bulk(out, param == "save"  ? ""
+                                     : appendonly_    ? "yes"
+                                                      : "no");
       } else {
         tact::resp::append_array_header(out, 0);
       }
+    } else if (cmd.size() > max_command_keys + 1) {
+      tact::resp::append_error(
+        out, "ERR too many arguments for one command: "
+               + std::to_string(cmd.size() - 1) + " (the gateway takes "
+               + std::to_string(max_command_keys) + ")");
     } else {
-      auto seq = next_seq_++;
       auto weight = cmd.size();
+      budget_->take_keys(weight);
+      auto seq = next_seq_++;
       args_in_flight_ += weight;
       slots_.emplace_back(std::nullopt);
       request(router_, caf::infinite, command_atom::value, std::move(cmd))
         .then(
           [this, seq, weight](std::string& answer) {
             args_in_flight_ -= weight;
+            budget_->give_keys(weight);
             fill(seq, std::move(answer));
           },
           [this, seq, weight](caf::error& err) {
             args_in_flight_ -= weight;
+            budget_->give_keys(weight);
             fill(seq, error_text("ERR " + tact::describe(err)));
           });
       return;
@@ -888,6 +1050,11 @@ private:
   uint64_t answer_bytes_ = 0;
   size_t held_ = 0;
   size_t args_in_flight_ = 0;
+  // What all clients may hold together.
+  std::shared_ptr<shared_budget> budget_;
+  // Whether it waits for room among the keys in flight across clients.
+  bool waiting_ = false;
+  bool appendonly_;
   std::deque<std::optional<std::string>> slots_;
   uint64_t first_seq_ = 0;
   uint64_t next_seq_ = 0;
@@ -966,9 +1133,25 @@ int run_gateway(const args& a) {
     }
     password = std::make_shared<const std::string>(std::move(line));
   }
+  // Across clients: the bytes of commands read and not yet run, and the
+  // keys of commands in flight to the shards (0: no limit).
+  auto max_query_bytes = a.number("max-query-bytes", 256L * 1024 * 1024);
+  auto max_keys = a.number("max-keys-in-flight", 128L * 1024);
+  if (max_query_bytes < 0 || max_keys < 0
+      || (max_keys > 0 && max_keys < static_cast<long>(max_command_keys + 1))) {
+    std::fprintf(stderr, "kv_cluster gateway: --max-query-bytes N >= 0 and "
+                         "--max-keys-in-flight 0 or N > %zu\n",
+                 max_command_keys);
+    caf::anon_send_exit(rtr, caf::exit_reason::user_shutdown);
+    return 2;
+  }
+  auto budget = std::make_shared<shared_budget>(
+    static_cast<size_t>(max_query_bytes), static_cast<size_t>(max_keys));
+  bool appendonly = a.get("appendonly", "yes") == "yes";
   auto srv = rt.create_server(
-    [&sys, rtr, output_limit, password] {
-      return caf::actor{sys.spawn<session>(rtr, output_limit, password)};
+    [&sys, rtr, output_limit, password, budget, appendonly] {
+      return caf::actor{sys.spawn<session>(rtr, output_limit, password,
+                                           budget, appendonly)};
     },
     host, static_cast<uint16_t>(port));
   if (!srv) {

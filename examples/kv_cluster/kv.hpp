@@ -69,6 +69,9 @@ using stop_atom = caf::atom_constant<caf::atom("kv_stop")>;
 using retry_atom = caf::atom_constant<caf::atom("kv_retry")>;
 // A node to itself: connect to the directory again (it was lost).
 using rejoin_atom = caf::atom_constant<caf::atom("kv_rejoin")>;
+// Gateway, to a client's session: over the query bytes all clients may
+// hold, it holds the most; it is disconnected.
+using evict_atom = caf::atom_constant<caf::atom("kv_evict")>;
 // To oneself: send what was gathered while the mailbox was read.
 using flush_atom = caf::atom_constant<caf::atom("kv_flush")>;
 

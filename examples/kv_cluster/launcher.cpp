@@ -481,10 +481,15 @@ int run_launcher(const args& a) {
     gateway_argv.push_back("--requirepass-file");
     gateway_argv.push_back(a.get("requirepass-file"));
   }
-  if (a.has("client-output-limit")) {
-    gateway_argv.push_back("--client-output-limit");
-    gateway_argv.push_back(a.get("client-output-limit"));
+  for (auto* option : {"client-output-limit", "max-query-bytes",
+                       "max-keys-in-flight"}) {
+    if (a.has(option)) {
+      gateway_argv.push_back(std::string{"--"} + option);
+      gateway_argv.push_back(a.get(option));
+    }
   }
+  gateway_argv.push_back("--appendonly");
+  gateway_argv.push_back(a.get("appendonly", "yes"));
   auto gateway_tls = identity("gateway");
   gateway_argv.insert(gateway_argv.end(), gateway_tls.begin(),
                       gateway_tls.end());

@@ -24,6 +24,14 @@
 //                            more than SOFT for SECONDS, is disconnected
 //                            (Redis's client-output-buffer-limit; default
 //                            67108864,16777216,10; 0 turns a limit off)
+//       --max-query-bytes N  the bytes of commands read and not yet run
+//                            that all clients may hold together; past it,
+//                            the client holding the most is disconnected
+//                            (default 268435456)
+//       --max-keys-in-flight N  the arguments of the commands in flight to
+//                            the shards from all clients together; past
+//                            it, clients wait (default 131072; a command
+//                            takes at most 65536 keys)
 //       --ca F --cert F --key F   the cluster's CA and this node's
 //                            certificate and key (PEM), for nodes on
 //                            several machines; without them the launcher

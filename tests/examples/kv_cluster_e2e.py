@@ -218,13 +218,13 @@ class Client:
         self.sock.close()
 
     def send(self, *cmds):
-        out = b""
+        out = []
         for cmd in cmds:
-            out += b"*%d\r\n" % len(cmd)
+            out.append(b"*%d\r\n" % len(cmd))
             for arg in cmd:
                 arg = arg if isinstance(arg, bytes) else str(arg).encode()
-                out += b"$%d\r\n%s\r\n" % (len(arg), arg)
-        self.sock.sendall(out)
+                out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        self.sock.sendall(b"".join(out))
 
     def _line(self):
         while b"\r\n" not in self.buf:
@@ -1022,6 +1022,130 @@ def test_client_that_never_reads_is_cut_off():
             cut.split("gateway: ", 1)[-1], peak // 1024, sent[0])
 
 
+class Peak:
+    """The peak RSS of some processes, sampled every 20 ms, in KiB."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.peak = {p: 0 for p in pids}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            for p in self.pids:
+                self.peak[p] = max(self.peak[p], rss_kib(p))
+            time.sleep(0.02)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+def test_bounds_across_clients():
+    """One command with 1,048,575 keys is refused with an error and the
+    connection goes on. 50 clients each send EXISTS with 65,536 keys while
+    the shards are stopped: the keys in flight across clients are bounded
+    (131,072 by default), every client is answered once the shards go on,
+    and the gateway stays small (1.7 GiB without the bound). Four clients
+    each leave a SET of a 100 MiB value unfinished after 24 MiB, with
+    --max-query-bytes 64 MiB: those holding the most are disconnected, and
+    the gateway grows by about the limit."""
+    with Cluster("--timeout-ms", "60000", "--max-query-bytes",
+                 str(64 << 20)) as c:
+        gw = c.pid("gateway")
+        shards = [c.pid("shard %d" % i) for i in range(SHARDS)]
+        base = rss_kib(gw)
+        cl = Client(c.port, timeout=60 * T)
+        r = cl.call("EXISTS", *("big-%d" % i for i in range(1048575)))
+        check(isinstance(r, RuntimeError) and "too many arguments" in str(r),
+              "EXISTS with 1,048,575 keys: %r" % (r,))
+        check(cl.call("PING") == "PONG", "PING after the refusal")
+        one = rss_kib(gw) - base
+        check(one < 96 * 1024 * T, "the refused command grew the gateway by "
+              "%d MiB" % (one // 1024))
+        peak = Peak([gw] + shards)
+        for p in shards:
+            os.kill(p, signal.SIGSTOP)
+        clients = []
+        try:
+            senders = []
+            for n in range(50):
+                x = Client(c.port, timeout=120 * T)
+                cmd = ["EXISTS"] + ["key-%d-%d" % (n, i) for i in range(65536)]
+                t = threading.Thread(target=x.send, args=(cmd,), daemon=True)
+                t.start()
+                senders.append(t)
+                clients.append(x)
+            time.sleep(2 * T)
+        finally:
+            for p in shards:
+                os.kill(p, signal.SIGCONT)
+        answers = [x.reply() for x in clients]
+        for t in senders:
+            t.join(60 * T)
+        peaks = peak.stop()
+        for x in clients:
+            x.close()
+        check(answers == [0] * 50, "answers: %s" % sorted(set(map(repr, answers))))
+        gw_peak = peaks[gw] // 1024
+        shard_peak = max(peaks[p] for p in shards) // 1024
+        if not SLOW:
+            check(gw_peak < 512, "gateway peak RSS %d MiB with 50 clients of "
+                  "65,536 keys each" % gw_peak)
+        # Unfinished values, over the query bytes all clients may hold.
+        base = rss_kib(gw)
+        peak = Peak([gw])
+        holders = []
+        for n in range(4):
+            x = Client(c.port, timeout=60 * T)
+            x.sock.sendall(b"*3\r\n$3\r\nSET\r\n$4\r\nhuge\r\n$%d\r\n"
+                           % (100 << 20))
+            chunk = b"v" * (1 << 20)
+            try:
+                for _ in range(24):
+                    x.sock.sendall(chunk)
+            except OSError:
+                pass  # disconnected meanwhile
+            holders.append(x)
+            time.sleep(0.2)
+        cut = 0
+        for x in holders:
+            # Cut ones have their answer by now; the others wait for the
+            # rest of their value.
+            x.sock.settimeout(2 * T)
+            try:
+                r = x.reply()
+                check(isinstance(r, RuntimeError)
+                      and "query buffer limit of all clients" in str(r),
+                      "a holder got %r" % (r,))
+                cut += 1
+            except socket.timeout:
+                pass
+            except (EOFError, OSError):
+                cut += 1
+        growth = (peak.stop()[gw] - base) // 1024
+        check(1 <= cut <= 3, "%d of 4 holders were disconnected" % cut)
+        other = Client(c.port, timeout=30 * T)
+        check(other.call("PING") == "PONG", "PING beside the holders")
+        other.close()
+        for x in holders:
+            x.close()
+        if not SLOW:
+            check(growth < 128, "the gateway grew by %d MiB with 96 MiB of "
+                  "unfinished values against a 64 MiB limit" % growth)
+        with c.cond:
+            said = [ln for ln in c.lines if "the most of all clients" in ln]
+        check(said, "no log line for the disconnection")
+        c.check_stopped()
+    return "1,048,575 keys refused (+%d MiB); 50 x 65,536 keys: gateway " \
+        "peak %d MiB, shards %d MiB, all answered; %d of 4 unfinished " \
+        "values cut, gateway +%d MiB" % (one // 1024, gw_peak, shard_peak,
+                                        cut, growth)
+
+
 def test_requirepass_auth_and_info():
     """--requirepass-file: every command but AUTH, HELLO and QUIT answers
     NOAUTH until AUTH (or HELLO 2 AUTH) gives the password, with Redis's
@@ -1377,6 +1501,7 @@ def main():
              test_no_cleartext_between_nodes,
              test_basp_bomb_costs_nothing,
              test_client_that_never_reads_is_cut_off,
+             test_bounds_across_clients,
              test_requirepass_auth_and_info,
              test_launcher_blink_loses_nothing, test_nodes_exit_promptly,
              test_sigkill_of_every_node_loses_nothing,
