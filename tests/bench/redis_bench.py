@@ -17,10 +17,12 @@ import io
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,13 +64,16 @@ def children(pid):
 
 
 class RedisServer:
-    name = "redis-server"
+    """redis-server; `aof`: its append-only file, fsync everysec."""
 
-    def __init__(self):
+    def __init__(self, aof=False):
         self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="redis-bench-")
         self.proc = subprocess.Popen(
             ["taskset", "-c", "0", "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
+             "--appendonly", "yes" if aof else "no",
+             "--appendfsync", "everysec",
              "--daemonize", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
@@ -82,15 +87,17 @@ class RedisServer:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Cluster:
     """kv_cluster's launcher; `extra` goes on its command line."""
 
     def __init__(self, exe, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="kv-bench-")
         self.proc = subprocess.Popen(
             ["taskset", "-c", "0", exe, "--shards", "3", "--port", "0",
-             *extra],
+             "--data-dir", self.dir, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in self.proc.stdout:
             m = re.match(r"listening on tcp://127\.0\.0\.1:(\d+)", line)
@@ -111,6 +118,7 @@ class Cluster:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def bench(server, test, pipeline, opts):
@@ -145,11 +153,14 @@ def report(opts, results, names):
         "`tests/bench/redis_bench.sh` runs `redis-benchmark -c %d -n %d -r "
         "100000` for each command, with no pipelining (`-P 1`) and with 16 "
         "commands in flight per connection (`-P 16`), against redis-server "
-        "(no persistence) and against kv_cluster's gateway in front of "
-        "three shard processes (every write copied to a second shard before "
-        "it is acknowledged), once with its default TLS 1.3 links between "
-        "the nodes and once with plain BASP links (`--insecure`, how it ran "
-        "before its links were secured). The servers are pinned to core 0 and "
+        "(without persistence, and with its append-only file synced every "
+        "second) and against kv_cluster's gateway in front of three shard "
+        "processes (every write copied to a second shard before it is "
+        "acknowledged): as it runs by default (TLS 1.3 links between the "
+        "nodes, each shard logging its writes with `--fsync everysec`), "
+        "with `--fsync always`, without the log (`--appendonly no`), and "
+        "with neither the log nor TLS (`--insecure --appendonly no`, how it "
+        "ran before both). The servers are pinned to core 0 and "
         "redis-benchmark to core 1; %d repetitions, median and min–max. "
         "CPU is the user + system time of every server process per request."
         % (opts.clients, opts.requests, opts.reps))
@@ -177,9 +188,14 @@ def report(opts, results, names):
         "shard), each through CAF's BASP with its serialization and its "
         "middleman thread, and actor messages on both sides of each hop. "
         "redis-server answers from the thread that read the command. What "
-        "the TLS links cost is the difference between the two kv_cluster "
-        "rows: an encryption and a decryption of each BASP message on each "
-        "hop, on the middleman's thread.")
+        "the TLS links cost is the difference between the last two "
+        "kv_cluster rows: an encryption and a decryption of each BASP "
+        "message on each hop, on the middleman's thread. What the log costs "
+        "is the difference between the default row and the one without "
+        "it: a write(2) per batch of commands or copies on each of the two "
+        "shards that hold the key, and an fdatasync a second from a thread "
+        "of the log; with `--fsync always`, an fdatasync per batch on both "
+        "shards before the answer. GET writes nothing to the log.")
     lines.append("")
     lines.append(END)
     return "\n".join(lines)
@@ -213,13 +229,20 @@ def main():
     opts = p.parse_args()
     opts.pipelines = [int(x) for x in opts.pipelines.split(",")]
     exe = os.path.join(opts.build, "examples", "kv_cluster")
-    # The cluster as it runs by default (TLS 1.3 links between the nodes,
-    # certificates both ways) and with plain BASP links (--insecure, as it
-    # ran before): the difference is what TLS costs.
-    makers = [RedisServer, lambda: Cluster(exe),
-              lambda: Cluster(exe, ["--insecure"])]
-    names = [RedisServer.name, "kv_cluster (3 shards, TLS links)",
-             "kv_cluster (3 shards, plain links)"]
+    # The anchors (redis-server with and without its AOF), the cluster as
+    # it runs by default, with every write synced, without its log, and
+    # without log and TLS (as it ran before both): the differences are
+    # what each costs.
+    makers = [RedisServer, lambda: RedisServer(aof=True),
+              lambda: Cluster(exe),
+              lambda: Cluster(exe, ["--fsync", "always"]),
+              lambda: Cluster(exe, ["--appendonly", "no"]),
+              lambda: Cluster(exe, ["--insecure", "--appendonly", "no"])]
+    names = ["redis-server", "redis-server (AOF, fsync everysec)",
+             "kv_cluster (TLS links, log fsync everysec: default)",
+             "kv_cluster (TLS links, log fsync always)",
+             "kv_cluster (TLS links, no log)",
+             "kv_cluster (plain links, no log)"]
     results = {}
     for rep in range(opts.reps):
         for make, name in zip(makers, names):

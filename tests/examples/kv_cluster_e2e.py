@@ -274,6 +274,106 @@ def cli(cluster, *args, stdin=None):
     return r.stdout
 
 
+def check_read_back(cl, acked, when=""):
+    """Every key of `acked` has its value, read 500 at a time."""
+    keys = sorted(acked)
+    lost = []
+    for start in range(0, len(keys), 500):
+        batch = keys[start:start + 500]
+        cl.send(*[("GET", k) for k in batch])
+        for k in batch:
+            r = cl.reply()
+            if r != acked[k].encode():
+                lost.append((k, r))
+    check(not lost, "%d of %d acknowledged writes lost or wrong%s, e.g. %r"
+          % (len(lost), len(keys), when, lost[:5]))
+
+
+class Writers:
+    """`n` clients, one command at a time each: a SET of a fresh key, an
+    INCR of a counter of its own, a SET of a key of its own overwritten,
+    and again, until `stop()`. Records what was acknowledged. `killed`:
+    connections will be cut (the whole cluster is killed), which ends a
+    writer instead of counting as an error."""
+
+    def __init__(self, port, n=4, prefix="w", killed=False):
+        self.port, self.prefix, self.killed = port, prefix, killed
+        self.acked = {}            # fresh key -> value
+        self.ack_times = []        # (time, key) of each acknowledged SET
+        self.incrs = {}            # writer -> [acknowledged, unknown]
+        self.last_overwrite = {}   # writer -> last acknowledged value
+        self.refused = []          # error replies
+        self.errors = []           # what no writer should see
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(w,))
+                        for w in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, wid):
+        cl = Client(self.port, timeout=30 * T)
+        self.incrs[wid] = counts = [0, 0]
+        i = 0
+        try:
+            while not self.done.is_set():
+                key = "%s%d:%d" % (self.prefix, wid, i)
+                value = "value-%d-%d-%s" % (wid, i, "x" * (i % 50))
+                r = cl.call("SET", key, value)
+                if r == "OK":
+                    with self.lock:
+                        self.acked[key] = value
+                        self.ack_times.append((time.monotonic(), key))
+                elif isinstance(r, Exception):
+                    self.refused.append(str(r))
+                else:
+                    self.errors.append("SET answered %r" % (r,))
+                # In flight: its outcome is unknown until it is answered.
+                counts[1] += 1
+                r = cl.call("INCR", "%scnt:%d" % (self.prefix, wid))
+                if isinstance(r, int):
+                    counts[1] -= 1
+                    counts[0] += 1
+                    check(r >= counts[0], "INCR went back: %d" % r)
+                elif "may or may not" not in str(r):
+                    counts[1] -= 1
+                    self.refused.append(str(r))
+                r = cl.call("SET", "%sow:%d" % (self.prefix, wid), str(i))
+                if r == "OK":
+                    self.last_overwrite[wid] = i
+                i += 1
+        except (EOFError, OSError) as e:
+            if not self.killed:
+                self.errors.append("writer %d: %r" % (wid, e))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.errors.append("writer %d: %r" % (wid, e))
+        finally:
+            cl.close()
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(60 * T)
+
+    def check_read_back(self, cl, when=""):
+        """Every acknowledged write is there: the fresh keys with their
+        values, each counter within its acknowledged and unknown INCRs,
+        each overwritten key at least at its last acknowledged value."""
+        check_read_back(cl, self.acked, when)
+        for wid, (ok, unknown) in self.incrs.items():
+            r = cl.call("GET", "%scnt:%d" % (self.prefix, wid))
+            n = int(r) if isinstance(r, bytes) else -1
+            check(ok <= n <= ok + unknown,
+                  "counter %d is %r%s after %d acknowledged INCRs (%d "
+                  "unknown)" % (wid, r, when, ok, unknown))
+            if wid in self.last_overwrite:
+                r = cl.call("GET", "%sow:%d" % (self.prefix, wid))
+                check(isinstance(r, bytes)
+                      and int(r) >= self.last_overwrite[wid],
+                      "overwritten key %d is %r%s, last acknowledged %d"
+                      % (wid, r, when, self.last_overwrite[wid]))
+
+
 # -- tests ----------------------------------------------------------------------------
 
 
@@ -418,48 +518,9 @@ def test_sigkill_loses_no_acknowledged_write():
     its own, one command at a time; what was acknowledged must all be
     there at the end."""
     with Cluster() as c:
-        acked = {}             # fresh key -> value
-        ack_times = []         # (time, key) of each acknowledged fresh SET
-        incrs = {}             # writer -> [acknowledged, unknown outcome]
-        last_overwrite = {}    # writer -> last acknowledged value
         refused = []
-        lock = threading.Lock()
         stop = threading.Event()
         errors = []
-
-        def writer(wid):
-            cl = Client(c.port, timeout=30 * T)
-            incrs[wid] = [0, 0]
-            i = 0
-            try:
-                while not stop.is_set():
-                    key, value = "w%d:%d" % (wid, i), "value-%d-%d" % (wid, i)
-                    r = cl.call("SET", key, value)
-                    if r == "OK":
-                        with lock:
-                            acked[key] = value
-                            ack_times.append((time.monotonic(), key))
-                    elif isinstance(r, Exception):
-                        refused.append(str(r))
-                    else:
-                        errors.append("SET answered %r" % (r,))
-                    r = cl.call("INCR", "cnt:%d" % wid)
-                    if isinstance(r, int):
-                        incrs[wid][0] += 1
-                        check(r >= incrs[wid][0], "INCR went back: %d" % r)
-                    elif "may or may not" in str(r):
-                        incrs[wid][1] += 1
-                    else:
-                        refused.append(str(r))
-                    r = cl.call("SET", "ow:%d" % wid, str(i))
-                    if r == "OK":
-                        last_overwrite[wid] = i
-                    i += 1
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append("writer %d: %r" % (wid, e))
-            finally:
-                cl.close()
-
         hot = key_on(1, "hot")
         pipelined = {"batches": 0, "last": 0}
 
@@ -495,9 +556,8 @@ def test_sigkill_loses_no_acknowledged_write():
             finally:
                 cl.close()
 
-        threads = [threading.Thread(target=writer, args=(w,))
-                   for w in range(4)]
-        threads.append(threading.Thread(target=pipeliner))
+        writers = Writers(c.port)
+        threads = [threading.Thread(target=pipeliner)]
         for t in threads:
             t.start()
         try:
@@ -522,46 +582,29 @@ def test_sigkill_loses_no_acknowledged_write():
             time.sleep(0.5)
         finally:
             stop.set()
+            writers.stop()
             for t in threads:
                 t.join(60 * T)
+        errors += writers.errors
+        refused += writers.refused
         check(not errors, "client errors: %s" % errors[:5])
-        outage = [k for t, k in ack_times
+        outage = [k for t, k in writers.ack_times
                   if t_kill < t < t_back and primary_of(k) == 1]
         check(outage, "no write to shard 1's keys was acknowledged while it "
               "was down (refusals: %s)" % refused[:5])
         cl = Client(c.port, timeout=30 * T)
-        keys = sorted(acked)
-        lost = []
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            cl.send(*[("GET", k) for k in batch])
-            for k in batch:
-                r = cl.reply()
-                if r != acked[k].encode():
-                    lost.append((k, r))
-        check(not lost, "%d of %d acknowledged writes lost or wrong, e.g. %r"
-              % (len(lost), len(keys), lost[:5]))
+        writers.check_read_back(cl)
         r = cl.call("GET", hot)
         check(isinstance(r, bytes) and int(r) >= pipelined["last"],
               "%s is %r after the answer %d" % (hot, r, pipelined["last"]))
-        for wid, (ok, unknown) in incrs.items():
-            r = cl.call("GET", "cnt:%d" % wid)
-            n = int(r) if isinstance(r, bytes) else -1
-            check(ok <= n <= ok + unknown,
-                  "counter %d is %r after %d acknowledged INCRs (%d unknown)"
-                  % (wid, r, ok, unknown))
-            r = cl.call("GET", "ow:%d" % wid)
-            check(isinstance(r, bytes) and int(r) >= last_overwrite[wid],
-                  "overwritten key %d is %r, last acknowledged %d"
-                  % (wid, r, last_overwrite[wid]))
         cl.close()
         c.check_stopped()
         return ("%d acknowledged SETs (%d to shard 1's keys while it was "
                 "down), %d INCRs, all read back after SIGKILL of shard 1 "
                 "then shard 2; shard 1 served again %.2f s after its kill; "
                 "%d commands refused; %d pipelined batches of 20 INCRs" % (
-                    len(keys), len(outage),
-                    sum(v[0] for v in incrs.values()), t_back - t_kill,
+                    len(writers.acked), len(outage),
+                    sum(v[0] for v in writers.incrs.values()), t_back - t_kill,
                     len(refused), pipelined["batches"]))
 
 
@@ -662,19 +705,8 @@ def node_ports(c):
 def foreign_identity(d):
     """A CA of another cluster and a node certificate it signed (made with
     the openssl command): what a node of another cluster would hold."""
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True,
-                       capture_output=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "2", "-subj", "/CN=another cluster",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign")
-    openssl("req", *ec, "-keyout", "node.key", "-out", "node.csr",
-            "-subj", "/CN=kv_cluster shard-0")
-    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey",
-            "ca.key", "-CAcreateserial", "-out", "node.pem", "-days", "2")
-    return [os.path.join(d, f) for f in ("ca.pem", "node.pem", "node.key")]
+    ca, (cert, key) = own_ca(d, ("shard-0", "URI:kv-cluster:shard-0"))
+    return [ca, cert, key]
 
 
 def check_as(cluster_args, port):
@@ -1214,58 +1246,17 @@ def test_sigkill_of_every_node_loses_nothing():
     data = tempfile.mkdtemp(prefix="tact-kv-data-")
     try:
         c = Cluster("--fsync", "always", data_dir=data, session=True)
-        acked = {}
-        incrs = {}
-        lock = threading.Lock()
-        stop = threading.Event()
-        errors = []
-
-        def writer(wid):
-            cl = Client(c.port, timeout=30 * T)
-            incrs[wid] = [0, 0]
-            i = 0
-            try:
-                while not stop.is_set():
-                    key = "all%d:%d" % (wid, i)
-                    value = "v%d-%d-%s" % (wid, i, "x" * (i % 50))
-                    r = cl.call("SET", key, value)
-                    if r == "OK":
-                        with lock:
-                            acked[key] = value
-                    else:
-                        errors.append("SET %s answered %r" % (key, r))
-                    incrs[wid][1] += 1
-                    r = cl.call("INCR", "allcnt:%d" % wid)
-                    incrs[wid][1] -= 1
-                    if isinstance(r, int):
-                        incrs[wid][0] += 1
-                        check(r == incrs[wid][0], "INCR answered %d, not %d"
-                              % (r, incrs[wid][0]))
-                    else:
-                        errors.append("INCR answered %r" % (r,))
-                    i += 1
-            except (EOFError, OSError):
-                pass  # the kill; what was in flight has no answer
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append("writer %d: %r" % (wid, e))
-            finally:
-                cl.close()
-
-        threads = [threading.Thread(target=writer, args=(w,))
-                   for w in range(4)]
         try:
-            for t in threads:
-                t.start()
+            writers = Writers(c.port, prefix="all", killed=True)
             time.sleep(2.0 * T)
-            with lock:
-                before = len(acked)
+            before = len(writers.acked)
             c.kill_all()
         finally:
-            stop.set()
-            for t in threads:
-                t.join(30 * T)
+            writers.stop()
             c.stop()
-        check(not errors, "client errors before the kill: %s" % errors[:5])
+        check(not writers.errors and not writers.refused,
+              "client errors before the kill: %s"
+              % (writers.errors + writers.refused)[:5])
         check(before >= 20, "only %d writes acknowledged in 2 s" % before)
         sizes = sorted(os.path.getsize(f)
                        for f in glob.glob(os.path.join(data, "*.aof")))
@@ -1274,31 +1265,15 @@ def test_sigkill_of_every_node_loses_nothing():
             replayed = [c.wait_for(r"^\[shard %d\] shard %d: replayed" % (i, i))
                         for i in range(SHARDS)]
             cl = Client(c.port, timeout=30 * T)
-            keys = sorted(acked)
-            lost = []
-            for start in range(0, len(keys), 500):
-                batch = keys[start:start + 500]
-                cl.send(*[("GET", k) for k in batch])
-                for k in batch:
-                    r = cl.reply()
-                    if r != acked[k].encode():
-                        lost.append((k, r))
-            check(not lost, "%d of %d acknowledged writes lost or wrong "
-                  "after the restart, e.g. %r" % (len(lost), len(keys),
-                                                  lost[:5]))
-            for wid, (ok, unknown) in incrs.items():
-                r = cl.call("GET", "allcnt:%d" % wid)
-                n = int(r) if isinstance(r, bytes) else -1
-                check(ok <= n <= ok + unknown,
-                      "counter %d is %r after %d acknowledged INCRs (%d in "
-                      "flight at the kill)" % (wid, r, ok, unknown))
+            writers.check_read_back(cl, " after the restart")
             cl.close()
             c.check_stopped()
         finally:
             c.stop()
         return "%d SETs and %d INCRs acknowledged before SIGKILL of all %d " \
             "processes; all read back from the logs (%s bytes); e.g. %s" % (
-                len(acked), sum(v[0] for v in incrs.values()), SHARDS + 2,
+                len(writers.acked),
+                sum(v[0] for v in writers.incrs.values()), SHARDS + 2,
                 "/".join(str(x) for x in sizes),
                 replayed[0].split("] ", 1)[1])
     finally:
