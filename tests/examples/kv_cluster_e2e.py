@@ -160,11 +160,7 @@ class Cluster:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self.reader.join(5)
-        with self.cond:
-            for ln in self.lines:
-                m = re.search(r"certificates are in (\S+) \(removed", ln)
-                if m:
-                    shutil.rmtree(m.group(1), ignore_errors=True)
+        self._remove_pki()
         deadline = time.monotonic() + 5
         for pid in self.node_pids():
             while time.monotonic() < deadline:
@@ -178,6 +174,15 @@ class Cluster:
             else:
                 raise Fail("node %d outlived SIGKILL of its group" % pid)
 
+    def _remove_pki(self):
+        """The run's certificates, which a launcher that did not end by
+        itself left behind."""
+        with self.cond:
+            for ln in self.lines:
+                m = re.search(r"certificates are in (\S+) \(removed", ln)
+                if m:
+                    shutil.rmtree(m.group(1), ignore_errors=True)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -187,6 +192,7 @@ class Cluster:
                 self.proc.kill()
                 self.proc.wait()
         self.reader.join(5)
+        self._remove_pki()
         if self.own_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.proc.returncode
@@ -1385,11 +1391,6 @@ def test_nodes_exit_promptly():
               "was killed")
         figures.append("launcher killed: all %d nodes gone in %.0f ms"
                        % (len(nodes), took * 1000))
-        with c.cond:
-            for ln in c.lines:
-                m = re.search(r"certificates are in (\S+) \(removed", ln)
-                if m:
-                    shutil.rmtree(m.group(1), ignore_errors=True)
     return ", ".join(figures)
 
 
