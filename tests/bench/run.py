@@ -173,13 +173,29 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="one repetition of 1.5 s per workload")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    ap.add_argument("--baseline", metavar="BUILD",
+                    help="also tact's echo_server from another build tree "
+                         "(an older commit), named 'tact (baseline)'")
+    ap.add_argument("--servers", metavar="NAMES",
+                    help="only these servers (comma-separated names)")
     opts = ap.parse_args()
+    if (opts.baseline or opts.servers) and opts.out == os.path.join(ROOT,
+                                                                    "docs"):
+        opts.out = "/tmp"
     if opts.quick:
         opts.reps, opts.duration = 1, 1.5
     if opts.quick and opts.out == os.path.join(ROOT, "docs"):
         opts.out = "/tmp"
     build = os.path.abspath(opts.build)
     srv = servers(build)
+    if opts.baseline:
+        srv.insert(1, ("tact (baseline)",
+                       [os.path.join(os.path.abspath(opts.baseline),
+                                     "examples", "echo_server")]))
+    if opts.servers:
+        wanted = opts.servers.split(",")
+        srv = [x for x in srv if x[0] in wanted or
+               (opts.baseline and x[0] == "tact (baseline)")]
     names = [n for n, _ in srv]
     use_perf = perf_works()
     started = time.time()
@@ -363,7 +379,8 @@ def write_report(opts, names, echo, bulk, idle, minutes, use_perf):
         "for what tact does per request and why it costs what it costs.")
     add("")
     path = os.path.join(opts.out, "performance.md")
-    # The kv_cluster section comes from tests/bench/redis_bench.py: keep it.
+    # The sections the other benchmarks wrote (redis_bench.py,
+    # sendfile_bench.py) and what follows them: kept.
     kept = kept_section(os.path.join(ROOT, "docs", "performance.md"))
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -372,21 +389,16 @@ def write_report(opts, names, echo, bulk, idle, minutes, use_perf):
     print("wrote", path)
 
 
-KV_BEGIN = "<!-- redis_bench.py: begin -->"
-KV_END = "<!-- redis_bench.py: end -->"
-
-
 def kept_section(path):
-    """The part of `path` that redis_bench.py wrote, markers included."""
+    """What follows this script's part of `path`: from the first section
+    another benchmark wrote (`<!-- NAME.py: begin -->`) to the end."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError:
         return ""
-    start, end = text.find(KV_BEGIN), text.find(KV_END)
-    if start < 0 or end < start:
-        return ""
-    return text[start:end + len(KV_END)]
+    m = re.search(r"<!-- \w+\.py: begin -->", text)
+    return text[m.start():].rstrip("\n") if m else ""
 
 
 def size_name(size):
