@@ -4,6 +4,7 @@
 
 #include <exception>
 #include <string>
+#include <unordered_map>
 
 #include <caf/sec.hpp>
 #include <caf/send.hpp>
@@ -62,10 +63,106 @@ void base_protocol::connection_lost(const caf::error&) {
   // nop
 }
 
+caf::message base_protocol::message_received(caf::message&) {
+  return caf::make_message(caf::make_error(caf::sec::unexpected_message));
+}
+
+// -- the loop's services -------------------------------------------------------
+
+namespace detail {
+
+// What a class protocol asks of the actor that runs it.
+class protocol_host {
+public:
+  virtual ~protocol_host() = default;
+  virtual timer_handle schedule(base_protocol::clock_type::time_point when,
+                                std::function<void()> fn) = 0;
+  virtual bool cancel(timer_handle::record& rec) = 0;
+  virtual void ask(const caf::actor& dest,
+                   base_protocol::clock_type::duration timeout,
+                   caf::message msg, std::function<void(caf::message&)> then,
+                   std::function<void(const caf::error&)> fail) = 0;
+};
+
+} // namespace detail
+
+struct timer_handle::record {
+  base_protocol::clock_type::time_point when;
+  // The loop's id of the timer; 0 once it ran or was cancelled.
+  uint64_t id = 0;
+  bool cancelled = false;
+  // Null once the protocol's connection has ended.
+  detail::protocol_host* host = nullptr;
+  std::function<void()> fn;
+};
+
+bool timer_handle::cancel() {
+  if (!rec_ || rec_->id == 0 || rec_->host == nullptr)
+    return false;
+  return rec_->host->cancel(*rec_);
+}
+
+bool timer_handle::cancelled() const noexcept {
+  return rec_ && rec_->cancelled;
+}
+
+base_protocol::clock_type::time_point timer_handle::when() const noexcept {
+  return rec_ ? rec_->when : base_protocol::clock_type::time_point{};
+}
+
+namespace {
+
+// To the adapter: the loop's timer `id` is due.
+using timer_atom = caf::atom_constant<caf::atom("tact_tmr")>;
+
+// To the adapter: run this in the protocol's context.
+struct deferred_call {
+  std::function<void()> fn;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, deferred_call&) {
+  return f(caf::meta::type_name("tact.deferred_call"));
+}
+
+} // namespace
+
+void call_soon_threadsafe(const caf::actor& protocol_actor,
+                          std::function<void()> fn) {
+  if (protocol_actor && fn)
+    caf::anon_send(protocol_actor, deferred_call{std::move(fn)});
+}
+
+timer_handle base_protocol::call_later(clock_type::duration delay,
+                                       std::function<void()> fn) {
+  return call_at(clock_type::now() + delay, std::move(fn));
+}
+
+timer_handle base_protocol::call_at(clock_type::time_point when,
+                                    std::function<void()> fn) {
+  if (host_ == nullptr || !fn)
+    return {};
+  return host_->schedule(when, std::move(fn));
+}
+
+void base_protocol::call_soon(std::function<void()> fn) {
+  call_soon_threadsafe(self(), std::move(fn));
+}
+
+void base_protocol::request(const caf::actor& dest,
+                            clock_type::duration timeout, caf::message msg,
+                            std::function<void(caf::message&)> then,
+                            std::function<void(const caf::error&)> fail) {
+  if (host_ != nullptr)
+    host_->ask(dest, timeout, std::move(msg), std::move(then), std::move(fail));
+}
+
 class detail_access {
 public:
-  static void set_self(base_protocol& p, caf::abstract_actor* self) {
+  static void set_self(base_protocol& p, caf::abstract_actor* self,
+                       detail::protocol_host* host) {
     p.self_ = self;
+    p.host_ = host;
   }
 };
 
@@ -73,7 +170,8 @@ namespace {
 
 // Runs a class protocol. A light actor on the connection's loop: its
 // transport hands it bytes by a direct call when nothing is queued for it.
-class adapter final : public detail::protocol_core {
+class adapter final : public detail::protocol_core,
+                      public detail::protocol_host {
 public:
   adapter(caf::actor_config& cfg, detail::multiplexer& mux,
           std::unique_ptr<base_protocol> proto, transport handle = {})
@@ -82,7 +180,68 @@ public:
       datagram_(dynamic_cast<datagram_protocol*>(proto_.get())),
       child_(dynamic_cast<subprocess_protocol*>(proto_.get())),
       handle_(std::move(handle)) {
-    detail_access::set_self(*proto_, this);
+    detail_access::set_self(*proto_, this, this);
+  }
+
+  // -- protocol_host ---------------------------------------------------------
+
+  timer_handle schedule(base_protocol::clock_type::time_point when,
+                        std::function<void()> fn) override {
+    if (lost_ || failed_ || !proto_)
+      return {};
+    auto rec = std::make_shared<timer_handle::record>();
+    rec->when = when;
+    rec->host = this;
+    rec->fn = std::move(fn);
+    // The loop holds the adapter weakly: an ended one is freed at once.
+    caf::weak_actor_ptr me{ctrl()};
+    rec->id = mux().add_timer(when, [me, rec] {
+      if (auto strong = me.lock())
+        caf::anon_send(caf::actor_cast<caf::actor>(strong), timer_atom::value,
+                       rec->id);
+    });
+    timers_.emplace(rec->id, rec);
+    return timer_handle{rec};
+  }
+
+  bool cancel(timer_handle::record& rec) override {
+    auto i = timers_.find(rec.id);
+    if (i == timers_.end())
+      return false;
+    mux().cancel_timer(rec.id);
+    timers_.erase(i);
+    rec.id = 0;
+    rec.cancelled = true;
+    rec.fn = nullptr;
+    return true;
+  }
+
+  void ask(const caf::actor& dest, base_protocol::clock_type::duration timeout,
+           caf::message msg, std::function<void(caf::message&)> then,
+           std::function<void(const caf::error&)> fail) override {
+    if (lost_ || failed_ || !proto_)
+      return;
+    if (!dest) {
+      // As an answer would come: after the current callback.
+      call_soon_threadsafe(handle(), [fail = std::move(fail)] {
+        if (fail)
+          fail(make_error(errc::invalid_argument, "request to no actor"));
+      });
+      return;
+    }
+    auto id = request_to(dest, std::move(msg));
+    auto timer = schedule(base_protocol::clock_type::now() + timeout,
+                          [this, id] {
+                            auto i = asks_.find(id);
+                            if (i == asks_.end())
+                              return;
+                            auto fail = std::move(i->second.fail);
+                            asks_.erase(i);
+                            if (fail)
+                              fail(make_error(errc::timed_out,
+                                              "no answer to a request"));
+                          });
+    asks_.emplace(id, pending_ask{std::move(then), std::move(fail), timer});
   }
 
   void direct_data(bytes& data, detail::transport_core& from) override {
@@ -105,7 +264,9 @@ protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
     current_ = &x;
-    if (msg.match_elements<handover>())
+    if (auto id = answer_to(x); id != 0 && asks_.count(id) > 0)
+      on_answer(id, x);
+    else if (msg.match_elements<handover>())
       on_handover(x, msg.get_as<handover>(0));
     else if (is_delivery(msg) && holding())
       stash_.push_back(x.move_content_to_message());
@@ -186,9 +347,69 @@ private:
       lose(std::move(msg.get_mutable_as<connection_lost>(0).reason));
     } else if (msg.match_elements<caf::down_msg>()) {
       on_down(msg.get_as<caf::down_msg>(0));
+    } else if (msg.match_elements<timer_atom, uint64_t>()) {
+      on_timer(msg.get_as<uint64_t>(1));
+    } else if (msg.match_elements<deferred_call>()) {
+      auto& fn = msg.get_mutable_as<deferred_call>(0).fn;
+      if (proto_ && !failed_ && !lost_)
+        guarded("call_soon", [&] { fn(); });
+    } else if (proto_ && !failed_ && !lost_ && !answer_to(x)) {
+      auto m = x.move_content_to_message();
+      caf::message answer;
+      guarded("message_received",
+              [&] { answer = proto_->message_received(m); });
+      if (x.mid.is_request())
+        reply(x, failed_ ? caf::make_message(make_error(errc::protocol_failed))
+                         : std::move(answer));
     } else if (x.mid.is_request()) {
       reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
     }
+  }
+
+  // -- timers and answers ------------------------------------------------------
+
+  void on_timer(uint64_t id) {
+    auto i = timers_.find(id);
+    if (i == timers_.end())
+      return;
+    auto rec = std::move(i->second);
+    timers_.erase(i);
+    rec->id = 0;
+    auto fn = std::move(rec->fn);
+    if (proto_ && !failed_ && !lost_)
+      guarded("timer", [&] { fn(); });
+  }
+
+  void on_answer(uint64_t id, caf::mailbox_element& x) {
+    auto i = asks_.find(id);
+    auto ask = std::move(i->second);
+    asks_.erase(i);
+    ask.timer.cancel();
+    if (!proto_ || failed_ || lost_)
+      return;
+    auto& msg = x.content();
+    if (msg.match_elements<caf::error>()) {
+      auto err = msg.get_as<caf::error>(0);
+      if (ask.fail)
+        guarded("request", [&] { ask.fail(err); });
+      return;
+    }
+    auto m = x.move_content_to_message();
+    if (ask.then)
+      guarded("request", [&] { ask.then(m); });
+  }
+
+  // Pending timers and requests end with the protocol.
+  void drop_pending() {
+    for (auto& [id, rec] : timers_) {
+      mux().cancel_timer(id);
+      rec->id = 0;
+      rec->cancelled = true;
+      rec->host = nullptr;
+      rec->fn = nullptr;
+    }
+    timers_.clear();
+    asks_.clear();
   }
 
   // -- set_protocol ------------------------------------------------------------
@@ -383,6 +604,7 @@ private:
   }
 
   void reset_protocol() {
+    drop_pending();
     proto_.reset();
     stream_ = nullptr;
     datagram_ = nullptr;
@@ -410,6 +632,14 @@ private:
   uint32_t seen_epoch_ = 0;
   const detail::transport_state* seen_state_ = nullptr;
   bool replaced_ = false;
+  // The protocol's timers by the loop's id, and its requests by theirs.
+  std::unordered_map<uint64_t, std::shared_ptr<timer_handle::record>> timers_;
+  struct pending_ask {
+    std::function<void(caf::message&)> then;
+    std::function<void(const caf::error&)> fail;
+    timer_handle timer;
+  };
+  std::unordered_map<uint64_t, pending_ask> asks_;
   bool mismatched_ = false;
   bool failed_ = false;
   bool lost_ = false;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <type_traits>
@@ -10,6 +11,7 @@
 #include <caf/actor_cast.hpp>
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
+#include <caf/message.hpp>
 
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
@@ -19,7 +21,40 @@ namespace tact {
 
 namespace detail {
 class multiplexer;
+class protocol_host;
 } // namespace detail
+
+/// A timer of a class protocol, from `call_later` or `call_at` (asyncio's
+/// `TimerHandle`). A cheap handle; empty when default-constructed.
+class timer_handle {
+public:
+  struct record;
+
+  timer_handle() = default;
+
+  explicit timer_handle(std::shared_ptr<record> rec) : rec_(std::move(rec)) {
+  }
+
+  /// Stops the timer if it has not run: true if it was still pending.
+  /// Call it on the protocol's loop (from its callbacks), as asyncio's.
+  bool cancel();
+
+  /// Whether `cancel` (or the end of the connection) stopped it.
+  [[nodiscard]] bool cancelled() const noexcept;
+
+  /// When it runs or ran, on `base_protocol::time()`'s clock.
+  [[nodiscard]] std::chrono::steady_clock::time_point when() const noexcept;
+
+private:
+  std::shared_ptr<record> rec_;
+};
+
+/// Runs `fn` in the context of the class protocol whose actor is
+/// `protocol_actor` (its `self()`), between its callbacks, from any thread
+/// (asyncio's `loop.call_soon_threadsafe`). Nothing runs if the protocol
+/// has ended by then.
+void call_soon_threadsafe(const caf::actor& protocol_actor,
+                          std::function<void()> fn);
 
 /// What every class protocol has (asyncio's `BaseProtocol`).
 ///
@@ -46,12 +81,48 @@ public:
   /// The transport is gone; `reason` is empty for a clean close.
   virtual void connection_lost(const caf::error& reason);
 
+  /// A message to `self()` from another actor, which is no transport's
+  /// (a transport's messages become the callbacks). For a request, what
+  /// this returns is the answer. The default ignores messages and answers
+  /// requests with `caf::sec::unexpected_message`.
+  virtual caf::message message_received(caf::message& msg);
+
 protected:
   /// The adapter actor running this protocol, as a handle to give to other
   /// actors. Valid from `connection_made` on.
   [[nodiscard]] caf::actor self() const noexcept {
     return caf::actor_cast<caf::actor>(self_);
   }
+
+  // -- the loop's services (asyncio's loop methods) --------------------------
+  //
+  // Timers, deferred calls and answers run on the protocol's loop, between
+  // its callbacks, never beside one. None runs after `connection_lost`, or
+  // after a callback threw; what is pending then is dropped. A callback of
+  // theirs that throws ends the connection as any callback's does.
+
+  using clock_type = std::chrono::steady_clock;
+
+  /// asyncio's `loop.time()`: the clock of `call_at`.
+  [[nodiscard]] static clock_type::time_point time() noexcept {
+    return clock_type::now();
+  }
+
+  /// asyncio's `loop.call_later`: runs `fn` once `delay` has passed.
+  timer_handle call_later(clock_type::duration delay, std::function<void()> fn);
+
+  /// asyncio's `loop.call_at`: runs `fn` at `when` (at once if past).
+  timer_handle call_at(clock_type::time_point when, std::function<void()> fn);
+
+  /// asyncio's `loop.call_soon`: runs `fn` after the current callback.
+  void call_soon(std::function<void()> fn);
+
+  /// Sends `msg` to `dest` as a request: `then` gets the answer, or `fail`
+  /// the error (the answer was an error, or none came within `timeout`:
+  /// `errc::timed_out`).
+  void request(const caf::actor& dest, clock_type::duration timeout,
+               caf::message msg, std::function<void(caf::message&)> then,
+               std::function<void(const caf::error&)> fail);
 
   /// The actor system the protocol runs in: spawn actors, send messages.
   [[nodiscard]] caf::actor_system& system() const noexcept {
@@ -61,6 +132,7 @@ protected:
 private:
   friend class detail_access;
   caf::abstract_actor* self_ = nullptr;
+  detail::protocol_host* host_ = nullptr;
 };
 
 /// asyncio's `Protocol` (streams: TCP, Unix) as a C++ class: override the

@@ -220,8 +220,7 @@ void multiplexer::run() {
   constexpr int max_events = 256;
   epoll_event events[max_events];
   while (!stop_) {
-    int timeout = ready_.empty() ? timer_wait_ms() : 0;
-    int n = epoll_wait(epoll_fd_, events, max_events, timeout);
+    int n = wait(events, max_events);
     if (n < 0 && errno != EINTR) {
       warn(std::string{"epoll_wait failed: "} + std::strerror(errno));
       break;
@@ -247,30 +246,68 @@ void multiplexer::run() {
     graveyard_.clear();
   }
   timers_.clear();
+  timer_deadlines_.clear();
 }
 
-void multiplexer::add_timer(std::chrono::milliseconds after,
-                            std::function<void()> fn) {
-  timers_.emplace(std::chrono::steady_clock::now() + after, std::move(fn));
+uint64_t multiplexer::add_timer(clock_type::time_point when,
+                                std::function<void()> fn) {
+  auto id = ++last_timer_;
+  timers_.emplace(std::make_pair(when, id), std::move(fn));
+  timer_deadlines_.emplace(id, when);
+  return id;
 }
 
-int multiplexer::timer_wait_ms() const {
+bool multiplexer::cancel_timer(uint64_t id) {
+  auto i = timer_deadlines_.find(id);
+  if (i == timer_deadlines_.end())
+    return false;
+  timers_.erase(std::make_pair(i->second, id));
+  timer_deadlines_.erase(i);
+  return true;
+}
+
+// Waits for events until the next timer is due (at once with actors ready).
+// epoll_wait counts in milliseconds, which would make a timer up to 2 ms
+// late; epoll_pwait2 takes the rest of the wait in nanoseconds.
+int multiplexer::wait(epoll_event* events, int max_events) {
+  if (!ready_.empty())
+    return epoll_wait(epoll_fd_, events, max_events, 0);
   if (timers_.empty())
-    return -1;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-    timers_.begin()->first - std::chrono::steady_clock::now());
-  // Round up, so that the wake-up is never before the deadline.
-  return left.count() < 0 ? 0 : static_cast<int>(left.count()) + 1;
+    return epoll_wait(epoll_fd_, events, max_events, -1);
+  auto left = timers_.begin()->first.first - clock_type::now();
+  if (left <= clock_type::duration::zero())
+    return epoll_wait(epoll_fd_, events, max_events, 0);
+  if (fine_wait_) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+    timespec ts{static_cast<time_t>(ns.count() / 1000000000),
+                static_cast<long>(ns.count() % 1000000000)};
+    int n = epoll_pwait2(epoll_fd_, events, max_events, &ts, nullptr);
+    if (n >= 0 || errno != ENOSYS)
+      return n;
+    fine_wait_ = false;
+  }
+  // Rounded up, so that the wake-up is never before the deadline.
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(left);
+  return epoll_wait(epoll_fd_, events, max_events,
+                    static_cast<int>(std::min<int64_t>(ms.count(), 1 << 30)));
 }
 
 void multiplexer::run_timers() {
   if (timers_.empty())
     return;
-  auto now = std::chrono::steady_clock::now();
-  while (!timers_.empty() && timers_.begin()->first <= now) {
-    auto fn = std::move(timers_.begin()->second);
-    timers_.erase(timers_.begin());
+  // Timers that callbacks add now wait for the next pass, even if due.
+  auto now = clock_type::now();
+  auto last = last_timer_;
+  for (auto i = timers_.begin(); i != timers_.end() && i->first.first <= now;) {
+    if (i->first.second > last) {
+      ++i;
+      continue;
+    }
+    auto fn = std::move(i->second);
+    timer_deadlines_.erase(i->first.second);
+    timers_.erase(i);
     fn();
+    i = timers_.begin();
   }
   run_ready();
 }

@@ -16,6 +16,8 @@
 #include <caf/execution_unit.hpp>
 #include <caf/fwd.hpp>
 
+struct epoll_event;
+
 namespace tact::detail {
 
 /// Clears a SIGPIPE pending on the calling (loop) thread after a write to a
@@ -100,10 +102,22 @@ public:
 
   // -- timers (loop thread only) ---------------------------------------------------
 
-  /// Runs `fn` on the loop thread once `after` has passed. There is no
-  /// cancel: a callback checks whether it is still wanted (it should hold
-  /// only weak references). Callbacks still pending at `stop()` are dropped.
-  void add_timer(std::chrono::milliseconds after, std::function<void()> fn);
+  using clock_type = std::chrono::steady_clock;
+
+  /// Runs `fn` on the loop thread at `when` (the loop waits with nanosecond
+  /// resolution); returns an id for `cancel_timer`, never 0. A callback
+  /// should hold only weak references. Callbacks still pending at `stop()`
+  /// are dropped.
+  uint64_t add_timer(clock_type::time_point when, std::function<void()> fn);
+
+  /// Runs `fn` on the loop thread once `after` has passed.
+  uint64_t add_timer(std::chrono::milliseconds after,
+                     std::function<void()> fn) {
+    return add_timer(clock_type::now() + after, std::move(fn));
+  }
+
+  /// Drops a timer that has not run; false if it ran or is unknown.
+  bool cancel_timer(uint64_t id);
 
   // -- shared resources (loop thread only) -------------------------------------
 
@@ -151,7 +165,7 @@ private:
   void drain_remote();
   void run_ready();
   void run_timers();
-  [[nodiscard]] int timer_wait_ms() const;
+  int wait(epoll_event* events, int max_events);
 
   caf::actor_system& sys_;
   home_unit home_;
@@ -169,8 +183,13 @@ private:
   std::vector<caf::strong_actor_ptr> graveyard_;
   std::vector<char> scratch_;
   std::unordered_map<caf::actor_id, std::pair<caf::actor, bool>> tracked_;
-  std::multimap<std::chrono::steady_clock::time_point, std::function<void()>>
+  // By deadline, then by id (the order they were added in).
+  std::map<std::pair<clock_type::time_point, uint64_t>, std::function<void()>>
     timers_;
+  std::unordered_map<uint64_t, clock_type::time_point> timer_deadlines_;
+  uint64_t last_timer_ = 0;
+  // Whether the kernel has epoll_pwait2 (Linux 5.11).
+  bool fine_wait_ = true;
 
   // Shared with other threads.
   std::mutex remote_mtx_;
