@@ -235,11 +235,11 @@ public:
                             auto i = asks_.find(id);
                             if (i == asks_.end())
                               return;
-                            auto fail = std::move(i->second.fail);
+                            auto on_fail = std::move(i->second.fail);
                             asks_.erase(i);
-                            if (fail)
-                              fail(make_error(errc::timed_out,
-                                              "no answer to a request"));
+                            if (on_fail)
+                              on_fail(make_error(errc::timed_out,
+                                                 "no answer to a request"));
                           });
     asks_.emplace(id, pending_ask{std::move(then), std::move(fail), timer});
   }

@@ -67,6 +67,9 @@ void call_soon_threadsafe(const caf::actor& protocol_actor,
 /// `errc::protocol_failed`.
 class base_protocol {
 public:
+  /// The clock of timers (`call_at`, `time()`).
+  using clock_type = std::chrono::steady_clock;
+
   virtual ~base_protocol();
 
   /// The transport is up; keep `t` (a cheap handle) to write later.
@@ -100,8 +103,6 @@ protected:
   // its callbacks, never beside one. None runs after `connection_lost`, or
   // after a callback threw; what is pending then is dropped. A callback of
   // theirs that throws ends the connection as any callback's does.
-
-  using clock_type = std::chrono::steady_clock;
 
   /// asyncio's `loop.time()`: the clock of `call_at`.
   [[nodiscard]] static clock_type::time_point time() noexcept {
