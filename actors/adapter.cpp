@@ -133,9 +133,23 @@ void call_soon_threadsafe(const caf::actor& protocol_actor,
     caf::anon_send(protocol_actor, deferred_call{std::move(fn)});
 }
 
+namespace {
+
+// `now() + delay`, without overflowing for a delay of `duration::max()`.
+base_protocol::clock_type::time_point
+after(base_protocol::clock_type::duration delay) {
+  using clock = base_protocol::clock_type;
+  auto now = clock::now();
+  if (delay > clock::time_point::max() - now)
+    return clock::time_point::max();
+  return now + delay;
+}
+
+} // namespace
+
 timer_handle base_protocol::call_later(clock_type::duration delay,
                                        std::function<void()> fn) {
-  return call_at(clock_type::now() + delay, std::move(fn));
+  return call_at(after(delay), std::move(fn));
 }
 
 timer_handle base_protocol::call_at(clock_type::time_point when,
@@ -181,6 +195,15 @@ public:
       child_(dynamic_cast<subprocess_protocol*>(proto_.get())),
       handle_(std::move(handle)) {
     detail_access::set_self(*proto_, this, this);
+  }
+
+  // Ended without lose() or on_exit() (the loop stopped): what is pending
+  // lets go of this adapter before the protocol goes, whose destructor may
+  // still cancel its timers. Off the loop thread, so the loop's timers are
+  // not touched (they hold this adapter weakly).
+  ~adapter() override {
+    forget_pending();
+    proto_.reset();
   }
 
   // -- protocol_host ---------------------------------------------------------
@@ -230,7 +253,7 @@ public:
       return;
     }
     auto id = request_to(dest, std::move(msg));
-    auto timer = schedule(base_protocol::clock_type::now() + timeout,
+    auto timer = schedule(after(timeout),
                           [this, id] {
                             auto i = asks_.find(id);
                             if (i == asks_.end())
@@ -401,8 +424,13 @@ private:
 
   // Pending timers and requests end with the protocol.
   void drop_pending() {
-    for (auto& [id, rec] : timers_) {
+    for (auto& [id, rec] : timers_)
       mux().cancel_timer(id);
+    forget_pending();
+  }
+
+  void forget_pending() {
+    for (auto& [id, rec] : timers_) {
       rec->id = 0;
       rec->cancelled = true;
       rec->host = nullptr;

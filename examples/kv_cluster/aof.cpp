@@ -139,17 +139,33 @@ write_log::open(const std::string& dir, uint32_t id, uint32_t shards,
     return nullptr;
   }
   auto path = dir + "/shard-" + std::to_string(id) + ".aof";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    error = errno_text("cannot open", path);
-    return nullptr;
-  }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    error = errno == EWOULDBLOCK
-              ? path + " is in use by another shard"
-              : errno_text("cannot lock", path);
+  int fd = -1;
+  // The lock must be on the file the path names: a shard rewriting the
+  // log renames a new file over it, and the old one, which another
+  // process may have opened just before, is then unlinked.
+  for (int attempt = 0; fd < 0; ++attempt) {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = errno_text("cannot open", path);
+      return nullptr;
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      error = errno == EWOULDBLOCK ? path + " is in use by another shard"
+                                   : errno_text("cannot lock", path);
+      ::close(fd);
+      return nullptr;
+    }
+    struct stat mine {};
+    struct stat named {};
+    if (::fstat(fd, &mine) == 0 && ::stat(path.c_str(), &named) == 0
+        && mine.st_dev == named.st_dev && mine.st_ino == named.st_ino)
+      break;
     ::close(fd);
-    return nullptr;
+    fd = -1;
+    if (attempt == 3) {
+      error = path + " keeps being replaced";
+      return nullptr;
+    }
   }
   std::string header{magic, magic_len};
   put32(header, shards);
@@ -173,6 +189,8 @@ write_log::open(const std::string& dir, uint32_t id, uint32_t shards,
     }
   }
   size_t good = 0;
+  // A whole record that does not check out (not one cut short at the end).
+  bool damaged = false;
   if (text.size() >= header.size()) {
     if (text.compare(0, magic_len, magic) != 0) {
       error = path + " is not a kv_cluster log";
@@ -190,13 +208,15 @@ write_log::open(const std::string& dir, uint32_t id, uint32_t shards,
     good = header.size();
     while (text.size() - good >= 12) {
       auto len = get(text.data() + good, 4);
-      if (len > record_max || text.size() - good - 12 < len)
-        break;
+      if (len <= record_max && text.size() - good - 12 < len)
+        break; // cut short by a crash: a torn tail
       auto body = text.data() + good + 12;
       entry e;
-      if (fnv1a(body, len) != get(text.data() + good + 4, 8)
-          || !decode(body, len, e))
+      if (len > record_max || fnv1a(body, len) != get(text.data() + good + 4, 8)
+          || !decode(body, len, e)) {
+        damaged = true;
         break;
+      }
       out.push_back(std::move(e));
       good += 12 + len;
     }
@@ -208,9 +228,35 @@ write_log::open(const std::string& dir, uint32_t id, uint32_t shards,
   }
   std::unique_ptr<write_log> log{new write_log(path, fd, policy, header)};
   if (good < text.size()) {
-    if (good > 0)
-      note = "cut a torn or damaged tail of " + std::to_string(text.size() - good)
+    if (damaged) {
+      // Kept as it was, for a look: the neighbours refill what follows.
+      auto copy = path + ".damaged";
+      int cfd = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                       0600);
+      bool kept = cfd >= 0;
+      for (size_t at = 0; kept && at < text.size();) {
+        auto n = ::write(cfd, text.data() + at, text.size() - at);
+        if (n < 0 && errno == EINTR)
+          continue;
+        kept = n > 0;
+        at += kept ? static_cast<size_t>(n) : 0;
+      }
+      kept = kept && ::fsync(cfd) == 0;
+      if (cfd >= 0)
+        ::close(cfd);
+      if (!kept) {
+        error = path + " is damaged at byte " + std::to_string(good)
+                + ", and it cannot be kept as " + copy;
+        return nullptr;
+      }
+      note = "a damaged record at byte " + std::to_string(good) + " after "
+             + std::to_string(out.size()) + " records: the log as it was is in "
+             + copy + "; " + std::to_string(text.size() - good)
+             + " bytes dropped";
+    } else if (good > 0) {
+      note = "cut a torn tail of " + std::to_string(text.size() - good)
              + " bytes after " + std::to_string(out.size()) + " records";
+    }
     if (::ftruncate(fd, static_cast<off_t>(good)) != 0) {
       error = errno_text("cannot cut", path);
       return nullptr;
@@ -261,43 +307,68 @@ void write_log::commit() {
 }
 
 bool write_log::due(uint64_t live) const noexcept {
-  return size_ > rewrite_min && size_ > 2 * (live + header_.size());
+  return size_ > rewrite_min && size_ > 2 * (live + header_.size())
+         && size_ > retry_above_;
 }
 
-void write_log::rewrite(const std::unordered_map<std::string, entry>& data) {
-  // What waits to be written is in `data` too.
-  pending_.clear();
+std::string write_log::rewrite(
+  const std::unordered_map<std::string, entry>& data) {
+  // The log is whole without its rewrite: a failure leaves it as it is,
+  // growing, and the next try waits until it has doubled.
   auto tmp = path_ + ".rewrite";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  auto give_up = [&](const char* what) {
+    auto why = errno_text(what, tmp);
+    if (fd >= 0)
+      ::close(fd);
+    ::unlink(tmp.c_str());
+    retry_above_ = 2 * size_;
+    return why;
+  };
   if (fd < 0)
-    fail("cannot open the rewrite of");
+    return give_up("cannot open");
   std::string buf = header_;
   uint64_t written = 0;
+  auto put = [&] {
+    for (size_t at = 0; at < buf.size();) {
+      auto n = ::write(fd, buf.data() + at, buf.size() - at);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return false;
+      at += static_cast<size_t>(n);
+    }
+    written += buf.size();
+    buf.clear();
+    return true;
+  };
   for (auto& [key, e] : data) {
     encode(buf, e);
-    if (buf.size() >= (1 << 20)) {
-      write_all(fd, buf.data(), buf.size());
-      written += buf.size();
-      buf.clear();
-    }
+    if (buf.size() >= (1 << 20) && !put())
+      return give_up("cannot write");
   }
-  write_all(fd, buf.data(), buf.size());
-  written += buf.size();
+  if (!put())
+    return give_up("cannot write");
   // Locked before it takes the name, so that no second shard can open it
   // in between.
   if (::fsync(fd) != 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0)
-    fail("cannot sync the rewrite of");
+    return give_up("cannot sync");
   if (::rename(tmp.c_str(), path_.c_str()) != 0)
-    fail("cannot rename the rewrite over");
-  auto slash = path_.rfind('/');
-  if (!sync_dir(slash == std::string::npos ? "." : path_.substr(0, slash)))
-    fail("cannot sync the directory of");
+    return give_up("cannot rename");
+  // What waited to be appended is in `data`, and so in the new file.
+  pending_.clear();
   {
     std::lock_guard<std::mutex> guard{fd_mx_};
     ::close(fd_);
     fd_ = fd;
   }
   size_ = written;
+  retry_above_ = 0;
+  // The rename is the switch; should the directory not reach the disk, a
+  // crash finds one of the two logs, both whole.
+  auto slash = path_.rfind('/');
+  (void) sync_dir(slash == std::string::npos ? "." : path_.substr(0, slash));
+  return {};
 }
 
 void write_log::fail(const char* what) const {

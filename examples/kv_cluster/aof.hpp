@@ -9,7 +9,9 @@
 // (present u8, version u64, key length u32, key, value length u32, value),
 // all little-endian. A record cut short by a crash, or one whose checksum
 // does not match, ends the replay: the file is cut back to the last whole
-// record and the shard says how many bytes it dropped.
+// record and the shard says how many bytes it dropped. A damaged record
+// with more after it (not a crash's torn tail) is cut the same way, after
+// the whole file is kept as `shard-ID.aof.damaged`.
 
 #include <atomic>
 #include <condition_variable>
@@ -69,8 +71,10 @@ public:
   [[nodiscard]] bool due(uint64_t live) const noexcept;
 
   /// Replaces the log with one record per entry of `data`, atomically
-  /// (a new file, synced, renamed over the old one).
-  void rewrite(const std::unordered_map<std::string, entry>& data);
+  /// (a new file, synced, renamed over the old one). On failure (a full
+  /// disk, say) the old log stays and keeps growing, and why is returned;
+  /// the next try waits until the log has doubled.
+  std::string rewrite(const std::unordered_map<std::string, entry>& data);
 
   [[nodiscard]] uint64_t size() const noexcept {
     return size_;
@@ -93,6 +97,8 @@ private:
   std::string header_;
   std::string pending_;
   uint64_t size_ = 0;
+  // After a failed rewrite: none before the log is past this.
+  uint64_t retry_above_ = 0;
 
   // `everysec`: the thread that syncs, and what it shares with the shard.
   std::thread syncer_;

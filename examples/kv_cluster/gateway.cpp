@@ -45,6 +45,119 @@ std::string error_text(std::string_view text) {
   return out;
 }
 
+// -- what all clients together may hold -------------------------------------------------
+
+// The bounds across connections (each connection has its own as well,
+// below): the bytes of commands read and not yet run, partly received ones
+// included (Redis's query buffers), and the keys of the commands sent to
+// the shards and not yet answered. Shared by the sessions, which may run
+// on several threads.
+// A command's keys among those in flight, with the command to the router.
+struct key_token {
+  std::shared_ptr<void> held;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, key_token&) {
+  return f(caf::meta::type_name("kv.key_token"));
+}
+
+class shared_budget {
+public:
+  shared_budget(size_t max_query, size_t max_keys)
+    : max_query_(max_query), max_keys_(max_keys) {
+  }
+
+  /// `who` holds `bytes` of commands not yet run. Past the limit, the
+  /// session that holds the most (perhaps `who`), to be disconnected; its
+  /// bytes no longer count.
+  caf::actor_addr hold(const caf::actor_addr& who, size_t bytes) {
+    std::lock_guard<std::mutex> guard{mx_};
+    auto& mine = query_[who];
+    query_total_ = query_total_ - mine + bytes;
+    mine = bytes;
+    if (max_query_ == 0 || query_total_ <= max_query_)
+      return {};
+    auto most = std::max_element(query_.begin(), query_.end(),
+                                 [](auto& x, auto& y) {
+                                   return x.second < y.second;
+                                 });
+    query_total_ -= most->second;
+    most->second = 0;
+    return most->first;
+  }
+
+  /// Whether the keys in flight leave room for another command; if not,
+  /// `who` gets (retry_atom, true) once there is room again. A command
+  /// started with room may pass the limit by its own keys (at most 65,537),
+  /// once per thread running sessions.
+  bool room(const caf::actor_addr& who) {
+    std::lock_guard<std::mutex> guard{mx_};
+    if (max_keys_ == 0 || keys_ < max_keys_)
+      return true;
+    waiting_.insert(who);
+    return false;
+  }
+
+  /// Takes `n` keys for a command; they are given back when the last
+  /// copy of the token goes, which is when the router is done with the
+  /// command (also when its session ended before: the shards still work
+  /// on it until then).
+  std::shared_ptr<void> take_keys(const std::shared_ptr<shared_budget>& self,
+                                  size_t n) {
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      keys_ += n;
+    }
+    return std::shared_ptr<void>{nullptr,
+                                 [self, n](void*) { self->give_keys(n); }};
+  }
+
+  /// A session that ends: its query bytes no longer count.
+  void leave(const caf::actor_addr& who) {
+    std::lock_guard<std::mutex> guard{mx_};
+    if (auto i = query_.find(who); i != query_.end()) {
+      query_total_ -= i->second;
+      query_.erase(i);
+    }
+    waiting_.erase(who);
+  }
+
+  /// For INFO: bytes of commands not yet run, keys in flight.
+  std::pair<size_t, size_t> held() {
+    std::lock_guard<std::mutex> guard{mx_};
+    return {query_total_, keys_};
+  }
+
+  [[nodiscard]] size_t max_query() const noexcept {
+    return max_query_;
+  }
+
+private:
+  // The waiting sessions are woken once there is room again (all of
+  // them: each takes what it needs, and those that find none wait again).
+  void give_keys(size_t n) {
+    std::set<caf::actor_addr> wake;
+    {
+      std::lock_guard<std::mutex> guard{mx_};
+      keys_ -= std::min(keys_, n);
+      if (max_keys_ == 0 || keys_ < max_keys_)
+        wake.swap(waiting_);
+    }
+    for (auto& who : wake)
+      if (auto hdl = caf::actor_cast<caf::actor>(who))
+        caf::anon_send(hdl, retry_atom::value, true);
+  }
+
+  const size_t max_query_;
+  const size_t max_keys_;
+  std::mutex mx_;
+  std::map<caf::actor_addr, size_t> query_;
+  size_t query_total_ = 0;
+  size_t keys_ = 0;
+  std::set<caf::actor_addr> waiting_;
+};
+
 // -- router: commands to shards -----------------------------------------------------
 
 // Client connections open on this gateway (INFO's connected_clients).
@@ -83,17 +196,25 @@ public:
         ready_.push_back(make_response_promise<bool>());
         return caf::delegated<bool>{};
       },
-      [this](command_atom,
-             std::vector<std::string>& cmd) -> caf::result<std::string> {
-        auto rp = make_response_promise<std::string>();
-        dispatch(cmd, rp);
+      [this](command_atom, std::vector<std::string>& cmd,
+             key_token& keys) -> caf::result<std::string> {
+        dispatch(cmd, promise{make_response_promise<std::string>(),
+                              std::move(keys.held)});
         return caf::delegated<std::string>{};
       },
     };
   }
 
 private:
-  using promise = caf::typed_response_promise<std::string>;
+  // A client's answer, and its command's keys among those in flight:
+  // given back when the last copy of this goes, once the command is done.
+  struct promise {
+    caf::typed_response_promise<std::string> rp;
+    std::shared_ptr<void> keys;
+    void deliver(std::string answer) {
+      rp.deliver(std::move(answer));
+    }
+  };
   using done_fn = std::function<void(caf::expected<reply>)>;
 
   struct link {
@@ -543,101 +664,6 @@ private:
   bool flush_pending_ = false;
 };
 
-// -- what all clients together may hold -------------------------------------------------
-
-// The bounds across connections (each connection has its own as well,
-// below): the bytes of commands read and not yet run, partly received ones
-// included (Redis's query buffers), and the keys of the commands sent to
-// the shards and not yet answered. Shared by the sessions, which may run
-// on several threads.
-class shared_budget {
-public:
-  shared_budget(size_t max_query, size_t max_keys)
-    : max_query_(max_query), max_keys_(max_keys) {
-  }
-
-  /// `who` holds `bytes` of commands not yet run. Past the limit, the
-  /// session that holds the most (perhaps `who`), to be disconnected; its
-  /// bytes no longer count.
-  caf::actor_addr hold(const caf::actor_addr& who, size_t bytes) {
-    std::lock_guard<std::mutex> guard{mx_};
-    auto& mine = query_[who];
-    query_total_ = query_total_ - mine + bytes;
-    mine = bytes;
-    if (max_query_ == 0 || query_total_ <= max_query_)
-      return {};
-    auto most = std::max_element(query_.begin(), query_.end(),
-                                 [](auto& x, auto& y) {
-                                   return x.second < y.second;
-                                 });
-    query_total_ -= most->second;
-    most->second = 0;
-    return most->first;
-  }
-
-  /// Whether the keys in flight leave room for another command; if not,
-  /// `who` gets (retry_atom, true) once keys are given back. A command
-  /// started with room may pass the limit by its own keys (at most
-  /// max_command_keys + 1), once per thread running sessions.
-  bool room(const caf::actor_addr& who) {
-    std::lock_guard<std::mutex> guard{mx_};
-    if (max_keys_ == 0 || keys_ < max_keys_)
-      return true;
-    waiting_.insert(who);
-    return false;
-  }
-
-  void take_keys(size_t n) {
-    std::lock_guard<std::mutex> guard{mx_};
-    keys_ += n;
-  }
-
-  void give_keys(size_t n) {
-    std::set<caf::actor_addr> wake;
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      keys_ -= std::min(keys_, n);
-      wake.swap(waiting_);
-    }
-    for (auto& who : wake)
-      if (auto hdl = caf::actor_cast<caf::actor>(who))
-        caf::anon_send(hdl, retry_atom::value, true);
-  }
-
-  /// A session that ends: what it held is given back.
-  void leave(const caf::actor_addr& who, size_t keys) {
-    {
-      std::lock_guard<std::mutex> guard{mx_};
-      if (auto i = query_.find(who); i != query_.end()) {
-        query_total_ -= i->second;
-        query_.erase(i);
-      }
-      waiting_.erase(who);
-    }
-    if (keys > 0)
-      give_keys(keys);
-  }
-
-  /// For INFO: bytes of commands not yet run, keys in flight.
-  std::pair<size_t, size_t> held() {
-    std::lock_guard<std::mutex> guard{mx_};
-    return {query_total_, keys_};
-  }
-
-  [[nodiscard]] size_t max_query() const noexcept {
-    return max_query_;
-  }
-
-private:
-  const size_t max_query_;
-  const size_t max_keys_;
-  std::mutex mx_;
-  std::map<caf::actor_addr, size_t> query_;
-  size_t query_total_ = 0;
-  size_t keys_ = 0;
-  std::set<caf::actor_addr> waiting_;
-};
-
 // -- session: one client connection ---------------------------------------------------
 
 // Commands in flight per connection, and keys in them, before reading
@@ -683,10 +709,7 @@ public:
   }
 
   void on_exit() override {
-    // The answers still awaited will not come here: their keys are given
-    // back now.
-    budget_->leave(address(), args_in_flight_);
-    args_in_flight_ = 0;
+    budget_->leave(address());
   }
 
   caf::behavior make_behavior() override {
@@ -939,20 +962,19 @@ private:
                + std::to_string(max_command_keys) + ")");
     } else {
       auto weight = cmd.size();
-      budget_->take_keys(weight);
+      key_token keys{budget_->take_keys(budget_, weight)};
       auto seq = next_seq_++;
       args_in_flight_ += weight;
       slots_.emplace_back(std::nullopt);
-      request(router_, caf::infinite, command_atom::value, std::move(cmd))
+      request(router_, caf::infinite, command_atom::value, std::move(cmd),
+              std::move(keys))
         .then(
           [this, seq, weight](std::string& answer) {
             args_in_flight_ -= weight;
-            budget_->give_keys(weight);
             fill(seq, std::move(answer));
           },
           [this, seq, weight](caf::error& err) {
             args_in_flight_ -= weight;
-            budget_->give_keys(weight);
             fill(seq, error_text("ERR " + tact::describe(err)));
           });
       return;

@@ -2,6 +2,8 @@
 
 #include "identity.hpp"
 
+#include <algorithm>
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -53,12 +55,17 @@ const EVP_MD* digest_for(EVP_PKEY* key) {
 // Whether `cert` names shard `shard`.
 bool names_shard(X509* cert, uint32_t shard) {
   auto name = "shard-" + std::to_string(shard);
-  char cn[256] = {0};
-  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
-                                cn, sizeof(cn))
-        > 0
-      && std::string{cn} == "kv_cluster " + name)
-    return true;
+  // Every common name, compared with its length (a NUL inside a name does
+  // not cut it short).
+  auto* subject = X509_get_subject_name(cert);
+  for (int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+       at >= 0; at = X509_NAME_get_index_by_NID(subject, NID_commonName, at)) {
+    auto* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
+    std::string cn{reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                   static_cast<size_t>(ASN1_STRING_length(data))};
+    if (cn == "kv_cluster " + name)
+      return true;
+  }
   auto* alts = static_cast<GENERAL_NAMES*>(
     X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   bool found = false;
@@ -117,6 +124,10 @@ credentials::load(const std::string& cert_file, const std::string& key_file,
 }
 
 std::string credentials::sign(const std::string& text) const {
+  // Whatever fails here leaves nothing on this thread's error queue.
+  struct clear_errors {
+    ~clear_errors() { ERR_clear_error(); }
+  } guard;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx{
     EVP_MD_CTX_new(), EVP_MD_CTX_free};
   size_t len = 0;
@@ -155,8 +166,10 @@ credential_check::load(const std::string& ca_file, std::string& error) {
 
 std::string credential_check::challenge(const caf::actor_addr& who) {
   std::string bytes(32, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()), 32) != 1)
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()), 32) != 1) {
+    ERR_clear_error();
     return {};
+  }
   if (challenges_.count(who) == 0) {
     order_.push_back(who);
     if (order_.size() > 1024) {
@@ -164,7 +177,10 @@ std::string credential_check::challenge(const caf::actor_addr& who) {
       order_.pop_front();
     }
   }
-  challenges_[who] = bytes;
+  auto& mine = challenges_[who];
+  mine.push_back(bytes);
+  if (mine.size() > 4)
+    mine.pop_front();
   return bytes;
 }
 
@@ -175,43 +191,58 @@ caf::error credential_check::verify(const caf::actor_addr& who, uint32_t shard,
   auto i = challenges_.find(who);
   if (i == challenges_.end())
     return refused("no challenge was given to the asker");
-  auto nonce = std::move(i->second);
-  challenges_.erase(i);
-  order_.erase(std::find(order_.begin(), order_.end(), who));
   auto cert = parse_cert(cert_pem);
-  if (!cert)
+  if (!cert) {
+    ERR_clear_error();
     return refused("no certificate with the claim to be shard "
                    + std::to_string(shard));
+  }
   std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx{
     X509_STORE_CTX_new(), X509_STORE_CTX_free};
-  if (!ctx || X509_STORE_CTX_init(ctx.get(), store_.get(), cert.get(), nullptr) != 1
-      || X509_verify_cert(ctx.get()) != 1)
+  if (!ctx) {
+    ERR_clear_error();
+    return refused("out of memory checking a certificate");
+  }
+  if (X509_STORE_CTX_init(ctx.get(), store_.get(), cert.get(), nullptr) != 1
+      || X509_verify_cert(ctx.get()) != 1) {
+    std::string why = X509_verify_cert_error_string(
+      X509_STORE_CTX_get_error(ctx.get()));
+    ERR_clear_error();
     return refused("certificate " + subject_of(cert.get())
-                   + " is not from the cluster's CA: "
-                   + X509_verify_cert_error_string(
-                     X509_STORE_CTX_get_error(ctx.get())));
+                   + " is not from the cluster's CA: " + why);
+  }
   if (!names_shard(cert.get(), shard))
     return refused("certificate " + subject_of(cert.get())
                    + " does not name shard " + std::to_string(shard));
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md{EVP_MD_CTX_new(),
-                                                             EVP_MD_CTX_free};
   auto* key = X509_get0_pubkey(cert.get());
-  auto text = what + nonce;
-  if (!md || !key
-      || EVP_DigestVerifyInit(md.get(), nullptr, digest_for(key), nullptr, key)
-           != 1
-      || EVP_DigestVerify(md.get(),
-                          reinterpret_cast<const unsigned char*>(signature.data()),
-                          signature.size(),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          text.size())
-           != 1) {
+  // Which of the asker's challenges was signed (claims made side by side
+  // each signed their own); that one is used up.
+  auto& nonces = i->second;
+  for (auto n = nonces.begin(); key != nullptr && n != nonces.end(); ++n) {
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md{
+      EVP_MD_CTX_new(), EVP_MD_CTX_free};
+    auto text = what + *n;
+    if (md
+        && EVP_DigestVerifyInit(md.get(), nullptr, digest_for(key), nullptr,
+                                key)
+             == 1
+        && EVP_DigestVerify(
+             md.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+             signature.size(),
+             reinterpret_cast<const unsigned char*>(text.data()), text.size())
+             == 1) {
+      nonces.erase(n);
+      if (nonces.empty()) {
+        challenges_.erase(i);
+        order_.erase(std::find(order_.begin(), order_.end(), who));
+      }
+      return {};
+    }
     ERR_clear_error();
-    return refused("the signature of " + subject_of(cert.get())
-                   + " does not match its claim to be shard "
-                   + std::to_string(shard));
   }
-  return {};
+  return refused("the signature of " + subject_of(cert.get())
+                 + " does not match its claim to be shard "
+                 + std::to_string(shard));
 }
 
 } // namespace kv

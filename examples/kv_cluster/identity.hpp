@@ -63,13 +63,13 @@ public:
   static std::unique_ptr<credential_check> load(const std::string& ca_file,
                                                 std::string& error);
 
-  /// Fresh random bytes for `who` to sign; one per asker at a time (a new
-  /// one replaces the old), the 1024 newest kept.
+  /// Fresh random bytes for `who` to sign. An asker may hold 4 at once
+  /// (claims made side by side); of all askers, the 1,024 newest count.
   std::string challenge(const caf::actor_addr& who);
 
   /// Nothing if `cert_pem` comes from the CA, names `shard`, and
-  /// `signature` signs `what` followed by the challenge given to `who`
-  /// (used up either way); otherwise why not.
+  /// `signature` signs `what` followed by one of the challenges given to
+  /// `who` (that one is used up); otherwise why not.
   caf::error verify(const caf::actor_addr& who, uint32_t shard,
                     const std::string& what, const std::string& cert_pem,
                     const std::string& signature);
@@ -77,7 +77,7 @@ public:
 private:
   std::unique_ptr<X509_STORE, decltype(&X509_STORE_free)> store_{
     nullptr, X509_STORE_free};
-  std::map<caf::actor_addr, std::string> challenges_;
+  std::map<caf::actor_addr, std::deque<std::string>> challenges_;
   std::deque<caf::actor_addr> order_;
 };
 

@@ -7,6 +7,7 @@
 // whole cluster, replays what it had.
 
 #include <charconv>
+#include <limits>
 #include <map>
 #include <unordered_map>
 
@@ -454,14 +455,18 @@ private:
     if (log_->due(live_bytes_)) {
       auto before = log_->size();
       auto t0 = std::chrono::steady_clock::now();
-      log_->rewrite(data_);
+      auto failed = log_->rewrite(data_);
       auto ms = std::chrono::duration<double, std::milli>(
                   std::chrono::steady_clock::now() - t0)
                   .count();
-      say("shard %u: log rewritten from %llu to %llu bytes (%zu entries) "
-          "in %.1f ms",
-          id_, static_cast<unsigned long long>(before),
-          static_cast<unsigned long long>(log_->size()), data_.size(), ms);
+      if (!failed.empty())
+        say("shard %u: log rewrite failed (%s); the log goes on as it is",
+            id_, failed.c_str());
+      else
+        say("shard %u: log rewritten from %llu to %llu bytes (%zu entries) "
+            "in %.1f ms",
+            id_, static_cast<unsigned long long>(before),
+            static_cast<unsigned long long>(log_->size()), data_.size(), ms);
     }
   }
 
@@ -473,6 +478,11 @@ private:
   void write(std::string key, std::string value, bool present, reply answer,
              done_fn then) {
     auto old = data_.find(key);
+    if (old != data_.end()
+        && old->second.version == std::numeric_limits<uint64_t>::max()) {
+      then({status::error, 0, "ERR the key's version is exhausted"});
+      return;
+    }
     auto version = (old == data_.end() ? 0 : old->second.version) + 1;
     entry e{key, std::move(value), version, present};
     keep(e);

@@ -282,8 +282,10 @@ int multiplexer::wait(epoll_event* events, int max_events) {
     timespec ts{static_cast<time_t>(ns.count() / 1000000000),
                 static_cast<long>(ns.count() % 1000000000)};
     int n = epoll_pwait2(epoll_fd_, events, max_events, &ts, nullptr);
-    if (n >= 0 || errno != ENOSYS)
+    if (n >= 0 || errno == EINTR)
       return n;
+    // Not there (ENOSYS before Linux 5.11) or not allowed (EPERM from a
+    // seccomp filter that predates it): milliseconds it is.
     fine_wait_ = false;
   }
   // Rounded up, so that the wake-up is never before the deadline.

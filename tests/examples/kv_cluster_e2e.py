@@ -1296,7 +1296,9 @@ def test_log_rewrite_and_torn_tail():
     live data: the log is rewritten. Then the cluster stops, a torn record
     is appended to a log (as a crash mid-write leaves it), and the cluster
     starts again on the same directory: the shard cuts the torn tail and
-    every key reads back."""
+    every key reads back. Last, a byte of another log's first record is
+    flipped: that shard keeps the log aside, cuts it, and gets its keys
+    back from its neighbours."""
     data = tempfile.mkdtemp(prefix="tact-kv-data-")
     try:
         hot = key_on(0, "rw")
@@ -1335,8 +1337,29 @@ def test_log_rewrite_and_torn_tail():
             check(r == ("2999:" + value).encode(), "GET %s: %r" % (hot, r))
             cl.close()
             c.check_stopped()
-        return "%s; %s" % (rewrite.split("] ", 1)[1],
-                           note.split(": ", 2)[2])
+        # A flipped byte in the first record of shard 1's log: not a torn
+        # tail. The log is kept aside, cut there, and the neighbours give
+        # back what followed.
+        path = os.path.join(data, "shard-1.aof")
+        with open(path, "r+b") as f:
+            f.seek(len(b"kv_cluster aof 1\n") + 8 + 12 + 5)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with Cluster(data_dir=data) as c:
+            damaged = c.wait_for(r"^\[shard 1\] shard 1: log .*: a damaged "
+                                 r"record at byte 25 after 0 records")
+            check(os.path.exists(path + ".damaged"), "no copy of the "
+                  "damaged log")
+            cl = Client(c.port, timeout=30 * T)
+            for i in range(100):
+                check(cl.call("GET", "keep-%d" % i) == str(i).encode(),
+                      "GET keep-%d after the damage" % i)
+            cl.close()
+            c.check_stopped()
+        return "%s; %s; %s" % (rewrite.split("] ", 1)[1],
+                               note.split(": ", 2)[2],
+                               damaged.split(": ", 2)[2].split(":")[0])
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
