@@ -249,6 +249,7 @@ write_log::open(const std::string& dir, uint32_t id, uint32_t shards,
                 + ", and it cannot be kept as " + copy;
         return nullptr;
       }
+      log->damaged_ = true;
       note = "a damaged record at byte " + std::to_string(good) + " after "
              + std::to_string(out.size()) + " records: the log as it was is in "
              + copy + "; " + std::to_string(text.size() - good)

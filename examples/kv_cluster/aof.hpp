@@ -84,6 +84,12 @@ public:
     return path_;
   }
 
+  /// Whether the replay stopped at a damaged record: what followed it is
+  /// to be had from the neighbours only.
+  [[nodiscard]] bool damaged() const noexcept {
+    return damaged_;
+  }
+
 private:
   write_log(std::string path, int fd, fsync_policy policy, std::string header);
 
@@ -99,6 +105,7 @@ private:
   uint64_t size_ = 0;
   // After a failed rewrite: none before the log is past this.
   uint64_t retry_above_ = 0;
+  bool damaged_ = false;
 
   // `everysec`: the thread that syncs, and what it shares with the shard.
   std::thread syncer_;

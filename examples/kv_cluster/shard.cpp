@@ -44,6 +44,9 @@ public:
       shards_(shards),
       dir_(std::move(dir), std::move(join)),
       peers_(shards),
+      // Until it has fetched from both neighbours, a shard whose log was
+      // damaged misses what followed the damage: it does not serve.
+      must_fetch_(log && log->damaged()),
       log_(std::move(log)),
       creds_(std::move(creds)),
       check_(std::move(check)) {
@@ -170,9 +173,16 @@ private:
   void fetch_all() {
     fetching_ = 0;
     sync_failed_ = false;
-    for (auto j : neighbours())
-      if (j < table_.size() && !table_[j].empty())
+    for (auto j : neighbours()) {
+      if (j < table_.size() && !table_[j].empty()) {
         ++fetching_;
+      } else if (must_fetch_) {
+        say("shard %u: waiting for shard %u, which holds what the damaged "
+            "log lost", id_, j);
+        delayed_send(this, 1s, retry_atom::value);
+        return;
+      }
+    }
     if (fetching_ == 0) {
       enrol();
       return;
@@ -236,6 +246,7 @@ private:
       delayed_send(this, 1s, retry_atom::value);
       return;
     }
+    must_fetch_ = false;
     enrol();
   }
 
@@ -582,6 +593,7 @@ private:
   std::string addr_;
   std::vector<std::string> table_;
   std::vector<peer_link> peers_;
+  bool must_fetch_;
   std::unordered_map<std::string, entry> data_;
   // What `data_` takes in the log.
   uint64_t live_bytes_ = 0;
