@@ -1098,9 +1098,12 @@ def test_bounds_across_clients():
         shards = [c.pid("shard %d" % i) for i in range(SHARDS)]
         base = rss_kib(gw)
         cl = Client(c.port, timeout=60 * T)
-        r = cl.call("EXISTS", *("big-%d" % i for i in range(1048575)))
+        # One key over the limit is enough under the sanitizers, where
+        # parsing a million keys takes minutes.
+        many = 65537 if SLOW else 1048575
+        r = cl.call("EXISTS", *("big-%d" % i for i in range(many)))
         check(isinstance(r, RuntimeError) and "too many arguments" in str(r),
-              "EXISTS with 1,048,575 keys: %r" % (r,))
+              "EXISTS with %d keys: %r" % (many, r))
         check(cl.call("PING") == "PONG", "PING after the refusal")
         one = rss_kib(gw) - base
         check(one < 96 * 1024 * T, "the refused command grew the gateway by "
@@ -1184,10 +1187,10 @@ def test_bounds_across_clients():
             said = [ln for ln in c.lines if "the most of all clients" in ln]
         check(said, "no log line for the disconnection")
         c.check_stopped()
-    return "1,048,575 keys refused (+%d MiB); %d x %d keys: gateway " \
+    return "%d keys refused (+%d MiB); %d x %d keys: gateway " \
         "peak %d MiB, shards %d MiB, all answered; %d of 4 unfinished " \
-        "values cut, gateway +%d MiB" % (one // 1024, conns, keys, gw_peak,
-                                        shard_peak, cut, growth)
+        "values cut, gateway +%d MiB" % (many, one // 1024, conns, keys,
+                                        gw_peak, shard_peak, cut, growth)
 
 
 def test_requirepass_auth_and_info():
