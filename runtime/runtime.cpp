@@ -147,11 +147,17 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   executor_ = std::make_shared<executor>();
   if (opts_.on_warning)
     mux_->set_warning_hook(opts_.on_warning);
+  mux_->set_resolver_options(opts_.resolver);
   mux_->start();
 }
 
 runtime::~runtime() {
   shutdown(std::chrono::milliseconds{0});
+  {
+    std::lock_guard<std::mutex> guard{loop_mtx_};
+    if (loop_)
+      caf::anon_send_exit(loop_, caf::exit_reason::user_shutdown);
+  }
   // Calls still running may open connections: let them finish, then end
   // what they opened.
   executor_->wait_idle();
@@ -165,6 +171,51 @@ runtime::~runtime() {
   // multiplexer releases.
   system_.reset();
   mux_.reset();
+}
+
+caf::actor runtime::loop() {
+  std::lock_guard<std::mutex> guard{loop_mtx_};
+  if (loop_)
+    return loop_;
+  // Its handlers start each operation and answer when it is done; the
+  // actor never waits.
+  loop_ = spawn_on_loop([this](caf::event_based_actor* self) -> caf::behavior {
+    auto answer = [](caf::typed_response_promise<transport> rp) {
+      return [rp](caf::expected<transport> x) mutable {
+        if (x)
+          rp.deliver(std::move(*x));
+        else
+          rp.deliver(std::move(x.error()));
+      };
+    };
+    return {
+      [this, self, answer](loop_ops::connect& req) -> caf::result<transport> {
+        auto rp = self->make_response_promise<transport>();
+        auto done = answer(rp);
+        if (!req.path.empty())
+          connect_unix(std::move(req.factory), std::move(req.path),
+                       req.options, std::move(done), std::move(req.tls),
+                       std::move(req.tls_opts));
+        else if (req.tls)
+          connect(std::move(req.factory), std::move(req.host), req.port,
+                  std::move(*req.tls), std::move(req.tls_opts), req.options,
+                  std::move(done));
+        else
+          connect(std::move(req.factory), std::move(req.host), req.port,
+                  req.options, std::move(done));
+        return rp;
+      },
+      [this, self, answer](loop_ops::spawn_process& req)
+        -> caf::result<transport> {
+        auto rp = self->make_response_promise<transport>();
+        auto done = answer(rp);
+        spawn_process(std::move(req.factory), std::move(req.argv),
+                      std::move(req.options), std::move(done));
+        return rp;
+      },
+    };
+  });
+  return loop_;
 }
 
 void runtime::shutdown(std::chrono::milliseconds grace) {

@@ -5,17 +5,20 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 #include <string>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/expected.hpp>
 
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/endpoint.hpp"
+#include "tact/runtime/resolver_options.hpp"
 #include "tact/runtime/transport.hpp"
 #include "tact/transports/server.hpp"
 #include "tact/transports/tls.hpp"
@@ -75,6 +78,10 @@ struct runtime_options {
   /// message in clear text); this allows it anyway.
   bool allow_insecure_distribution = false;
 
+  /// How host names are resolved: c-ares on the loop, with the system's
+  /// name servers unless given.
+  resolver_options resolver;
+
   /// Called with the actor system's configuration before the system
   /// starts (after `distributed` has set it up): to announce one's own
   /// message types with `add_message_type`, or to set CAF options.
@@ -133,14 +140,60 @@ struct subprocess_options {
   std::vector<int> pass_fds;
 };
 
+/// The answer of an asynchronous loop operation: the new transport or the
+/// error. It runs on the loop thread, so it must not block; a class
+/// protocol asks with `request(rt.loop(), ...)` instead, whose answer comes
+/// back in its own context.
+using transport_callback = std::function<void(caf::expected<transport>)>;
+
+/// Requests for the loop's operations, for actors: sent to `runtime::loop()`
+/// with `request`, they are answered with the new transport without
+/// blocking anyone (asyncio's `await loop.create_connection(...)`):
+///
+///     self->request(rt.loop(), 10s, loop_ops::connect{factory, "db", 5432})
+///       .then([=](tact::transport t) { ... },
+///             [=](caf::error& err) { ... });
+///
+/// They carry a protocol factory, so they stay on this node.
+namespace loop_ops {
+
+/// `runtime::connect` / `connect_unix`: answered with the `transport` once
+/// its protocol has handled `connection_made` (after the TLS handshake
+/// with `tls`), or with the error.
+struct connect {
+  protocol_factory factory;
+  /// A TCP host (a name or a numeric address) and port...
+  std::string host;
+  uint16_t port = 0;
+  /// ... or, when not empty, the path of a Unix socket.
+  std::string path;
+  connection_options options = {};
+  /// A client TLS context: the connection is TLS.
+  std::optional<tls_context> tls = {};
+  tls_options tls_opts = {};
+};
+
+/// `runtime::spawn_process`: answered with the subprocess `transport` once
+/// the child runs, or with the reason it could not start.
+struct spawn_process {
+  protocol_factory factory;
+  std::vector<std::string> argv;
+  subprocess_options options = {};
+};
+
+} // namespace loop_ops
+
 /// The event loop and the actor system behind it: asyncio's loop.
 ///
 /// Owns a `caf::actor_system` and a multiplexer thread (epoll). Transports,
 /// servers and class protocols are actors resumed by that thread. The
-/// factory methods below are asyncio's loop methods; they block the calling
-/// thread (resolving names and connecting there, never on the loop) and
-/// return an error instead of throwing. Calling them from an actor that
-/// lives on the loop is `errc::would_deadlock`.
+/// factory methods below are asyncio's loop methods, in two forms: the
+/// asynchronous ones (`connect`, `spawn_process`, and the `loop_ops`
+/// requests to `loop()`) never block and may be called from any thread or
+/// actor; the blocking ones (`create_connection`, `subprocess_exec`, ...)
+/// are for `main()` and other threads of one's own, and return an error
+/// instead of throwing. Calling a blocking one from an actor that lives on
+/// the loop is `errc::would_deadlock`.
 ///
 /// Destroying the runtime aborts every connection, waits for the loop's
 /// actors to finish, and then for every other actor of the system (so
@@ -153,7 +206,42 @@ public:
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
 
-  // -- loop operations ------------------------------------------------------------
+  // -- loop operations without blocking -------------------------------------------
+
+  /// asyncio's `create_connection` without blocking anyone: resolves
+  /// `host` on the loop (c-ares), connects to each address in turn (or
+  /// with Happy Eyeballs, `opts.happy_eyeballs_delay`) with a non-blocking
+  /// connect() the loop watches, within `opts.connect_timeout`; then
+  /// `done` gets the transport once its protocol has handled
+  /// `connection_made`, or the error (no protocol is made then). Any
+  /// thread; `done` runs on the loop, never before this returns.
+  void connect(protocol_factory factory, std::string host, uint16_t port,
+               connection_options opts, transport_callback done);
+
+  /// The same over TLS: `done` gets the transport after the handshake.
+  /// The name checked and sent as SNI is `tls.server_hostname`, else
+  /// `host`.
+  void connect(protocol_factory factory, std::string host, uint16_t port,
+               tls_context ctx, tls_options tls, connection_options opts,
+               transport_callback done);
+
+  /// `connect` to the Unix socket at `path` (TLS when `ctx` is given).
+  void connect_unix(protocol_factory factory, std::string path,
+                    connection_options opts, transport_callback done,
+                    std::optional<tls_context> ctx = {},
+                    tls_options tls = {});
+
+  /// asyncio's `subprocess_exec` without blocking the caller: the child is
+  /// started on the loop (fork and exec, as asyncio does), and `done` gets
+  /// its transport or the reason it could not start.
+  void spawn_process(protocol_factory factory, std::vector<std::string> argv,
+                     subprocess_options opts, transport_callback done);
+
+  /// The actor that answers `loop_ops` requests: how behaviours and class
+  /// protocols use the operations above.
+  caf::actor loop();
+
+  // -- loop operations that block the calling thread ------------------------------
 
   /// Listens on `host:port` (every address `host` resolves to; an empty host
   /// means all interfaces; port 0 picks a free port).
@@ -167,8 +255,9 @@ public:
                                            const std::string& path,
                                            server_options opts = {});
 
-  /// Connects to `host:port`, trying each resolved address in turn;
-  /// `opts` sets an idle timeout and TCP keepalive on the connection.
+  /// `connect`, waiting for its answer: connects to `host:port`, trying
+  /// each resolved address in turn; `opts` sets an idle timeout and TCP
+  /// keepalive on the connection.
   caf::expected<transport> create_connection(protocol_factory factory,
                                              const std::string& host,
                                              uint16_t port,
@@ -309,6 +398,10 @@ public:
 private:
   struct config;
 
+  caf::expected<transport> start_process(protocol_factory& factory,
+                                         std::vector<std::string>& argv,
+                                         subprocess_options& opts);
+
   runtime_options opts_;
   std::unique_ptr<config> cfg_;
   std::unique_ptr<caf::actor_system> system_;
@@ -318,6 +411,11 @@ private:
   std::shared_ptr<executor> executor_;
   // Why the cluster's trust settings cannot be used (none: usable).
   caf::error cluster_tls_error_;
+  std::mutex loop_mtx_;
+  caf::actor loop_;
 };
 
 } // namespace tact
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::connect)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::spawn_process)

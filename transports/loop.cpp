@@ -19,6 +19,7 @@
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
+#include "tact/transports/detail/connector.hpp"
 #include "tact/transports/detail/datagram.hpp"
 #include "tact/transports/detail/pipe.hpp"
 #include "tact/transports/detail/server.hpp"
@@ -101,33 +102,45 @@ stream_limits_of(const server_options& opts) {
                                              opts.keepalive});
 }
 
-// Runs `connect` with a factory whose protocol is a client TLS layer, and
-// waits for that layer's handshake.
-caf::expected<transport> connect_tls(
-  const std::function<caf::expected<transport>(protocol_factory)>& connect,
-  protocol_factory factory, const tls_context& ctx, tls_options opts,
-  uint64_t read_credit) {
+// A factory whose protocol is a client TLS layer; the layer answers `done`
+// after its handshake.
+caf::expected<protocol_factory>
+tls_client_factory(const tls_context& ctx, tls_options opts,
+                   protocol_factory factory, uint64_t read_credit,
+                   transport_callback done) {
   opts.server_side = false;
   if (auto err = detail::check_tls_options(ctx, opts, false))
     return err;
-  auto done = std::make_shared<std::promise<caf::expected<transport>>>();
-  auto result = done->get_future();
   detail::tls_setup setup;
   setup.ctx = ctx;
   setup.opts = std::move(opts);
   setup.factory = std::move(factory);
   setup.read_credit = read_credit;
-  setup.on_ready = [done](caf::expected<transport> x) {
-    done->set_value(std::move(x));
-  };
-  auto plain = connect(protocol_factory::with_loop(
+  setup.on_ready = std::move(done);
+  return protocol_factory::with_loop(
     [setup = std::move(setup)](detail::multiplexer& mux) mutable {
       return detail::spawn_tls(mux, std::move(setup)).actor();
-    }));
-  if (!plain)
-    return std::move(plain.error());
-  // Bounded by the handshake timeout.
+    });
+}
+
+// Runs an asynchronous loop operation and waits for its answer (off the
+// loop).
+caf::expected<transport>
+wait_for(const std::function<void(transport_callback)>& op) {
+  auto done = std::make_shared<std::promise<caf::expected<transport>>>();
+  auto result = done->get_future();
+  op([done](caf::expected<transport> x) { done->set_value(std::move(x)); });
   return result.get();
+}
+
+caf::error check_connect_options(const connection_options& opts) {
+  if (opts.connect_timeout.count() < 0)
+    return make_error(errc::invalid_argument,
+                      "connect_timeout must not be negative");
+  if (opts.happy_eyeballs_delay && opts.happy_eyeballs_delay->count() < 0)
+    return make_error(errc::invalid_argument,
+                      "happy_eyeballs_delay must not be negative");
+  return caf::none;
 }
 
 // Starts the transport of a connected stream socket and, off the loop,
@@ -152,19 +165,111 @@ transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
 
 } // namespace
 
+void runtime::connect(protocol_factory factory, std::string host,
+                      uint16_t port, connection_options opts,
+                      transport_callback done) {
+  auto fail = [&](caf::error err) {
+    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (auto err = check_connect_options(opts))
+    return fail(std::move(err));
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  detail::connect_target target;
+  target.host = std::move(host);
+  target.port = port;
+  target.limits = *limits;
+  target.timeout = opts.connect_timeout;
+  target.happy_eyeballs_delay = opts.happy_eyeballs_delay;
+  target.read_credit = opts_.read_credit;
+  auto run = [mux = mux_.get(), target = std::move(target),
+              factory = std::move(factory),
+              done = std::move(done)]() mutable {
+    detail::connect_stream(*mux, std::move(target), std::move(factory),
+                           std::move(done));
+  };
+  if (mux_->on_loop_thread())
+    run();
+  else
+    mux_->post(std::move(run));
+}
+
+void runtime::connect(protocol_factory factory, std::string host,
+                      uint16_t port, tls_context ctx, tls_options tls,
+                      connection_options opts, transport_callback done) {
+  if (tls.server_hostname.empty())
+    tls.server_hostname = host;
+  auto layered = tls_client_factory(ctx, std::move(tls), std::move(factory),
+                                    opts_.read_credit, done);
+  if (!layered) {
+    mux_->post([done = std::move(done), err = std::move(layered.error())] {
+      done(err);
+    });
+    return;
+  }
+  // The layer answers once its handshake is done; only a failure to
+  // connect is answered here.
+  connect(std::move(*layered), std::move(host), port, opts,
+          [done = std::move(done)](caf::expected<transport> plain) {
+            if (!plain)
+              done(std::move(plain.error()));
+          });
+}
+
+void runtime::connect_unix(protocol_factory factory, std::string path,
+                           connection_options opts, transport_callback done,
+                           std::optional<tls_context> ctx, tls_options tls) {
+  auto fail = [&](caf::error err) {
+    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (opts.keepalive)
+    return fail(make_error(errc::invalid_argument,
+                           "keepalive on a Unix socket connection"));
+  if (auto err = check_connect_options(opts))
+    return fail(std::move(err));
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  transport_callback plain_done = done;
+  if (ctx) {
+    auto layered = tls_client_factory(*ctx, std::move(tls), std::move(factory),
+                                      opts_.read_credit, done);
+    if (!layered)
+      return fail(std::move(layered.error()));
+    factory = std::move(*layered);
+    plain_done = [done](caf::expected<transport> plain) {
+      if (!plain)
+        done(std::move(plain.error()));
+    };
+  }
+  detail::connect_target target;
+  target.path = std::move(path);
+  target.limits = *limits;
+  target.timeout = opts.connect_timeout;
+  target.read_credit = opts_.read_credit;
+  auto run = [mux = mux_.get(), target = std::move(target),
+              factory = std::move(factory),
+              done = std::move(plain_done)]() mutable {
+    detail::connect_stream(*mux, std::move(target), std::move(factory),
+                           std::move(done));
+  };
+  if (mux_->on_loop_thread())
+    run();
+  else
+    mux_->post(std::move(run));
+}
+
 caf::expected<transport>
 runtime::create_connection(protocol_factory factory, const std::string& host,
                            uint16_t port, const tls_context& ctx,
                            tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
-  if (opts.server_hostname.empty())
-    opts.server_hostname = host;
-  return connect_tls(
-    [&](protocol_factory f) {
-      return create_connection(std::move(f), host, port, conn);
-    },
-    std::move(factory), ctx, std::move(opts), opts_.read_credit);
+  return wait_for([&](transport_callback done) {
+    connect(std::move(factory), host, port, ctx, std::move(opts), conn,
+            std::move(done));
+  });
 }
 
 caf::expected<transport>
@@ -173,11 +278,10 @@ runtime::create_unix_connection(protocol_factory factory,
                                 tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
-  return connect_tls(
-    [&](protocol_factory f) {
-      return create_unix_connection(std::move(f), path, conn);
-    },
-    std::move(factory), ctx, std::move(opts), opts_.read_credit);
+  return wait_for([&](transport_callback done) {
+    connect_unix(std::move(factory), path, conn, std::move(done), ctx,
+                 std::move(opts));
+  });
 }
 
 caf::expected<server> runtime::create_server(protocol_factory factory,
@@ -296,33 +400,9 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
                                                     connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return std::move(limits.error());
-  auto addrs = detail::resolve(host, port, false);
-  if (!addrs)
-    return std::move(addrs.error());
-  caf::error last;
-  for (auto& addr : *addrs) {
-    auto fd = ::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      last = error_from_errno(errno, "socket");
-      continue;
-    }
-    int rc;
-    do {
-      rc = ::connect(fd, addr.get(), addr.length);
-    } while (rc != 0 && errno == EINTR);
-    if (rc != 0) {
-      last = error_from_errno(errno, "connect " + detail::to_string(addr));
-      ::close(fd);
-      continue;
-    }
-    detail::set_nonblocking(fd, true);
-    return start_stream(*mux_, fd, factory(*mux_), detail::stream_kind::tcp,
-                        opts_.read_credit, *limits);
-  }
-  return last;
+  return wait_for([&](transport_callback done) {
+    connect(std::move(factory), host, port, opts, std::move(done));
+  });
 }
 
 caf::expected<transport>
@@ -331,31 +411,9 @@ runtime::create_unix_connection(protocol_factory factory,
                                 connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
-  if (opts.keepalive)
-    return make_error(errc::invalid_argument,
-                      "keepalive on a Unix socket connection");
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return std::move(limits.error());
-  auto addr = detail::unix_address(path);
-  if (!addr)
-    return std::move(addr.error());
-  auto fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return error_from_errno(errno, "socket");
-  int rc;
-  do {
-    rc = ::connect(fd, addr->get(), addr->length);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    auto err = errno;
-    ::close(fd);
-    return error_from_errno(err, "connect " + path);
-  }
-  detail::set_nonblocking(fd, true);
-  return start_stream(*mux_, fd, factory(*mux_),
-                      detail::stream_kind::unix_socket, opts_.read_credit,
-                      *limits);
+  return wait_for([&](transport_callback done) {
+    connect_unix(std::move(factory), path, opts, std::move(done));
+  });
 }
 
 caf::expected<transport>

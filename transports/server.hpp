@@ -37,6 +37,16 @@ struct connection_options {
   std::chrono::milliseconds idle_timeout{0};
   /// TCP keepalive (TCP only); none: the system's default (off).
   std::optional<keepalive_options> keepalive;
+  /// How long connecting may take, the name's lookup and every address
+  /// tried included; past it `errc::timed_out`. Zero: no limit but the
+  /// kernel's (about two minutes per unanswered TCP address).
+  std::chrono::milliseconds connect_timeout{0};
+  /// asyncio's `happy_eyeballs_delay` (RFC 8305): the next address is
+  /// tried this long after the previous one started, without waiting for
+  /// it to fail, and the first to connect wins; the addresses alternate
+  /// between IPv6 and IPv4 (asyncio's `interleave=1`). None: one address
+  /// after the other, in the resolver's order.
+  std::optional<std::chrono::milliseconds> happy_eyeballs_delay;
 };
 
 /// Options of `create_server` and `create_unix_server` (asyncio's defaults).

@@ -233,6 +233,25 @@ runtime::subprocess_exec(protocol_factory factory,
   if (mux_->on_loop_thread())
     return make_error(errc::would_deadlock,
                       "blocking loop operation called on the loop thread");
+  return start_process(factory, argv, opts);
+}
+
+void runtime::spawn_process(protocol_factory factory,
+                            std::vector<std::string> argv,
+                            subprocess_options opts, transport_callback done) {
+  // On the loop, as asyncio starts children: the fork and the exec's
+  // report take the loop for a moment, not a thread per child.
+  mux_->post([this, factory = std::move(factory), argv = std::move(argv),
+              opts = std::move(opts), done = std::move(done)]() mutable {
+    done(start_process(factory, argv, opts));
+  });
+}
+
+// Any thread: starts the child and its transport.
+caf::expected<transport>
+runtime::start_process(protocol_factory& factory,
+                       std::vector<std::string>& argv,
+                       subprocess_options& opts) {
   if (argv.empty() || argv[0].empty())
     return make_error(errc::invalid_argument, "no program to run");
   if (opts.std_in == subprocess_stdio::stdout_merge

@@ -1,4 +1,5 @@
 #include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/resolver.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -82,9 +83,23 @@ void multiplexer::stop() {
   for (auto* ptr : ready_)
     caf::scheduler::abstract_coordinator::cleanup_and_release(ptr);
   ready_.clear();
+  // Lookups still waiting are answered with an error now, off the loop.
+  resolver_.reset();
   fd_owners_.clear();
   graveyard_.clear();
+  retired_.clear();
   tracked_.clear();
+}
+
+resolver& multiplexer::names() {
+  if (!resolver_)
+    resolver_ = std::make_unique<resolver>(
+      *this, resolver_options_ ? *resolver_options_ : resolver_options{});
+  return *resolver_;
+}
+
+void multiplexer::set_resolver_options(const resolver_options& settings) {
+  resolver_options_ = std::make_unique<resolver_options>(settings);
 }
 
 int multiplexer::add(int fd, uint32_t events, io_handler* handler) {
@@ -244,6 +259,7 @@ void multiplexer::run() {
     run_ready();
     run_timers();
     graveyard_.clear();
+    retired_.clear();
   }
   timers_.clear();
   timer_deadlines_.clear();

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -16,9 +17,13 @@
 #include <caf/execution_unit.hpp>
 #include <caf/fwd.hpp>
 
+#include "tact/runtime/resolver_options.hpp"
+
 struct epoll_event;
 
 namespace tact::detail {
+
+class resolver;
 
 /// Clears a SIGPIPE pending on the calling (loop) thread after a write to a
 /// pipe failed with EPIPE.
@@ -121,6 +126,20 @@ public:
 
   // -- shared resources (loop thread only) -------------------------------------
 
+  /// The loop's name resolver (made on first use).
+  [[nodiscard]] resolver& names();
+
+  /// How `names()` resolves; call before the first lookup. Thread-safe
+  /// only before `start()`.
+  void set_resolver_options(const resolver_options& settings);
+
+  /// Keeps `obj` alive until the loop has dispatched the events of its
+  /// current pass: for handlers that end while an event for them may still
+  /// be queued in that pass.
+  void release_later(std::shared_ptr<void> obj) {
+    retired_.push_back(std::move(obj));
+  }
+
   /// A scratch buffer for reads; its content is only valid until the next
   /// read on this loop.
   [[nodiscard]] char* scratch() noexcept { return scratch_.data(); }
@@ -182,6 +201,9 @@ private:
   std::vector<caf::strong_actor_ptr> fd_owners_;
   std::vector<caf::strong_actor_ptr> graveyard_;
   std::vector<char> scratch_;
+  std::vector<std::shared_ptr<void>> retired_;
+  std::unique_ptr<resolver_options> resolver_options_;
+  std::unique_ptr<resolver> resolver_;
   std::unordered_map<caf::actor_id, std::pair<caf::actor, bool>> tracked_;
   // By deadline, then by id (the order they were added in).
   std::map<std::pair<clock_type::time_point, uint64_t>, std::function<void()>>

@@ -1,0 +1,261 @@
+// Connecting on the loop: asyncio's create_connection without blocking.
+// The name is resolved by the loop's resolver; each address gets a
+// non-blocking connect() that epoll reports as writable when it is done.
+// Without Happy Eyeballs the addresses are tried one after the other; with
+// it the next one starts after the delay even while the last is pending,
+// and the first to connect wins.
+
+#include "tact/transports/detail/connector.hpp"
+
+#include <cerrno>
+#include <memory>
+#include <vector>
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/resolver.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/transports/detail/socket.hpp"
+
+namespace tact::detail {
+
+namespace {
+
+// asyncio's interleave=1: the first family, then the other, alternating.
+std::vector<sock_address> interleave(std::vector<sock_address> addrs) {
+  if (addrs.empty())
+    return addrs;
+  std::vector<sock_address> first;
+  std::vector<sock_address> other;
+  auto family = addrs.front().family();
+  for (auto& a : addrs)
+    (a.family() == family ? first : other).push_back(a);
+  std::vector<sock_address> result;
+  result.reserve(addrs.size());
+  for (size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+    if (i < first.size())
+      result.push_back(first[i]);
+    if (i < other.size())
+      result.push_back(other[i]);
+  }
+  return result;
+}
+
+class connector : public std::enable_shared_from_this<connector> {
+public:
+  connector(multiplexer& mux, connect_target target, protocol_factory factory,
+            transport_callback done)
+    : mux_(mux), target_(std::move(target)), factory_(std::move(factory)),
+      done_(std::move(done)) {
+    // nop
+  }
+
+  void start() {
+    self_ = shared_from_this();
+    if (target_.timeout.count() > 0)
+      deadline_ = mux_.add_timer(target_.timeout, [this] {
+        deadline_ = 0;
+        fail(make_error(errc::timed_out,
+                        "connecting to " + name() + " took longer than "
+                          + std::to_string(target_.timeout.count())
+                          + " ms"));
+      });
+    if (!target_.path.empty()) {
+      auto addr = unix_address(target_.path);
+      if (!addr) {
+        fail(std::move(addr.error()));
+        return;
+      }
+      addrs_.push_back(*addr);
+      try_next();
+      return;
+    }
+    mux_.names().resolve(
+      target_.host, target_.port, false,
+      [self = shared_from_this()](
+        caf::expected<std::vector<sock_address>> addrs) {
+        if (self->finished_)
+          return;
+        if (!addrs) {
+          self->fail(std::move(addrs.error()));
+          return;
+        }
+        self->addrs_ = self->target_.happy_eyeballs_delay
+                         ? interleave(std::move(*addrs))
+                         : std::move(*addrs);
+        self->try_next();
+      });
+  }
+
+private:
+  // One connect() in flight. Attempts stay allocated for the connector's
+  // life, so an event still queued for a closed one finds it (fd -1).
+  struct attempt final : io_handler {
+    connector* owner = nullptr;
+    int fd = -1;
+    sock_address addr;
+
+    void handle_io(uint32_t) override {
+      if (fd >= 0)
+        owner->on_writable(*this);
+    }
+
+    caf::strong_actor_ptr io_owner() override {
+      return nullptr;
+    }
+  };
+
+  [[nodiscard]] std::string name() const {
+    if (!target_.path.empty())
+      return target_.path;
+    return target_.host + ":" + std::to_string(target_.port);
+  }
+
+  [[nodiscard]] size_t in_flight() const {
+    size_t n = 0;
+    for (auto& a : attempts_)
+      n += a->fd >= 0 ? 1 : 0;
+    return n;
+  }
+
+  // Starts connecting to the next address; with Happy Eyeballs, schedules
+  // the one after it.
+  void try_next() {
+    while (!finished_ && next_ < addrs_.size()) {
+      auto& addr = addrs_[next_++];
+      auto fd = ::socket(addr.family(),
+                         SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        last_ = error_from_errno(errno, "socket for " + to_string(addr));
+        continue;
+      }
+      int rc;
+      do {
+        rc = ::connect(fd, addr.get(), addr.length);
+      } while (rc != 0 && errno == EINTR);
+      if (rc == 0) {
+        succeed(fd);
+        return;
+      }
+      // A Unix socket whose backlog is full says EAGAIN: it is refused
+      // now, as a blocking connect would have waited without end.
+      if (errno != EINPROGRESS) {
+        last_ = error_from_errno(errno, "connect " + to_string(addr));
+        ::close(fd);
+        continue;
+      }
+      auto a = std::make_unique<attempt>();
+      a->owner = this;
+      a->fd = fd;
+      a->addr = addr;
+      if (auto err = mux_.add(fd, EPOLLOUT, a.get())) {
+        last_ = error_from_errno(err, "epoll_ctl");
+        ::close(fd);
+        continue;
+      }
+      attempts_.push_back(std::move(a));
+      if (target_.happy_eyeballs_delay && next_ < addrs_.size())
+        eyeballs_ = mux_.add_timer(*target_.happy_eyeballs_delay, [this] {
+          eyeballs_ = 0;
+          try_next();
+        });
+      return;
+    }
+    if (!finished_ && in_flight() == 0 && next_ >= addrs_.size())
+      fail(last_ ? last_
+                 : make_error(errc::name_resolution_failed,
+                              "no address to connect to for " + name()));
+  }
+
+  void on_writable(attempt& a) {
+    auto err = socket_error(a.fd);
+    if (err == 0) {
+      auto fd = a.fd;
+      mux_.remove(fd);
+      a.fd = -1;
+      succeed(fd);
+      return;
+    }
+    last_ = error_from_errno(err, "connect " + to_string(a.addr));
+    mux_.remove(a.fd);
+    ::close(a.fd);
+    a.fd = -1;
+    // The next address now rather than after the delay.
+    if (eyeballs_ != 0) {
+      mux_.cancel_timer(eyeballs_);
+      eyeballs_ = 0;
+    }
+    if (in_flight() == 0 || next_ < addrs_.size())
+      try_next();
+  }
+
+  // Ends every other attempt and every timer.
+  void stop_all() {
+    finished_ = true;
+    for (auto& a : attempts_)
+      if (a->fd >= 0) {
+        mux_.remove(a->fd);
+        ::close(a->fd);
+        a->fd = -1;
+      }
+    if (deadline_ != 0)
+      mux_.cancel_timer(deadline_);
+    if (eyeballs_ != 0)
+      mux_.cancel_timer(eyeballs_);
+    deadline_ = eyeballs_ = 0;
+    // Events of this pass may still name the attempts.
+    mux_.release_later(std::move(self_));
+  }
+
+  void succeed(int fd) {
+    stop_all();
+    auto kind = target_.path.empty() ? stream_kind::tcp
+                                     : stream_kind::unix_socket;
+    auto slot = std::make_shared<transport>();
+    auto done = std::move(done_);
+    *slot = spawn_stream_transport(mux_, fd, factory_(mux_), kind,
+                                   target_.read_credit,
+                                   [slot, done = std::move(done)] {
+                                     done(*slot);
+                                   },
+                                   target_.limits);
+  }
+
+  void fail(caf::error err) {
+    if (finished_)
+      return;
+    stop_all();
+    // Never before connect_stream has returned.
+    mux_.add_timer(multiplexer::clock_type::now(),
+                   [done = std::move(done_), err = std::move(err)] {
+                     done(err);
+                   });
+  }
+
+  multiplexer& mux_;
+  connect_target target_;
+  protocol_factory factory_;
+  transport_callback done_;
+  std::shared_ptr<connector> self_;
+  std::vector<sock_address> addrs_;
+  size_t next_ = 0;
+  std::vector<std::unique_ptr<attempt>> attempts_;
+  uint64_t deadline_ = 0;
+  uint64_t eyeballs_ = 0;
+  caf::error last_;
+  bool finished_ = false;
+};
+
+} // namespace
+
+void connect_stream(multiplexer& mux, connect_target target,
+                    protocol_factory factory, transport_callback done) {
+  std::make_shared<connector>(mux, std::move(target), std::move(factory),
+                              std::move(done))
+    ->start();
+}
+
+} // namespace tact::detail

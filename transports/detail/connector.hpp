@@ -1,0 +1,45 @@
+#pragma once
+
+// Connecting without blocking: the loop resolves the name, starts a
+// non-blocking connect() per address and watches it with epoll.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <caf/expected.hpp>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/runtime/transport.hpp"
+#include "tact/transports/detail/stream.hpp"
+
+namespace tact::detail {
+
+class multiplexer;
+
+/// Where to connect and how.
+struct connect_target {
+  /// A TCP host (name or numeric) and port...
+  std::string host;
+  uint16_t port = 0;
+  /// ... or, when set, the path of a Unix socket.
+  std::string path;
+  stream_limits limits;
+  std::chrono::milliseconds timeout{0};
+  std::optional<std::chrono::milliseconds> happy_eyeballs_delay;
+  uint64_t read_credit = 256 * 1024;
+};
+
+/// The answer of a loop operation, on the loop thread.
+using transport_callback = std::function<void(caf::expected<transport>)>;
+
+/// Connects to `target` and starts a stream transport whose protocol
+/// `factory` makes; `done` gets it once the protocol has handled
+/// `connection_made`, or gets the error (no protocol is made then). Loop
+/// thread only; `done` never runs before this returns.
+void connect_stream(multiplexer& mux, connect_target target,
+                    protocol_factory factory, transport_callback done);
+
+} // namespace tact::detail
