@@ -21,8 +21,12 @@ struct resolver_options {
   int tries = 2;
   /// Answers kept for their time to live, by name; 0 keeps none.
   size_t cache_entries = 1024;
-  /// Names being looked up at once; a lookup of one more fails at once
-  /// with `errc::out_of_resources`. Lookups of a name already being
+  /// Names asked of the name servers at once; further names wait their
+  /// turn, so that a burst does not overrun the servers' or this socket's
+  /// buffers (UDP drops what does not fit, and each drop costs a timeout).
+  size_t max_queries = 128;
+  /// Names being looked up or waiting to be; a lookup of one more fails at
+  /// once with `errc::out_of_resources`. Lookups of a name already being
   /// looked up wait for that one.
   size_t max_pending = 65536;
 };

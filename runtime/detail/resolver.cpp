@@ -190,15 +190,21 @@ void resolver::resolve(const std::string& host, uint16_t port, bool passive,
     return;
   }
   lookups_[key].emplace_back(port, std::move(cb));
-  start(host, passive);
+  if (querying_ >= std::max<size_t>(settings_.max_queries, 1)) {
+    waiting_.push_back(std::move(key));
+    return;
+  }
+  start(key);
 }
 
-void resolver::start(const std::string& host, bool passive) {
+void resolver::start(const std::string& key) {
+  ++querying_;
   ares_addrinfo_hints hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = passive ? ARES_AI_PASSIVE : 0;
-  auto* arg = new query{this, std::string{passive ? "p|" : "a|"} + host};
+  hints.ai_flags = key[0] == 'p' ? ARES_AI_PASSIVE : 0;
+  auto host = key.substr(2);
+  auto* arg = new query{this, key};
   // May answer before it returns (the hosts file, a malformed name).
   ares_getaddrinfo(as_channel(channel_), host.c_str(), nullptr, &hints,
                    [](void* arg, int status, int timeouts,
@@ -263,6 +269,20 @@ void resolver::finish(const std::string& key, caf::expected<addresses> result,
     return;
   auto waiters = std::move(i->second);
   lookups_.erase(i);
+  --querying_;
+  // The next names waiting take the free slots. One may be answered at
+  // once (the hosts file) and come back here: the loop of the outermost
+  // call goes on, so the stack does not grow with the queue.
+  if (!draining_) {
+    draining_ = true;
+    while (!waiting_.empty()
+           && querying_ < std::max<size_t>(settings_.max_queries, 1)) {
+      auto next = std::move(waiting_.front());
+      waiting_.pop_front();
+      start(next);
+    }
+    draining_ = false;
+  }
   if (result && ttl.count() > 0 && settings_.cache_entries > 0) {
     while (cache_.size() >= settings_.cache_entries) {
       cache_.erase(ages_.front());

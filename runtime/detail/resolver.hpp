@@ -64,7 +64,7 @@ private:
   };
 
   caf::error init();
-  void start(const std::string& host, bool passive);
+  void start(const std::string& key);
   void finish(const std::string& key, caf::expected<addresses> result,
               std::chrono::seconds ttl);
   void watch(int fd, bool readable, bool writable);
@@ -80,10 +80,14 @@ private:
   caf::error init_error_;
   bool initialized_ = false;
   bool destroying_ = false;
+  bool draining_ = false;
   uint64_t timer_ = 0;
   // By "passive|host": the callbacks waiting for one query.
   std::unordered_map<std::string, std::vector<std::pair<uint16_t, callback>>>
     lookups_;
+  // Names waiting for a query slot (`max_queries`), as keys.
+  std::list<std::string> waiting_;
+  size_t querying_ = 0;
   std::unordered_map<int, std::unique_ptr<watched>> sockets_;
   std::unordered_map<std::string, cached> cache_;
   std::list<std::string> ages_;
