@@ -105,16 +105,20 @@ int main(int argc, char** argv) {
   }
 
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
-  // Runs off the loop, once per accepted connection.
-  auto open = [&](tact::protocol_factory f) -> caf::expected<tact::transport> {
+  // Runs on the loop, once per accepted connection: starts opening the
+  // other end and returns.
+  auto open = [&](tact::protocol_factory f, tact::transport_callback done) {
     if (!program.empty())
-      return rt.subprocess_exec(f, program,
-                                {.std_err = tact::subprocess_stdio::inherit});
-    if (to.scheme == "unix")
-      return rt.create_unix_connection(f, to.path);
-    if (to.scheme == "tls")
-      return rt.create_connection(f, to.host, to.port, client_ctx);
-    return rt.create_connection(f, to.host, to.port);
+      rt.spawn_process(std::move(f), program,
+                       {.std_err = tact::subprocess_stdio::inherit},
+                       std::move(done));
+    else if (to.scheme == "unix")
+      rt.connect_unix(std::move(f), to.path, {}, std::move(done));
+    else if (to.scheme == "tls")
+      rt.connect(std::move(f), to.host, to.port, client_ctx, {}, {},
+                 std::move(done));
+    else
+      rt.connect(std::move(f), to.host, to.port, {}, std::move(done));
   };
   auto on_error = [&](const caf::error& err) {
     std::fprintf(stderr, "relay: cannot open %s: %s\n", target.c_str(),
@@ -124,7 +128,7 @@ int main(int argc, char** argv) {
   opts.idle_timeout = std::chrono::milliseconds{
     static_cast<int64_t>(idle_seconds * 1000)};
   opts.tls = server_ctx;
-  auto factory = tact::relay_to(rt, open, on_error);
+  auto factory = tact::relay_to(open, on_error);
   auto srv = listen->scheme == "unix"
                ? rt.create_unix_server(factory, listen->path, opts)
                : rt.create_server(factory, listen->host, listen->port, opts);

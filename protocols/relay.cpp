@@ -7,8 +7,9 @@
 #include <atomic>
 #include <memory>
 
-#include <caf/event_based_actor.hpp>
+#include <caf/sec.hpp>
 
+#include "tact/runtime/detail/light_actor.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -172,24 +173,49 @@ void hold(transport t) {
   }
 }
 
-// The protocol of a side while the other is being opened: it stops
-// reading at once and leaves when the relay takes over.
-caf::behavior waiting(caf::event_based_actor* self,
-                      std::function<void(transport)> on_made) {
-  self->set_default_handler(caf::drop);
-  return {
-    [=](connection_made& msg) {
-      hold(msg.handle);
-      if (on_made)
-        on_made(msg.handle);
-    },
-    [=](handover&) {
-      self->quit();
-      return handover_stash{};
-    },
-    [=](connection_lost&) { self->quit(); },
-  };
-}
+// The protocol of a side while the other is being opened, for any kind of
+// transport: it stops reading at once, runs `on_made`, and leaves when the
+// relay's protocol takes over. A light actor of the loop, so that waiting
+// costs neither a thread nor an event-based actor.
+class waiting final : public detail::light_actor {
+public:
+  waiting(caf::actor_config& cfg, detail::multiplexer& mux,
+          std::function<void(transport)> on_made)
+    : detail::light_actor(cfg, mux), on_made_(std::move(on_made)) {
+    // nop
+  }
+
+  static protocol_factory factory(std::function<void(transport)> on_made) {
+    return protocol_factory::with_loop(
+      [on_made = std::move(on_made)](detail::multiplexer& mux) {
+        return detail::spawn_light<waiting>(mux, on_made);
+      });
+  }
+
+protected:
+  void on_message(caf::mailbox_element& x) override {
+    auto& msg = x.content();
+    if (msg.match_elements<connection_made>()) {
+      auto t = msg.get_as<connection_made>(0).handle;
+      hold(t);
+      if (auto f = std::move(on_made_)) {
+        on_made_ = nullptr;
+        f(t);
+      }
+      reply(x, caf::make_message());
+    } else if (msg.match_elements<handover>()) {
+      reply(x, caf::make_message(handover_stash{}));
+      quit();
+    } else if (msg.match_elements<connection_lost>()) {
+      quit();
+    } else if (x.mid.is_request()) {
+      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+    }
+  }
+
+private:
+  std::function<void(transport)> on_made_;
+};
 
 } // namespace
 
@@ -223,49 +249,33 @@ caf::error relay(transport a, transport b) {
   return caf::none;
 }
 
-protocol_factory relay_to(runtime& rt, relay_opener open,
+protocol_factory relay_to(relay_opener open,
                           std::function<void(const caf::error&)> on_error) {
-  auto* loop = &rt;
   auto opener = std::make_shared<relay_opener>(std::move(open));
   auto report = std::make_shared<std::function<void(const caf::error&)>>(
     std::move(on_error));
-  return [=] {
-    return loop->spawn_on_loop([=](caf::event_based_actor* self) {
-      return waiting(self, [=](transport accepted) {
-        // The other end joins this one once it is up and holds its
-        // reading: from its own connection_made, so that nothing it does
-        // there can come after the relay's start.
-        auto other_end = [loop, accepted] {
-          return loop->spawn_on_loop([accepted](caf::event_based_actor* s) {
-            return waiting(s, [accepted](transport other) {
-              relay(accepted, other);
-            });
-          });
-        };
-        // Opening may block (name resolution, a handshake): not on the
-        // loop.
-        auto fail = [accepted, report](caf::error err) mutable {
-          if (*report)
-            (*report)(err);
-          accepted.abort(std::move(err));
-        };
-        auto err = loop->run_in_executor([=]() mutable {
-          caf::expected<transport> other{caf::error{}};
-          try {
-            other = (*opener)(protocol_factory{other_end});
-          } catch (const std::exception& ex) {
-            other = make_error(errc::protocol_failed,
-                               std::string{"the relay's opener threw: "}
-                                 + ex.what());
-          }
-          if (!other)
-            fail(std::move(other.error()));
-        });
-        if (err)
-          fail(std::move(err));
-      });
-    });
-  };
+  return waiting::factory([opener, report](transport accepted) {
+    auto fail = [accepted, report](caf::error err) mutable {
+      if (*report)
+        (*report)(err);
+      accepted.abort(std::move(err));
+    };
+    // The other end joins this one once it is up and holds its reading:
+    // from its own connection_made, so that nothing it does there can come
+    // after the relay's start.
+    auto other_end = waiting::factory(
+      [accepted](transport other) { relay(accepted, other); });
+    try {
+      (*opener)(std::move(other_end),
+                [fail](caf::expected<transport> other) mutable {
+                  if (!other)
+                    fail(std::move(other.error()));
+                });
+    } catch (const std::exception& ex) {
+      fail(make_error(errc::protocol_failed,
+                      std::string{"the relay's opener threw: "} + ex.what()));
+    }
+  });
 }
 
 } // namespace tact

@@ -10,11 +10,10 @@
 #include <caf/expected.hpp>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/runtime/runtime.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact {
-
-class runtime;
 
 /// Joins the live transports `a` and `b`: every byte read from one is
 /// written to the other, with no copy. Each may be a stream transport (TCP,
@@ -44,19 +43,22 @@ class runtime;
 /// other is closed then).
 caf::error relay(transport a, transport b);
 
-/// Opens the other end of a relay: a connection or a child whose protocol
-/// comes from the given factory. It runs off the loop and may block.
-using relay_opener = std::function<caf::expected<transport>(protocol_factory)>;
+/// Opens the other end of a relay without blocking: hands `done` (a
+/// loop operation's answer) to one of the runtime's asynchronous
+/// operations with the given factory, e.g.
+/// `[&](protocol_factory f, transport_callback done) {
+///    rt.connect(std::move(f), host, port, {}, std::move(done)); }`.
+/// It runs on the loop thread and must not block.
+using relay_opener = std::function<void(protocol_factory, transport_callback)>;
 
 /// A protocol factory for servers that relays every accepted connection
-/// to a transport that `open` makes for it (`relay_to(rt, [&](auto f) {
-/// return rt.create_connection(f, host, port); })`). The accepted
-/// connection reads nothing until the other end is open. `open` runs with
-/// `runtime::run_in_executor` (a thread per call, which the runtime waits
-/// for when it stops); if it fails or throws, `on_error` (if given) is
-/// called with the error on that thread, and the connection is aborted
-/// with it.
-protocol_factory relay_to(runtime& rt, relay_opener open,
+/// to a transport that `open` makes for it. The accepted connection reads
+/// nothing until the other end is open. No thread and no helper actor is
+/// taken: each side waits in a small actor of the loop until the relay's
+/// protocols replace it. If opening fails, or `open` throws, `on_error`
+/// (if given) is called with the error on the loop thread, and the
+/// connection is aborted with it.
+protocol_factory relay_to(relay_opener open,
                           std::function<void(const caf::error&)> on_error = {});
 
 } // namespace tact

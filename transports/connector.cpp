@@ -53,8 +53,18 @@ public:
     // nop
   }
 
+  ~connector() {
+    for (auto& a : attempts_)
+      if (a->fd >= 0)
+        ::close(a->fd);
+    // Still pending: the loop stopped.
+    if (done_)
+      done_(make_error(errc::closed, "the loop stopped while connecting to "
+                                       + name()));
+  }
+
   void start() {
-    self_ = shared_from_this();
+    kept_ = mux_.keep(shared_from_this());
     if (target_.timeout.count() > 0)
       deadline_ = mux_.add_timer(target_.timeout, [this] {
         deadline_ = 0;
@@ -207,7 +217,9 @@ private:
       mux_.cancel_timer(eyeballs_);
     deadline_ = eyeballs_ = 0;
     // Events of this pass may still name the attempts.
-    mux_.release_later(std::move(self_));
+    if (kept_ != 0)
+      mux_.release_later(mux_.unkeep(kept_));
+    kept_ = 0;
   }
 
   void succeed(int fd) {
@@ -216,6 +228,7 @@ private:
                                      : stream_kind::unix_socket;
     auto slot = std::make_shared<transport>();
     auto done = std::move(done_);
+    done_ = nullptr;
     *slot = spawn_stream_transport(mux_, fd, factory_(mux_), kind,
                                    target_.read_credit,
                                    [slot, done = std::move(done)] {
@@ -228,9 +241,16 @@ private:
     if (finished_)
       return;
     stop_all();
+    auto done = std::move(done_);
+    done_ = nullptr;
+    if (!mux_.on_loop_thread()) {
+      // The loop has stopped (its resolver answers from `stop()`).
+      done(std::move(err));
+      return;
+    }
     // Never before connect_stream has returned.
     mux_.add_timer(multiplexer::clock_type::now(),
-                   [done = std::move(done_), err = std::move(err)] {
+                   [done = std::move(done), err = std::move(err)] {
                      done(err);
                    });
   }
@@ -239,7 +259,8 @@ private:
   connect_target target_;
   protocol_factory factory_;
   transport_callback done_;
-  std::shared_ptr<connector> self_;
+  // Its id with the loop, which keeps it while it is under way.
+  uint64_t kept_ = 0;
   std::vector<sock_address> addrs_;
   size_t next_ = 0;
   std::vector<std::unique_ptr<attempt>> attempts_;

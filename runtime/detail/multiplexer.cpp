@@ -83,8 +83,13 @@ void multiplexer::stop() {
   for (auto* ptr : ready_)
     caf::scheduler::abstract_coordinator::cleanup_and_release(ptr);
   ready_.clear();
-  // Lookups still waiting are answered with an error now, off the loop.
+  // Lookups still waiting are answered with an error now, off the loop;
+  // then the operations still under way end, answering theirs.
   resolver_.reset();
+  {
+    auto kept = std::move(kept_);
+    kept.clear();
+  }
   fd_owners_.clear();
   graveyard_.clear();
   retired_.clear();

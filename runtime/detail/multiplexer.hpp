@@ -133,6 +133,25 @@ public:
   /// only before `start()`.
   void set_resolver_options(const resolver_options& settings);
 
+  /// Keeps `obj` (an operation under way, such as a connect) alive until
+  /// `unkeep(id)`, or until `stop()`, which destroys it: its destructor
+  /// answers whoever waits for it.
+  uint64_t keep(std::shared_ptr<void> obj) {
+    auto id = ++last_kept_;
+    kept_.emplace(id, std::move(obj));
+    return id;
+  }
+
+  /// Gives up what `keep` returned `id` for (empty if unknown).
+  std::shared_ptr<void> unkeep(uint64_t id) {
+    auto i = kept_.find(id);
+    if (i == kept_.end())
+      return nullptr;
+    auto obj = std::move(i->second);
+    kept_.erase(i);
+    return obj;
+  }
+
   /// Keeps `obj` alive until the loop has dispatched the events of its
   /// current pass: for handlers that end while an event for them may still
   /// be queued in that pass.
@@ -202,6 +221,8 @@ private:
   std::vector<caf::strong_actor_ptr> graveyard_;
   std::vector<char> scratch_;
   std::vector<std::shared_ptr<void>> retired_;
+  std::unordered_map<uint64_t, std::shared_ptr<void>> kept_;
+  uint64_t last_kept_ = 0;
   std::unique_ptr<resolver_options> resolver_options_;
   std::unique_ptr<resolver> resolver_;
   std::unordered_map<caf::actor_id, std::pair<caf::actor, bool>> tracked_;
