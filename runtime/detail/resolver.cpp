@@ -207,9 +207,9 @@ void resolver::start(const std::string& key) {
   auto* arg = new query{this, key};
   // May answer before it returns (the hosts file, a malformed name).
   ares_getaddrinfo(as_channel(channel_), host.c_str(), nullptr, &hints,
-                   [](void* arg, int status, int timeouts,
+                   [](void* data, int status, int timeouts,
                       ares_addrinfo* result) {
-                     on_answer(arg, status, timeouts, result);
+                     on_answer(data, status, timeouts, result);
                    },
                    arg);
   rearm();
