@@ -133,6 +133,20 @@ wait_for(const std::function<void(transport_callback)>& op) {
   return result.get();
 }
 
+// Connects on the loop: at once when called there, else posted to it.
+void start_connect(detail::multiplexer& mux, detail::connect_target target,
+                   protocol_factory factory, transport_callback done) {
+  auto run = [&mux, target = std::move(target), factory = std::move(factory),
+              done = std::move(done)]() mutable {
+    detail::connect_stream(mux, std::move(target), std::move(factory),
+                           std::move(done));
+  };
+  if (mux.on_loop_thread())
+    run();
+  else
+    mux.post(std::move(run));
+}
+
 caf::error check_connect_options(const connection_options& opts) {
   if (opts.connect_timeout.count() < 0)
     return make_error(errc::invalid_argument,
@@ -183,16 +197,7 @@ void runtime::connect(protocol_factory factory, std::string host,
   target.timeout = opts.connect_timeout;
   target.happy_eyeballs_delay = opts.happy_eyeballs_delay;
   target.read_credit = opts_.read_credit;
-  auto run = [mux = mux_.get(), target = std::move(target),
-              factory = std::move(factory),
-              done = std::move(done)]() mutable {
-    detail::connect_stream(*mux, std::move(target), std::move(factory),
-                           std::move(done));
-  };
-  if (mux_->on_loop_thread())
-    run();
-  else
-    mux_->post(std::move(run));
+  start_connect(*mux_, std::move(target), std::move(factory), std::move(done));
 }
 
 void runtime::connect(protocol_factory factory, std::string host,
@@ -248,16 +253,8 @@ void runtime::connect_unix(protocol_factory factory, std::string path,
   target.limits = *limits;
   target.timeout = opts.connect_timeout;
   target.read_credit = opts_.read_credit;
-  auto run = [mux = mux_.get(), target = std::move(target),
-              factory = std::move(factory),
-              done = std::move(plain_done)]() mutable {
-    detail::connect_stream(*mux, std::move(target), std::move(factory),
-                           std::move(done));
-  };
-  if (mux_->on_loop_thread())
-    run();
-  else
-    mux_->post(std::move(run));
+  start_connect(*mux_, std::move(target), std::move(factory),
+                std::move(plain_done));
 }
 
 caf::expected<transport>

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from report_section import replace_section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "<!-- redis_bench.py: begin -->"
 END = "<!-- redis_bench.py: end -->"
@@ -202,19 +204,7 @@ def report(opts, results, names):
 
 
 def write_report(text, path):
-    try:
-        with open(path) as f:
-            doc = f.read()
-    except OSError:
-        doc = "# tact performance\n"
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start >= 0 and end > start:
-        doc = doc[:start] + text + doc[end + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    with open(path, "w") as f:
-        f.write(doc)
-    print("wrote", path)
+    replace_section(path, BEGIN, END, text)
 
 
 def main():

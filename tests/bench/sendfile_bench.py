@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from report_section import replace_section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "<!-- sendfile_bench.py: begin -->"
 END = "<!-- sendfile_bench.py: end -->"
@@ -226,19 +228,7 @@ def main():
               "at most the socket's free space). The spread is the machine's: all three move within the same range from one repetition to the next.", "", END]
     text = "\n".join(lines)
     print(text)
-    try:
-        with open(opts.out) as f:
-            doc = f.read()
-    except OSError:
-        doc = "# tact performance\n"
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start >= 0 and end > start:
-        doc = doc[:start] + text + doc[end + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    with open(opts.out, "w") as f:
-        f.write(doc)
-    print("wrote", opts.out)
+    replace_section(opts.out, BEGIN, END, text)
     return 0
 
 
