@@ -1,10 +1,9 @@
-// The relay: one class protocol on each side, installed with set_protocol.
-// Each forwards what its transport reads to the other side and holds the
-// other side's reading back while its own write buffer is full.
+// The relay: one light actor on each side, that side's protocol. Each
+// forwards what its transport reads to the other side and holds the other
+// side's reading back while its own write buffer is full.
 
 #include "tact/protocols/relay.hpp"
 
-#include <atomic>
 #include <memory>
 
 #include <caf/sec.hpp>
@@ -33,7 +32,7 @@ struct relay_end {
   bool child = false;
   // Set when this side's peer sent EOF, and when EOF went out to it; a
   // stream side that has both is done and is closed.
-  std::atomic<int> halves{0};
+  int halves = 0;
 
   [[nodiscard]] transport input() const {
     return child ? t.get_pipe_transport(0) : t;
@@ -60,7 +59,7 @@ struct relay_end {
 
   // One half of a stream side ended; the second closes it.
   void half_done() {
-    if (!child && halves.fetch_add(1) == 1)
+    if (!child && ++halves == 2)
       t.close();
   }
 
@@ -87,68 +86,115 @@ struct relay_link {
   relay_end ends[2];
 };
 
-// What both kinds of side do: hold the other side's reading back while
-// this side's buffer is full, and close it when this side ends.
-template <class Base>
-class relay_side : public Base {
+// One side of a relay: the protocol of that side's transport, a light
+// actor of the loop that the transport hands its bytes by a direct call.
+// It writes what its side reads to the other side, holds the other side's
+// reading back while its own write buffer is full, passes EOF on, and
+// closes the other side when its own ends. The same actor serves a stream
+// transport and a subprocess transport (the child's stdout is read, its
+// stdin written).
+//
+// `relay` installs it with set_protocol; `relay_to` makes it the first
+// protocol of both sides, so that no protocol is switched per connection:
+// then `on_made` runs in connection_made, after the side's reading is held.
+class relay_side final : public detail::protocol_core {
 public:
-  relay_side(std::shared_ptr<relay_link> link, int me)
-    : link_(std::move(link)), me_(link_->ends[me]),
-      other_(link_->ends[1 - me]) {
+  relay_side(caf::actor_config& cfg, detail::multiplexer& mux,
+             std::shared_ptr<relay_link> link, int me,
+             std::function<void(transport)> on_made = {})
+    : detail::protocol_core(cfg, mux), link_(std::move(link)),
+      me_(link_->ends[me]), other_(link_->ends[1 - me]),
+      on_made_(std::move(on_made)) {
     // nop
   }
 
-  // For a child: about its stdin.
-  void pause_writing() override {
-    other_.pause();
-  }
-
-  void resume_writing() override {
-    other_.resume();
-  }
-
-  void connection_lost(const caf::error&) override {
-    other_.t.close();
+  void direct_data(bytes& data, detail::transport_core&) override {
+    forward(data);
   }
 
 protected:
+  void on_message(caf::mailbox_element& x) override {
+    auto& msg = x.content();
+    if (msg.match_elements<data_received>()) {
+      forward(msg.get_mutable_as<data_received>(0).data);
+    } else if (msg.match_elements<pipe_data_received>()) {
+      auto& d = msg.get_mutable_as<pipe_data_received>(0);
+      if (d.fd == 1) {
+        forward(d.data);
+      } else if (auto pipe = me_.t.get_pipe_transport(d.fd)) {
+        // stderr, when it is a pipe: not relayed.
+        pipe.consumed(d.data.size());
+      }
+    } else if (msg.match_elements<eof_received>()) {
+      other_.end_input();
+      me_.half_done();
+      // Half-open: what the other side still sends is written here.
+      reply(x, caf::make_message(true));
+    } else if (msg.match_elements<pipe_connection_lost>()) {
+      if (msg.get_as<pipe_connection_lost>(0).fd == 1)
+        other_.end_input();
+    } else if (msg.match_elements<pause_writing>()) {
+      // For a child: about its stdin.
+      other_.pause();
+    } else if (msg.match_elements<resume_writing>()) {
+      other_.resume();
+    } else if (msg.match_elements<connection_made>()) {
+      made(x, msg.get_as<connection_made>(0).handle);
+    } else if (msg.match_elements<connection_lost>()) {
+      other_.t.close();
+      quit();
+    } else if (msg.match_elements<handover>()) {
+      // The transport moves on to another protocol (set_protocol).
+      reply(x, caf::make_message(handover_stash{}));
+      quit();
+    } else if (x.mid.is_request()) {
+      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
+    }
+  }
+
+private:
+  void forward(bytes& data) {
+    auto n = data.size();
+    other_.write(std::move(data));
+    // The bytes are the other side's now (or dropped with it): the read
+    // credit goes back at once, and the other side's watermark holds this
+    // side back.
+    if (auto out = me_.output())
+      out.consumed(n);
+  }
+
+  void made(const caf::mailbox_element& x, const transport& t) {
+    me_.t = t;
+    me_.child = is_child(t);
+    // Nothing is read before the relay starts.
+    me_.pause();
+    if (auto f = std::move(on_made_)) {
+      on_made_ = nullptr;
+      f(t);
+    }
+    reply(x, caf::make_message());
+  }
+
   std::shared_ptr<relay_link> link_;
   relay_end& me_;
   relay_end& other_;
+  std::function<void(transport)> on_made_;
 };
 
-// The relay's protocol on a stream transport.
-class stream_side final : public relay_side<protocol> {
-public:
-  using relay_side::relay_side;
-
-  void data_received(bytes data) override {
-    other_.write(std::move(data));
+// Starts relaying between the two ends of `link`: reading resumes on both,
+// unless one of them is closing already (both are closed then).
+caf::error start(relay_link& link) {
+  auto& a = link.ends[0].t;
+  auto& b = link.ends[1].t;
+  if (a.is_closing() || b.is_closing()) {
+    a.close();
+    b.close();
+    return make_error(errc::closed, "relay of a closing transport");
   }
-
-  bool eof_received() override {
-    other_.end_input();
-    me_.half_done();
-    // Half-open: what the other side still sends is written here.
-    return true;
-  }
-};
-
-// The relay's protocol on a subprocess transport.
-class child_side final : public relay_side<subprocess_protocol> {
-public:
-  using relay_side::relay_side;
-
-  void pipe_data_received(int fd, bytes data) override {
-    if (fd == 1)
-      other_.write(std::move(data));
-  }
-
-  void pipe_connection_lost(int fd, const caf::error&) override {
-    if (fd == 1)
-      other_.end_input();
-  }
-};
+  for (auto& end : link.ends)
+    end.resume();
+  return caf::none;
+}
 
 caf::error check_end(const transport& t) {
   auto* st = t.state();
@@ -162,60 +208,6 @@ caf::error check_end(const transport& t) {
                       "relay needs stream or subprocess transports");
   return caf::none;
 }
-
-// Reads nothing: the relay resumes it.
-void hold(transport t) {
-  if (t.state() != nullptr && is_child(t)) {
-    if (auto out = t.get_pipe_transport(1))
-      out.pause_reading();
-  } else {
-    t.pause_reading();
-  }
-}
-
-// The protocol of a side while the other is being opened, for any kind of
-// transport: it stops reading at once, runs `on_made`, and leaves when the
-// relay's protocol takes over. A light actor of the loop, so that waiting
-// costs neither a thread nor an event-based actor.
-class waiting final : public detail::light_actor {
-public:
-  waiting(caf::actor_config& cfg, detail::multiplexer& mux,
-          std::function<void(transport)> on_made)
-    : detail::light_actor(cfg, mux), on_made_(std::move(on_made)) {
-    // nop
-  }
-
-  static protocol_factory factory(std::function<void(transport)> on_made) {
-    return protocol_factory::with_loop(
-      [on_made = std::move(on_made)](detail::multiplexer& mux) {
-        return detail::spawn_light<waiting>(mux, on_made);
-      });
-  }
-
-protected:
-  void on_message(caf::mailbox_element& x) override {
-    auto& msg = x.content();
-    if (msg.match_elements<connection_made>()) {
-      auto t = msg.get_as<connection_made>(0).handle;
-      hold(t);
-      if (auto f = std::move(on_made_)) {
-        on_made_ = nullptr;
-        f(t);
-      }
-      reply(x, caf::make_message());
-    } else if (msg.match_elements<handover>()) {
-      reply(x, caf::make_message(handover_stash{}));
-      quit();
-    } else if (msg.match_elements<connection_lost>()) {
-      quit();
-    } else if (x.mid.is_request()) {
-      reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
-    }
-  }
-
-private:
-  std::function<void(transport)> on_made_;
-};
 
 } // namespace
 
@@ -236,17 +228,12 @@ caf::error relay(transport a, transport b) {
   link->ends[0].child = is_child(a);
   link->ends[1].t = b;
   link->ends[1].child = is_child(b);
+  auto& mux = a.state()->core->mux();
   for (int i = 0; i < 2; ++i) {
-    auto& end = link->ends[i];
-    auto t = end.t;
-    if (end.child)
-      t.set_protocol(std::make_unique<child_side>(link, i));
-    else
-      t.set_protocol(std::make_unique<stream_side>(link, i));
+    auto t = link->ends[i].t;
+    t.set_protocol(detail::spawn_light<relay_side>(mux, link, i));
   }
-  for (auto& end : link->ends)
-    end.resume();
-  return caf::none;
+  return start(*link);
 }
 
 protocol_factory relay_to(relay_opener open,
@@ -254,27 +241,35 @@ protocol_factory relay_to(relay_opener open,
   auto opener = std::make_shared<relay_opener>(std::move(open));
   auto report = std::make_shared<std::function<void(const caf::error&)>>(
     std::move(on_error));
-  return waiting::factory([opener, report](transport accepted) {
-    auto fail = [accepted, report](caf::error err) mutable {
-      if (*report)
-        (*report)(err);
-      accepted.abort(std::move(err));
-    };
-    // The other end joins this one once it is up and holds its reading:
-    // from its own connection_made, so that nothing it does there can come
-    // after the relay's start.
-    auto other_end = waiting::factory(
-      [accepted](transport other) { relay(accepted, other); });
-    try {
-      (*opener)(std::move(other_end),
-                [fail](caf::expected<transport> other) mutable {
-                  if (!other)
-                    fail(std::move(other.error()));
-                });
-    } catch (const std::exception& ex) {
-      fail(make_error(errc::protocol_failed,
-                      std::string{"the relay's opener threw: "} + ex.what()));
-    }
+  return protocol_factory::with_loop([opener,
+                                      report](detail::multiplexer& mux) {
+    auto link = std::make_shared<relay_link>();
+    return detail::spawn_light<relay_side>(
+      mux, link, 0, [opener, report, link](transport accepted) {
+        auto fail = [accepted, report](caf::error err) mutable {
+          if (*report)
+            (*report)(err);
+          accepted.abort(std::move(err));
+        };
+        // The other end starts the relay from its own connection_made, so
+        // that nothing it does there can come after the start.
+        auto other_end = protocol_factory::with_loop(
+          [link](detail::multiplexer& m) {
+            return detail::spawn_light<relay_side>(
+              m, link, 1, [link](transport) { start(*link); });
+          });
+        try {
+          (*opener)(std::move(other_end),
+                    [fail](caf::expected<transport> other) mutable {
+                      if (!other)
+                        fail(std::move(other.error()));
+                    });
+        } catch (const std::exception& ex) {
+          fail(make_error(errc::protocol_failed,
+                          std::string{"the relay's opener threw: "}
+                            + ex.what()));
+        }
+      });
   });
 }
 

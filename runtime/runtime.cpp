@@ -3,6 +3,8 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <deque>
+#include <thread>
 #include <mutex>
 #include <pthread.h>
 
@@ -109,6 +111,56 @@ struct runtime::executor {
   }
 };
 
+// The thread that starts children, one at a time, made on first use.
+struct runtime::spawner {
+  std::mutex mtx;
+  std::condition_variable wake;
+  std::deque<std::function<void()>> jobs;
+  bool closed = false;
+  std::thread thread;
+
+  bool post(std::function<void()> job) {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (closed)
+      return false;
+    jobs.push_back(std::move(job));
+    if (!thread.joinable())
+      thread = std::thread{[this] { run(); }};
+    wake.notify_one();
+    return true;
+  }
+
+  // Refuses new jobs, runs those queued, and joins the thread.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> guard{mtx};
+      closed = true;
+    }
+    wake.notify_one();
+    if (thread.joinable())
+      thread.join();
+  }
+
+  void run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> guard{mtx};
+        wake.wait(guard, [this] { return closed || !jobs.empty(); });
+        if (jobs.empty())
+          return;
+        job = std::move(jobs.front());
+        jobs.pop_front();
+      }
+      job();
+    }
+  }
+};
+
+bool runtime::post_spawn(std::function<void()> job) {
+  return spawner_->post(std::move(job));
+}
+
 struct runtime::config : caf::actor_system_config {
   config() {
     tact::add_error_category(*this);
@@ -145,6 +197,7 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   system_ = std::make_unique<caf::actor_system>(*cfg_);
   mux_ = std::make_unique<detail::multiplexer>(*system_);
   executor_ = std::make_shared<executor>();
+  spawner_ = std::make_shared<spawner>();
   if (opts_.on_warning)
     mux_->set_warning_hook(opts_.on_warning);
   mux_->set_resolver_options(opts_.resolver);
@@ -161,6 +214,9 @@ runtime::~runtime() {
   // Calls still running may open connections: let them finish, then end
   // what they opened.
   executor_->wait_idle();
+  // Children being started get their transports; the shutdown below ends
+  // them.
+  spawner_->stop();
   shutdown(std::chrono::milliseconds{0});
   if (!mux_->wait_for_actors(5000))
     mux_->warn(std::to_string(mux_->live_actors())

@@ -232,8 +232,10 @@ public:
                     tls_options tls = {});
 
   /// asyncio's `subprocess_exec` without blocking the caller: the child is
-  /// started on the loop (fork and exec, as asyncio does), and `done` gets
-  /// its transport or the reason it could not start.
+  /// started by the runtime's one spawning thread (fork and exec take a
+  /// moment, more in a large process, which the loop keeps for its
+  /// connections), and `done` gets its transport or the reason it could
+  /// not start, on the loop.
   void spawn_process(protocol_factory factory, std::vector<std::string> argv,
                      subprocess_options opts, transport_callback done);
 
@@ -402,6 +404,10 @@ private:
                                          std::vector<std::string>& argv,
                                          subprocess_options& opts);
 
+  // Runs `job` on the thread that starts children; false once the runtime
+  // is shutting down.
+  bool post_spawn(std::function<void()> job);
+
   runtime_options opts_;
   std::unique_ptr<config> cfg_;
   std::unique_ptr<caf::actor_system> system_;
@@ -409,6 +415,8 @@ private:
   bool shut_down_ = false;
   struct executor;
   std::shared_ptr<executor> executor_;
+  struct spawner;
+  std::shared_ptr<spawner> spawner_;
   // Why the cluster's trust settings cannot be used (none: usable).
   caf::error cluster_tls_error_;
   std::mutex loop_mtx_;

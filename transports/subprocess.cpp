@@ -239,12 +239,21 @@ runtime::subprocess_exec(protocol_factory factory,
 void runtime::spawn_process(protocol_factory factory,
                             std::vector<std::string> argv,
                             subprocess_options opts, transport_callback done) {
-  // On the loop, as asyncio starts children: the fork and the exec's
-  // report take the loop for a moment, not a thread per child.
-  mux_->post([this, factory = std::move(factory), argv = std::move(argv),
-              opts = std::move(opts), done = std::move(done)]() mutable {
-    done(start_process(factory, argv, opts));
-  });
+  // Off the loop, on the one spawning thread: a fork copies the page
+  // tables of the whole process, and a loop busy forking lets a burst of
+  // connections overflow its servers' accept queues. The answer goes back
+  // to the loop.
+  auto job = [this, factory = std::move(factory), argv = std::move(argv),
+              opts = std::move(opts), done]() mutable {
+    auto result = start_process(factory, argv, opts);
+    mux_->post([done = std::move(done), result = std::move(result)]() mutable {
+      done(std::move(result));
+    });
+  };
+  if (!post_spawn(std::move(job)))
+    mux_->post([done = std::move(done)] {
+      done(make_error(errc::closed, "the runtime is shutting down"));
+    });
 }
 
 // Any thread: starts the child and its transport.
