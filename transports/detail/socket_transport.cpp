@@ -59,12 +59,20 @@ void socket_transport::on_exit(caf::error reason) {
 
 void socket_transport::on_start() {
   mux().track(id(), handle(), false);
-  if (auto err = mux().add(fd_, 0, this)) {
-    // Not a descriptor epoll can watch (a regular file, /dev/null).
-    lose(error_from_errno(err, "epoll_ctl"));
-    return;
+  // A stream socket joins the loop's epoll once the transport waits for
+  // something (update_interest): after connection_made, unless the
+  // protocol paused reading there and has nothing to write. One epoll_ctl
+  // per connection fewer. Pipes join at once: with no event asked for,
+  // epoll still reports the other end's close (EPOLLERR, EPOLLHUP), which
+  // a write pipe has no other way to learn.
+  if (state_.kind != transport_kind::stream) {
+    if (auto err = mux().add(fd_, 0, this)) {
+      // Not a descriptor epoll can watch (a regular file, /dev/null).
+      lose(error_from_errno(err, "epoll_ctl"));
+      return;
+    }
+    registered_ = true;
   }
-  registered_ = true;
   if (!protocol_) {
     lose(make_error(errc::protocol_down, "no protocol"));
     return;
@@ -152,6 +160,8 @@ void socket_transport::update_interest() {
     return;
   }
   if (!registered_) {
+    if (mask == 0)
+      return;
     if (auto err = mux().add(fd_, mask, this)) {
       lose(error_from_errno(err, "epoll_ctl"));
       return;
