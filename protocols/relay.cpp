@@ -72,6 +72,12 @@ struct relay_end {
       return;
     }
     if (t.can_write_eof()) {
+      if (halves == 1) {
+        // Its peer has ended already: close() sends the same FIN after
+        // what is buffered, without a shutdown() first.
+        t.close();
+        return;
+      }
       t.write_eof();
       half_done();
       return;

@@ -108,9 +108,9 @@ private:
     int fd = -1;
     sock_address addr;
 
-    void handle_io(uint32_t) override {
+    void handle_io(uint32_t events) override {
       if (fd >= 0)
-        owner->on_writable(*this);
+        owner->on_writable(*this, events);
     }
 
     caf::strong_actor_ptr io_owner() override {
@@ -147,7 +147,7 @@ private:
         rc = ::connect(fd, addr.get(), addr.length);
       } while (rc != 0 && errno == EINTR);
       if (rc == 0) {
-        succeed(fd);
+        succeed(fd, addr);
         return;
       }
       // A Unix socket whose backlog is full says EAGAIN: it is refused
@@ -180,13 +180,17 @@ private:
                               "no address to connect to for " + name()));
   }
 
-  void on_writable(attempt& a) {
-    auto err = socket_error(a.fd);
+  void on_writable(attempt& a, uint32_t events) {
+    // A connect that failed is reported with EPOLLERR (and EPOLLHUP): only
+    // then is SO_ERROR read.
+    auto err = (events & (EPOLLERR | EPOLLHUP)) != 0 ? socket_error(a.fd) : 0;
+    if (err == 0 && (events & EPOLLHUP) != 0)
+      err = ECONNRESET;
     if (err == 0) {
       auto fd = a.fd;
       mux_.remove(fd);
       a.fd = -1;
-      succeed(fd);
+      succeed(fd, a.addr);
       return;
     }
     last_ = error_from_errno(err, "connect " + to_string(a.addr));
@@ -222,7 +226,7 @@ private:
     kept_ = 0;
   }
 
-  void succeed(int fd) {
+  void succeed(int fd, const sock_address& addr) {
     stop_all();
     auto kind = target_.path.empty() ? stream_kind::tcp
                                      : stream_kind::unix_socket;
@@ -234,7 +238,7 @@ private:
                                    [slot, done = std::move(done)] {
                                      done(*slot);
                                    },
-                                   target_.limits);
+                                   target_.limits, &addr);
   }
 
   void fail(caf::error err) {

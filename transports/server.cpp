@@ -2,6 +2,7 @@
 // and a protocol for each connection.
 
 #include "tact/transports/server.hpp"
+#include "tact/transports/detail/socket.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -116,7 +117,10 @@ public:
     if (paused_ || closed_)
       return;
     for (int i = 0; i < backlog_; ++i) {
-      auto fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      detail::sock_address peer;
+      peer.length = sizeof(peer.storage);
+      auto fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&peer.storage),
+                          &peer.length, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         auto err = errno;
         switch (err) {
@@ -142,7 +146,7 @@ public:
       }
       // A successful accept ends a pause episode.
       reported_ = false;
-      start_connection(fd);
+      start_connection(fd, peer);
     }
   }
 
@@ -165,7 +169,7 @@ private:
     delayed_send(this, accept_retry_delay, retry_atom::value);
   }
 
-  void start_connection(int fd) {
+  void start_connection(int fd, const detail::sock_address& peer) {
     caf::actor proto;
     try {
       proto = factory_(mux());
@@ -179,7 +183,7 @@ private:
       return;
     }
     auto t = detail::spawn_stream_transport(mux(), fd, std::move(proto), kind_,
-                                            read_credit_, {}, limits_);
+                                            read_credit_, {}, limits_, &peer);
     monitor(t.actor());
     clients_.insert(t.actor().address());
     state_->active = clients_.size();

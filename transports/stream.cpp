@@ -29,9 +29,10 @@ public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                    caf::actor protocol, uint64_t read_credit,
                    std::function<void()> on_made,
-                   std::chrono::milliseconds idle_timeout)
+                   std::chrono::milliseconds idle_timeout,
+                   const sock_address* peer)
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
-                     transport_kind::stream),
+                     transport_kind::stream, peer),
       idle_(idle_timeout), last_moved_(clock_type::now()) {
     on_made_ = std::move(on_made);
   }
@@ -216,7 +217,8 @@ void set_keepalive(int fd, const stream_limits& limits) {
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit,
                                  std::function<void()> on_made,
-                                 const stream_limits& limits) {
+                                 const stream_limits& limits,
+                                 const sock_address* peer) {
   if (kind == stream_kind::tcp) {
     set_nodelay(fd);
     if (limits.keepalive)
@@ -226,7 +228,7 @@ transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                                     std::move(protocol),
                                                     read_credit,
                                                     std::move(on_made),
-                                                    limits.idle_timeout);
+                                                    limits.idle_timeout, peer);
   // The first look at the clock; each one arms the next.
   if (limits.idle_timeout.count() > 0)
     caf::anon_send(t.actor(), idle_atom::value);

@@ -16,7 +16,8 @@ namespace tact::detail {
 
 socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
                                    int fd, caf::actor protocol,
-                                   uint64_t read_credit, transport_kind kind)
+                                   uint64_t read_credit, transport_kind kind,
+                                   const sock_address* peer)
   : transport_core(cfg, mux, kind, read_credit, std::move(protocol)),
     fd_(fd) {
   state_.fd = fd;
@@ -27,7 +28,9 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
   // The extra-info snapshot, taken before anyone can see the state.
   auto local = local_address(fd);
   state_.local = to_address_info(local);
-  state_.peer = to_address_info(peer_address(fd));
+  state_.peer = to_address_info(peer != nullptr && peer->length > 0
+                                  ? *peer
+                                  : peer_address(fd));
   switch (local.family()) {
     case AF_INET: state_.family = "inet"; break;
     case AF_INET6: state_.family = "inet6"; break;

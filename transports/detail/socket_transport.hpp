@@ -18,11 +18,14 @@
 
 namespace tact::detail {
 
+struct sock_address;
+
 class socket_transport : public transport_core, public io_handler {
 public:
+  /// `peer`, when known (from accept or connect), saves a getpeername.
   socket_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                    caf::actor protocol, uint64_t read_credit,
-                   transport_kind kind);
+                   transport_kind kind, const sock_address* peer = nullptr);
 
   ~socket_transport() override;
 

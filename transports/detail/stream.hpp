@@ -11,6 +11,7 @@
 namespace tact::detail {
 
 class multiplexer;
+struct sock_address;
 
 /// Stream socket kinds; they differ in options and extra info only.
 enum class stream_kind : uint8_t { tcp, unix_socket };
@@ -31,10 +32,12 @@ struct stream_limits {
 /// the protocol has answered. Takes ownership of `fd`. Thread-safe.
 ///
 /// `on_made`, if given, runs once on the loop when the protocol has handled
-/// `connection_made` (or the connection ended before it did).
+/// `connection_made` (or the connection ended before it did). `peer`, when
+/// known, is the peer's address (no getpeername then).
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit,
                                  std::function<void()> on_made = {},
-                                 const stream_limits& limits = {});
+                                 const stream_limits& limits = {},
+                                 const sock_address* peer = nullptr);
 
 } // namespace tact::detail
