@@ -142,6 +142,11 @@ struct runtime::spawner {
   }
 
   void run() {
+    // Signals are for the program's own threads (wait_for_signal); a child
+    // resets its mask before exec.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
     for (;;) {
       std::function<void()> job;
       {
@@ -282,8 +287,10 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
     return;
   }
   executor_->close();
-  // Stop accepting and start closing every connection.
+  // Stop accepting and start closing every connection; connects under way
+  // end with `closed`.
   mux_->run_sync([this] {
+    mux_->cancel_kept();
     mux_->for_each_tracked([this](const caf::actor& hdl, bool is_server) {
       if (is_server)
         caf::anon_send(hdl, close_atom::value);

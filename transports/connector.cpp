@@ -44,7 +44,8 @@ std::vector<sock_address> interleave(std::vector<sock_address> addrs) {
   return result;
 }
 
-class connector : public std::enable_shared_from_this<connector> {
+class connector : public loop_operation,
+                  public std::enable_shared_from_this<connector> {
 public:
   connector(multiplexer& mux, connect_target target, protocol_factory factory,
             transport_callback done)
@@ -53,7 +54,7 @@ public:
     // nop
   }
 
-  ~connector() {
+  ~connector() override {
     for (auto& a : attempts_)
       if (a->fd >= 0)
         ::close(a->fd);
@@ -63,7 +64,25 @@ public:
                                        + name()));
   }
 
+  /// Ends the connect with `closed` (the runtime shuts down).
+  void cancel() override {
+    fail(make_error(errc::closed, "the runtime shut down while connecting to "
+                                    + name()));
+  }
+
   void start() {
+    struct starting_guard {
+      bool& flag;
+      ~starting_guard() { flag = false; }
+    } guard{starting_};
+    starting_ = true;
+    if (!mux_.on_loop_thread()) {
+      // Only when the loop has stopped: its last posted work runs on the
+      // stopping thread.
+      answer(make_error(errc::closed, "the loop stopped before connecting to "
+                                        + name()));
+      return;
+    }
     kept_ = mux_.keep(shared_from_this());
     if (target_.timeout.count() > 0)
       deadline_ = mux_.add_timer(target_.timeout, [this] {
@@ -230,29 +249,55 @@ private:
     stop_all();
     auto kind = target_.path.empty() ? stream_kind::tcp
                                      : stream_kind::unix_socket;
-    auto slot = std::make_shared<transport>();
+    caf::actor proto;
+    try {
+      proto = factory_(mux_);
+    } catch (const std::exception& ex) {
+      ::close(fd);
+      answer(make_error(errc::protocol_failed,
+                        std::string{"protocol factory failed: "} + ex.what()));
+      return;
+    } catch (...) {
+      ::close(fd);
+      answer(make_error(errc::protocol_failed, "protocol factory failed"));
+      return;
+    }
+    // The answer names the transport; a weak reference, as the transport
+    // holds the callback until it runs.
+    auto made = std::make_shared<std::pair<caf::weak_actor_ptr,
+                                           transport_state*>>();
     auto done = std::move(done_);
     done_ = nullptr;
-    *slot = spawn_stream_transport(mux_, fd, factory_(mux_), kind,
-                                   target_.read_credit,
-                                   [slot, done = std::move(done)] {
-                                     done(*slot);
-                                   },
-                                   target_.limits, &addr);
+    auto t = spawn_stream_transport(
+      mux_, fd, std::move(proto), kind, target_.read_credit,
+      [made, done = std::move(done)] {
+        auto hdl = caf::actor_cast<caf::actor>(made->first);
+        if (hdl)
+          done(transport{std::move(hdl), made->second});
+        else
+          done(make_error(errc::closed, "the connection ended at once"));
+      },
+      target_.limits, &addr);
+    made->first = caf::actor_cast<caf::weak_actor_ptr>(t.actor());
+    made->second = t.state();
   }
 
   void fail(caf::error err) {
     if (finished_)
       return;
     stop_all();
+    answer(std::move(err));
+  }
+
+  // Answers with an error: at once, except inside `start()`, where the
+  // caller has not got its answer handler back yet.
+  void answer(caf::error err) {
     auto done = std::move(done_);
     done_ = nullptr;
-    if (!mux_.on_loop_thread()) {
-      // The loop has stopped (its resolver answers from `stop()`).
+    if (!starting_ || !mux_.on_loop_thread()) {
       done(std::move(err));
       return;
     }
-    // Never before connect_stream has returned.
     mux_.add_timer(multiplexer::clock_type::now(),
                    [done = std::move(done), err = std::move(err)] {
                      done(err);
@@ -272,6 +317,7 @@ private:
   uint64_t eyeballs_ = 0;
   caf::error last_;
   bool finished_ = false;
+  bool starting_ = false;
 };
 
 } // namespace

@@ -129,8 +129,16 @@ caf::expected<transport>
 wait_for(const std::function<void(transport_callback)>& op) {
   auto done = std::make_shared<std::promise<caf::expected<transport>>>();
   auto result = done->get_future();
-  op([done](caf::expected<transport> x) { done->set_value(std::move(x)); });
-  return result.get();
+  op([done = std::move(done)](caf::expected<transport> x) {
+    done->set_value(std::move(x));
+  });
+  // An answer handler dropped unanswered (the loop stopped) breaks the
+  // promise.
+  try {
+    return result.get();
+  } catch (const std::future_error&) {
+    return make_error(errc::closed, "the loop stopped before answering");
+  }
 }
 
 // Connects on the loop: at once when called there, else posted to it.

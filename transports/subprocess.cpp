@@ -398,7 +398,22 @@ runtime::start_process(protocol_factory& factory,
     return fail(error_from_errno(e, "pidfd_open"));
   }
   ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-  auto proto = factory(*mux_);
+  caf::actor proto;
+  std::string failed;
+  try {
+    proto = factory(*mux_);
+  } catch (const std::exception& ex) {
+    failed = std::string{"protocol factory failed: "} + ex.what();
+  } catch (...) {
+    failed = "protocol factory failed";
+  }
+  if (!failed.empty()) {
+    // No protocol, no child.
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(pidfd);
+    return fail(make_error(errc::protocol_failed, std::move(failed)));
+  }
   auto& sys = mux_->system();
   caf::actor_config cfg{mux_->home()};
   auto hdl = caf::make_actor<detail::subprocess_transport, caf::actor>(

@@ -25,6 +25,17 @@ namespace tact::detail {
 
 class resolver;
 
+/// An operation under way on the loop (a connect), kept by it until it
+/// ends (`multiplexer::keep`).
+class loop_operation {
+public:
+  virtual ~loop_operation() = default;
+
+  /// Ends the operation now, answering its waiter with an error (the
+  /// runtime shuts down). Loop thread.
+  virtual void cancel() = 0;
+};
+
 /// Clears a SIGPIPE pending on the calling (loop) thread after a write to a
 /// pipe failed with EPIPE.
 void consume_sigpipe() noexcept;
@@ -136,14 +147,24 @@ public:
   /// Keeps `obj` (an operation under way, such as a connect) alive until
   /// `unkeep(id)`, or until `stop()`, which destroys it: its destructor
   /// answers whoever waits for it.
-  uint64_t keep(std::shared_ptr<void> obj) {
+  uint64_t keep(std::shared_ptr<loop_operation> obj) {
     auto id = ++last_kept_;
     kept_.emplace(id, std::move(obj));
     return id;
   }
 
+  /// Cancels every kept operation (loop thread).
+  void cancel_kept() {
+    std::vector<std::shared_ptr<loop_operation>> all;
+    all.reserve(kept_.size());
+    for (auto& kv : kept_)
+      all.push_back(kv.second);
+    for (auto& op : all)
+      op->cancel();
+  }
+
   /// Gives up what `keep` returned `id` for (empty if unknown).
-  std::shared_ptr<void> unkeep(uint64_t id) {
+  std::shared_ptr<loop_operation> unkeep(uint64_t id) {
     auto i = kept_.find(id);
     if (i == kept_.end())
       return nullptr;
@@ -221,7 +242,7 @@ private:
   std::vector<caf::strong_actor_ptr> graveyard_;
   std::vector<char> scratch_;
   std::vector<std::shared_ptr<void>> retired_;
-  std::unordered_map<uint64_t, std::shared_ptr<void>> kept_;
+  std::unordered_map<uint64_t, std::shared_ptr<loop_operation>> kept_;
   uint64_t last_kept_ = 0;
   std::unique_ptr<resolver_options> resolver_options_;
   std::unique_ptr<resolver> resolver_;

@@ -100,6 +100,7 @@ resolver::~resolver() {
     // Calls each query's callback with ARES_EDESTRUCTION: every waiter is
     // answered with an error below.
     ares_destroy(as_channel(channel_));
+  channel_ = nullptr;
   auto left = std::move(lookups_);
   for (auto& [key, waiters] : left)
     for (auto& [port, cb] : waiters)
@@ -150,6 +151,11 @@ caf::error resolver::init() {
 
 void resolver::resolve(const std::string& host, uint16_t port, bool passive,
                        callback cb) {
+  if (destroying_) {
+    cb(make_error(errc::closed, "the loop stopped before '" + host
+                                  + "' was resolved"));
+    return;
+  }
   sock_address addr;
   if (host.empty()) {
     if (passive) {

@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstring>
 #include <mutex>
+#include <future>
+#include <stdexcept>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -550,4 +552,55 @@ SCENARIO("Happy Eyeballs: an address that never answers does not hold the "
       ::close(fd);
     },
     nullptr, opts);
+}
+
+SCENARIO("a protocol factory that throws is an error reply, on every "
+         "asynchronous operation") {
+  with_runtime([&](runtime& rt) {
+    auto log = std::make_shared<journal>();
+    auto l = listen(rt, kind::tcp, recording(log));
+    protocol_factory throwing = []() -> std::unique_ptr<protocol> {
+      throw std::runtime_error("no protocol today");
+    };
+    auto t = ask(rt, caf::make_message(
+                       loop_ops::connect{throwing, "127.0.0.1", l.port}));
+    REQUIRE_FALSE(t);
+    CHECK(t.error() == make_error(errc::protocol_failed));
+    CHECK(to_string(t.error()).find("no protocol today") != std::string::npos);
+    protocol_factory throwing_child
+      = []() -> std::unique_ptr<subprocess_protocol> {
+      throw std::runtime_error("no child today");
+    };
+    auto c = ask(rt, caf::make_message(
+                       loop_ops::spawn_process{throwing_child, {"sleep", "30"}}));
+    REQUIRE_FALSE(c);
+    CHECK(c.error() == make_error(errc::protocol_failed));
+    // The child was killed and reaped: no zombie is left.
+    CHECK(::waitpid(-1, nullptr, WNOHANG) <= 0);
+    // The loop carries on.
+    REQUIRE(ask(rt, caf::make_message(
+                      loop_ops::connect{quiet(), "127.0.0.1", l.port})));
+    l.srv.close();
+  });
+}
+
+SCENARIO("shutdown ends connects under way with closed") {
+  black_hole hole{AF_INET};
+  auto answered = std::make_shared<std::promise<caf::expected<transport>>>();
+  auto result = answered->get_future();
+  {
+    runtime rt;
+    rt.connect(quiet(), "127.0.0.1", hole.port, {},
+               [answered](caf::expected<transport> x) {
+                 answered->set_value(std::move(x));
+               });
+    std::this_thread::sleep_for(100ms);
+    auto start = std::chrono::steady_clock::now();
+    rt.shutdown(std::chrono::milliseconds{0});
+    REQUIRE(result.wait_for(2s) == std::future_status::ready);
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+  }
+  auto x = result.get();
+  REQUIRE_FALSE(x);
+  CHECK(x.error() == make_error(errc::closed));
 }

@@ -62,10 +62,10 @@ void socket_transport::on_exit(caf::error reason) {
 
 void socket_transport::on_start() {
   mux().track(id(), handle(), false);
-  // A stream socket joins the loop's epoll once the transport waits for
-  // something (update_interest): after connection_made, unless the
-  // protocol paused reading there and has nothing to write. One epoll_ctl
-  // per connection fewer. Pipes join at once: with no event asked for,
+  // A stream socket joins the loop's epoll when connection_made has been
+  // answered, with what it then waits for: one epoll_ctl per connection
+  // fewer than joining with nothing and changing that at once. Pipes join
+  // at once: with no event asked for,
   // epoll still reports the other end's close (EPOLLERR, EPOLLHUP), which
   // a write pipe has no other way to learn.
   if (state_.kind != transport_kind::stream) {
@@ -102,6 +102,16 @@ void socket_transport::on_message(caf::mailbox_element& x) {
       if (!lost_) {
         read_started_ = true;
         update_interest();
+        // Paused in connection_made with nothing to write: watched all
+        // the same, so that a reset or a hang-up ends it while it waits.
+        if (!registered_ && !lost_ && !hup_) {
+          if (auto err = mux().add(fd_, 0, this)) {
+            lose(error_from_errno(err, "epoll_ctl"));
+          } else {
+            registered_ = true;
+            mask_ = 0;
+          }
+        }
       }
     } else {
       lose(make_error(errc::protocol_down));
