@@ -224,8 +224,11 @@ def test_signals_reach_the_group(run):
     terminal's Ctrl-C: run_command stops waiting for the pipe it holds
     2 s after the shell's end.)"""
     for sig in (signal.SIGTERM, signal.SIGINT):
+        # The pause before `echo`: the shell's child sets SIGINT to be
+        # ignored after the fork, and a signal sent as soon as the pid is
+        # printed could come first (seen under ThreadSanitizer's load).
         p = subprocess.Popen([run, "--", "sh", "-c",
-                              "sleep 30 & echo $!; wait"],
+                              "sleep 30 & sleep 0.2; echo $!; wait"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
         grandchild = int(p.stdout.readline())
