@@ -26,12 +26,14 @@
 namespace {
 
 struct fixture {
-  tact::test::test_pki pki;
   tact::tls_context server;
   tact::tls_context client;
   tact::runtime rt{tact::runtime_options{.on_warning = [](const std::string&) {}}};
 
+  // The contexts load the PEM files here; the directory goes with `pki`
+  // (the fixture itself is never destroyed, which left it behind).
   fixture() {
+    tact::test::test_pki pki;
     server = *tact::tls_context::server({pki.cert, pki.key});
     tact::tls_client_options opts;
     opts.ca_file = pki.ca_cert;

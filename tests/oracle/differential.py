@@ -29,10 +29,12 @@ scenario matched. CTest runs seeds 0:300; `--seeds 0:10000` is the long run.
 """
 
 import argparse
+import ctypes
 import os
 import random
 import select
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -216,10 +218,19 @@ class Tls(Plain):
         return "notify" if self.notified else "eof"
 
 
+def die_with_parent():
+    """In a child before exec: SIGKILL when this script ends, however it
+    ends (CTest's timeout kills it alone, and a killed run left its servers
+    running)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Server:
     def __init__(self, argv):
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+                                     stderr=subprocess.DEVNULL, text=True,
+                                     preexec_fn=die_with_parent)
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
             self.stop()
@@ -407,6 +418,9 @@ def split(record):
 
 
 def main():
+    # SIGTERM ends the run through the `finally` below: servers stopped,
+    # the PKI directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--tact", required=True)
     ap.add_argument("--seeds", default="0:300")
