@@ -262,24 +262,18 @@ private:
       answer(make_error(errc::protocol_failed, "protocol factory failed"));
       return;
     }
-    // The answer names the transport; a weak reference, as the transport
-    // holds the callback until it runs.
-    auto made = std::make_shared<std::pair<caf::weak_actor_ptr,
-                                           transport_state*>>();
     auto done = std::move(done_);
     done_ = nullptr;
-    auto t = spawn_stream_transport(
+    spawn_stream_transport(
       mux_, fd, std::move(proto), kind, target_.read_credit,
-      [made, done = std::move(done)] {
-        auto hdl = caf::actor_cast<caf::actor>(made->first);
-        if (hdl)
-          done(transport{std::move(hdl), made->second});
+      [done = std::move(done)](transport t) {
+        if (t)
+          done(std::move(t));
         else
-          done(make_error(errc::closed, "the connection ended at once"));
+          done(make_error(errc::closed, "the loop stopped before the "
+                                        "connection started"));
       },
       target_.limits, &addr);
-    made->first = caf::actor_cast<caf::weak_actor_ptr>(t.actor());
-    made->second = t.state();
   }
 
   void fail(caf::error err) {

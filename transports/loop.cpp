@@ -141,9 +141,47 @@ wait_for(const std::function<void(transport_callback)>& op) {
   }
 }
 
-// Connects on the loop: at once when called there, else posted to it.
-void start_connect(detail::multiplexer& mux, detail::connect_target target,
-                   protocol_factory factory, transport_callback done) {
+caf::error check_connect_options(const connection_options& opts) {
+  if (opts.connect_timeout.count() < 0)
+    return make_error(errc::invalid_argument,
+                      "connect_timeout must not be negative");
+  if (opts.happy_eyeballs_delay && opts.happy_eyeballs_delay->count() < 0)
+    return make_error(errc::invalid_argument,
+                      "happy_eyeballs_delay must not be negative");
+  return caf::none;
+}
+
+// Every connect: checks the options, puts a client TLS layer on top when
+// `ctx` is given (the layer answers after its handshake, so the plain
+// connect answers only its failure), and connects on the loop, at once
+// when called there. An error is answered later, never from inside.
+void open_stream(detail::multiplexer& mux, uint64_t read_credit,
+                 detail::connect_target target, const connection_options& opts,
+                 protocol_factory factory, transport_callback done,
+                 const tls_context* ctx = nullptr, tls_options tls = {}) {
+  auto fail = [&](caf::error err) {
+    mux.post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (auto err = check_connect_options(opts))
+    return fail(std::move(err));
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  if (ctx != nullptr) {
+    auto layered = tls_client_factory(*ctx, std::move(tls), std::move(factory),
+                                      read_credit, done);
+    if (!layered)
+      return fail(std::move(layered.error()));
+    factory = std::move(*layered);
+    done = [answer = std::move(done)](caf::expected<transport> plain) {
+      if (!plain)
+        answer(std::move(plain.error()));
+    };
+  }
+  target.limits = *limits;
+  target.timeout = opts.connect_timeout;
+  target.happy_eyeballs_delay = opts.happy_eyeballs_delay;
+  target.read_credit = read_credit;
   auto run = [&mux, target = std::move(target), factory = std::move(factory),
               done = std::move(done)]() mutable {
     detail::connect_stream(mux, std::move(target), std::move(factory),
@@ -153,16 +191,6 @@ void start_connect(detail::multiplexer& mux, detail::connect_target target,
     run();
   else
     mux.post(std::move(run));
-}
-
-caf::error check_connect_options(const connection_options& opts) {
-  if (opts.connect_timeout.count() < 0)
-    return make_error(errc::invalid_argument,
-                      "connect_timeout must not be negative");
-  if (opts.happy_eyeballs_delay && opts.happy_eyeballs_delay->count() < 0)
-    return make_error(errc::invalid_argument,
-                      "happy_eyeballs_delay must not be negative");
-  return caf::none;
 }
 
 // Starts the transport of a connected stream socket and, off the loop,
@@ -179,7 +207,9 @@ transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
   auto done = made->get_future();
   auto t = detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
                                           read_credit,
-                                          [made] { made->set_value(); },
+                                          [made](transport) {
+                                            made->set_value();
+                                          },
                                           limits);
   done.wait();
   return t;
@@ -190,22 +220,11 @@ transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
 void runtime::connect(protocol_factory factory, std::string host,
                       uint16_t port, connection_options opts,
                       transport_callback done) {
-  auto fail = [&](caf::error err) {
-    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
-  };
-  if (auto err = check_connect_options(opts))
-    return fail(std::move(err));
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return fail(std::move(limits.error()));
   detail::connect_target target;
   target.host = std::move(host);
   target.port = port;
-  target.limits = *limits;
-  target.timeout = opts.connect_timeout;
-  target.happy_eyeballs_delay = opts.happy_eyeballs_delay;
-  target.read_credit = opts_.read_credit;
-  start_connect(*mux_, std::move(target), std::move(factory), std::move(done));
+  open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+              std::move(factory), std::move(done));
 }
 
 void runtime::connect(protocol_factory factory, std::string host,
@@ -213,56 +232,28 @@ void runtime::connect(protocol_factory factory, std::string host,
                       connection_options opts, transport_callback done) {
   if (tls.server_hostname.empty())
     tls.server_hostname = host;
-  auto layered = tls_client_factory(ctx, std::move(tls), std::move(factory),
-                                    opts_.read_credit, done);
-  if (!layered) {
-    mux_->post([done = std::move(done), err = std::move(layered.error())] {
-      done(err);
-    });
-    return;
-  }
-  // The layer answers once its handshake is done; only a failure to
-  // connect is answered here.
-  connect(std::move(*layered), std::move(host), port, opts,
-          [done = std::move(done)](caf::expected<transport> plain) {
-            if (!plain)
-              done(std::move(plain.error()));
-          });
+  detail::connect_target target;
+  target.host = std::move(host);
+  target.port = port;
+  open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+              std::move(factory), std::move(done), &ctx, std::move(tls));
 }
 
 void runtime::connect_unix(protocol_factory factory, std::string path,
                            connection_options opts, transport_callback done,
                            std::optional<tls_context> ctx, tls_options tls) {
-  auto fail = [&](caf::error err) {
-    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
-  };
-  if (opts.keepalive)
-    return fail(make_error(errc::invalid_argument,
-                           "keepalive on a Unix socket connection"));
-  if (auto err = check_connect_options(opts))
-    return fail(std::move(err));
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return fail(std::move(limits.error()));
-  transport_callback plain_done = done;
-  if (ctx) {
-    auto layered = tls_client_factory(*ctx, std::move(tls), std::move(factory),
-                                      opts_.read_credit, done);
-    if (!layered)
-      return fail(std::move(layered.error()));
-    factory = std::move(*layered);
-    plain_done = [done](caf::expected<transport> plain) {
-      if (!plain)
-        done(std::move(plain.error()));
-    };
+  if (opts.keepalive) {
+    mux_->post([done = std::move(done)] {
+      done(make_error(errc::invalid_argument,
+                      "keepalive on a Unix socket connection"));
+    });
+    return;
   }
   detail::connect_target target;
   target.path = std::move(path);
-  target.limits = *limits;
-  target.timeout = opts.connect_timeout;
-  target.read_credit = opts_.read_credit;
-  start_connect(*mux_, std::move(target), std::move(factory),
-                std::move(plain_done));
+  open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+              std::move(factory), std::move(done), ctx ? &*ctx : nullptr,
+              std::move(tls));
 }
 
 caf::expected<transport>

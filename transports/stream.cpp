@@ -28,7 +28,7 @@ class stream_transport final : public byte_transport {
 public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                    caf::actor protocol, uint64_t read_credit,
-                   std::function<void()> on_made,
+                   std::function<void(transport)> on_made,
                    std::chrono::milliseconds idle_timeout,
                    const sock_address* peer)
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
@@ -216,7 +216,7 @@ void set_keepalive(int fd, const stream_limits& limits) {
 
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit,
-                                 std::function<void()> on_made,
+                                 std::function<void(transport)> on_made,
                                  const stream_limits& limits,
                                  const sock_address* peer) {
   if (kind == stream_kind::tcp) {

@@ -41,14 +41,14 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
 socket_transport::~socket_transport() {
   if (fd_ >= 0)
     ::close(fd_);
-  made_done();
+  made_done(false);
 }
 
-void socket_transport::made_done() {
+void socket_transport::made_done(bool alive) {
   if (on_made_) {
     auto f = std::move(on_made_);
     on_made_ = nullptr;
-    f();
+    f(alive ? make_handle() : transport{});
   }
 }
 
@@ -63,9 +63,9 @@ void socket_transport::on_exit(caf::error reason) {
 void socket_transport::on_start() {
   mux().track(id(), handle(), false);
   // A stream socket joins the loop's epoll when connection_made has been
-  // answered, with what it then waits for: one epoll_ctl per connection
-  // fewer than joining with nothing and changing that at once. Pipes join
-  // at once: with no event asked for,
+  // answered, with what it then waits for (update_interest): one
+  // epoll_ctl per connection fewer than joining with nothing and changing
+  // that at once. Pipes join at once: with no event asked for,
   // epoll still reports the other end's close (EPOLLERR, EPOLLHUP), which
   // a write pipe has no other way to learn.
   if (state_.kind != transport_kind::stream) {
@@ -102,16 +102,6 @@ void socket_transport::on_message(caf::mailbox_element& x) {
       if (!lost_) {
         read_started_ = true;
         update_interest();
-        // Paused in connection_made with nothing to write: watched all
-        // the same, so that a reset or a hang-up ends it while it waits.
-        if (!registered_ && !lost_ && !hup_) {
-          if (auto err = mux().add(fd_, 0, this)) {
-            lose(error_from_errno(err, "epoll_ctl"));
-          } else {
-            registered_ = true;
-            mask_ = 0;
-          }
-        }
       }
     } else {
       lose(make_error(errc::protocol_down));
@@ -173,7 +163,11 @@ void socket_transport::update_interest() {
     return;
   }
   if (!registered_) {
-    if (mask == 0)
+    // Before connection_made is answered, only a write that waits joins
+    // epoll; from then on the socket is watched even with nothing asked
+    // (a reset or a hang-up then ends a connection paused in
+    // connection_made).
+    if (mask == 0 && !read_started_)
       return;
     if (auto err = mux().add(fd_, mask, this)) {
       lose(error_from_errno(err, "epoll_ctl"));

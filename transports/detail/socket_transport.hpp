@@ -105,14 +105,15 @@ protected:
   bool closing_ = false;
   bool lost_ = false;
   // Runs once the protocol has handled connection_made, or at the loss
-  // (a caller waiting in create_connection).
-  std::function<void()> on_made_;
+  // (a caller waiting in create_connection), with this transport's handle
+  // (empty when it runs from the destructor).
+  std::function<void(transport)> on_made_;
   // Failed, with bytes still to read: the loss waits for them (`failure_`).
   bool failed_ = false;
   caf::error failure_;
 
 private:
-  void made_done();
+  void made_done(bool alive = true);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
 

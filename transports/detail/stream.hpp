@@ -31,12 +31,13 @@ struct stream_limits {
 /// and starts it: it sends `connection_made` to `protocol` and reads once
 /// the protocol has answered. Takes ownership of `fd`. Thread-safe.
 ///
-/// `on_made`, if given, runs once on the loop when the protocol has handled
-/// `connection_made` (or the connection ended before it did). `peer`, when
+/// `on_made`, if given, runs once on the loop with the transport when the
+/// protocol has handled `connection_made` (or the connection ended before
+/// it did; an empty handle if the transport was never started). `peer`, when
 /// known, is the peer's address (no getpeername then).
 transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
                                  stream_kind kind, uint64_t read_credit,
-                                 std::function<void()> on_made = {},
+                                 std::function<void(transport)> on_made = {},
                                  const stream_limits& limits = {},
                                  const sock_address* peer = nullptr);
 
