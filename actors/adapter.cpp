@@ -603,9 +603,15 @@ private:
   // message in the common case), else by message to whoever delivered the
   // bytes (a protocol installed by set_protocol never saw connection_made).
   void give_back(size_t n) {
-    if (handle_)
+    if (handle_) {
       handle_.consumed(n);
-    else if (direct_from_ != nullptr)
+      return;
+    }
+    give_back_without_handle(n);
+  }
+
+  void give_back_without_handle(size_t n) {
+    if (direct_from_ != nullptr)
       transport{direct_from_->handle(), &direct_from_->state()}.consumed(n);
     else if (auto src = deliverer())
       caf::anon_send(src, op::consumed{n});

@@ -71,40 +71,62 @@ transport::transport(caf::actor actor, detail::transport_state* state)
   // nop
 }
 
-bool transport::drop_write() {
+// Inline: write() asks it on every call.
+inline bool transport::drop_write() {
   if (!state_ || !state_->closing.load())
     return false;
   state_->count_dropped_write();
   return true;
 }
 
+namespace {
+
+// Why a transport of `kind` takes no write(), or nothing.
+caf::error write_refused(detail::transport_kind kind) {
+  using detail::transport_kind;
+  switch (kind) {
+    case transport_kind::datagram:
+      return make_error(errc::not_supported, "write on a datagram transport");
+    case transport_kind::read_pipe:
+      return make_error(errc::not_supported, "write on a read pipe");
+    case transport_kind::subprocess:
+      return make_error(errc::not_supported,
+                        "write on a subprocess: use get_pipe_transport(0)");
+    default:
+      return caf::none;
+  }
+}
+
+} // namespace
+
 caf::error transport::write(bytes data) {
   if (!actor_)
     return empty_handle("write");
-  if (state_ && state_->kind == detail::transport_kind::datagram)
-    return make_error(errc::not_supported, "write on a datagram transport");
-  if (state_ && state_->kind == detail::transport_kind::read_pipe)
-    return make_error(errc::not_supported, "write on a read pipe");
-  if (state_ && state_->kind == detail::transport_kind::subprocess)
-    return make_error(errc::not_supported,
-                      "write on a subprocess: use get_pipe_transport(0)");
-  if (state_ && state_->eof_written.load())
+  if (state_ == nullptr) {
+    // A handle without the shared state (from another node): the
+    // transport itself drops what it cannot take.
+    if (!data.empty())
+      caf::anon_send(actor_, op::write{std::move(data), false});
+    return caf::none;
+  }
+  auto kind = state_->kind;
+  if (kind != detail::transport_kind::stream)
+    if (auto err = write_refused(kind))
+      return err;
+  if (state_->eof_written.load())
     return make_error(errc::write_after_eof);
   // An empty frame is a frame; empty bytes on a stream are nothing.
-  if (data.empty()
-      && !(state_ && state_->kind == detail::transport_kind::frames))
+  if (data.empty() && kind != detail::transport_kind::frames)
     return caf::none;
   if (drop_write())
     return caf::none;
-  if (state_) {
-    // On the transport's loop with nothing queued before it: write now,
-    // without a message (same order as the mailbox would give).
-    auto* core = state_->core;
-    if (core->run_now([&] { core->direct_write(data); }))
-      return caf::none;
-    state_->in_flight += data.size();
-  }
-  caf::anon_send(actor_, op::write{std::move(data), state_ != nullptr});
+  // On the transport's loop with nothing queued before it: write now,
+  // without a message (same order as the mailbox would give).
+  auto* core = state_->core;
+  if (core->run_now([&] { core->direct_write(data); }))
+    return caf::none;
+  state_->in_flight += data.size();
+  caf::anon_send(actor_, op::write{std::move(data), true});
   return caf::none;
 }
 

@@ -82,12 +82,6 @@ protected:
     queue_.clear();
   }
 
-  // Datagrams past the read credit are dropped (and counted), not left in
-  // the kernel: a slow protocol must not make the kernel drop silently.
-  bool wants_read() const noexcept override {
-    return reading_allowed();
-  }
-
 private:
   struct pending {
     bytes data;

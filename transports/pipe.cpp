@@ -43,10 +43,6 @@ public:
   }
 
 protected:
-  ssize_t read_some(char* buf, size_t size) override {
-    return ::read(fd_, buf, size);
-  }
-
   void on_eof() override {
     // The answer does not matter: a read pipe ends at EOF.
     request_eof();
@@ -54,16 +50,6 @@ protected:
   }
 
   // write() and write_eof() fail in the handle; nothing gets here.
-  ssize_t write_some(const char*, size_t) override {
-    errno = EBADF;
-    return -1;
-  }
-
-  ssize_t write_gather(const iovec*, size_t) override {
-    errno = EBADF;
-    return -1;
-  }
-
   void on_write_eof() override {
     // nop
   }
@@ -82,6 +68,8 @@ public:
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
                      transport_kind::write_pipe) {
     resume_when_empty_ = true;
+    // Nothing to read from a write end.
+    read_ended_ = true;
   }
 
   void handle_io(uint32_t events) override {
@@ -100,14 +88,6 @@ public:
   }
 
 protected:
-  ssize_t write_some(const char* data, size_t size) override {
-    return ::write(fd_, data, size);
-  }
-
-  ssize_t write_gather(const iovec* iov, size_t count) override {
-    return ::writev(fd_, iov, static_cast<int>(count));
-  }
-
   // Pipes have no MSG_NOSIGNAL: the loop thread blocks SIGPIPE; take the
   // pending one off.
   void on_write_error(int err) override {
@@ -119,16 +99,6 @@ protected:
   // asyncio: write_eof() is close().
   void on_write_eof() override {
     on_close();
-  }
-
-  // Nothing to read from a write end.
-  bool wants_read() const noexcept override {
-    return false;
-  }
-
-  ssize_t read_some(char*, size_t) override {
-    errno = EBADF;
-    return -1;
   }
 
   void on_eof() override {

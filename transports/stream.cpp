@@ -20,10 +20,6 @@ namespace tact::detail {
 
 namespace {
 
-using idle_atom = caf::atom_constant<caf::atom("idlecheck")>;
-
-using clock_type = std::chrono::steady_clock;
-
 class stream_transport final : public byte_transport {
 public:
   stream_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
@@ -32,9 +28,9 @@ public:
                    std::chrono::milliseconds idle_timeout,
                    const sock_address* peer)
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
-                     transport_kind::stream, peer),
-      idle_(idle_timeout), last_moved_(clock_type::now()) {
+                     transport_kind::stream, peer) {
     on_made_ = std::move(on_made);
+    set_idle_timeout(idle_timeout);
   }
 
   void handle_io(uint32_t events) override {
@@ -61,41 +57,8 @@ public:
   }
 
 protected:
-  ssize_t write_some(const char* data, size_t size) override {
-    return moved(::send(fd_, data, size, MSG_NOSIGNAL));
-  }
-
-  ssize_t write_gather(const iovec* iov, size_t count) override {
-    // sendmsg rather than writev: it takes MSG_NOSIGNAL.
-    msghdr msg{};
-    msg.msg_iov = const_cast<iovec*>(iov);
-    msg.msg_iovlen = count;
-    return moved(::sendmsg(fd_, &msg, MSG_NOSIGNAL));
-  }
-
-  ssize_t read_some(char* buf, size_t size) override {
-    return moved(::recv(fd_, buf, size, 0));
-  }
-
-  ssize_t send_file(int file, off_t* offset, size_t count) override {
-    return moved(byte_transport::send_file(file, offset, count));
-  }
-
-  bool on_transport_message(caf::mailbox_element& x,
-                            caf::type_erased_tuple& msg) override {
-    if (msg.match_elements<idle_atom>()) {
-      check_idle();
-      return true;
-    }
-    return byte_transport::on_transport_message(x, msg);
-  }
-
   void on_write_error(int err) override {
     fail(err, "send");
-  }
-
-  bool refuses_writes() const noexcept override {
-    return eof_requested_ || failed_;
   }
 
   void on_answer(uint64_t id, caf::type_erased_tuple& msg) override {
@@ -104,10 +67,6 @@ protected:
     // Anything but `true` (an error, no handler) closes.
     if (!(msg.match_elements<bool>() && msg.get_as<bool>(0)))
       on_close();
-  }
-
-  bool wants_read() const noexcept override {
-    return byte_transport::wants_read() && !eof_seen_;
   }
 
   void on_drained() override {
@@ -125,7 +84,7 @@ protected:
       lose(caf::none);
       return;
     }
-    eof_seen_ = true;
+    read_ended_ = true;
     update_interest();
     if (!protocol_) {
       on_close();
@@ -144,38 +103,6 @@ protected:
   }
 
 private:
-  // -- idle timeout ----------------------------------------------------------
-
-  // Notes when bytes moved either way (only with an idle timeout: the
-  // clock is not read otherwise).
-  ssize_t moved(ssize_t n) {
-    if (n > 0 && idle_.count() > 0)
-      last_moved_ = clock_type::now();
-    return n;
-  }
-
-  // Ends the connection after `idle_` without a byte moved; else looks
-  // again when that much will have passed since the last one. One check
-  // is pending at a time, on the loop's timers, holding the transport
-  // weakly (a transport that ended is freed at once).
-  void check_idle() {
-    if (lost_ || idle_.count() <= 0)
-      return;
-    auto quiet = clock_type::now() - last_moved_;
-    if (quiet >= idle_) {
-      lose(make_error(errc::timed_out,
-                      "no byte either way for "
-                        + std::to_string(idle_.count()) + " ms"));
-      return;
-    }
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(idle_ - quiet);
-    caf::weak_actor_ptr self{ctrl()};
-    mux().add_timer(left, [self] {
-      if (auto strong = self.lock())
-        caf::anon_send(caf::actor_cast<caf::actor>(strong), idle_atom::value);
-    });
-  }
-
   // The connection failed (`err` from `call`): nothing more goes out. If
   // the kernel still holds bytes the peer sent before, they are delivered
   // first (as the protocol reads them) and the loss comes after them.
@@ -194,11 +121,7 @@ private:
     update_interest();
   }
 
-  bool eof_seen_ = false;
-  bool eof_requested_ = false;
   bool eof_sent_ = false;
-  std::chrono::milliseconds idle_;
-  clock_type::time_point last_moved_;
 };
 
 void set_keepalive(int fd, const stream_limits& limits) {
@@ -224,15 +147,10 @@ transport spawn_stream_transport(multiplexer& mux, int fd, caf::actor protocol,
     if (limits.keepalive)
       set_keepalive(fd, limits);
   }
-  auto t = spawn_socket_transport<stream_transport>(mux, fd,
-                                                    std::move(protocol),
-                                                    read_credit,
-                                                    std::move(on_made),
-                                                    limits.idle_timeout, peer);
-  // The first look at the clock; each one arms the next.
-  if (limits.idle_timeout.count() > 0)
-    caf::anon_send(t.actor(), idle_atom::value);
-  return t;
+  return spawn_socket_transport<stream_transport>(mux, fd, std::move(protocol),
+                                                 read_credit,
+                                                 std::move(on_made),
+                                                 limits.idle_timeout, peer);
 }
 
 } // namespace tact::detail

@@ -136,14 +136,6 @@ caf::resumable::resume_result light_actor::retire() {
   }
 }
 
-bool light_actor::can_run_now() const noexcept {
-  // The thread first: the plain fields belong to the loop thread.
-  return mux_.on_loop_thread() && started_ && !busy_ && !terminated_
-         && !quit_pending_ && !scheduled_.load(std::memory_order_relaxed)
-         && local_head_ == nullptr
-         && inbox_.load(std::memory_order_relaxed) == nullptr;
-}
-
 void light_actor::intrusive_ptr_add_ref_impl() {
   intrusive_ptr_add_ref(ctrl());
 }

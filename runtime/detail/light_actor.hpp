@@ -60,7 +60,13 @@ public:
 
   /// True when a message may be handled by a direct call now: on the loop
   /// thread, started, nothing queued or scheduled, not already running.
-  [[nodiscard]] bool can_run_now() const noexcept;
+  [[nodiscard]] bool can_run_now() const noexcept {
+    // The thread first: the plain fields belong to the loop thread.
+    return mux_.on_loop_thread() && started_ && !busy_ && !terminated_
+           && !quit_pending_ && !scheduled_.load(std::memory_order_relaxed)
+           && local_head_ == nullptr
+           && inbox_.load(std::memory_order_relaxed) == nullptr;
+  }
 
   /// Runs `f` as if it were the handler of a message delivered now, if
   /// `can_run_now()`; returns false (and does nothing) otherwise.

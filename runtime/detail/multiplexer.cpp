@@ -37,6 +37,8 @@ void multiplexer::worker_unit::exec_later(caf::resumable* ptr) {
   system().scheduler().enqueue(ptr);
 }
 
+thread_local const multiplexer* multiplexer::current_ = nullptr;
+
 multiplexer::multiplexer(caf::actor_system& sys)
   : sys_(sys), home_(this, &sys), worker_(&sys), scratch_(scratch_bytes) {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -59,8 +61,8 @@ multiplexer::~multiplexer() {
 
 void multiplexer::start() {
   thread_ = std::thread{[this] { run(); }};
-  // Publish the id before anyone can ask on_loop_thread().
-  while (thread_id_.load() == std::thread::id{})
+  // Running before anyone can ask on_loop_thread().
+  while (!looping_.load())
     std::this_thread::yield();
 }
 
@@ -70,7 +72,7 @@ void multiplexer::stop() {
   stop_ = true;
   wake();
   thread_.join();
-  thread_id_ = std::thread::id{};
+  looping_ = false;
   {
     // From now on, actors scheduled from other threads (the middleman
     // delivering to a loop actor whose address crossed a node, a down
@@ -235,7 +237,8 @@ void multiplexer::run() {
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
-  thread_id_ = std::this_thread::get_id();
+  current_ = this;
+  looping_ = true;
   // As many as the epoll reference server takes per call.
   constexpr int max_events = 256;
   epoll_event events[max_events];
@@ -268,6 +271,7 @@ void multiplexer::run() {
   }
   timers_.clear();
   timer_deadlines_.clear();
+  current_ = nullptr;
 }
 
 uint64_t multiplexer::add_timer(clock_type::time_point when,

@@ -73,8 +73,11 @@ public:
   /// and actors scheduled later, are released without running.
   void stop();
 
+  /// Whether the caller runs on this loop's thread (while it runs). Asked
+  /// on every direct delivery, so a thread-local pointer rather than a
+  /// thread id (which costs a library call).
   [[nodiscard]] bool on_loop_thread() const noexcept {
-    return std::this_thread::get_id() == thread_id_.load();
+    return current_ == this;
   }
 
   // -- descriptors (loop thread only) ---------------------------------------
@@ -232,7 +235,11 @@ private:
   int epoll_fd_ = -1;
   int event_fd_ = -1;
   std::thread thread_;
-  std::atomic<std::thread::id> thread_id_{};
+  // The loop this thread runs, if any (set and cleared by run()).
+  [[gnu::tls_model("initial-exec")]] static thread_local const multiplexer*
+    current_;
+  // Set by run() once current_ is, for start() to wait on.
+  std::atomic<bool> looping_{false};
   std::atomic<bool> stop_{false};
 
   // Loop-thread state.

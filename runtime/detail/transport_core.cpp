@@ -68,15 +68,7 @@ std::vector<std::string_view> transport_core::extra_info_names() const {
   return {"peername", "sockname", "socket", "family"};
 }
 
-void transport_core::deliver_data(bytes& data) {
-  if (!protocol_)
-    return;
-  charge_credit(data.size());
-  // A class protocol on this loop with nothing queued takes the bytes by a
-  // direct call: same order as the mailbox, no message. It may write back
-  // from inside (direct_write).
-  if (fast_ && fast_->run_now([&] { fast_->direct_data(data, *this); }))
-    return;
+void transport_core::deliver_data_message(bytes& data) {
   deliver(caf::make_message(data_received{std::move(data)}));
 }
 
@@ -85,12 +77,6 @@ void transport_core::request_eof() {
     held_.push_back(caf::make_message(eof_received{}));
   else if (protocol_)
     eof_request_ = request_to(protocol_, caf::make_message(eof_received{}));
-}
-
-void transport_core::charge_credit(size_t n) {
-  auto before = state_.unconsumed.fetch_add(n);
-  if (before + n >= state_.read_credit)
-    arm_credit_wakeup();
 }
 
 uint64_t transport_core::install_protocol(protocol_factory& factory) {

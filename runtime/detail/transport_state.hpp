@@ -280,7 +280,11 @@ protected:
   [[nodiscard]] bool switching() const noexcept { return handover_id_ != 0; }
 
   /// Charges `n` delivered bytes to the read credit.
-  void charge_credit(size_t n);
+  void charge_credit(size_t n) {
+    auto before = state_.unconsumed.fetch_add(n);
+    if (before + n >= state_.read_credit)
+      arm_credit_wakeup();
+  }
 
   /// Makes the protocol with `factory` (a layer's: TLS, framing), installs
   /// it and sends it `connection_made`; returns that request's id, or 0
@@ -329,6 +333,10 @@ private:
     bytes unread;
   };
 
+  // deliver_data's message: a protocol elsewhere, busy, or with messages
+  // queued ahead.
+  void deliver_data_message(bytes& data);
+
   void begin_switch();
   void finish_switch(handover_stash* stash);
   void redeliver(caf::message msg);
@@ -355,5 +363,18 @@ public:
   /// Handles `data_received` from `from`. Runs inside `run_now`.
   virtual void direct_data(bytes& data, transport_core& from) = 0;
 };
+
+// Inline: it runs once per read.
+inline void transport_core::deliver_data(bytes& data) {
+  if (!protocol_)
+    return;
+  charge_credit(data.size());
+  // A class protocol on this loop with nothing queued takes the bytes by a
+  // direct call: same order as the mailbox, no message. It may write back
+  // from inside (direct_write).
+  if (fast_ != nullptr && fast_->run_now([&] { fast_->direct_data(data, *this); }))
+    return;
+  deliver_data_message(data);
+}
 
 } // namespace tact::detail

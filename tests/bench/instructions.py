@@ -14,7 +14,10 @@ Each server runs under callgrind, once with N and once with 2N requests of
 `--size` bytes from `--conns` connections (a closed loop: each connection
 sends its next request once the echo of the last one is back), and is
 stopped with SIGINT. What the runs differ by, divided by N, is the cost of
-one request with start-up and shutdown taken out. The figures are given for
+one request with start-up and shutdown taken out. With `--reps R` the
+servers take turns R times and the medians are given: how many events one
+epoll_wait returns varies with timing, which moves the figures by about
+1% from run to run. The figures are given for
 the whole process and for the thread whose count grew most with the
 requests (the loop).
 Callgrind runs the threads one at a time, so idle threads that spin count
@@ -28,6 +31,7 @@ import re
 import selectors
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -140,28 +144,46 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=1,
+                    help="runs per server, taking turns (medians shown)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep callgrind's output files in DIR (for "
+                         "callgrind_annotate) instead of removing them")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
-    workdir = tempfile.mkdtemp(prefix="tact-instr-")
-    rows = []
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        workdir = args.keep
+    else:
+        workdir = tempfile.mkdtemp(prefix="tact-instr-")
+    samples = [[] for _ in args.server]
     try:
-        for i, server in enumerate(args.server):
-            n = args.requests
-            a = run_once(server, n, args.conns, args.size, workdir,
-                         "s%d-a" % i)
-            b = run_once(server, 2 * n, args.conns, args.size, workdir,
-                         "s%d-b" % i)
-            grown = {t: b[t] - a.get(t, 0) for t in b}
-            rows.append((server, (sum(b.values()) - sum(a.values())) / n,
-                         max(grown.values()) / n))
+        for r in range(args.reps):
+            for i, server in enumerate(args.server):
+                n = args.requests
+                tag = "s%d-r%d" % (i, r)
+                a = run_once(server, n, args.conns, args.size, workdir,
+                             tag + "-a")
+                b = run_once(server, 2 * n, args.conns, args.size, workdir,
+                             tag + "-b")
+                grown = {t: b[t] - a.get(t, 0) for t in b}
+                samples[i].append(((sum(b.values()) - sum(a.values())) / n,
+                                   max(grown.values()) / n))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    rows = [(server, statistics.median(x[0] for x in runs),
+             statistics.median(x[1] for x in runs),
+             [x[1] for x in runs])
+            for server, runs in zip(args.server, samples)]
     print("conns=%d size=%d requests=%d and %d" % (
         args.conns, args.size, args.requests, 2 * args.requests))
     print("%-50s %14s %14s" % ("server", "instr/req all", "instr/req loop"))
-    for server, all_, loop in rows:
+    for server, all_, loop, loops in rows:
         print("%-50s %14.0f %14.0f" % (server, all_, loop))
+        if len(loops) > 1:
+            print("  loop, each run: " + " ".join("%.0f" % x for x in loops))
     if len(rows) == 2:
         print("ratio (first/second): all %.3f, loop %.3f" % (
             rows[0][1] / rows[1][1], rows[0][2] / rows[1][2]))

@@ -4,12 +4,16 @@
 #include <cerrno>
 #include <sys/sendfile.h>
 
+#include <caf/send.hpp>
+
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 
 namespace tact::detail {
 
 namespace {
+
+using idle_atom = caf::atom_constant<caf::atom("idlecheck")>;
 
 // Chunks handed to one gather write.
 constexpr size_t max_iov = 64;
@@ -33,6 +37,12 @@ void byte_transport::direct_write(bytes& data) {
   on_write(data);
 }
 
+void byte_transport::on_start() {
+  socket_transport::on_start();
+  // The first look at the clock; each one arms the next.
+  check_idle();
+}
+
 bool byte_transport::on_transport_message(caf::mailbox_element& x,
                                           caf::type_erased_tuple& msg) {
   if (msg.match_elements<op::write>()) {
@@ -50,11 +60,11 @@ bool byte_transport::on_transport_message(caf::mailbox_element& x,
     on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
     return true;
   }
+  if (msg.match_elements<idle_atom>()) {
+    check_idle();
+    return true;
+  }
   return false;
-}
-
-bool byte_transport::drained() const noexcept {
-  return wbuf_.empty() && files_.empty();
 }
 
 void byte_transport::drop_buffer() {
@@ -70,12 +80,40 @@ void byte_transport::drop_buffer() {
   }
 }
 
-ssize_t byte_transport::send_file(int file, off_t* offset, size_t count) {
-  return ::sendfile(fd_, file, offset, count);
+ssize_t byte_transport::write_gather(const iovec* iov, size_t count) {
+  if (!is_socket())
+    return moved(::writev(fd_, iov, static_cast<int>(count)));
+  // sendmsg rather than writev: it takes MSG_NOSIGNAL.
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = count;
+  return moved(::sendmsg(fd_, &msg, MSG_NOSIGNAL));
 }
 
-bool byte_transport::refuses_writes() const noexcept {
-  return false;
+ssize_t byte_transport::send_file(int file, off_t* offset, size_t count) {
+  return moved(::sendfile(fd_, file, offset, count));
+}
+
+// Ends the connection after `idle_` without a byte moved; else looks again
+// when that much will have passed since the last one. One check is pending
+// at a time, on the loop's timers, holding the transport weakly (a
+// transport that ended is freed at once).
+void byte_transport::check_idle() {
+  if (lost_ || idle_.count() <= 0)
+    return;
+  auto quiet = clock_type::now() - last_moved_;
+  if (quiet >= idle_) {
+    lose(make_error(errc::timed_out, "no byte either way for "
+                                       + std::to_string(idle_.count())
+                                       + " ms"));
+    return;
+  }
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(idle_ - quiet);
+  caf::weak_actor_ptr self{ctrl()};
+  mux().add_timer(left, [self] {
+    if (auto strong = self.lock())
+      caf::anon_send(caf::actor_cast<caf::actor>(strong), idle_atom::value);
+  });
 }
 
 void byte_transport::do_read() {

@@ -11,7 +11,9 @@ namespace tact::detail {
 template <class T>
 class fifo {
 public:
-  [[nodiscard]] bool empty() const noexcept { return first_ == items_.size(); }
+  // Drained slots are released as soon as the last item goes (pop_front),
+  // so an empty queue holds no items at all.
+  [[nodiscard]] bool empty() const noexcept { return items_.empty(); }
 
   [[nodiscard]] size_t size() const noexcept { return items_.size() - first_; }
 

@@ -128,19 +128,6 @@ void socket_transport::on_answer(uint64_t, caf::type_erased_tuple&) {
   // nop
 }
 
-bool socket_transport::wants_read() const noexcept {
-  return reading_allowed() && credit_left();
-}
-
-bool socket_transport::reading_allowed() const noexcept {
-  return read_started_ && !closing_ && !user_paused_ && !lost_
-         && !switching();
-}
-
-bool socket_transport::credit_left() const noexcept {
-  return state_.unconsumed.load() < state_.read_credit;
-}
-
 void socket_transport::on_protocol_down() {
   lose(make_error(errc::protocol_down));
 }
@@ -149,10 +136,7 @@ void socket_transport::on_switched() {
   update_interest();
 }
 
-void socket_transport::update_interest() {
-  if (lost_)
-    return;
-  uint32_t mask = (wants_read() ? EPOLLIN : 0u) | (drained() ? 0u : EPOLLOUT);
+void socket_transport::change_interest(uint32_t mask) {
   if (mask == 0 && hup_) {
     // A hung-up socket reports EPOLLHUP whatever the mask; take it off the
     // loop until there is something to do with it.

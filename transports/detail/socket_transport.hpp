@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <functional>
 
+#include <sys/epoll.h>
+
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
 
@@ -54,20 +56,45 @@ protected:
   /// Drops what is buffered (on loss).
   virtual void drop_buffer() = 0;
 
-  /// Whether to read now: by default `reading_allowed()` with read credit
-  /// left; subclasses may add conditions.
-  [[nodiscard]] virtual bool wants_read() const noexcept;
-
   // -- for subclasses ----------------------------------------------------------------
 
-  /// Started (connection_made answered), not closing, not paused, not lost.
-  [[nodiscard]] bool reading_allowed() const noexcept;
+  /// Whether to read now: `reading_allowed()`, nothing ended reading, and
+  /// read credit left (a datagram transport reads past the credit and
+  /// drops what it read instead: see datagram.cpp). Asked on every event
+  /// and every change of interest, so it is plain fields, not a virtual.
+  [[nodiscard]] bool wants_read() const noexcept {
+    return reading_allowed() && !read_ended_
+           && (state_.kind == transport_kind::datagram || credit_left());
+  }
+
+  /// Started (connection_made answered), not closing, not paused, not lost,
+  /// not switching protocols.
+  [[nodiscard]] bool reading_allowed() const noexcept {
+    return read_started_ && !closing_ && !user_paused_ && !lost_
+           && !switching();
+  }
 
   /// Whether the protocol holds less than the read credit.
-  [[nodiscard]] bool credit_left() const noexcept;
+  [[nodiscard]] bool credit_left() const noexcept {
+    return state_.unconsumed.load() < state_.read_credit;
+  }
 
-  /// Sets epoll interest from `wants_read()` and `drained()`.
-  void update_interest();
+  /// Sets epoll interest from `wants_read()` and `drained()`. Inline, so
+  /// that a subclass that knows `drained()` makes no virtual call for it.
+  void update_interest() {
+    set_interest(!drained());
+  }
+
+  /// `update_interest` with `sending` for `!drained()`. Inline up to the
+  /// common case, an interest that has not changed.
+  void set_interest(bool sending) {
+    if (lost_)
+      return;
+    uint32_t mask = (wants_read() ? EPOLLIN : 0u) | (sending ? EPOLLOUT : 0u);
+    if (registered_ && mask == mask_ && (mask != 0 || !hup_))
+      return;
+    change_interest(mask);
+  }
 
   /// `close()`: stop reading, flush, then lose the connection cleanly.
   void on_close();
@@ -101,6 +128,9 @@ protected:
   // asyncio's write pipe resumes the protocol only once its buffer is empty.
   bool resume_when_empty_ = false;
   bool read_started_ = false;
+  // Nothing more to read: EOF was seen (a stream), or this end cannot read
+  // (a write pipe).
+  bool read_ended_ = false;
   bool hup_ = false;
   bool closing_ = false;
   bool lost_ = false;
@@ -113,6 +143,9 @@ protected:
   caf::error failure_;
 
 private:
+  // Registers, changes or removes the descriptor for `mask`.
+  void change_interest(uint32_t mask);
+
   void made_done(bool alive = true);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
