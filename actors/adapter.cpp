@@ -11,6 +11,7 @@
 #include <caf/system_messages.hpp>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -289,11 +290,11 @@ protected:
     current_ = &x;
     if (auto id = answer_to(x); id != 0 && asks_.count(id) > 0)
       on_answer(id, x);
-    else if (msg.match_elements<handover>())
+    else if (detail::is<handover>(msg))
       on_handover(x, msg.get_as<handover>(0));
     else if (is_delivery(msg) && holding())
       stash_.push_back(x.move_content_to_message());
-    else if (msg.match_elements<connection_lost>() && !stash_.empty())
+    else if (detail::is<connection_lost>(msg) && !stash_.empty())
       replay_then_lose(x);
     else
       handle_message(x, msg);
@@ -314,9 +315,9 @@ protected:
 
 private:
   void handle_message(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
-    if (msg.match_elements<data_received>()) {
+    if (detail::is<data_received>(msg)) {
       on_data(msg.get_mutable_as<data_received>(0).data);
-    } else if (msg.match_elements<connection_made>()) {
+    } else if (detail::is<connection_made>(msg)) {
       handle_ = std::move(msg.get_mutable_as<connection_made>(0).handle);
       if (handle_)
         monitor(handle_.actor());
@@ -324,7 +325,7 @@ private:
       if (!mismatched_)
         guarded("connection_made", [&] { proto_->connection_made(handle_); });
       reply(x, caf::make_message());
-    } else if (msg.match_elements<datagram_received>()) {
+    } else if (detail::is<datagram_received>(msg)) {
       auto& d = msg.get_mutable_as<datagram_received>(0);
       auto n = d.data.size() + datagram_overhead;
       if (datagram_ && !failed_ && !lost_)
@@ -332,7 +333,7 @@ private:
           datagram_->datagram_received(std::move(d.data), std::move(d.addr));
         });
       give_back(n);
-    } else if (msg.match_elements<pipe_data_received>()) {
+    } else if (detail::is<pipe_data_received>(msg)) {
       auto& d = msg.get_mutable_as<pipe_data_received>(0);
       auto n = d.data.size();
       if (child_ && !failed_ && !lost_)
@@ -342,37 +343,37 @@ private:
       // The credit belongs to the pipe's own transport.
       if (handle_)
         handle_.get_pipe_transport(d.fd).consumed(n);
-    } else if (msg.match_elements<pipe_connection_lost>()) {
+    } else if (detail::is<pipe_connection_lost>(msg)) {
       auto& d = msg.get_as<pipe_connection_lost>(0);
       if (child_ && !failed_ && !lost_)
         guarded("pipe_connection_lost",
                 [&] { child_->pipe_connection_lost(d.fd, d.reason); });
-    } else if (msg.match_elements<process_exited>()) {
+    } else if (detail::is<process_exited>(msg)) {
       if (child_ && !failed_ && !lost_)
         guarded("process_exited", [&] { child_->process_exited(); });
-    } else if (msg.match_elements<error_received>()) {
+    } else if (detail::is<error_received>(msg)) {
       if (datagram_ && !failed_ && !lost_)
         guarded("error_received", [&] {
           datagram_->error_received(msg.get_as<error_received>(0).reason);
         });
-    } else if (msg.match_elements<eof_received>()) {
+    } else if (detail::is<eof_received>(msg)) {
       bool keep_open = false;
       if (stream_ && !failed_ && !lost_)
         guarded("eof_received", [&] { keep_open = stream_->eof_received(); });
       reply(x, caf::make_message(keep_open));
-    } else if (msg.match_elements<pause_writing>()) {
+    } else if (detail::is<pause_writing>(msg)) {
       if (!failed_ && !lost_)
         guarded("pause_writing", [&] { proto_->pause_writing(); });
-    } else if (msg.match_elements<resume_writing>()) {
+    } else if (detail::is<resume_writing>(msg)) {
       if (!failed_ && !lost_)
         guarded("resume_writing", [&] { proto_->resume_writing(); });
-    } else if (msg.match_elements<connection_lost>()) {
+    } else if (detail::is<connection_lost>(msg)) {
       lose(std::move(msg.get_mutable_as<connection_lost>(0).reason));
-    } else if (msg.match_elements<caf::down_msg>()) {
+    } else if (detail::is<caf::down_msg>(msg)) {
       on_down(msg.get_as<caf::down_msg>(0));
     } else if (msg.match_elements<timer_atom, uint64_t>()) {
       on_timer(msg.get_as<uint64_t>(1));
-    } else if (msg.match_elements<deferred_call>()) {
+    } else if (detail::is<deferred_call>(msg)) {
       auto& fn = msg.get_mutable_as<deferred_call>(0).fn;
       if (proto_ && !failed_ && !lost_)
         guarded("call_soon", [&] { fn(); });
@@ -411,7 +412,7 @@ private:
     if (!proto_ || failed_ || lost_)
       return;
     auto& msg = x.content();
-    if (msg.match_elements<caf::error>()) {
+    if (detail::is<caf::error>(msg)) {
       auto err = msg.get_as<caf::error>(0);
       if (ask.fail)
         guarded("request", [&] { ask.fail(err); });
@@ -447,12 +448,12 @@ private:
   // asks for it (handover); it then goes to the new protocol first.
 
   static bool is_delivery(const caf::type_erased_tuple& msg) {
-    return msg.match_elements<data_received>()
-           || msg.match_elements<eof_received>()
-           || msg.match_elements<pause_writing>()
-           || msg.match_elements<resume_writing>()
-           || msg.match_elements<datagram_received>()
-           || msg.match_elements<error_received>();
+    return detail::is<data_received>(msg)
+           || detail::is<eof_received>(msg)
+           || detail::is<pause_writing>(msg)
+           || detail::is<resume_writing>(msg)
+           || detail::is<datagram_received>(msg)
+           || detail::is<error_received>(msg);
   }
 
   // The shared state of the transport delivering now: the sender's, which

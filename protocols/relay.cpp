@@ -9,6 +9,7 @@
 #include <caf/sec.hpp>
 
 #include "tact/runtime/detail/light_actor.hpp"
+#include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
@@ -90,6 +91,9 @@ struct relay_end {
 
 struct relay_link {
   relay_end ends[2];
+  // `relay_to`: the accepted side's connection_made, answered once the
+  // other end is connected (its transport reads nothing before).
+  detail::light_actor::pending_reply accepted_made;
 };
 
 // One side of a relay: the protocol of that side's transport, a light
@@ -102,7 +106,9 @@ struct relay_link {
 //
 // `relay` installs it with set_protocol; `relay_to` makes it the first
 // protocol of both sides, so that no protocol is switched per connection:
-// then `on_made` runs in connection_made, after the side's reading is held.
+// then `on_made` runs in connection_made. The accepted side answers its
+// connection_made only when the other end is up (`start_made`), so that
+// its transport reads nothing before, without a pause and a resume.
 class relay_side final : public detail::protocol_core {
 public:
   relay_side(caf::actor_config& cfg, detail::multiplexer& mux,
@@ -121,9 +127,9 @@ public:
 protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
-    if (msg.match_elements<data_received>()) {
+    if (detail::is<data_received>(msg)) {
       forward(msg.get_mutable_as<data_received>(0).data);
-    } else if (msg.match_elements<pipe_data_received>()) {
+    } else if (detail::is<pipe_data_received>(msg)) {
       auto& d = msg.get_mutable_as<pipe_data_received>(0);
       if (d.fd == 1) {
         forward(d.data);
@@ -131,25 +137,25 @@ protected:
         // stderr, when it is a pipe: not relayed.
         pipe.consumed(d.data.size());
       }
-    } else if (msg.match_elements<eof_received>()) {
+    } else if (detail::is<eof_received>(msg)) {
       other_.end_input();
       me_.half_done();
       // Half-open: what the other side still sends is written here.
       reply(x, caf::make_message(true));
-    } else if (msg.match_elements<pipe_connection_lost>()) {
+    } else if (detail::is<pipe_connection_lost>(msg)) {
       if (msg.get_as<pipe_connection_lost>(0).fd == 1)
         other_.end_input();
-    } else if (msg.match_elements<pause_writing>()) {
+    } else if (detail::is<pause_writing>(msg)) {
       // For a child: about its stdin.
       other_.pause();
-    } else if (msg.match_elements<resume_writing>()) {
+    } else if (detail::is<resume_writing>(msg)) {
       other_.resume();
-    } else if (msg.match_elements<connection_made>()) {
+    } else if (detail::is<connection_made>(msg)) {
       made(x, msg.get_as<connection_made>(0).handle);
-    } else if (msg.match_elements<connection_lost>()) {
+    } else if (detail::is<connection_lost>(msg)) {
       other_.t.close();
       quit();
-    } else if (msg.match_elements<handover>()) {
+    } else if (detail::is<handover>(msg)) {
       // The transport moves on to another protocol (set_protocol).
       reply(x, caf::make_message(handover_stash{}));
       quit();
@@ -172,11 +178,22 @@ private:
   void made(const caf::mailbox_element& x, const transport& t) {
     me_.t = t;
     me_.child = is_child(t);
-    // Nothing is read before the relay starts.
-    me_.pause();
-    if (auto f = std::move(on_made_)) {
-      on_made_ = nullptr;
+    auto f = std::move(on_made_);
+    on_made_ = nullptr;
+    if (&me_ == &link_->ends[0]) {
+      // The accepted side: answered by the other end's start.
+      link_->accepted_made = later(x);
+      if (f)
+        f(t);
+      return;
+    }
+    if (f)
       f(t);
+    // The other end is up: the accepted side's transport may read (or, if
+    // start closed both, learn that it is closing).
+    if (link_->accepted_made.sender) {
+      reply(link_->accepted_made, caf::make_message());
+      link_->accepted_made = {};
     }
     reply(x, caf::make_message());
   }
@@ -187,9 +204,10 @@ private:
   std::function<void(transport)> on_made_;
 };
 
-// Starts relaying between the two ends of `link`: reading resumes on both,
-// unless one of them is closing already (both are closed then).
-caf::error start(relay_link& link) {
+// Starts relaying between the two ends of `link`: reading resumes on both
+// (with `resume`), unless one of them is closing already (both are closed
+// then).
+caf::error start(relay_link& link, bool resume = true) {
   auto& a = link.ends[0].t;
   auto& b = link.ends[1].t;
   if (a.is_closing() || b.is_closing()) {
@@ -197,8 +215,9 @@ caf::error start(relay_link& link) {
     b.close();
     return make_error(errc::closed, "relay of a closing transport");
   }
-  for (auto& end : link.ends)
-    end.resume();
+  if (resume)
+    for (auto& end : link.ends)
+      end.resume();
   return caf::none;
 }
 
@@ -262,7 +281,7 @@ protocol_factory relay_to(relay_opener open,
         auto other_end = protocol_factory::with_loop(
           [link](detail::multiplexer& m) {
             return detail::spawn_light<relay_side>(
-              m, link, 1, [link](transport) { start(*link); });
+              m, link, 1, [link](transport) { start(*link, false); });
           });
         try {
           (*opener)(std::move(other_end),

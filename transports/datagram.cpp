@@ -1,6 +1,7 @@
 // The datagram transport (UDP and Unix datagram sockets): asyncio's
 // _SelectorDatagramTransport as a light actor living on the multiplexer.
 
+#include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/datagram.hpp"
 
 #include <cerrno>
@@ -65,7 +66,7 @@ public:
 protected:
   bool on_transport_message(caf::mailbox_element&,
                             caf::type_erased_tuple& msg) override {
-    if (!msg.match_elements<op::sendto>())
+    if (!detail::is<op::sendto>(msg))
       return false;
     auto& x = msg.get_mutable_as<op::sendto>(0);
     if (x.counted)

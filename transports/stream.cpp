@@ -1,6 +1,7 @@
 // The stream-socket transport (TCP and Unix): asyncio's
 // _SelectorSocketTransport as a light actor living on the multiplexer.
 
+#include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/stream.hpp"
 
 #include <netinet/in.h>
@@ -65,7 +66,7 @@ protected:
     if (!is_eof_answer(id))
       return;
     // Anything but `true` (an error, no handler) closes.
-    if (!(msg.match_elements<bool>() && msg.get_as<bool>(0)))
+    if (!(detail::is<bool>(msg) && msg.get_as<bool>(0)))
       on_close();
   }
 

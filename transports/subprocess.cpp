@@ -28,6 +28,7 @@
 #include <caf/sec.hpp>
 #include <caf/system_messages.hpp>
 
+#include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
@@ -115,19 +116,19 @@ protected:
       // set_protocol and its handover, or the protocol's end
     } else if (answer_to(x) != 0) {
       // connection_made answered: nothing to wait for.
-    } else if (msg.match_elements<connection_made>()) {
+    } else if (detail::is<connection_made>(msg)) {
       // A pipe transport is up; it reads once answered. Answering after
       // our own connection_made went out keeps the user's order.
       reply(x, caf::make_message());
-    } else if (msg.match_elements<data_received>()) {
+    } else if (detail::is<data_received>(msg)) {
       auto& d = msg.get_mutable_as<data_received>(0);
       if (protocol_ && from > 0)
         deliver(caf::make_message(pipe_data_received{from, std::move(d.data)}));
       else if (from > 0)
         sub_.pipes[from].consumed(d.data.size());
-    } else if (msg.match_elements<eof_received>()) {
+    } else if (detail::is<eof_received>(msg)) {
       reply(x, caf::make_message(false));
-    } else if (msg.match_elements<connection_lost>()) {
+    } else if (detail::is<connection_lost>(msg)) {
       if (from >= 0 && !pipe_lost_[from]) {
         pipe_lost_[from] = true;
         --open_pipes_;
@@ -135,11 +136,11 @@ protected:
           from, std::move(msg.get_mutable_as<connection_lost>(0).reason)}));
         maybe_done();
       }
-    } else if (msg.match_elements<pause_writing>()) {
+    } else if (detail::is<pause_writing>(msg)) {
       deliver(caf::make_message(pause_writing{}));
-    } else if (msg.match_elements<resume_writing>()) {
+    } else if (detail::is<resume_writing>(msg)) {
       deliver(caf::make_message(resume_writing{}));
-    } else if (msg.match_elements<op::close>() || msg.match_elements<op::abort>()) {
+    } else if (detail::is<op::close>(msg) || detail::is<op::abort>(msg)) {
       on_close();
     } else if (x.mid.is_request()) {
       reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));

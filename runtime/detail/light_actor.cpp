@@ -1,4 +1,5 @@
 #include "tact/runtime/detail/light_actor.hpp"
+#include "tact/runtime/detail/match.hpp"
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
@@ -162,7 +163,7 @@ void light_actor::quit(caf::error reason) {
 
 void light_actor::dispatch(caf::mailbox_element& x) {
   auto& msg = x.content();
-  if (msg.match_elements<caf::exit_msg>()) {
+  if (detail::is<caf::exit_msg>(msg)) {
     auto& reason = msg.get_mutable_as<caf::exit_msg>(0).reason;
     if (reason && reason != caf::exit_reason::normal)
       on_exit(std::move(reason));

@@ -87,6 +87,12 @@ public:
 
   [[nodiscard]] multiplexer& mux() noexcept { return mux_; }
 
+  /// Who asked a request and under which id, kept to answer it later.
+  struct pending_reply {
+    caf::strong_actor_ptr sender;
+    caf::message_id mid;
+  };
+
   /// This actor as a handle.
   [[nodiscard]] caf::actor handle() noexcept;
 
@@ -123,12 +129,6 @@ protected:
   /// If `x` is the answer to a request of this actor, returns that
   /// request's id, else 0.
   [[nodiscard]] static uint64_t answer_to(const caf::mailbox_element& x);
-
-  /// Who asked a request and under which id, kept to answer it later.
-  struct pending_reply {
-    caf::strong_actor_ptr sender;
-    caf::message_id mid;
-  };
 
   /// The request `x`, to answer later with `reply(pending, msg)`.
   [[nodiscard]] static pending_reply later(const caf::mailbox_element& x) {

@@ -9,6 +9,7 @@
 #include <caf/system_messages.hpp>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/messages.hpp"
 
@@ -98,14 +99,14 @@ uint64_t transport_core::install_protocol(protocol_factory& factory) {
 
 bool transport_core::made_ok(const caf::type_erased_tuple& answer) {
   return answer.empty()
-         || (answer.match_elements<caf::error>()
+         || (detail::is<caf::error>(answer)
              && answer.get_as<caf::error>(0) == caf::sec::unexpected_message);
 }
 
 bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
                                   bool closing) {
-  auto pause = msg.match_elements<op::pause_reading>();
-  if (pause || msg.match_elements<op::resume_reading>()) {
+  auto pause = detail::is<op::pause_reading>(msg);
+  if (pause || detail::is<op::resume_reading>(msg)) {
     if (!closing) {
       paused = pause;
       // A local handle is the only writer of the shared flag: writing it
@@ -118,7 +119,7 @@ bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
     }
     return true;
   }
-  if (msg.match_elements<op::consumed>()) {
+  if (detail::is<op::consumed>(msg)) {
     give_back_credit(msg.get_as<op::consumed>(0).n);
     return true;
   }
@@ -126,7 +127,7 @@ bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
 }
 
 bool transport_core::limits_command(const caf::type_erased_tuple& msg) {
-  if (!msg.match_elements<op::set_write_buffer_limits>())
+  if (!detail::is<op::set_write_buffer_limits>(msg))
     return false;
   // A local handle stored the limits already; storing them again here
   // could undo a later call that the handle made meanwhile.
@@ -165,12 +166,12 @@ bool transport_core::handle_protocol_message(caf::mailbox_element& x,
       return false;
     // A stash, or anything else (an error from a protocol that is gone or
     // has no handler): nothing handed over.
-    finish_switch(msg.match_elements<handover_stash>()
+    finish_switch(detail::is<handover_stash>(msg)
                     ? &msg.get_mutable_as<handover_stash>(0)
                     : nullptr);
     return true;
   }
-  if (msg.match_elements<op::set_protocol>()) {
+  if (detail::is<op::set_protocol>(msg)) {
     if (ended_)
       return true;
     auto& sp = msg.get_mutable_as<op::set_protocol>(0);
@@ -182,7 +183,7 @@ bool transport_core::handle_protocol_message(caf::mailbox_element& x,
       begin_switch();
     return true;
   }
-  if (msg.match_elements<caf::down_msg>()) {
+  if (detail::is<caf::down_msg>(msg)) {
     auto& down = msg.get_as<caf::down_msg>(0);
     if (!protocol_ || down.source != protocol_.address())
       return false;
@@ -246,9 +247,9 @@ void transport_core::finish_switch(handover_stash* stash) {
 }
 
 void transport_core::redeliver(caf::message msg) {
-  if (msg.match_elements<eof_received>())
+  if (detail::is<eof_received>(msg))
     request_eof();
-  else if (!msg.match_elements<connection_lost>() && !msg.match_elements<handover>())
+  else if (!detail::is<connection_lost>(msg) && !detail::is<handover>(msg))
     deliver(std::move(msg));
 }
 

@@ -1,3 +1,4 @@
+#include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/byte_transport.hpp"
 
 #include <algorithm>
@@ -45,22 +46,22 @@ void byte_transport::on_start() {
 
 bool byte_transport::on_transport_message(caf::mailbox_element& x,
                                           caf::type_erased_tuple& msg) {
-  if (msg.match_elements<op::write>()) {
+  if (detail::is<op::write>(msg)) {
     auto& w = msg.get_mutable_as<op::write>(0);
     if (w.counted)
       state_.in_flight -= w.data.size();
     on_write(w.data);
     return true;
   }
-  if (msg.match_elements<op::write_eof>()) {
+  if (detail::is<op::write_eof>(msg)) {
     on_write_eof();
     return true;
   }
-  if (msg.match_elements<op::sendfile>()) {
+  if (detail::is<op::sendfile>(msg)) {
     on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
     return true;
   }
-  if (msg.match_elements<idle_atom>()) {
+  if (detail::is<idle_atom>(msg)) {
     check_idle();
     return true;
   }

@@ -1,3 +1,4 @@
+#include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/layer.hpp"
 
 #include <algorithm>
@@ -55,37 +56,37 @@ void layer::on_message(caf::mailbox_element& x) {
       }
     } else if (is_eof_answer(id)) {
       // Anything but `true` (an error, no handler) closes.
-      on_eof_answer(msg.match_elements<bool>() && msg.get_as<bool>(0));
+      on_eof_answer(detail::is<bool>(msg) && msg.get_as<bool>(0));
     }
     return;
   }
   if (from_below(x, msg))
     return;
-  if (msg.match_elements<op::write>()) {
+  if (detail::is<op::write>(msg)) {
     auto& w = msg.get_mutable_as<op::write>(0);
     if (w.counted)
       state_.in_flight -= w.data.size();
     write_in_order(w.data);
-  } else if (msg.match_elements<op::sendfile>()) {
+  } else if (detail::is<op::sendfile>(msg)) {
     on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
-  } else if (msg.match_elements<file_pump_atom>()) {
+  } else if (detail::is<file_pump_atom>(msg)) {
     pump_files();
-  } else if (msg.match_elements<op::write_eof>()) {
+  } else if (detail::is<op::write_eof>(msg)) {
     on_write_eof();
-  } else if (msg.match_elements<op::close>()) {
+  } else if (detail::is<op::close>(msg)) {
     if (!queue_.empty() && !lost_) {
       close_after_files_ = true;
       state_.closing = true;
     } else {
       on_close();
     }
-  } else if (msg.match_elements<op::abort>()) {
+  } else if (detail::is<op::abort>(msg)) {
     abort_layer(std::move(msg.get_mutable_as<op::abort>(0).reason));
   } else if (read_command(msg, user_paused_, closing_)) {
     on_read_change();
   } else if (limits_command(msg)) {
     on_limits();
-  } else if (msg.match_elements<op::get_write_buffer_size>()) {
+  } else if (detail::is<op::get_write_buffer_size>(msg)) {
     reply(x, caf::make_message(static_cast<uint64_t>(buffer_size())));
   } else if (on_layer_message(msg)) {
     // the layer's own
@@ -95,7 +96,7 @@ void layer::on_message(caf::mailbox_element& x) {
 }
 
 bool layer::from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
-  if (msg.match_elements<connection_made>()) {
+  if (detail::is<connection_made>(msg)) {
     // Made by a server or create_connection: the layer is the protocol.
     reply(x, caf::make_message());
     if (!lower_) {
@@ -107,26 +108,26 @@ bool layer::from_below(caf::mailbox_element& x, caf::type_erased_tuple& msg) {
         state_.read_credit = state_.below->read_credit;
       begin();
     }
-  } else if (msg.match_elements<data_received>()) {
+  } else if (detail::is<data_received>(msg)) {
     auto& data = msg.get_mutable_as<data_received>(0).data;
     if (lower_)
       lower_.consumed(data.size());
     if (!lost_)
       on_lower_data(data);
-  } else if (msg.match_elements<eof_received>()) {
+  } else if (detail::is<eof_received>(msg)) {
     // The transport below stays half-open: the layer answers for the
     // protocol above once it has had everything, and closes it itself.
     reply(x, caf::make_message(true));
     on_lower_eof();
-  } else if (msg.match_elements<pause_writing>()
-             || msg.match_elements<resume_writing>()) {
-    on_lower_pause(msg.match_elements<pause_writing>());
-  } else if (msg.match_elements<connection_lost>()) {
+  } else if (detail::is<pause_writing>(msg)
+             || detail::is<resume_writing>(msg)) {
+    on_lower_pause(detail::is<pause_writing>(msg));
+  } else if (detail::is<connection_lost>(msg)) {
     lower_gone_ = true;
     on_lower_lost(std::move(msg.get_mutable_as<connection_lost>(0).reason));
-  } else if (msg.match_elements<handover>()) {
+  } else if (detail::is<handover>(msg)) {
     reply(x, caf::make_message(on_lower_handover()));
-  } else if (msg.match_elements<caf::down_msg>()) {
+  } else if (detail::is<caf::down_msg>(msg)) {
     auto& down = msg.get_as<caf::down_msg>(0);
     if (!lower_ || lower_gone_ || down.source != lower_.actor().address())
       return false;

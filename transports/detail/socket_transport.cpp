@@ -1,3 +1,4 @@
+#include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/socket_transport.hpp"
 
 #include <cerrno>
@@ -111,13 +112,13 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     // handled by the subclass
   } else if (read_command(msg, user_paused_, closing_)) {
     update_interest();
-  } else if (msg.match_elements<op::close>()) {
+  } else if (detail::is<op::close>(msg)) {
     on_close();
-  } else if (msg.match_elements<op::abort>()) {
+  } else if (detail::is<op::abort>(msg)) {
     lose(std::move(msg.get_mutable_as<op::abort>(0).reason));
   } else if (limits_command(msg)) {
     maybe_pause_protocol();
-  } else if (msg.match_elements<op::get_write_buffer_size>()) {
+  } else if (detail::is<op::get_write_buffer_size>(msg)) {
     reply(x, caf::make_message(static_cast<uint64_t>(buffered_)));
   } else if (x.mid.is_request()) {
     reply(x, caf::make_message(caf::make_error(caf::sec::unexpected_message)));
