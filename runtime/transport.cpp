@@ -272,6 +272,11 @@ caf::error transport::write_eof() {
   }
   if (state_ && (state_->closing.load() || state_->eof_written.exchange(true)))
     return caf::none;
+  if (state_) {
+    auto* core = state_->core;
+    if (core->run_now([core] { core->direct_write_eof(); }))
+      return caf::none;
+  }
   caf::anon_send(actor_, op::write_eof{});
   return caf::none;
 }
@@ -292,6 +297,13 @@ caf::error transport::close() {
     return empty_handle("close");
   if (state_ && state_->closing.exchange(true))
     return caf::none;
+  // On the transport's loop with nothing queued before it: now, without a
+  // message (as write()).
+  if (state_) {
+    auto* core = state_->core;
+    if (core->run_now([core] { core->direct_close(); }))
+      return caf::none;
+  }
   caf::anon_send(actor_, op::close{});
   return caf::none;
 }

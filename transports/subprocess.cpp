@@ -26,6 +26,7 @@
 #include <boost/process/start_dir.hpp>
 
 #include <caf/sec.hpp>
+#include <caf/send.hpp>
 #include <caf/system_messages.hpp>
 
 #include "tact/runtime/detail/match.hpp"
@@ -168,9 +169,17 @@ private:
       return;
     closing_ = true;
     state_.closing = true;
+    // The kill first: a pipe's close may now run at once (a direct call),
+    // and a child blocked writing to a closed pipe would die of SIGPIPE
+    // instead. asyncio kills before its pipes' descriptors are closed too
+    // (they close in a later callback).
+    // The pipes close by message, after the kill: a direct close would
+    // shut a pipe before the child is killed, and a child blocked writing
+    // to it would die of SIGPIPE instead (asyncio too kills before its
+    // pipes' descriptors close, in a later callback).
     for (auto& p : sub_.pipes)
       if (p)
-        p.close();
+        caf::anon_send(p.actor(), op::close{});
     if (!sub_.exited.load())
       ::syscall(SYS_pidfd_send_signal, sub_.pidfd, SIGKILL, nullptr, 0);
   }

@@ -69,6 +69,20 @@ std::vector<std::string_view> transport_core::extra_info_names() const {
   return {"peername", "sockname", "socket", "family"};
 }
 
+void transport_core::direct_close() {
+  handle_now(caf::make_message(op::close{}));
+}
+
+void transport_core::direct_write_eof() {
+  handle_now(caf::make_message(op::write_eof{}));
+}
+
+void transport_core::handle_now(caf::message msg) {
+  auto elem = caf::make_mailbox_element(nullptr, caf::make_message_id(), {},
+                                        std::move(msg));
+  on_message(*elem);
+}
+
 void transport_core::deliver_data_message(bytes& data) {
   deliver(caf::make_message(data_received{std::move(data)}));
 }

@@ -227,6 +227,12 @@ public:
   /// Queues or sends `data`, as `op::write` would. Runs inside `run_now`.
   virtual void direct_write(bytes& data) = 0;
 
+  /// `op::close` and `op::write_eof` from a handle on this loop, by a direct
+  /// call inside `run_now`. By default handled as the message would be,
+  /// without the mailbox.
+  virtual void direct_close();
+  virtual void direct_write_eof();
+
   [[nodiscard]] transport_state& state() noexcept { return state_; }
 
   /// asyncio's `get_extra_info(name)`; any thread. A socket's addresses
@@ -332,6 +338,9 @@ private:
     caf::actor actor;
     bytes unread;
   };
+
+  // Handles `msg` now, as if it had come through the mailbox.
+  void handle_now(caf::message msg);
 
   // deliver_data's message: a protocol elsewhere, busy, or with messages
   // queued ahead.

@@ -28,6 +28,10 @@ public:
 
   void direct_write(bytes& data) override;
 
+  void direct_write_eof() override {
+    on_write_eof();
+  }
+
 protected:
   using clock_type = std::chrono::steady_clock;
 

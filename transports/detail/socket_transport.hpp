@@ -36,6 +36,10 @@ public:
   // Killed by an exit message: the protocol still hears of it.
   void on_exit(caf::error reason) override;
 
+  void direct_close() override {
+    on_close();
+  }
+
 protected:
   void on_start() override;
 
