@@ -171,6 +171,21 @@ private:
       }
       // A Unix socket whose backlog is full says EAGAIN: it is refused
       // now, as a blocking connect would have waited without end.
+      if (errno == EINPROGRESS) {
+        // Over loopback the handshake has mostly finished by now: a second
+        // connect() says so (0) or reports the failure, and the wait on
+        // the loop (two epoll_ctl calls and a pass) is saved. EALREADY:
+        // still under way.
+        do {
+          rc = ::connect(fd, addr.get(), addr.length);
+        } while (rc != 0 && errno == EINTR);
+        if (rc == 0) {
+          succeed(fd, addr);
+          return;
+        }
+        if (errno == EALREADY)
+          errno = EINPROGRESS;
+      }
       if (errno != EINPROGRESS) {
         last_ = error_from_errno(errno, "connect " + to_string(addr));
         ::close(fd);
