@@ -40,6 +40,7 @@ public:
   void handle_io(uint32_t events) override {
     if (lost_)
       return;
+    note_events(events, wants_read());
     // A pending socket error (ICMP port unreachable on a connected UDP
     // socket, say) is the protocol's to hear about; the socket stays open.
     if (events & EPOLLERR) {

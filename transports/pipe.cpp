@@ -32,6 +32,7 @@ public:
   void handle_io(uint32_t events) override {
     if (lost_)
       return;
+    note_events(events, wants_read());
     // The writer going away shows as EPOLLHUP; read what is left first.
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
       do_read();

@@ -37,6 +37,8 @@ public:
   void handle_io(uint32_t events) override {
     if (lost_)
       return;
+    auto reading = wants_read();
+    note_events(events, reading);
     if ((events & EPOLLERR) && !failed_) {
       // A reset (or another error) may come after bytes the kernel still
       // holds: those are read first (asyncio reads until recv fails).
@@ -44,8 +46,9 @@ public:
         fail(err, "socket");
       if (lost_)
         return;
+      reading = wants_read();
     }
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && reading)
       do_read();
     if (!lost_ && !failed_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         && !drained())

@@ -162,10 +162,17 @@ void socket_transport::change_interest(uint32_t mask) {
     mask_ = mask;
     return;
   }
-  if (mask != mask_) {
-    mux().modify(fd_, mask, this);
-    mask_ = mask;
-  }
+  if (mask == mask_)
+    return;
+  // Only EPOLLIN to drop (EOF read, reading paused, credit spent): the
+  // kernel may keep reporting it until it comes when unwanted, because
+  // handle_io reads only when it wants to. A connection that ends in this
+  // pass of the loop (most do after EOF) then needs no epoll_ctl for it.
+  if ((mask_ & ~mask) == EPOLLIN && (mask & ~mask_) == 0 && !in_unwanted_)
+    return;
+  in_unwanted_ = false;
+  mux().modify(fd_, mask, this);
+  mask_ = mask;
 }
 
 void socket_transport::discard_buffer() {

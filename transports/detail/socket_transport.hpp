@@ -89,6 +89,14 @@ protected:
     set_interest(!drained());
   }
 
+  /// Call first in `handle_io`, with `wants_read()`: an EPOLLIN that is
+  /// not wanted any more makes the next interest change take effect (see
+  /// `change_interest`).
+  void note_events(uint32_t events, bool reading) noexcept {
+    if ((events & EPOLLIN) != 0 && !reading)
+      in_unwanted_ = true;
+  }
+
   /// `update_interest` with `sending` for `!drained()`. Inline up to the
   /// common case, an interest that has not changed.
   void set_interest(bool sending) {
@@ -157,6 +165,8 @@ private:
   uint64_t made_request_ = 0;
   uint32_t mask_ = 0;
   bool registered_ = false;
+  // An EPOLLIN came that the transport did not want (see note_events).
+  bool in_unwanted_ = false;
   bool user_paused_ = false;
   bool protocol_paused_ = false;
 };
