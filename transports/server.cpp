@@ -31,6 +31,14 @@ using close_atom = caf::atom_constant<caf::atom("close")>;
 using close_clients_atom = caf::atom_constant<caf::atom("closecli")>;
 using abort_clients_atom = caf::atom_constant<caf::atom("abortcli")>;
 using retry_atom = caf::atom_constant<caf::atom("retryacc")>;
+using last_client_atom = caf::atom_constant<caf::atom("lastcli")>;
+
+// The connections a server accepted and that have not ended. Touched on
+// the loop thread only: by the server, and by each transport at its end.
+struct client_set {
+  std::unordered_set<caf::actor_addr> addrs;
+  bool closed = false;
+};
 
 // asyncio waits this long before accepting again after EMFILE and friends.
 constexpr auto accept_retry_delay = std::chrono::seconds{1};
@@ -81,24 +89,26 @@ public:
     mux().track(id(), caf::actor_cast<caf::actor>(this), true);
     for (auto& l : listeners_)
       mux().add(l->fd(), EPOLLIN, l.get());
-    set_down_handler([this](caf::down_msg& msg) {
-      clients_.erase(msg.source);
-      state_->active = clients_.size();
-      maybe_quit();
-    });
     return {
       [this](close_atom) {
         close_listeners();
         maybe_quit();
       },
+      [this](last_client_atom) {
+        maybe_quit();
+      },
       [this](close_clients_atom) {
-        for (auto& c : clients_)
+        // A copy: a close may end a connection at once, which takes it
+        // out of the set.
+        auto all = clients_->addrs;
+        for (auto& c : all)
           caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
                                            mux()),
                          op::close{});
       },
       [this](abort_clients_atom) {
-        for (auto& c : clients_)
+        auto all = clients_->addrs;
+        for (auto& c : all)
           caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
                                            mux()),
                          op::abort{});
@@ -182,11 +192,23 @@ private:
       ::close(fd);
       return;
     }
+    // The transport takes itself out of the set when it ends: no monitor,
+    // and no down message per connection.
+    auto on_lost = [clients = clients_, state = state_,
+                    me = caf::weak_actor_ptr{ctrl()}](
+                     const caf::actor_addr& addr) {
+      clients->addrs.erase(addr);
+      state->active = clients->addrs.size();
+      if (clients->closed && clients->addrs.empty())
+        if (auto strong = me.lock())
+          caf::anon_send(caf::actor_cast<caf::actor>(strong),
+                         last_client_atom::value);
+    };
     auto t = detail::spawn_stream_transport(mux(), fd, std::move(proto), kind_,
-                                            read_credit_, {}, limits_, &peer);
-    monitor(t.actor());
-    clients_.insert(t.actor().address());
-    state_->active = clients_.size();
+                                            read_credit_, {}, limits_, &peer,
+                                            std::move(on_lost));
+    clients_->addrs.insert(t.actor().address());
+    state_->active = clients_->addrs.size();
   }
 
   // The listener objects stay until the actor goes: an event for one of
@@ -207,7 +229,8 @@ private:
   }
 
   void maybe_quit() {
-    if (closed_ && clients_.empty()) {
+    clients_->closed = closed_;
+    if (closed_ && clients_->addrs.empty()) {
       mux().untrack(id());
       quit();
     }
@@ -221,7 +244,7 @@ private:
   std::shared_ptr<detail::server_state> state_;
   detail::stream_limits limits_;
   std::vector<std::unique_ptr<listener>> listeners_;
-  std::unordered_set<caf::actor_addr> clients_;
+  std::shared_ptr<client_set> clients_ = std::make_shared<client_set>();
   bool paused_ = false;
   bool reported_ = false;
   bool closed_ = false;

@@ -256,6 +256,11 @@ void socket_transport::lose(caf::error reason) {
   state_.lost = true;
   end_protocol(std::move(reason));
   made_done();
+  if (on_lost_) {
+    auto f = std::move(on_lost_);
+    on_lost_ = nullptr;
+    f(address());
+  }
 }
 
 } // namespace tact::detail

@@ -150,6 +150,8 @@ protected:
   // (a caller waiting in create_connection), with this transport's handle
   // (empty when it runs from the destructor).
   std::function<void(transport)> on_made_;
+  // Runs once at the loss, with this transport's address.
+  std::function<void(const caf::actor_addr&)> on_lost_;
   // Failed, with bytes still to read: the loss waits for them (`failure_`).
   bool failed_ = false;
   caf::error failure_;
