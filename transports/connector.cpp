@@ -150,6 +150,19 @@ private:
     return n;
   }
 
+  // One connect(): 0 once connected, EINPROGRESS while the handshake is
+  // under way (EALREADY, from a second call, means the same), else the
+  // error.
+  static int connect_now(int fd, const sock_address& addr) {
+    for (;;) {
+      if (::connect(fd, addr.get(), addr.length) == 0)
+        return 0;
+      auto err = errno;
+      if (err != EINTR)
+        return err == EALREADY ? EINPROGRESS : err;
+    }
+  }
+
   // Starts connecting to the next address; with Happy Eyeballs, schedules
   // the one after it.
   void try_next() {
@@ -161,33 +174,20 @@ private:
         last_ = error_from_errno(errno, "socket for " + to_string(addr));
         continue;
       }
-      int rc;
-      do {
-        rc = ::connect(fd, addr.get(), addr.length);
-      } while (rc != 0 && errno == EINTR);
-      if (rc == 0) {
+      auto err = connect_now(fd, addr);
+      // Over loopback the handshake has mostly finished by now: a second
+      // connect() says so (0) or reports the failure, and the wait on the
+      // loop (two epoll_ctl calls and a pass) is saved.
+      if (err == EINPROGRESS)
+        err = connect_now(fd, addr);
+      if (err == 0) {
         succeed(fd, addr);
         return;
       }
       // A Unix socket whose backlog is full says EAGAIN: it is refused
       // now, as a blocking connect would have waited without end.
-      if (errno == EINPROGRESS) {
-        // Over loopback the handshake has mostly finished by now: a second
-        // connect() says so (0) or reports the failure, and the wait on
-        // the loop (two epoll_ctl calls and a pass) is saved. EALREADY:
-        // still under way.
-        do {
-          rc = ::connect(fd, addr.get(), addr.length);
-        } while (rc != 0 && errno == EINTR);
-        if (rc == 0) {
-          succeed(fd, addr);
-          return;
-        }
-        if (errno == EALREADY)
-          errno = EINPROGRESS;
-      }
-      if (errno != EINPROGRESS) {
-        last_ = error_from_errno(errno, "connect " + to_string(addr));
+      if (err != EINPROGRESS) {
+        last_ = error_from_errno(err, "connect " + to_string(addr));
         ::close(fd);
         continue;
       }
@@ -195,8 +195,8 @@ private:
       a->owner = this;
       a->fd = fd;
       a->addr = addr;
-      if (auto err = mux_.add(fd, EPOLLOUT, a.get())) {
-        last_ = error_from_errno(err, "epoll_ctl");
+      if (auto failed = mux_.add(fd, EPOLLOUT, a.get())) {
+        last_ = error_from_errno(failed, "epoll_ctl");
         ::close(fd);
         continue;
       }

@@ -66,22 +66,27 @@ def stop(proc):
             proc.wait()
 
 
+def haproxy_argv(port, backend, workdir):
+    """haproxy relaying 127.0.0.1:port to backend: one thread, TCP mode."""
+    cfg = os.path.join(workdir, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write("global\n  nbthread 1\n  maxconn 8000\n"
+                "defaults\n  mode tcp\n  timeout connect 5s\n"
+                "  timeout client 60s\n  timeout server 60s\n"
+                "frontend relay\n  bind 127.0.0.1:%d\n"
+                "  default_backend echo\n"
+                "backend echo\n  server echo 127.0.0.1:%d\n"
+                % (port, backend))
+    return ["haproxy", "-db", "-f", cfg]
+
+
 def start_relay(name, build, backend, workdir):
     port = free_port()
     if name == "tact":
         argv = [os.path.join(build, "examples", "relay"),
                 "tcp://127.0.0.1:%d" % port, "tcp://127.0.0.1:%d" % backend]
     else:
-        cfg = os.path.join(workdir, "haproxy.cfg")
-        with open(cfg, "w") as f:
-            f.write("global\n  nbthread 1\n  maxconn 8000\n"
-                    "defaults\n  mode tcp\n  timeout connect 5s\n"
-                    "  timeout client 60s\n  timeout server 60s\n"
-                    "frontend relay\n  bind 127.0.0.1:%d\n"
-                    "  default_backend echo\n"
-                    "backend echo\n  server echo 127.0.0.1:%d\n"
-                    % (port, backend))
-        argv = ["haproxy", "-db", "-f", cfg]
+        argv = haproxy_argv(port, backend, workdir)
     proc = subprocess.Popen(["taskset", "-c", "0"] + argv,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
