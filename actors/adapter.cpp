@@ -682,6 +682,18 @@ private:
 
 } // namespace
 
+caf::expected<caf::actor>
+protocol_factory::make(detail::multiplexer& mux) const noexcept {
+  try {
+    return fn_(mux);
+  } catch (const std::exception& ex) {
+    return make_error(errc::protocol_failed,
+                      std::string{"protocol factory failed: "} + ex.what());
+  } catch (...) {
+    return make_error(errc::protocol_failed, "protocol factory failed");
+  }
+}
+
 caf::actor protocol_factory::spawn_adapter(detail::multiplexer& mux,
                                            std::unique_ptr<base_protocol> p) {
   return detail::spawn_light<adapter>(mux, std::move(p));

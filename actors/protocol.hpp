@@ -227,6 +227,10 @@ public:
   /// Makes one protocol actor on `mux`.
   caf::actor operator()(detail::multiplexer& mux) const { return fn_(mux); }
 
+  /// Makes one protocol actor on `mux`; a factory that throws is
+  /// `errc::protocol_failed` with what it threw.
+  caf::expected<caf::actor> make(detail::multiplexer& mux) const noexcept;
+
   /// Spawns the adapter actor that runs `p` on `mux`.
   static caf::actor spawn_adapter(detail::multiplexer& mux,
                                   std::unique_ptr<base_protocol> p);

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <deque>
 #include <thread>
+#include <type_traits>
 #include <mutex>
 #include <pthread.h>
 
@@ -241,18 +242,20 @@ caf::actor runtime::loop() {
   // Its handlers start each operation and answer when it is done; the
   // actor never waits.
   loop_ = spawn_on_loop([this](caf::event_based_actor* self) -> caf::behavior {
-    auto answer = [](caf::typed_response_promise<transport> rp) {
-      return [rp](caf::expected<transport> x) mutable {
-        if (x)
-          rp.deliver(std::move(*x));
-        else
-          rp.deliver(std::move(x.error()));
-      };
+    // A callback that delivers an operation's result to its requester.
+    auto answer = [self](auto type_tag) {
+      using value = typename decltype(type_tag)::type;
+      auto rp = self->make_response_promise<value>();
+      return std::pair{rp, [rp](caf::expected<value> x) mutable {
+                         if (x)
+                           rp.deliver(std::move(*x));
+                         else
+                           rp.deliver(std::move(x.error()));
+                       }};
     };
     return {
-      [this, self, answer](loop_ops::connect& req) -> caf::result<transport> {
-        auto rp = self->make_response_promise<transport>();
-        auto done = answer(rp);
+      [this, answer](loop_ops::connect& req) -> caf::result<transport> {
+        auto [rp, done] = answer(std::type_identity<transport>{});
         if (!req.path.empty())
           connect_unix(std::move(req.factory), std::move(req.path),
                        req.options, std::move(done), std::move(req.tls),
@@ -266,12 +269,31 @@ caf::actor runtime::loop() {
                   req.options, std::move(done));
         return rp;
       },
-      [this, self, answer](loop_ops::spawn_process& req)
-        -> caf::result<transport> {
-        auto rp = self->make_response_promise<transport>();
-        auto done = answer(rp);
+      [this, answer](loop_ops::spawn_process& req) -> caf::result<transport> {
+        auto [rp, done] = answer(std::type_identity<transport>{});
         spawn_process(std::move(req.factory), std::move(req.argv),
                       std::move(req.options), std::move(done));
+        return rp;
+      },
+      [this, answer](loop_ops::listen& req) -> caf::result<server> {
+        auto [rp, done] = answer(std::type_identity<server>{});
+        if (!req.path.empty())
+          listen_unix(std::move(req.factory), std::move(req.path),
+                      std::move(req.options), std::move(done));
+        else
+          listen(std::move(req.factory), std::move(req.host), req.port,
+                 std::move(req.options), std::move(done));
+        return rp;
+      },
+      [this, answer](loop_ops::open_datagram& req) -> caf::result<transport> {
+        auto [rp, done] = answer(std::type_identity<transport>{});
+        open_datagram(std::move(req.factory), std::move(req.options),
+                      std::move(done));
+        return rp;
+      },
+      [this, answer](loop_ops::remote_actor& req) -> caf::result<caf::actor> {
+        auto [rp, done] = answer(std::type_identity<caf::actor>{});
+        remote_actor(std::move(req.host), req.port, std::move(done));
         return rp;
       },
     };
@@ -327,19 +349,15 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
 caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
                                          uint16_t port,
                                          const std::string& host) {
-  if (!opts_.distributed)
-    return make_error(errc::not_supported,
-                      "publish needs runtime_options::distributed");
+  if (auto err = check_distributed("publish"))
+    return err;
   if (mux_->on_loop_thread())
     return make_error(errc::would_deadlock, "publish on the loop thread");
   if (host.empty())
     return make_error(errc::invalid_argument,
                       "publish needs an address to listen on");
-  if (opts_.cluster_tls) {
-    if (cluster_tls_error_)
-      return cluster_tls_error_;
+  if (opts_.cluster_tls)
     return caf::openssl::publish(whom, port, host.c_str(), true);
-  }
   if (!opts_.allow_insecure_distribution && !is_loopback(host))
     return make_error(errc::permission_denied,
                       "publish on " + host
@@ -350,20 +368,58 @@ caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
   return system_->middleman().publish(whom, port, host.c_str(), true);
 }
 
-caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
-                                                uint16_t port) {
+caf::error runtime::check_distributed(const char* what) const {
   if (!opts_.distributed)
     return make_error(errc::not_supported,
-                      "remote_actor needs runtime_options::distributed");
+                      std::string{what} + " needs runtime_options::distributed");
+  if (opts_.cluster_tls && cluster_tls_error_)
+    return cluster_tls_error_;
+  return caf::none;
+}
+
+caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
+                                                uint16_t port) {
+  if (auto err = check_distributed("remote_actor"))
+    return err;
   if (mux_->on_loop_thread())
     return make_error(errc::would_deadlock,
                       "remote_actor on the loop thread");
-  if (opts_.cluster_tls) {
-    if (cluster_tls_error_)
-      return cluster_tls_error_;
+  if (opts_.cluster_tls)
     return caf::openssl::remote_actor(*system_, host, port);
-  }
   return system_->middleman().remote_actor(host, port);
+}
+
+void runtime::remote_actor(std::string host, uint16_t port,
+                           actor_callback done) {
+  if (auto err = check_distributed("remote_actor")) {
+    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
+    return;
+  }
+  // The middleman's actor connects and shakes hands on a thread of its
+  // own; asking it blocks no one.
+  auto mm = opts_.cluster_tls ? system_->openssl_manager().actor_handle()
+                              : system_->middleman().actor_handle();
+  spawn_on_loop([mm, host = std::move(host), port,
+                 done = std::move(done)](caf::event_based_actor* self) {
+    self
+      ->request(mm, caf::infinite, caf::connect_atom::value, std::move(host),
+                port)
+      .then(
+        [self, port, done](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                           const std::set<std::string>&) {
+          if (ptr)
+            done(caf::actor_cast<caf::actor>(std::move(ptr)));
+          else
+            done(caf::make_error(caf::sec::no_actor_published_at_port, port));
+          self->quit();
+        },
+        [self, done](caf::error& err) {
+          done(std::move(err));
+          self->quit();
+        });
+    // Nothing but the answer (no one else has this actor's handle).
+    return caf::behavior{[](int) {}};
+  });
 }
 
 caf::expected<uint64_t> runtime::sendfile(transport t, int fd,

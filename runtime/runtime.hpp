@@ -93,8 +93,8 @@ enum class address_family : uint8_t { unspecified, ipv4, ipv6 };
 
 /// asyncio's keyword arguments of `create_datagram_endpoint`.
 struct datagram_options {
-  /// Address to bind; the host may be a name (resolved on the calling
-  /// thread) or empty for every interface; port 0 picks a free port.
+  /// Address to bind; the host may be a name (resolved on the loop) or
+  /// empty for every interface; port 0 picks a free port.
   std::optional<endpoint> local_addr;
   /// Peer to connect to (the endpoint then only talks to it).
   std::optional<endpoint> remote_addr;
@@ -146,6 +146,12 @@ struct subprocess_options {
 /// back in its own context.
 using transport_callback = std::function<void(caf::expected<transport>)>;
 
+/// The answer of `runtime::listen`: the new server or the error.
+using server_callback = std::function<void(caf::expected<server>)>;
+
+/// The answer of `runtime::remote_actor`: the remote actor or the error.
+using actor_callback = std::function<void(caf::expected<caf::actor>)>;
+
 /// Requests for the loop's operations, for actors: sent to `runtime::loop()`
 /// with `request`, they are answered with the new transport without
 /// blocking anyone (asyncio's `await loop.create_connection(...)`):
@@ -179,6 +185,33 @@ struct spawn_process {
   protocol_factory factory;
   std::vector<std::string> argv;
   subprocess_options options = {};
+};
+
+/// `runtime::listen` / `listen_unix`: answered with the `server` once it
+/// listens, or with the error.
+struct listen {
+  protocol_factory factory;
+  /// A TCP host (a name, a numeric address, or empty for every
+  /// interface) and port (0: a free one)...
+  std::string host;
+  uint16_t port = 0;
+  /// ... or, when not empty, the path of a Unix socket.
+  std::string path;
+  server_options options = {};
+};
+
+/// `runtime::open_datagram`: answered with the datagram `transport`, or
+/// with the error.
+struct open_datagram {
+  protocol_factory factory;
+  datagram_options options = {};
+};
+
+/// `runtime::remote_actor`: answered with the actor published at
+/// `host:port` by another node, or with the error.
+struct remote_actor {
+  std::string host;
+  uint16_t port = 0;
 };
 
 } // namespace loop_ops
@@ -239,20 +272,48 @@ public:
   void spawn_process(protocol_factory factory, std::vector<std::string> argv,
                      subprocess_options opts, transport_callback done);
 
+  /// asyncio's `create_server` without blocking anyone: resolves `host` on
+  /// the loop (c-ares; empty: every interface), listens on each address
+  /// (with port 0, one free port for all), and `done` gets the server or
+  /// the error, on the loop, never before this returns.
+  void listen(protocol_factory factory, std::string host, uint16_t port,
+              server_options opts, server_callback done);
+
+  /// `listen` on a Unix socket at `path` (a stale socket file there is
+  /// replaced; the file is removed when the server closes).
+  void listen_unix(protocol_factory factory, std::string path,
+                   server_options opts, server_callback done);
+
+  /// asyncio's `create_datagram_endpoint` without blocking anyone: the
+  /// names in `opts` are resolved on the loop; `done` gets the transport
+  /// or the error, on the loop, never before this returns.
+  void open_datagram(protocol_factory factory, datagram_options opts,
+                     transport_callback done);
+
+  /// `open_datagram` for Unix datagram sockets: bound to `local_path`
+  /// (empty: unnamed) and connected to `remote_path` (empty: unconnected).
+  void open_unix_datagram(protocol_factory factory, std::string local_path,
+                          std::string remote_path, transport_callback done);
+
+  /// `remote_actor` without blocking anyone: CAF's middleman connects on
+  /// its own thread, and `done` gets the actor or the error on the loop.
+  /// Needs `runtime_options::distributed`.
+  void remote_actor(std::string host, uint16_t port, actor_callback done);
+
   /// The actor that answers `loop_ops` requests: how behaviours and class
   /// protocols use the operations above.
   caf::actor loop();
 
   // -- loop operations that block the calling thread ------------------------------
 
-  /// Listens on `host:port` (every address `host` resolves to; an empty host
-  /// means all interfaces; port 0 picks a free port).
+  /// `listen`, waiting for its answer: listens on `host:port` (every
+  /// address `host` resolves to; an empty host means all interfaces; port
+  /// 0 picks a free port).
   caf::expected<server> create_server(protocol_factory factory,
                                       const std::string& host, uint16_t port,
                                       server_options opts = {});
 
-  /// Listens on a Unix socket at `path`; a stale socket file there is
-  /// replaced, and the file is removed when the server closes.
+  /// `listen_unix`, waiting for its answer.
   caf::expected<server> create_unix_server(protocol_factory factory,
                                            const std::string& path,
                                            server_options opts = {});
@@ -295,8 +356,9 @@ public:
   caf::expected<transport> connect_accepted_socket(protocol_factory factory,
                                                    int fd);
 
-  /// Opens a UDP endpoint: binds `local_addr` and/or connects to
-  /// `remote_addr` (asyncio's `create_datagram_endpoint`). The protocol is
+  /// `open_datagram`, waiting for its answer: opens a UDP endpoint that
+  /// binds `local_addr` and/or connects to `remote_addr` (asyncio's
+  /// `create_datagram_endpoint`). The protocol is
   /// usually a `tact::datagram_protocol`.
   caf::expected<transport> create_datagram_endpoint(protocol_factory factory,
                                                     datagram_options opts);
@@ -358,7 +420,8 @@ public:
                                   const std::string& host);
 
   /// The actor published at `host:port` by another node; blocks until the
-  /// node answers or refuses. Needs `runtime_options::distributed`.
+  /// node answers or refuses (the asynchronous form is above). Needs
+  /// `runtime_options::distributed`.
   caf::expected<caf::actor> remote_actor(const std::string& host,
                                          uint16_t port);
 
@@ -404,6 +467,10 @@ private:
                                          std::vector<std::string>& argv,
                                          subprocess_options& opts);
 
+  // Why distribution cannot be used (not enabled, unusable cluster trust
+  // settings), for `what`; none: it can.
+  caf::error check_distributed(const char* what) const;
+
   // Runs `job` on the thread that starts children; false once the runtime
   // is shutting down.
   bool post_spawn(std::function<void()> job);
@@ -427,3 +494,6 @@ private:
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::connect)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::spawn_process)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::listen)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::open_datagram)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::loop_ops::remote_actor)

@@ -264,23 +264,16 @@ private:
     stop_all();
     auto kind = target_.path.empty() ? stream_kind::tcp
                                      : stream_kind::unix_socket;
-    caf::actor proto;
-    try {
-      proto = factory_(mux_);
-    } catch (const std::exception& ex) {
+    auto proto = factory_.make(mux_);
+    if (!proto) {
       ::close(fd);
-      answer(make_error(errc::protocol_failed,
-                        std::string{"protocol factory failed: "} + ex.what()));
-      return;
-    } catch (...) {
-      ::close(fd);
-      answer(make_error(errc::protocol_failed, "protocol factory failed"));
+      answer(std::move(proto.error()));
       return;
     }
     auto done = std::move(done_);
     done_ = nullptr;
     spawn_stream_transport(
-      mux_, fd, std::move(proto), kind, target_.read_credit,
+      mux_, fd, std::move(*proto), kind, target_.read_credit,
       [done = std::move(done)](transport t) {
         if (t)
           done(std::move(t));

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/resolver.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 #include "tact/transports/detail/connector.hpp"
@@ -125,11 +126,12 @@ tls_client_factory(const tls_context& ctx, tls_options opts,
 
 // Runs an asynchronous loop operation and waits for its answer (off the
 // loop).
-caf::expected<transport>
-wait_for(const std::function<void(transport_callback)>& op) {
-  auto done = std::make_shared<std::promise<caf::expected<transport>>>();
+template <class T>
+caf::expected<T>
+wait_for(const std::function<void(std::function<void(caf::expected<T>)>)>& op) {
+  auto done = std::make_shared<std::promise<caf::expected<T>>>();
   auto result = done->get_future();
-  op([done = std::move(done)](caf::expected<transport> x) {
+  op([done = std::move(done)](caf::expected<T> x) {
     done->set_value(std::move(x));
   });
   // An answer handler dropped unanswered (the loop stopped) breaks the
@@ -262,7 +264,7 @@ runtime::create_connection(protocol_factory factory, const std::string& host,
                            tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
-  return wait_for([&](transport_callback done) {
+  return wait_for<transport>([&](transport_callback done) {
     connect(std::move(factory), host, port, ctx, std::move(opts), conn,
             std::move(done));
   });
@@ -274,45 +276,29 @@ runtime::create_unix_connection(protocol_factory factory,
                                 tls_options opts, connection_options conn) {
   if (auto err = check_thread(*mux_))
     return err;
-  return wait_for([&](transport_callback done) {
+  return wait_for<transport>([&](transport_callback done) {
     connect_unix(std::move(factory), path, conn, std::move(done), ctx,
                  std::move(opts));
   });
 }
 
-caf::expected<server> runtime::create_server(protocol_factory factory,
-                                             const std::string& host,
-                                             uint16_t port,
-                                             server_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  if (opts.backlog <= 0)
-    return make_error(errc::invalid_argument, "backlog must be positive");
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return std::move(limits.error());
-  auto made = server_factory(std::move(factory), opts, opts_.read_credit);
-  if (!made)
-    return std::move(made.error());
-  factory = std::move(*made);
-  auto addrs = detail::resolve(host, port, true);
-  if (!addrs)
-    return std::move(addrs.error());
+namespace {
+
+// Opens a listening TCP socket on each of `addrs` (with port 0 and several
+// addresses, the others get the port the first one got, as asyncio users
+// expect one port per server) and starts the server.
+caf::expected<server> listen_tcp(detail::multiplexer& mux,
+                                 std::vector<detail::sock_address> addrs,
+                                 uint16_t port, const server_options& opts,
+                                 protocol_factory factory,
+                                 uint64_t read_credit,
+                                 const detail::stream_limits& limits) {
   std::vector<int> fds;
   std::vector<std::string> urls;
   uint16_t bound_port = 0;
-  for (auto& addr : *addrs) {
-    // With port 0 and several addresses, bind the others to the port the
-    // first one got, as asyncio users expect one port per server.
-    auto target = addr;
-    if (port == 0 && bound_port != 0) {
-      if (target.family() == AF_INET)
-        reinterpret_cast<sockaddr_in*>(&target.storage)->sin_port
-          = htons(bound_port);
-      else
-        reinterpret_cast<sockaddr_in6*>(&target.storage)->sin6_port
-          = htons(bound_port);
-    }
+  for (auto& target : addrs) {
+    if (port == 0 && bound_port != 0)
+      detail::set_port(target, bound_port);
     auto fd = ::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK
                                           | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -335,35 +321,24 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
       return error_from_errno(err, "bind " + detail::to_string(target));
     }
     auto local = detail::local_address(fd);
-    if (bound_port == 0) {
-      auto value = detail::to_config_value(local);
-      bound_port = static_cast<uint16_t>(
-        caf::get<int64_t>(caf::get<caf::config_value::list>(value)[1]));
-    }
+    if (bound_port == 0)
+      bound_port = detail::port_of(local);
     urls.push_back((opts.tls ? "tls://" : "tcp://")
                    + detail::to_string(local));
     fds.push_back(fd);
   }
-  return detail::spawn_server(*mux_, std::move(fds), detail::stream_kind::tcp,
-                              std::move(factory), opts_.read_credit,
-                              opts.backlog, std::string{}, std::move(urls),
-                              bound_port, *limits);
+  return detail::spawn_server(mux, std::move(fds), detail::stream_kind::tcp,
+                              std::move(factory), read_credit, opts.backlog,
+                              std::string{}, std::move(urls), bound_port,
+                              limits);
 }
 
-caf::expected<server> runtime::create_unix_server(protocol_factory factory,
-                                                  const std::string& path,
-                                                  server_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  if (opts.backlog <= 0)
-    return make_error(errc::invalid_argument, "backlog must be positive");
-  auto limits = stream_limits_of(opts);
-  if (!limits)
-    return std::move(limits.error());
-  auto made = server_factory(std::move(factory), opts, opts_.read_credit);
-  if (!made)
-    return std::move(made.error());
-  factory = std::move(*made);
+caf::expected<server> listen_unix_socket(detail::multiplexer& mux,
+                                         const std::string& path,
+                                         const server_options& opts,
+                                         protocol_factory factory,
+                                         uint64_t read_credit,
+                                         const detail::stream_limits& limits) {
   auto addr = detail::unix_address(path);
   if (!addr)
     return std::move(addr.error());
@@ -384,10 +359,94 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
   std::vector<int> fds{fd};
   std::vector<std::string> urls{(opts.tls ? "tls+unix://" : "unix://")
                                 + path};
-  return detail::spawn_server(*mux_, std::move(fds),
+  return detail::spawn_server(mux, std::move(fds),
                               detail::stream_kind::unix_socket,
-                              std::move(factory), opts_.read_credit,
-                              opts.backlog, path, std::move(urls), 0, *limits);
+                              std::move(factory), read_credit, opts.backlog,
+                              path, std::move(urls), 0, limits);
+}
+
+// The server-wide checks and the factory every listen uses: `done` gets
+// the error, or `open` runs on the loop with the factory and the limits.
+using open_server = std::function<void(protocol_factory,
+                                       detail::stream_limits)>;
+
+void prepare_server(detail::multiplexer& mux, protocol_factory factory,
+                    const server_options& opts, uint64_t read_credit,
+                    server_callback& done, open_server open) {
+  auto fail = [&](caf::error err) {
+    mux.post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (opts.backlog <= 0)
+    return fail(make_error(errc::invalid_argument, "backlog must be positive"));
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  auto made = server_factory(std::move(factory), opts, read_credit);
+  if (!made)
+    return fail(std::move(made.error()));
+  mux.post([open = std::move(open), factory = std::move(*made),
+            limits = *limits]() mutable {
+    open(std::move(factory), limits);
+  });
+}
+
+} // namespace
+
+void runtime::listen(protocol_factory factory, std::string host, uint16_t port,
+                     server_options opts, server_callback done) {
+  auto* mux = mux_.get();
+  auto credit = opts_.read_credit;
+  auto open = [mux, host = std::move(host), port, opts, credit,
+               done](protocol_factory made,
+                     detail::stream_limits limits) mutable {
+    mux->names().resolve(
+      host, port, true,
+      [mux, port, opts = std::move(opts), credit, done = std::move(done),
+       factory = std::move(made),
+       limits](caf::expected<std::vector<detail::sock_address>> addrs) mutable {
+        if (!addrs)
+          return done(std::move(addrs.error()));
+        done(listen_tcp(*mux, std::move(*addrs), port, opts,
+                        std::move(factory), credit, limits));
+      });
+  };
+  prepare_server(*mux_, std::move(factory), opts, opts_.read_credit, done,
+                 std::move(open));
+}
+
+void runtime::listen_unix(protocol_factory factory, std::string path,
+                          server_options opts, server_callback done) {
+  auto* mux = mux_.get();
+  auto credit = opts_.read_credit;
+  auto open = [mux, path = std::move(path), opts, credit,
+               done](protocol_factory made,
+                     detail::stream_limits limits) mutable {
+    done(listen_unix_socket(*mux, path, opts, std::move(made), credit,
+                            limits));
+  };
+  prepare_server(*mux_, std::move(factory), opts, opts_.read_credit, done,
+                 std::move(open));
+}
+
+caf::expected<server> runtime::create_server(protocol_factory factory,
+                                             const std::string& host,
+                                             uint16_t port,
+                                             server_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<server>([&](server_callback done) {
+    listen(std::move(factory), host, port, std::move(opts), std::move(done));
+  });
+}
+
+caf::expected<server> runtime::create_unix_server(protocol_factory factory,
+                                                  const std::string& path,
+                                                  server_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<server>([&](server_callback done) {
+    listen_unix(std::move(factory), path, std::move(opts), std::move(done));
+  });
 }
 
 caf::expected<transport> runtime::create_connection(protocol_factory factory,
@@ -396,7 +455,7 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
                                                     connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
-  return wait_for([&](transport_callback done) {
+  return wait_for<transport>([&](transport_callback done) {
     connect(std::move(factory), host, port, opts, std::move(done));
   });
 }
@@ -407,7 +466,7 @@ runtime::create_unix_connection(protocol_factory factory,
                                 connection_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
-  return wait_for([&](transport_callback done) {
+  return wait_for<transport>([&](transport_callback done) {
     connect_unix(std::move(factory), path, opts, std::move(done));
   });
 }
@@ -433,7 +492,7 @@ namespace {
 
 // Opens a datagram socket of `family`, with asyncio's options, bound to
 // `local` and connected to `remote` when given.
-caf::expected<int> open_datagram(int family, const detail::sock_address* local,
+caf::expected<int> datagram_socket(int family, const detail::sock_address* local,
                                  const detail::sock_address* remote,
                                  const datagram_options& opts) {
   auto fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -469,84 +528,176 @@ int to_af(address_family family) {
   }
 }
 
+// Picks the socket of a datagram endpoint from the resolved addresses.
+caf::expected<int>
+datagram_endpoint_socket(int want, const std::vector<detail::sock_address>& locals,
+                         const std::vector<detail::sock_address>& remotes,
+                         const datagram_options& opts) {
+  if (locals.empty() && remotes.empty()) {
+    if (want != AF_UNSPEC)
+      return datagram_socket(want, nullptr, nullptr, opts);
+    return make_error(errc::invalid_argument,
+                      "unexpected address family: give local_addr, "
+                      "remote_addr or family");
+  }
+  // asyncio's order: each family the local addresses have (or the remote
+  // ones, when no local address is given), local and remote of that
+  // family together; the first pair that binds and connects wins.
+  caf::expected<int> fd = make_error(errc::invalid_argument,
+                                     "local_addr and remote_addr have no "
+                                     "family in common");
+  auto try_family = [&](int family, const detail::sock_address* local) {
+    if (remotes.empty())
+      return datagram_socket(family, local, nullptr, opts);
+    caf::expected<int> last = make_error(errc::invalid_argument);
+    for (auto& remote : remotes) {
+      if (remote.family() != family)
+        continue;
+      last = datagram_socket(family, local, &remote, opts);
+      if (last)
+        break;
+    }
+    return last;
+  };
+  if (!locals.empty()) {
+    for (auto& local : locals) {
+      if (!remotes.empty()
+          && std::none_of(remotes.begin(), remotes.end(),
+                          [&](auto& r) { return r.family() == local.family(); }))
+        continue;
+      fd = try_family(local.family(), &local);
+      if (fd)
+        break;
+    }
+  } else {
+    for (auto& remote : remotes) {
+      fd = datagram_socket(remote.family(), nullptr, &remote, opts);
+      if (fd)
+        break;
+    }
+  }
+  return fd;
+}
+
+// The datagram transport of the socket `fd` (closed when the factory
+// fails).
+caf::expected<transport> start_datagram(detail::multiplexer& mux, int fd,
+                                        const protocol_factory& factory,
+                                        uint64_t read_credit) {
+  auto proto = factory.make(mux);
+  if (!proto) {
+    ::close(fd);
+    return std::move(proto.error());
+  }
+  return detail::spawn_datagram_transport(mux, fd, std::move(*proto),
+                                          read_credit);
+}
+
+using addresses_callback
+  = std::function<void(caf::expected<std::vector<detail::sock_address>>)>;
+
+// Resolves `ep` on the loop, keeping the addresses of family `want`
+// (AF_UNSPEC: all); no endpoint is no address.
+void resolve_endpoint(detail::multiplexer& mux,
+                      const std::optional<endpoint>& ep, bool passive,
+                      int want, addresses_callback done) {
+  if (!ep)
+    return done(std::vector<detail::sock_address>{});
+  mux.names().resolve(
+    ep->host, ep->port, passive,
+    [want, host = ep->host, done = std::move(done)](
+      caf::expected<std::vector<detail::sock_address>> addrs) {
+      if (!addrs)
+        return done(std::move(addrs.error()));
+      std::vector<detail::sock_address> result;
+      for (auto& a : *addrs)
+        if (want == AF_UNSPEC || a.family() == want)
+          result.push_back(a);
+      if (result.empty())
+        return done(make_error(errc::name_resolution_failed,
+                               "no address of the requested family for '"
+                                 + host + "'"));
+      done(std::move(result));
+    });
+}
+
 } // namespace
+
+void runtime::open_datagram(protocol_factory factory, datagram_options opts,
+                            transport_callback done) {
+  auto* mux = mux_.get();
+  auto credit = opts_.read_credit;
+  mux->post([mux, credit, factory = std::move(factory), opts = std::move(opts),
+             done = std::move(done)]() mutable {
+    auto want = to_af(opts.family);
+    auto local = opts.local_addr;
+    resolve_endpoint(
+      *mux, local, true, want,
+      [mux, credit, want, factory = std::move(factory), opts = std::move(opts),
+       done = std::move(done)](auto locals) mutable {
+        if (!locals)
+          return done(std::move(locals.error()));
+        auto remote = opts.remote_addr;
+        resolve_endpoint(
+          *mux, remote, false, want,
+          [mux, credit, want, factory = std::move(factory),
+           opts = std::move(opts), locals = std::move(*locals),
+           done = std::move(done)](auto remotes) mutable {
+            if (!remotes)
+              return done(std::move(remotes.error()));
+            auto fd = datagram_endpoint_socket(want, locals, *remotes, opts);
+            if (!fd)
+              return done(std::move(fd.error()));
+            done(start_datagram(*mux, *fd, factory, credit));
+          });
+      });
+  });
+}
+
+void runtime::open_unix_datagram(protocol_factory factory,
+                                 std::string local_path,
+                                 std::string remote_path,
+                                 transport_callback done) {
+  auto* mux = mux_.get();
+  auto credit = opts_.read_credit;
+  mux->post([mux, credit, factory = std::move(factory),
+             local_path = std::move(local_path),
+             remote_path = std::move(remote_path),
+             done = std::move(done)]() mutable {
+    std::optional<detail::sock_address> local;
+    std::optional<detail::sock_address> remote;
+    if (!local_path.empty()) {
+      auto addr = detail::unix_address(local_path);
+      if (!addr)
+        return done(std::move(addr.error()));
+      local = *addr;
+      // Replace a stale socket file, as asyncio does.
+      struct stat st{};
+      if (::stat(local_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+        ::unlink(local_path.c_str());
+    }
+    if (!remote_path.empty()) {
+      auto addr = detail::unix_address(remote_path);
+      if (!addr)
+        return done(std::move(addr.error()));
+      remote = *addr;
+    }
+    auto fd = datagram_socket(AF_UNIX, local ? &*local : nullptr,
+                              remote ? &*remote : nullptr, datagram_options{});
+    if (!fd)
+      return done(std::move(fd.error()));
+    done(start_datagram(*mux, *fd, factory, credit));
+  });
+}
 
 caf::expected<transport>
 runtime::create_datagram_endpoint(protocol_factory factory,
                                   datagram_options opts) {
   if (auto err = check_thread(*mux_))
     return err;
-  auto want = to_af(opts.family);
-  auto resolve = [&](const std::optional<endpoint>& ep, bool passive)
-    -> caf::expected<std::vector<detail::sock_address>> {
-    if (!ep)
-      return std::vector<detail::sock_address>{};
-    auto addrs = detail::resolve(ep->host, ep->port, passive);
-    if (!addrs)
-      return std::move(addrs.error());
-    std::vector<detail::sock_address> result;
-    for (auto& a : *addrs)
-      if (want == AF_UNSPEC || a.family() == want)
-        result.push_back(a);
-    if (result.empty())
-      return make_error(errc::name_resolution_failed,
-                        "no address of the requested family for '"
-                          + ep->host + "'");
-    return result;
-  };
-  auto locals = resolve(opts.local_addr, true);
-  if (!locals)
-    return std::move(locals.error());
-  auto remotes = resolve(opts.remote_addr, false);
-  if (!remotes)
-    return std::move(remotes.error());
-  caf::expected<int> fd = make_error(errc::invalid_argument,
-                                     "unexpected address family: give "
-                                     "local_addr, remote_addr or family");
-  if (locals->empty() && remotes->empty()) {
-    if (want != AF_UNSPEC)
-      fd = open_datagram(want, nullptr, nullptr, opts);
-  } else {
-    // asyncio's order: each family the local addresses have (or the remote
-    // ones, when no local address is given), local and remote of that
-    // family together; the first pair that binds and connects wins.
-    fd = make_error(errc::invalid_argument,
-                    "local_addr and remote_addr have no family in common");
-    auto try_family = [&](int family, const detail::sock_address* local) {
-      if (remotes->empty())
-        return open_datagram(family, local, nullptr, opts);
-      caf::expected<int> last = make_error(errc::invalid_argument);
-      for (auto& remote : *remotes) {
-        if (remote.family() != family)
-          continue;
-        last = open_datagram(family, local, &remote, opts);
-        if (last)
-          break;
-      }
-      return last;
-    };
-    if (!locals->empty()) {
-      for (auto& local : *locals) {
-        if (!remotes->empty()
-            && std::none_of(remotes->begin(), remotes->end(),
-                            [&](auto& r) { return r.family() == local.family(); }))
-          continue;
-        fd = try_family(local.family(), &local);
-        if (fd)
-          break;
-      }
-    } else {
-      for (auto& remote : *remotes) {
-        fd = open_datagram(remote.family(), nullptr, &remote, opts);
-        if (fd)
-          break;
-      }
-    }
-  }
-  if (!fd)
-    return std::move(fd.error());
-  return detail::spawn_datagram_transport(*mux_, *fd, factory(*mux_),
-                                          opts_.read_credit);
+  return wait_for<transport>([&](transport_callback done) {
+    open_datagram(std::move(factory), std::move(opts), std::move(done));
+  });
 }
 
 caf::expected<transport>
@@ -555,30 +706,10 @@ runtime::create_unix_datagram_endpoint(protocol_factory factory,
                                        const std::string& remote_path) {
   if (auto err = check_thread(*mux_))
     return err;
-  std::optional<detail::sock_address> local;
-  std::optional<detail::sock_address> remote;
-  if (!local_path.empty()) {
-    auto addr = detail::unix_address(local_path);
-    if (!addr)
-      return std::move(addr.error());
-    local = *addr;
-    // Replace a stale socket file, as asyncio does.
-    struct stat st{};
-    if (::stat(local_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
-      ::unlink(local_path.c_str());
-  }
-  if (!remote_path.empty()) {
-    auto addr = detail::unix_address(remote_path);
-    if (!addr)
-      return std::move(addr.error());
-    remote = *addr;
-  }
-  auto fd = open_datagram(AF_UNIX, local ? &*local : nullptr,
-                          remote ? &*remote : nullptr, datagram_options{});
-  if (!fd)
-    return std::move(fd.error());
-  return detail::spawn_datagram_transport(*mux_, *fd, factory(*mux_),
-                                          opts_.read_credit);
+  return wait_for<transport>([&](transport_callback done) {
+    open_unix_datagram(std::move(factory), local_path, remote_path,
+                       std::move(done));
+  });
 }
 
 namespace {

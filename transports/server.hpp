@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <caf/actor.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
 
 #include "tact/transports/tls.hpp"
 
@@ -139,3 +140,6 @@ struct server_state {
 } // namespace detail
 
 } // namespace tact
+
+// A server handle stays on its node (`loop_ops::listen` answers with it).
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(tact::server)

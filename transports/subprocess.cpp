@@ -408,27 +408,19 @@ runtime::start_process(protocol_factory& factory,
     return fail(error_from_errno(e, "pidfd_open"));
   }
   ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-  caf::actor proto;
-  std::string failed;
-  try {
-    proto = factory(*mux_);
-  } catch (const std::exception& ex) {
-    failed = std::string{"protocol factory failed: "} + ex.what();
-  } catch (...) {
-    failed = "protocol factory failed";
-  }
-  if (!failed.empty()) {
+  auto proto = factory.make(*mux_);
+  if (!proto) {
     // No protocol, no child.
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     ::close(pidfd);
-    return fail(make_error(errc::protocol_failed, std::move(failed)));
+    return fail(std::move(proto.error()));
   }
   auto& sys = mux_->system();
   caf::actor_config cfg{mux_->home()};
   auto hdl = caf::make_actor<detail::subprocess_transport, caf::actor>(
     sys.next_actor_id(), sys.node(), &sys, cfg, *mux_, pid, pidfd,
-    std::move(proto));
+    std::move(*proto));
   auto* self = static_cast<detail::subprocess_transport*>(
     caf::actor_cast<caf::abstract_actor*>(hdl));
   // Its own process group: the one it leads, or the one it joined.

@@ -816,6 +816,13 @@ namespace tact {
 
 caf::expected<transport> start_tls(const transport& t, caf::actor protocol,
                                    const tls_context& ctx, tls_options opts) {
+  return start_tls(t, std::move(protocol), ctx, std::move(opts), nullptr);
+}
+
+caf::expected<transport>
+start_tls(const transport& t, caf::actor protocol, const tls_context& ctx,
+          tls_options opts,
+          std::function<void(caf::expected<transport>)> done) {
   auto* st = t.state();
   if (st == nullptr)
     return make_error(errc::not_supported,
@@ -834,6 +841,7 @@ caf::expected<transport> start_tls(const transport& t, caf::actor protocol,
   setup.app = std::move(protocol);
   setup.lower = t;
   setup.read_credit = st->read_credit;
+  setup.on_ready = std::move(done);
   return detail::spawn_tls(st->core->mux(), std::move(setup));
 }
 

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -147,5 +148,15 @@ struct tls_options {
 caf::expected<transport> start_tls(const transport& t, caf::actor protocol,
                                    const tls_context& ctx,
                                    tls_options opts = {});
+
+/// `start_tls` that also says when the handshake has ended (asyncio's
+/// `await loop.start_tls(...)`): `done` gets the new transport once it is
+/// done, before `protocol` gets the first decrypted bytes, or the
+/// handshake's error (`protocol` then gets `connection_lost` with it too).
+/// `done` runs on the loop, and only when a transport is returned.
+caf::expected<transport>
+start_tls(const transport& t, caf::actor protocol, const tls_context& ctx,
+          tls_options opts,
+          std::function<void(caf::expected<transport>)> done);
 
 } // namespace tact

@@ -21,13 +21,6 @@ ares_channel as_channel(void* ptr) {
   return static_cast<ares_channel>(ptr);
 }
 
-void set_port(sock_address& addr, uint16_t port) {
-  if (addr.family() == AF_INET)
-    reinterpret_cast<sockaddr_in*>(&addr.storage)->sin_port = htons(port);
-  else if (addr.family() == AF_INET6)
-    reinterpret_cast<sockaddr_in6*>(&addr.storage)->sin6_port = htons(port);
-}
-
 // A numeric host as an address, without any lookup.
 bool numeric(const std::string& host, uint16_t port, sock_address& out) {
   out = sock_address{};

@@ -5,7 +5,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
@@ -16,35 +15,20 @@
 
 namespace tact::detail {
 
-caf::expected<std::vector<sock_address>>
-resolve(const std::string& host, uint16_t port, bool passive) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  addrinfo* res = nullptr;
-  auto service = std::to_string(port);
-  auto rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(),
-                        &hints, &res);
-  if (rc != 0) {
-    std::string what = "cannot resolve '" + host + "': ";
-    what += rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc);
-    return make_error(errc::name_resolution_failed, std::move(what));
-  }
-  std::vector<sock_address> result;
-  for (auto* i = res; i != nullptr; i = i->ai_next) {
-    if (i->ai_family != AF_INET && i->ai_family != AF_INET6)
-      continue;
-    sock_address addr;
-    std::memcpy(&addr.storage, i->ai_addr, i->ai_addrlen);
-    addr.length = i->ai_addrlen;
-    result.push_back(addr);
-  }
-  freeaddrinfo(res);
-  if (result.empty())
-    return make_error(errc::name_resolution_failed,
-                      "no IPv4 or IPv6 address for '" + host + "'");
-  return result;
+void set_port(sock_address& addr, uint16_t port) {
+  if (addr.family() == AF_INET)
+    reinterpret_cast<sockaddr_in*>(&addr.storage)->sin_port = htons(port);
+  else if (addr.family() == AF_INET6)
+    reinterpret_cast<sockaddr_in6*>(&addr.storage)->sin6_port = htons(port);
+}
+
+uint16_t port_of(const sock_address& addr) {
+  if (addr.family() == AF_INET)
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&addr.storage)->sin_port);
+  if (addr.family() == AF_INET6)
+    return ntohs(
+      reinterpret_cast<const sockaddr_in6*>(&addr.storage)->sin6_port);
+  return 0;
 }
 
 caf::expected<sock_address> unix_address(const std::string& path) {
@@ -75,15 +59,6 @@ std::string host_of(const sock_address& addr) {
     inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
   }
   return buf;
-}
-
-uint16_t port_of(const sock_address& addr) {
-  if (addr.family() == AF_INET)
-    return ntohs(reinterpret_cast<const sockaddr_in*>(&addr.storage)->sin_port);
-  if (addr.family() == AF_INET6)
-    return ntohs(
-      reinterpret_cast<const sockaddr_in6*>(&addr.storage)->sin6_port);
-  return 0;
 }
 
 std::string path_of(const sock_address& addr) {

@@ -26,11 +26,11 @@ struct sock_address {
   }
 };
 
-/// Resolves `host:port` for a stream socket with getaddrinfo. Blocks: call
-/// it on the caller's thread, never on the loop. `passive` asks for
-/// addresses to bind; an empty host then means every interface.
-caf::expected<std::vector<sock_address>>
-resolve(const std::string& host, uint16_t port, bool passive);
+/// Sets the port of an IPv4 or IPv6 address (others are left alone).
+void set_port(sock_address& addr, uint16_t port);
+
+/// The port of an IPv4 or IPv6 address, 0 for others.
+[[nodiscard]] uint16_t port_of(const sock_address& addr);
 
 /// Makes a Unix socket address; errors for a path too long.
 caf::expected<sock_address> unix_address(const std::string& path);
