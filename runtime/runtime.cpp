@@ -287,8 +287,12 @@ caf::actor runtime::loop() {
       },
       [this, answer](loop_ops::open_datagram& req) -> caf::result<transport> {
         auto [rp, done] = answer(std::type_identity<transport>{});
-        open_datagram(std::move(req.factory), std::move(req.options),
-                      std::move(done));
+        if (req.unix_socket)
+          open_unix_datagram(std::move(req.factory), std::move(req.local_path),
+                             std::move(req.remote_path), std::move(done));
+        else
+          open_datagram(std::move(req.factory), std::move(req.options),
+                        std::move(done));
         return rp;
       },
       [this, answer](loop_ops::remote_actor& req) -> caf::result<caf::actor> {

@@ -200,11 +200,17 @@ struct listen {
   server_options options = {};
 };
 
-/// `runtime::open_datagram`: answered with the datagram `transport`, or
-/// with the error.
+/// `runtime::open_datagram` / `open_unix_datagram`: answered with the
+/// datagram `transport`, or with the error.
 struct open_datagram {
   protocol_factory factory;
+  /// UDP...
   datagram_options options = {};
+  /// ... or, when set, a Unix datagram socket bound to `local_path`
+  /// (empty: unnamed) and connected to `remote_path` (empty: not).
+  bool unix_socket = false;
+  std::string local_path;
+  std::string remote_path;
 };
 
 /// `runtime::remote_actor`: answered with the actor published at

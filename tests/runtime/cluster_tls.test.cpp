@@ -97,14 +97,17 @@ SCENARIO("a node with the cluster's certificate gets in; one without, or "
     CHECK_FALSE(stranger);
     CHECK(std::chrono::steady_clock::now() - t0 < 15s);
   }, nullptr, node_with(nullptr));
-  // A node of another cluster (its own CA, its own certificate).
+  // A node of another cluster (its own CA, its own certificate), asking
+  // with the blocking call and from a behaviour.
   with_runtime([&](runtime& rt) {
     auto foreign = rt.remote_actor("127.0.0.1", port);
     CHECK_FALSE(foreign);
+    CHECK_FALSE(find_remote(rt, port));
   }, nullptr, node_with(&other));
-  // The secured node is still there for its cluster.
+  // The secured node is still there for its cluster, both ways.
   with_runtime([&](runtime& rt) {
     CHECK(rt.remote_actor("127.0.0.1", port));
+    CHECK(find_remote(rt, port));
   }, nullptr, node_with(&pki));
   node.close_stdin();
   CHECK(node.wait() == 0);

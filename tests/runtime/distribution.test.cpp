@@ -125,3 +125,47 @@ SCENARIO("the other process dying ends the connection, and a node that "
     CHECK_FALSE(gone);
   }, nullptr, distributed());
 }
+
+SCENARIO("a behaviour on the loop finds a remote actor through the loop's "
+         "asynchronous remote_actor") {
+  with_runtime([](runtime& rt) {
+    REQUIRE(node_reports_do_not_halt());
+    child node{{TACT_TEST_NODE}};
+    auto port = published_port(node);
+    auto found = find_remote(rt, port);
+    REQUIRE(found);
+    // The actor found answers: it makes a protocol that serves a
+    // connection here.
+    caf::scoped_actor self{rt.system()};
+    caf::actor proto;
+    self->request(*found, std::chrono::seconds{10}, make_atom::value)
+      .receive([&](caf::actor& a) { proto = std::move(a); },
+               [&](caf::error& err) { FAIL("make: " << describe(err)); });
+    REQUIRE(proto);
+    raw_listener far{kind::tcp};
+    auto [t, peer_end] = far.connect(rt, [proto] { return proto; });
+    REQUIRE(t);
+    peer_end.send_all("found");
+    CHECK(peer_end.recv_n(5, 30s) == "FOUND");
+    t->close();
+    // A port nothing listens on: an error answer, not a hang.
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    auto gone = find_remote(rt, ntohs(addr.sin_port));
+    ::close(fd);
+    CHECK_FALSE(gone);
+    node.close_stdin();
+    CHECK(node.wait() == 0);
+  }, nullptr, distributed());
+  // Without distribution the answer says so.
+  with_runtime([](runtime& rt) {
+    auto found = find_remote(rt, 1);
+    REQUIRE_FALSE(found);
+    CHECK(found.error() == make_error(errc::not_supported));
+  });
+}

@@ -72,12 +72,13 @@ private:
 };
 
 // Asks the loop from a thread of the test's own (a scoped actor).
-caf::expected<transport> ask(runtime& rt, caf::message msg,
-                             std::chrono::milliseconds timeout = 10s) {
+template <class T = transport>
+caf::expected<T> ask(runtime& rt, caf::message msg,
+                     std::chrono::milliseconds timeout = 10s) {
   caf::scoped_actor self{rt.system()};
-  caf::expected<transport> result{caf::error{}};
+  caf::expected<T> result{caf::error{}};
   self->request(rt.loop(), timeout, std::move(msg))
-    .receive([&](transport& t) { result = t; },
+    .receive([&](T& t) { result = t; },
              [&](caf::error& err) { result = std::move(err); });
   return result;
 }
@@ -603,4 +604,92 @@ SCENARIO("shutdown ends connects under way with closed") {
   auto x = result.get();
   REQUIRE_FALSE(x);
   CHECK(x.error() == make_error(errc::closed));
+}
+
+SCENARIO("a behaviour listens through the loop: names resolved there, "
+         "errors answered, no thread per server") {
+  dns_responder dns;
+  runtime_options opts;
+  opts.resolver.servers = {dns.server()};
+  thread_peak peak;
+  with_runtime(
+    [&](runtime& rt) {
+      auto log = std::make_shared<journal>();
+      // A name only the test's resolver knows (127.0.0.1), a free port.
+      auto srv = ask<server>(rt, caf::make_message(loop_ops::listen{
+                                   recording(log), "srv.tact.test", 0}));
+      REQUIRE(srv);
+      CHECK(dns.questions.load() >= 1);
+      CHECK(srv->urls()
+            == std::vector<std::string>{"tcp://127.0.0.1:"
+                                        + std::to_string(srv->port())});
+      auto t = ask(rt, caf::make_message(
+                         loop_ops::connect{quiet(), "127.0.0.1", srv->port()}));
+      REQUIRE(t);
+      t->write(to_bytes("through listen"));
+      REQUIRE(log->wait(
+        [](journal& j) { return j.data_size_unlocked() >= 14; }));
+      CHECK(log->data() == "through listen");
+      t->abort();
+      // The port is taken: bind's error, as an answer.
+      auto taken = ask<server>(rt, caf::make_message(loop_ops::listen{
+                                     quiet(), "127.0.0.1", srv->port()}));
+      REQUIRE_FALSE(taken);
+      CHECK(taken.error() == make_error(errc::address_in_use));
+      // Bad options and a name nobody knows are answers too.
+      loop_ops::listen no_backlog{quiet(), "127.0.0.1", 0};
+      no_backlog.options.backlog = 0;
+      auto bad = ask<server>(rt, caf::make_message(no_backlog));
+      REQUIRE_FALSE(bad);
+      CHECK(bad.error() == make_error(errc::invalid_argument));
+      // A Unix server.
+      auto path = temp_socket_path();
+      loop_ops::listen on_path{recording(log)};
+      on_path.path = path;
+      auto usrv = ask<server>(rt, caf::make_message(on_path));
+      REQUIRE(usrv);
+      CHECK(usrv->urls() == std::vector<std::string>{"unix://" + path});
+      auto u = ask(rt, caf::make_message(
+                         loop_ops::connect{quiet(), "", 0, path}));
+      REQUIRE(u);
+      u->abort();
+      usrv->close();
+      // 200 servers from one behaviour at once: no thread for any of them.
+      auto before = thread_count();
+      peak.reset();
+      constexpr int servers = 200;
+      std::atomic<int> ok{0};
+      std::atomic<int> failed{0};
+      std::vector<server> open;
+      std::mutex open_mtx;
+      auto driver = rt.spawn_on_loop([&](caf::event_based_actor* self) {
+        for (int i = 0; i < servers; ++i)
+          self
+            ->request(rt.loop(), caf::infinite,
+                      loop_ops::listen{quiet(),
+                                       "s" + std::to_string(i) + ".tact.test",
+                                       0})
+            .then(
+              [&](server& s) {
+                std::lock_guard<std::mutex> guard{open_mtx};
+                open.push_back(s);
+                ++ok;
+              },
+              [&](caf::error& err) {
+                if (failed++ == 0)
+                  WARN("first failure: " << to_string(err));
+              });
+        return caf::behavior{[](int) {}};
+      });
+      REQUIRE(eventually([&] { return ok + failed == servers; }, 60s));
+      caf::anon_send_exit(driver, caf::exit_reason::user_shutdown);
+      CHECK(ok == servers);
+      INFO("threads before " << before << ", at most " << peak.peak());
+      CHECK(peak.peak() <= before + 2);
+      std::lock_guard<std::mutex> guard{open_mtx};
+      for (auto& s : open)
+        s.close();
+      srv->close();
+    },
+    nullptr, opts);
 }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -727,4 +728,70 @@ SCENARIO("datagram: a stream protocol on a datagram endpoint fails at once") {
     &warnings);
   REQUIRE(warnings.size() == 1);
   CHECK(warnings[0].find("stream protocol on a datagram") != std::string::npos);
+}
+
+SCENARIO("datagram: a behaviour opens an endpoint through the loop and is "
+         "answered with it, or with the error") {
+  auto k = any_dkind();
+  INFO("transport: " << name_of(k));
+  auto log = std::make_shared<dlog>();
+  with_runtime([&](runtime& rt) {
+    dpeer peer{k};
+    // Asks the loop from a behaviour on it, which must not block.
+    auto ask = [&](loop_ops::open_datagram req) {
+      auto done = std::make_shared<std::promise<caf::expected<transport>>>();
+      auto result = done->get_future();
+      rt.spawn_on_loop([&rt, req, done](caf::event_based_actor* self) {
+        self->request(rt.loop(), 10s, req)
+          .then(
+            [self, done](transport& t) {
+              done->set_value(t);
+              self->quit();
+            },
+            [self, done](caf::error& err) {
+              done->set_value(std::move(err));
+              self->quit();
+            });
+        return caf::behavior{[](int) {}};
+      });
+      return result.get();
+    };
+    loop_ops::open_datagram req{drecording(log)};
+    if (k == dkind::udp) {
+      // A name, resolved on the loop (the hosts file's localhost).
+      req.options.local_addr = endpoint::inet("localhost", 0);
+      req.options.remote_addr = endpoint::inet("localhost", peer.addr().port);
+      req.options.family = address_family::ipv4;
+    } else {
+      req.unix_socket = true;
+      req.local_path = temp_socket_path();
+      req.remote_path = peer.addr().path;
+    }
+    auto t = ask(req);
+    REQUIRE(t);
+    REQUIRE(log->wait_for("connection_made"));
+    CHECK(t->sendto(to_bytes("asked for"), std::nullopt) == caf::none);
+    CHECK(peer.recv() == "asked for");
+    peer.send_to("answered", sockname(*t));
+    REQUIRE(log->wait_for("datagram_received"));
+    t->close();
+    REQUIRE(log->wait_for("connection_lost"));
+    // Errors come back as answers.
+    loop_ops::open_datagram bad{drecording(log)};
+    if (k == dkind::udp) {
+      // Neither an address nor a family.
+      auto e = ask(bad);
+      REQUIRE_FALSE(e);
+      CHECK(e.error() == make_error(errc::invalid_argument));
+    } else {
+      bad.unix_socket = true;
+      bad.local_path = std::string(200, 'x');
+      auto e = ask(bad);
+      REQUIRE_FALSE(e);
+      CHECK(e.error() == make_error(errc::invalid_argument));
+    }
+    CHECK(log->count("connection_made") == 1);
+    if (k == dkind::unix_dgram)
+      ::unlink(req.local_path.c_str());
+  });
 }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include <poll.h>
@@ -12,6 +13,7 @@
 
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
+#include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/tls.hpp"
 
@@ -775,5 +777,73 @@ SCENARIO("records that came before a reset are delivered, then "
     CHECK(j->data() == "hello\n");
     CHECK(j->count("eof_received") == 0);
     CHECK(code_of(j->lost_reason()) == errc::connection_reset);
+  });
+}
+
+SCENARIO("start_tls with an answer: after the handshake with the transport, "
+         "or with the handshake's error") {
+  auto k = any_kind();
+  INFO("transport: " << name_of(k));
+  test_pki pki;
+  test_pki other;
+  auto ok = GENERATE(true, false);
+  INFO(std::string{ok ? "the server's CA is trusted"
+                       : "another CA is trusted"});
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    raw_listener l{k};
+    auto [plain, p] = l.connect(rt, recording(j));
+    REQUIRE(plain);
+    REQUIRE(j->wait_for("connection_made"));
+    auto sctx = server_ctx(pki.cert, pki.key);
+    tls_peer srv{p.release(), sctx.native_handle(), true};
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    struct answer {
+      caf::expected<transport> t{caf::error{}};
+      bool had_cipher = false;
+      bool on_loop = false;
+    };
+    auto answered = std::make_shared<std::promise<answer>>();
+    auto result = answered->get_future();
+    auto t = start_tls(*plain, plain->get_protocol(),
+                       client_ctx(ok ? pki : other), opts,
+                       [&rt, answered](caf::expected<transport> x) {
+                         answer a;
+                         a.on_loop = rt.mux().on_loop_thread();
+                         a.had_cipher
+                           = x && x->get_extra_info("cipher").has_value();
+                         a.t = std::move(x);
+                         answered->set_value(std::move(a));
+                       });
+    REQUIRE(t);
+    // Not before the peer has answered the ClientHello.
+    CHECK(result.wait_for(200ms) == std::future_status::timeout);
+    std::thread hs{[&] { srv.handshake(); }};
+    auto ready = result.wait_for(10s) == std::future_status::ready;
+    if (!ready)
+      srv.shutdown_write();
+    hs.join();
+    REQUIRE(ready);
+    auto a = result.get();
+    CHECK(a.on_loop);
+    if (ok) {
+      REQUIRE(a.t);
+      CHECK(a.t->actor() == t->actor());
+      CHECK(a.had_cipher);
+      t->write("after the answer");
+      CHECK(srv.read_n(16) == "after the answer");
+      srv.write_all("back");
+      REQUIRE(j->wait([](journal& jj) { return jj.data_size_unlocked() >= 4; }));
+      CHECK(j->data() == "back");
+      t->abort();
+    } else {
+      REQUIRE_FALSE(a.t);
+      CHECK(a.t.error() == make_error(errc::certificate_verify_failed));
+      // The protocol hears the same error.
+      REQUIRE(j->wait_for("connection_lost"));
+      CHECK(j->lost_reason() == make_error(errc::certificate_verify_failed));
+    }
+    REQUIRE(j->wait_for("connection_lost"));
   });
 }
