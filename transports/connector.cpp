@@ -272,6 +272,8 @@ private:
     }
     auto done = std::move(done_);
     done_ = nullptr;
+    socket_origin origin;
+    origin.peer = &addr;
     spawn_stream_transport(
       mux_, fd, std::move(*proto), kind, target_.read_credit,
       [done = std::move(done)](transport t) {
@@ -281,7 +283,7 @@ private:
           done(make_error(errc::closed, "the loop stopped before the "
                                         "connection started"));
       },
-      target_.limits, &addr);
+      target_.limits, &origin);
   }
 
   void fail(caf::error err) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <unordered_set>
 
+#include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -45,11 +46,26 @@ constexpr auto accept_retry_delay = std::chrono::seconds{1};
 
 class server_actor;
 
+// Whether `addr` is one address, not IPv4's or IPv6's wildcard.
+bool names_one_address(const detail::sock_address& addr) {
+  if (addr.family() == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(&addr.storage)->sin_addr.s_addr
+           != htonl(INADDR_ANY);
+  if (addr.family() == AF_INET6)
+    return !IN6_IS_ADDR_UNSPECIFIED(
+      &reinterpret_cast<const sockaddr_in6*>(&addr.storage)->sin6_addr);
+  return addr.length > 0;
+}
+
 // One listening descriptor on the loop.
 class listener final : public detail::io_handler {
 public:
   listener(server_actor* owner, int fd) : owner_(owner), fd_(fd) {
-    // nop
+    // Every socket it accepts has this local address, unless it is a
+    // wildcard: then each has the address the client connected to.
+    auto bound = detail::local_address(fd);
+    if (names_one_address(bound))
+      local_ = bound;
   }
 
   void handle_io(uint32_t events) override;
@@ -60,9 +76,13 @@ public:
 
   void reset() noexcept { fd_ = -1; }
 
+  // The local address of the sockets it accepts; empty when each differs.
+  const detail::sock_address& local() const noexcept { return local_; }
+
 private:
   server_actor* owner_;
   int fd_;
+  detail::sock_address local_;
 };
 
 class server_actor final : public detail::mux_actor {
@@ -123,9 +143,10 @@ public:
     };
   }
 
-  void accept_from(int lfd) {
+  void accept_from(const listener& from) {
     if (paused_ || closed_)
       return;
+    auto lfd = from.fd();
     for (int i = 0; i < backlog_; ++i) {
       detail::sock_address peer;
       peer.length = sizeof(peer.storage);
@@ -156,7 +177,11 @@ public:
       }
       // A successful accept ends a pause episode.
       reported_ = false;
-      start_connection(fd, peer);
+      detail::socket_origin origin;
+      origin.peer = &peer;
+      origin.local = &from.local();
+      origin.accepted = true;
+      start_connection(fd, origin);
     }
   }
 
@@ -179,16 +204,11 @@ private:
     delayed_send(this, accept_retry_delay, retry_atom::value);
   }
 
-  void start_connection(int fd, const detail::sock_address& peer) {
-    caf::actor proto;
-    try {
-      proto = factory_(mux());
-    } catch (const std::exception& ex) {
-      mux().warn(std::string{"protocol factory failed: "} + ex.what());
-    } catch (...) {
-      mux().warn("protocol factory failed");
-    }
-    if (!proto) {
+  void start_connection(int fd, const detail::socket_origin& origin) {
+    auto proto = factory_.make(mux());
+    if (!proto || !*proto) {
+      if (!proto)
+        mux().warn(describe(proto.error()));
       ::close(fd);
       return;
     }
@@ -204,9 +224,9 @@ private:
           caf::anon_send(caf::actor_cast<caf::actor>(strong),
                          last_client_atom::value);
     };
-    auto t = detail::spawn_stream_transport(mux(), fd, std::move(proto), kind_,
-                                            read_credit_, {}, limits_, &peer,
-                                            std::move(on_lost));
+    auto t = detail::spawn_stream_transport(mux(), fd, std::move(*proto),
+                                            kind_, read_credit_, {}, limits_,
+                                            &origin, std::move(on_lost));
     clients_->addrs.insert(t.actor().address());
     state_->active = clients_->addrs.size();
   }
@@ -252,7 +272,7 @@ private:
 
 void listener::handle_io(uint32_t) {
   if (fd_ >= 0)
-    owner_->accept_from(fd_);
+    owner_->accept_from(*this);
 }
 
 caf::strong_actor_ptr listener::io_owner() {

@@ -27,10 +27,10 @@ public:
                    caf::actor protocol, uint64_t read_credit,
                    std::function<void(transport)> on_made,
                    std::chrono::milliseconds idle_timeout,
-                   const sock_address* peer,
+                   const socket_origin* origin,
                    std::function<void(const caf::actor_addr&)> on_lost)
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
-                     transport_kind::stream, peer) {
+                     transport_kind::stream, origin) {
     on_made_ = std::move(on_made);
     on_lost_ = std::move(on_lost);
     set_idle_timeout(idle_timeout);
@@ -146,7 +146,7 @@ void set_keepalive(int fd, const stream_limits& limits) {
 transport spawn_stream_transport(
   multiplexer& mux, int fd, caf::actor protocol, stream_kind kind,
   uint64_t read_credit, std::function<void(transport)> on_made,
-  const stream_limits& limits, const sock_address* peer,
+  const stream_limits& limits, const socket_origin* origin,
   std::function<void(const caf::actor_addr&)> on_lost) {
   if (kind == stream_kind::tcp) {
     set_nodelay(fd);
@@ -156,7 +156,7 @@ transport spawn_stream_transport(
   return spawn_socket_transport<stream_transport>(mux, fd, std::move(protocol),
                                                  read_credit,
                                                  std::move(on_made),
-                                                 limits.idle_timeout, peer,
+                                                 limits.idle_timeout, origin,
                                                  std::move(on_lost));
 }
 

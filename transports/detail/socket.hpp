@@ -32,6 +32,20 @@ void set_port(sock_address& addr, uint16_t port);
 /// The port of an IPv4 or IPv6 address, 0 for others.
 [[nodiscard]] uint16_t port_of(const sock_address& addr);
 
+/// What the code that made a connected socket knows of it already.
+struct socket_origin {
+  /// The peer's address (from accept or connect): saves a getpeername.
+  const sock_address* peer = nullptr;
+  /// This end's address, when the listener that accepted the socket was
+  /// bound to one address (not a wildcard): saves a getsockname.
+  const sock_address* local = nullptr;
+  /// Accepted: read as soon as the protocol has handled connection_made,
+  /// before waiting in epoll, since the client has mostly spoken first
+  /// (one pass of the loop fewer; a read that finds nothing costs a
+  /// system call).
+  bool accepted = false;
+};
+
 /// Makes a Unix socket address; errors for a path too long.
 caf::expected<sock_address> unix_address(const std::string& path);
 

@@ -18,7 +18,7 @@ namespace tact::detail {
 socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
                                    int fd, caf::actor protocol,
                                    uint64_t read_credit, transport_kind kind,
-                                   const sock_address* peer)
+                                   const socket_origin* origin)
   : transport_core(cfg, mux, kind, read_credit, std::move(protocol)),
     fd_(fd) {
   state_.fd = fd;
@@ -26,11 +26,17 @@ socket_transport::socket_transport(caf::actor_config& cfg, multiplexer& mux,
     state_.family = "pipe";
     return;
   }
+  socket_origin known;
+  if (origin != nullptr)
+    known = *origin;
+  read_first_ = known.accepted;
   // The extra-info snapshot, taken before anyone can see the state.
-  auto local = local_address(fd);
+  auto local = known.local != nullptr && known.local->length > 0
+                 ? *known.local
+                 : local_address(fd);
   state_.local = to_address_info(local);
-  state_.peer = to_address_info(peer != nullptr && peer->length > 0
-                                  ? *peer
+  state_.peer = to_address_info(known.peer != nullptr && known.peer->length > 0
+                                  ? *known.peer
                                   : peer_address(fd));
   switch (local.family()) {
     case AF_INET: state_.family = "inet"; break;
@@ -102,7 +108,11 @@ void socket_transport::on_message(caf::mailbox_element& x) {
     if (made_ok(msg)) {
       if (!lost_) {
         read_started_ = true;
-        update_interest();
+        // What an accepted socket's client sent is mostly there already.
+        if (read_first_ && wants_read())
+          handle_io(EPOLLIN);
+        else
+          update_interest();
       }
     } else {
       lose(make_error(errc::protocol_down));

@@ -20,14 +20,14 @@
 
 namespace tact::detail {
 
-struct sock_address;
+struct socket_origin;
 
 class socket_transport : public transport_core, public io_handler {
 public:
-  /// `peer`, when known (from accept or connect), saves a getpeername.
+  /// `origin`: what the caller knows of the socket already.
   socket_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
                    caf::actor protocol, uint64_t read_credit,
-                   transport_kind kind, const sock_address* peer = nullptr);
+                   transport_kind kind, const socket_origin* origin = nullptr);
 
   ~socket_transport() override;
 
@@ -167,6 +167,8 @@ private:
   uint64_t made_request_ = 0;
   uint32_t mask_ = 0;
   bool registered_ = false;
+  // Read before the first wait in epoll (see socket_origin::accepted).
+  bool read_first_ = false;
   // An EPOLLIN came that the transport did not want (see note_events).
   bool in_unwanted_ = false;
   bool user_paused_ = false;

@@ -11,7 +11,7 @@
 namespace tact::detail {
 
 class multiplexer;
-struct sock_address;
+struct socket_origin;
 
 /// Stream socket kinds; they differ in options and extra info only.
 enum class stream_kind : uint8_t { tcp, unix_socket };
@@ -33,15 +33,15 @@ struct stream_limits {
 ///
 /// `on_made`, if given, runs once on the loop with the transport when the
 /// protocol has handled `connection_made` (or the connection ended before
-/// it did; an empty handle if the transport was never started). `peer`, when
-/// known, is the peer's address (no getpeername then). `on_lost`, if
+/// it did; an empty handle if the transport was never started). `origin`
+/// is what the caller knows of the socket (see `socket_origin`). `on_lost`, if
 /// given, runs once on the loop with the transport's address when the
 /// connection ends (a server counts its connections so, without a
 /// monitor and its message each).
 transport spawn_stream_transport(
   multiplexer& mux, int fd, caf::actor protocol, stream_kind kind,
   uint64_t read_credit, std::function<void(transport)> on_made = {},
-  const stream_limits& limits = {}, const sock_address* peer = nullptr,
+  const stream_limits& limits = {}, const socket_origin* origin = nullptr,
   std::function<void(const caf::actor_addr&)> on_lost = {});
 
 } // namespace tact::detail
