@@ -277,6 +277,23 @@ public:
     direct_from_ = nullptr;
   }
 
+  bool direct_eof(detail::transport_core& from, bool& keep_open) override {
+    direct_from_ = &from;
+    auto held = holding();
+    if (!held)
+      keep_open = on_eof();
+    direct_from_ = nullptr;
+    return !held;
+  }
+
+  bool direct_lost(caf::error& reason, detail::transport_core&) override {
+    // What was kept for a replacement is replayed first, by message.
+    if (!stash_.empty())
+      return false;
+    lose(std::move(reason));
+    return true;
+  }
+
 protected:
   void on_start() override {
     // Installed by set_protocol with a handle: watch the transport as if
@@ -357,10 +374,7 @@ private:
           datagram_->error_received(msg.get_as<error_received>(0).reason);
         });
     } else if (detail::is<eof_received>(msg)) {
-      bool keep_open = false;
-      if (stream_ && !failed_ && !lost_)
-        guarded("eof_received", [&] { keep_open = stream_->eof_received(); });
-      reply(x, caf::make_message(keep_open));
+      reply(x, caf::make_message(on_eof()));
     } else if (detail::is<pause_writing>(msg)) {
       if (!failed_ && !lost_)
         guarded("pause_writing", [&] { proto_->pause_writing(); });
@@ -541,6 +555,15 @@ private:
                 : kind == transport_kind::subprocess ? "subprocess"
                                                      : "stream")
              + " transport");
+  }
+
+  // The protocol's answer to eof_received: whether to keep the write side
+  // open.
+  bool on_eof() {
+    bool keep_open = false;
+    if (stream_ && !failed_ && !lost_)
+      guarded("eof_received", [&] { keep_open = stream_->eof_received(); });
+    return keep_open;
   }
 
   void on_data(bytes& data) {

@@ -124,6 +124,16 @@ public:
     forward(data);
   }
 
+  bool direct_eof(detail::transport_core&, bool& keep_open) override {
+    keep_open = on_eof();
+    return true;
+  }
+
+  bool direct_lost(caf::error&, detail::transport_core&) override {
+    on_lost();
+    return true;
+  }
+
 protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
@@ -138,10 +148,7 @@ protected:
         pipe.consumed(d.data.size());
       }
     } else if (detail::is<eof_received>(msg)) {
-      other_.end_input();
-      me_.half_done();
-      // Half-open: what the other side still sends is written here.
-      reply(x, caf::make_message(true));
+      reply(x, caf::make_message(on_eof()));
     } else if (detail::is<pipe_connection_lost>(msg)) {
       if (msg.get_as<pipe_connection_lost>(0).fd == 1)
         other_.end_input();
@@ -153,8 +160,7 @@ protected:
     } else if (detail::is<connection_made>(msg)) {
       made(x, msg.get_as<connection_made>(0).handle);
     } else if (detail::is<connection_lost>(msg)) {
-      other_.t.close();
-      quit();
+      on_lost();
     } else if (detail::is<handover>(msg)) {
       // The transport moves on to another protocol (set_protocol).
       reply(x, caf::make_message(handover_stash{}));
@@ -165,6 +171,19 @@ protected:
   }
 
 private:
+  // EOF goes on to the other side; half-open, what the other side still
+  // sends is written here.
+  bool on_eof() {
+    other_.end_input();
+    me_.half_done();
+    return true;
+  }
+
+  void on_lost() {
+    other_.t.close();
+    quit();
+  }
+
   void forward(bytes& data) {
     auto n = data.size();
     other_.write(std::move(data));

@@ -96,7 +96,9 @@ protected:
       on_close();
       return;
     }
-    request_eof();
+    bool keep_open = false;
+    if (ask_eof(keep_open) && !keep_open)
+      on_close();
   }
 
   void on_write_eof() override {

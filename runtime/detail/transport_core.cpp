@@ -11,6 +11,7 @@
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 
 namespace tact::detail {
@@ -94,18 +95,28 @@ void transport_core::request_eof() {
     eof_request_ = request_to(protocol_, caf::make_message(eof_received{}));
 }
 
-uint64_t transport_core::install_protocol(protocol_factory& factory) {
-  caf::actor app;
-  try {
-    app = factory(mux());
-  } catch (const std::exception& ex) {
-    mux().warn(std::string{"protocol factory failed: "} + ex.what());
-  } catch (...) {
-    mux().warn("protocol factory failed");
+bool transport_core::ask_eof(bool& keep_open) {
+  if (!switching() && fast_ != nullptr) {
+    // The protocol may end this connection from inside: hold it.
+    auto keep = protocol_;
+    auto* core = fast_;
+    bool answered = false;
+    core->run_now([&] { answered = core->direct_eof(*this, keep_open); });
+    if (answered)
+      return true;
   }
-  if (!app)
+  request_eof();
+  return false;
+}
+
+uint64_t transport_core::install_protocol(protocol_factory& factory) {
+  auto app = factory.make(mux());
+  if (!app || !*app) {
+    if (!app)
+      mux().warn(describe(app.error()));
     return 0;
-  protocol_ = std::move(app);
+  }
+  protocol_ = std::move(*app);
   state_.set_protocol(protocol_);
   watch_protocol(false);
   return request_to(protocol_, caf::make_message(connection_made{make_handle()}));
@@ -300,8 +311,15 @@ void transport_core::end_protocol(caf::error reason, bool quit_now) {
   switches_.clear();
   held_.clear();
   if (protocol_) {
+    auto* core = fast_;
     unwatch_protocol();
-    send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
+    // A protocol core on this loop with nothing queued hears it by a
+    // direct call.
+    bool told = false;
+    if (core != nullptr)
+      core->run_now([&] { told = core->direct_lost(reason, *this); });
+    if (!told)
+      send_to(protocol_, caf::make_message(connection_lost{std::move(reason)}));
     protocol_ = nullptr;
   }
   if (quit_now)

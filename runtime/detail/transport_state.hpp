@@ -261,6 +261,12 @@ protected:
   /// Asks the protocol about EOF (`eof_received`); held likewise.
   void request_eof();
 
+  /// `request_eof`, or the protocol's answer at once by a direct call (a
+  /// protocol core on this loop with nothing queued): true when
+  /// `keep_open` holds that answer, false when it comes later
+  /// (`is_eof_answer`).
+  bool ask_eof(bool& keep_open);
+
   /// Whether `id` answers the current `eof_received` request.
   [[nodiscard]] bool is_eof_answer(uint64_t id) const noexcept {
     return id != 0 && id == eof_request_;
@@ -371,6 +377,20 @@ public:
 
   /// Handles `data_received` from `from`. Runs inside `run_now`.
   virtual void direct_data(bytes& data, transport_core& from) = 0;
+
+  /// Handles `eof_received` from `from` if it can now, with its answer in
+  /// `keep_open`; false: the request goes by message. Runs inside
+  /// `run_now`.
+  virtual bool direct_eof(transport_core& from, bool& keep_open) {
+    return false;
+  }
+
+  /// Handles `connection_lost` from `from` if it can now (taking
+  /// `reason`); false: it goes by message, `reason` untouched. Runs inside
+  /// `run_now`.
+  virtual bool direct_lost(caf::error& reason, transport_core& from) {
+    return false;
+  }
 };
 
 // Inline: it runs once per read.
