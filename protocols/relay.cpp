@@ -208,13 +208,15 @@ private:
     }
     if (f)
       f(t);
+    // This end's transport goes first, so that it has nothing queued when
+    // the accepted side's first bytes come for it (a direct write then).
+    reply(x, caf::make_message());
     // The other end is up: the accepted side's transport may read (or, if
     // start closed both, learn that it is closing).
     if (link_->accepted_made.sender) {
       reply(link_->accepted_made, caf::make_message());
       link_->accepted_made = {};
     }
-    reply(x, caf::make_message());
   }
 
   std::shared_ptr<relay_link> link_;
