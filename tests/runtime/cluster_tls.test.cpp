@@ -102,12 +102,14 @@ SCENARIO("a node with the cluster's certificate gets in; one without, or "
   with_runtime([&](runtime& rt) {
     auto foreign = rt.remote_actor("127.0.0.1", port);
     CHECK_FALSE(foreign);
-    CHECK_FALSE(find_remote(rt, port));
+    CHECK_FALSE(ask_from_loop<caf::actor>(
+      rt, loop_ops::remote_actor{"127.0.0.1", port}));
   }, nullptr, node_with(&other));
   // The secured node is still there for its cluster, both ways.
   with_runtime([&](runtime& rt) {
     CHECK(rt.remote_actor("127.0.0.1", port));
-    CHECK(find_remote(rt, port));
+    CHECK(ask_from_loop<caf::actor>(
+      rt, loop_ops::remote_actor{"127.0.0.1", port}));
   }, nullptr, node_with(&pki));
   node.close_stdin();
   CHECK(node.wait() == 0);

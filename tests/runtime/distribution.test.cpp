@@ -60,6 +60,28 @@ caf::actor remote_protocol(runtime& rt, uint16_t port) {
   return result;
 }
 
+// A port bound and not listening, while it lives: connecting is refused.
+struct refused_port {
+  refused_port() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr))
+            == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    number = ntohs(addr.sin_port);
+  }
+
+  ~refused_port() {
+    ::close(fd);
+  }
+
+  int fd = -1;
+  uint16_t number = 0;
+};
+
 } // namespace
 
 SCENARIO("a protocol actor on another process serves a connection made "
@@ -113,16 +135,8 @@ SCENARIO("the other process dying ends the connection, and a node that "
       CHECK(peer_end.readable_within(10s));
     }
     // A port bound and not listening: the connection is refused.
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    auto gone = rt.remote_actor("127.0.0.1", ntohs(addr.sin_port));
-    ::close(fd);
-    CHECK_FALSE(gone);
+    refused_port port;
+    CHECK_FALSE(rt.remote_actor("127.0.0.1", port.number));
   }, nullptr, distributed());
 }
 
@@ -132,7 +146,8 @@ SCENARIO("a behaviour on the loop finds a remote actor through the loop's "
     REQUIRE(node_reports_do_not_halt());
     child node{{TACT_TEST_NODE}};
     auto port = published_port(node);
-    auto found = find_remote(rt, port);
+    auto found = ask_from_loop<caf::actor>(
+      rt, loop_ops::remote_actor{"127.0.0.1", port});
     REQUIRE(found);
     // The actor found answers: it makes a protocol that serves a
     // connection here.
@@ -149,22 +164,16 @@ SCENARIO("a behaviour on the loop finds a remote actor through the loop's "
     CHECK(peer_end.recv_n(5, 30s) == "FOUND");
     t->close();
     // A port nothing listens on: an error answer, not a hang.
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    auto gone = find_remote(rt, ntohs(addr.sin_port));
-    ::close(fd);
-    CHECK_FALSE(gone);
+    refused_port closed;
+    CHECK_FALSE(ask_from_loop<caf::actor>(
+      rt, loop_ops::remote_actor{"127.0.0.1", closed.number}));
     node.close_stdin();
     CHECK(node.wait() == 0);
   }, nullptr, distributed());
   // Without distribution the answer says so.
   with_runtime([](runtime& rt) {
-    auto found = find_remote(rt, 1);
+    auto found = ask_from_loop<caf::actor>(
+      rt, loop_ops::remote_actor{"127.0.0.1", 1});
     REQUIRE_FALSE(found);
     CHECK(found.error() == make_error(errc::not_supported));
   });

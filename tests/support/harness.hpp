@@ -6,11 +6,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <caf/event_based_actor.hpp>
 
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/errc.hpp"
@@ -29,6 +32,32 @@ size_t thread_count();
 void with_runtime(const std::function<void(runtime&)>& body,
                   std::vector<std::string>* warnings = nullptr,
                   runtime_options opts = {});
+
+/// Sends `req` to `rt.loop()` from a behaviour on the loop (where a
+/// blocking loop operation would be `would_deadlock`) and waits for the
+/// answer: a `T`, or the error.
+template <class T, class Request>
+caf::expected<T> ask_from_loop(runtime& rt, Request req,
+                               std::chrono::milliseconds timeout = 30s) {
+  auto done = std::make_shared<std::promise<caf::expected<T>>>();
+  auto result = done->get_future();
+  rt.spawn_on_loop([&rt, req = std::move(req), timeout,
+                    done](caf::event_based_actor* self) {
+    self->request(rt.loop(), timeout, req)
+      .then(
+        [self, done](T& x) {
+          done->set_value(std::move(x));
+          self->quit();
+        },
+        [self, done](caf::error& err) {
+          done->set_value(std::move(err));
+          self->quit();
+        });
+    // Nothing but the answer (no one else has this actor's handle).
+    return caf::behavior{[](int) {}};
+  });
+  return result.get();
+}
 
 /// A thread-safe list of what a protocol saw, with waits.
 class journal {

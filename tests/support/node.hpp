@@ -2,45 +2,15 @@
 
 // What the distribution tests and their second node (node_main.cpp) share.
 
-#include <chrono>
 #include <cstdlib>
-#include <future>
-#include <memory>
 #include <string>
 
 #include <caf/atom.hpp>
-#include <caf/event_based_actor.hpp>
-
-#include "tact/runtime/runtime.hpp"
 
 namespace tact::test {
 
 /// Asks the published maker for a new protocol actor.
 using make_atom = caf::atom_constant<caf::atom("make")>;
-
-/// The actor published at `127.0.0.1:port`, asked for by a behaviour on the
-/// loop through `loop_ops::remote_actor` (where the blocking call would be
-/// `would_deadlock`).
-inline caf::expected<caf::actor> find_remote(runtime& rt, uint16_t port) {
-  auto done = std::make_shared<std::promise<caf::expected<caf::actor>>>();
-  auto result = done->get_future();
-  rt.spawn_on_loop([&rt, port, done](caf::event_based_actor* self) {
-    self
-      ->request(rt.loop(), std::chrono::seconds{30},
-                loop_ops::remote_actor{"127.0.0.1", port})
-      .then(
-        [self, done](caf::actor& a) {
-          done->set_value(std::move(a));
-          self->quit();
-        },
-        [self, done](caf::error& err) {
-          done->set_value(std::move(err));
-          self->quit();
-        });
-    return caf::behavior{[](int) {}};
-  });
-  return result.get();
-}
 
 /// Call before starting a second node. Under ThreadSanitizer that node
 /// reports races inside CAF's serialization of strings and its openssl

@@ -5,7 +5,6 @@
 #include <catch2/catch.hpp>
 
 #include <condition_variable>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -738,23 +737,8 @@ SCENARIO("datagram: a behaviour opens an endpoint through the loop and is "
   with_runtime([&](runtime& rt) {
     dpeer peer{k};
     // Asks the loop from a behaviour on it, which must not block.
-    auto ask = [&](loop_ops::open_datagram req) {
-      auto done = std::make_shared<std::promise<caf::expected<transport>>>();
-      auto result = done->get_future();
-      rt.spawn_on_loop([&rt, req, done](caf::event_based_actor* self) {
-        self->request(rt.loop(), 10s, req)
-          .then(
-            [self, done](transport& t) {
-              done->set_value(t);
-              self->quit();
-            },
-            [self, done](caf::error& err) {
-              done->set_value(std::move(err));
-              self->quit();
-            });
-        return caf::behavior{[](int) {}};
-      });
-      return result.get();
+    auto ask = [&](const loop_ops::open_datagram& req) {
+      return ask_from_loop<transport>(rt, req, 10s);
     };
     loop_ops::open_datagram req{drecording(log)};
     if (k == dkind::udp) {
