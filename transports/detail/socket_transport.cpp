@@ -148,9 +148,13 @@ void socket_transport::on_switched() {
 }
 
 void socket_transport::change_interest(uint32_t mask) {
-  if (mask == 0 && hup_) {
+  if (mask == 0
+      && (hup_ || (read_ended_ && state_.kind == transport_kind::stream))) {
     // A hung-up socket reports EPOLLHUP whatever the mask; take it off the
-    // loop until there is something to do with it.
+    // loop until there is something to do with it. So is a stream socket
+    // whose EOF was read and that has nothing to send, as asyncio does: a
+    // reset then shows at the next write, and its close needs no
+    // epoll_ctl.
     if (registered_) {
       mux().remove(fd_);
       registered_ = false;
