@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include <unistd.h>
+
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/transports/tls.hpp"
@@ -194,5 +196,76 @@ SCENARIO("TLS 1.2 offers only ECDHE with AEAD suites unless told otherwise") {
     auto ctx = tls_context::server(bad);
     REQUIRE_FALSE(ctx);
     CHECK(code_of(ctx.error()) == errc::invalid_argument);
+  });
+}
+
+SCENARIO("openssl s_client resumes its sessions with a tact TLS server") {
+  test_pki pki;
+  with_runtime([&](runtime& rt) {
+    auto ctx = tls_context::server({pki.cert, pki.key});
+    REQUIRE(ctx);
+    server_options opts;
+    opts.tls = *ctx;
+    auto echo = [] {
+      struct echoing final : protocol {
+        void data_received(bytes data) override { t.write(std::move(data)); }
+        void connection_made(transport& made) override { t = made; }
+        transport t;
+      };
+      return std::make_unique<echoing>();
+    };
+    auto srv = rt.create_server(echo, "127.0.0.1", 0, opts);
+    REQUIRE(srv);
+    std::vector<std::string> base{"openssl", "s_client", "-connect",
+                                  "127.0.0.1:" + std::to_string(srv->port()),
+                                  "-CAfile", pki.ca_cert,
+                                  "-verify_return_error", "-servername",
+                                  "localhost"};
+    auto count = [](const std::string& text, const std::string& what) {
+      size_t n = 0;
+      for (auto at = text.find(what); at != std::string::npos;
+           at = text.find(what, at + 1))
+        ++n;
+      return n;
+    };
+    // TLS 1.2: one full handshake, then five reconnections with its session.
+    {
+      auto argv = base;
+      argv.insert(argv.end(), {"-tls1_2", "-reconnect"});
+      child c{argv};
+      c.close_stdin();
+      CHECK(c.wait() == 0);
+      INFO(c.output());
+      CHECK(count(c.output(), "New, TLSv1.2") == 1);
+      CHECK(count(c.output(), "Reused, TLSv1.2") == 5);
+    }
+    // TLS 1.3: the ticket comes after the handshake; the first client reads
+    // an echo (and the ticket with it) and saves the session, the second
+    // offers it.
+    auto session = temp_socket_path() + ".session";
+    {
+      auto argv = base;
+      argv.insert(argv.end(), {"-tls1_3", "-sess_out", session});
+      child c{argv};
+      c.send("first visit\n");
+      REQUIRE(c.wait_for("first visit"));
+      c.close_stdin();
+      CHECK(c.wait() == 0);
+      INFO(c.output());
+      CHECK(count(c.output(), "New, TLSv1.3") == 1);
+    }
+    {
+      auto argv = base;
+      argv.insert(argv.end(), {"-tls1_3", "-sess_in", session});
+      child c{argv};
+      c.send("second visit\n");
+      REQUIRE(c.wait_for("second visit"));
+      c.close_stdin();
+      CHECK(c.wait() == 0);
+      INFO(c.output());
+      CHECK(count(c.output(), "Reused, TLSv1.3") == 1);
+    }
+    ::unlink(session.c_str());
+    srv->close();
   });
 }
