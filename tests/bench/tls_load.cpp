@@ -289,10 +289,12 @@ int main(int argc, char** argv) {
                                              : "resume";
   if (o.what == mode::steady)
     std::printf("mode=%s conns=%d size=%zu requests=%llu rps=%.0f "
-                "cpu_us_per_req=%.3f errors=%llu\n",
+                "mib_per_s=%.1f cpu_us_per_req=%.3f errors=%llu\n",
                 name, o.conns, o.size, static_cast<unsigned long long>(done),
-                static_cast<double>(done) / elapsed, per,
-                static_cast<unsigned long long>(errors));
+                static_cast<double>(done) / elapsed,
+                static_cast<double>(done) * static_cast<double>(o.size)
+                  / elapsed / (1024.0 * 1024.0),
+                per, static_cast<unsigned long long>(errors));
   else
     std::printf("mode=%s conns=%d size=%zu connections=%llu cps=%.0f "
                 "cpu_us_per_conn=%.3f resumed=%llu errors=%llu\n",
