@@ -135,6 +135,101 @@ caf::settings cert_info(X509* cert) {
   return result;
 }
 
+// -- the layer's BIO -------------------------------------------------------------------
+//
+// OpenSSL reads ciphertext from and writes it to this BIO, which holds the
+// chunks the transport below delivered and the bytes for it, as they are:
+// a chunk from below is read by OpenSSL straight out of the delivery, and
+// what OpenSSL writes is handed down without another copy. (A memory BIO
+// copies each way, and zeroes its buffer as it grows.)
+
+struct cipher_buffers {
+  // From below, unread by OpenSSL: chunks, the offset into the first, the
+  // bytes left in all.
+  fifo<bytes> in;
+  size_t in_head = 0;
+  size_t in_size = 0;
+  // For below.
+  bytes out;
+
+  void push(bytes data) {
+    if (data.empty())
+      return;
+    in_size += data.size();
+    in.push_back(std::move(data));
+  }
+};
+
+// Records up to 16 KiB and their framing: the first write of a batch
+// reserves that much.
+constexpr size_t record_room = 16 * 1024 + 512;
+
+int bio_write(BIO* b, const char* data, int len) {
+  BIO_clear_retry_flags(b);
+  auto* buf = static_cast<cipher_buffers*>(BIO_get_data(b));
+  if (buf->out.empty())
+    buf->out.reserve(std::max(record_room, static_cast<size_t>(len)));
+  buf->out.insert(buf->out.end(), data, data + len);
+  return len;
+}
+
+int bio_read(BIO* b, char* out, int len) {
+  BIO_clear_retry_flags(b);
+  auto* buf = static_cast<cipher_buffers*>(BIO_get_data(b));
+  if (buf->in_size == 0) {
+    // Nothing yet: OpenSSL waits for more (SSL_ERROR_WANT_READ).
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  size_t done = 0;
+  auto want = static_cast<size_t>(len);
+  while (done < want && !buf->in.empty()) {
+    auto& chunk = buf->in.front();
+    auto n = std::min(want - done, chunk.size() - buf->in_head);
+    std::copy_n(chunk.data() + buf->in_head, n, out + done);
+    done += n;
+    buf->in_head += n;
+    if (buf->in_head == chunk.size()) {
+      buf->in.pop_front();
+      buf->in_head = 0;
+    }
+  }
+  buf->in_size -= done;
+  return static_cast<int>(done);
+}
+
+long bio_ctrl(BIO* b, int cmd, long, void*) {
+  auto* buf = static_cast<cipher_buffers*>(BIO_get_data(b));
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_PENDING:
+      return static_cast<long>(buf->in_size);
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(buf->out.size());
+    default:
+      return 0;
+  }
+}
+
+int bio_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+BIO_METHOD* cipher_bio_method() {
+  static BIO_METHOD* method = [] {
+    auto* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                           "tact cipher buffers");
+    BIO_meth_set_write(m, bio_write);
+    BIO_meth_set_read(m, bio_read);
+    BIO_meth_set_ctrl(m, bio_ctrl);
+    BIO_meth_set_create(m, bio_create);
+    return m;
+  }();
+  return method;
+}
+
 // -- the layer ------------------------------------------------------------------------
 
 class tls_transport final : public layer {
@@ -153,13 +248,15 @@ public:
     ssl_ = SSL_new(ctx_.native_handle());
     if (ssl_ == nullptr)
       return;
-    auto* rbio = BIO_new(BIO_s_mem());
-    auto* wbio = BIO_new(BIO_s_mem());
-    BIO_set_mem_eof_return(rbio, -1);
-    BIO_set_mem_eof_return(wbio, -1);
-    SSL_set_bio(ssl_, rbio, wbio);
-    rbio_ = rbio;
-    wbio_ = wbio;
+    auto* bio = BIO_new(cipher_bio_method());
+    if (bio == nullptr) {
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+      return;
+    }
+    BIO_set_data(bio, &cipher_);
+    // One BIO both ways: SSL_free frees it once.
+    SSL_set_bio(ssl_, bio, bio);
     if (ctx_.server_side()) {
       SSL_set_accept_state(ssl_);
       return;
@@ -278,7 +375,7 @@ private:
   void on_cipher(bytes& data) {
     if (ssl_ == nullptr)
       return;
-    BIO_write(rbio_, data.data(), static_cast<int>(data.size()));
+    cipher_.push(std::move(data));
     if (phase_ == phase::handshake)
       do_handshake();
     if (phase_ == phase::open || phase_ == phase::closing)
@@ -328,7 +425,7 @@ private:
     // Records that came before a failure (a reset) and that the protocol
     // has not read yet are delivered first; the loss comes after them.
     if (reason && phase_ == phase::open && ssl_ != nullptr
-        && (BIO_ctrl_pending(rbio_) > 0 || SSL_pending(ssl_) > 0)) {
+        && (cipher_.in_size > 0 || SSL_pending(ssl_) > 0)) {
       lower_failure_ = std::move(reason);
       read_plain();
       return;
@@ -522,9 +619,9 @@ private:
   // While the application does not read, ciphertext gathers here; past
   // asyncio's 256 KiB the transport below stops reading, until 64 KiB.
   void check_incoming() {
-    if (lost_ || !lower_ || rbio_ == nullptr)
+    if (lost_ || !lower_ || ssl_ == nullptr)
       return;
-    auto pending = BIO_ctrl_pending(rbio_);
+    auto pending = cipher_.in_size;
     if (!lower_paused_reading_ && pending >= incoming_high) {
       lower_paused_reading_ = true;
       lower_.pause_reading();
@@ -596,13 +693,10 @@ private:
 
   // Hands what OpenSSL wrote to the transport below.
   void flush_cipher() {
-    if (!lower_ || wbio_ == nullptr)
+    if (!lower_ || ssl_ == nullptr || cipher_.out.empty())
       return;
-    auto pending = BIO_ctrl_pending(wbio_);
-    if (pending == 0)
-      return;
-    bytes out(pending);
-    BIO_read(wbio_, out.data(), static_cast<int>(pending));
+    auto out = std::move(cipher_.out);
+    cipher_.out = bytes{};
     lower_.write(std::move(out));
   }
 
@@ -732,8 +826,10 @@ private:
     if (ssl_ != nullptr) {
       SSL_free(ssl_);
       ssl_ = nullptr;
-      rbio_ = nullptr;
-      wbio_ = nullptr;
+      cipher_.in.clear();
+      cipher_.in_head = 0;
+      cipher_.in_size = 0;
+      cipher_.out = bytes{};
     }
   }
 
@@ -742,8 +838,7 @@ private:
   std::optional<protocol_factory> factory_;
   std::function<void(caf::expected<transport>)> on_ready_;
   SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;
-  BIO* wbio_ = nullptr;
+  cipher_buffers cipher_;
   fifo<bytes> early_;
   size_t early_bytes_ = 0;
   caf::settings fixed_extra_;
