@@ -1,8 +1,9 @@
 // The TLS layer: one light actor per TLS connection, on the loop of the
 // transport below it. Below, it is that transport's protocol (ciphertext
 // in data_received, out through write); above, it is a stream transport for
-// the application's protocol (plaintext). OpenSSL runs on memory BIOs, so
-// the layer works over any stream transport, TLS included.
+// the application's protocol (plaintext). OpenSSL runs on a BIO that holds
+// the ciphertext in memory, so the layer works over any stream transport,
+// TLS included.
 
 #include "tact/transports/detail/tls.hpp"
 

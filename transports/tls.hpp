@@ -1,7 +1,8 @@
 #pragma once
 
 // TLS over any stream transport (TCP, Unix, or TLS itself), on OpenSSL 3
-// with memory BIOs: asyncio's SSLContext, ssl= arguments and start_tls.
+// with the ciphertext in memory: asyncio's SSLContext, ssl= arguments and
+// start_tls.
 
 #include <chrono>
 #include <cstdint>
