@@ -295,9 +295,10 @@ caf::actor runtime::loop() {
                         std::move(done));
         return rp;
       },
-      [this, answer](loop_ops::remote_actor& req) -> caf::result<caf::actor> {
+      [this, self, answer](loop_ops::remote_actor& req)
+        -> caf::result<caf::actor> {
         auto [rp, done] = answer(std::type_identity<caf::actor>{});
-        remote_actor(std::move(req.host), req.port, std::move(done));
+        ask_middleman(self, std::move(req.host), req.port, std::move(done));
         return rp;
       },
     };
@@ -393,34 +394,39 @@ caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
   return system_->middleman().remote_actor(host, port);
 }
 
-void runtime::remote_actor(std::string host, uint16_t port,
-                           actor_callback done) {
+void runtime::ask_middleman(caf::event_based_actor* self, std::string host,
+                            uint16_t port, actor_callback done) {
   if (auto err = check_distributed("remote_actor")) {
-    mux_->post([done = std::move(done), err = std::move(err)] { done(err); });
+    done(std::move(err));
     return;
   }
   // The middleman's actor connects and shakes hands on a thread of its
   // own; asking it blocks no one.
   auto mm = opts_.cluster_tls ? system_->openssl_manager().actor_handle()
                               : system_->middleman().actor_handle();
-  spawn_on_loop([mm, host = std::move(host), port,
-                 done = std::move(done)](caf::event_based_actor* self) {
-    self
-      ->request(mm, caf::infinite, caf::connect_atom::value, std::move(host),
-                port)
-      .then(
-        [self, port, done](const caf::node_id&, caf::strong_actor_ptr& ptr,
-                           const std::set<std::string>&) {
-          if (ptr)
-            done(caf::actor_cast<caf::actor>(std::move(ptr)));
-          else
-            done(caf::make_error(caf::sec::no_actor_published_at_port, port));
-          self->quit();
-        },
-        [self, done](caf::error& err) {
-          done(std::move(err));
-          self->quit();
-        });
+  self
+    ->request(mm, caf::infinite, caf::connect_atom::value, std::move(host),
+              port)
+    .then(
+      [port, done](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                   const std::set<std::string>&) {
+        if (ptr)
+          done(caf::actor_cast<caf::actor>(std::move(ptr)));
+        else
+          done(caf::make_error(caf::sec::no_actor_published_at_port, port));
+      },
+      [done](caf::error& err) { done(std::move(err)); });
+}
+
+void runtime::remote_actor(std::string host, uint16_t port,
+                           actor_callback done) {
+  spawn_on_loop([this, host = std::move(host), port,
+                 done = std::move(done)](caf::event_based_actor* self) mutable {
+    ask_middleman(self, std::move(host), port,
+                  [self, done = std::move(done)](caf::expected<caf::actor> x) {
+                    done(std::move(x));
+                    self->quit();
+                  });
     // Nothing but the answer (no one else has this actor's handle).
     return caf::behavior{[](int) {}};
   });

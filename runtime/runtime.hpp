@@ -477,6 +477,11 @@ private:
   // settings), for `what`; none: it can.
   caf::error check_distributed(const char* what) const;
 
+  // `remote_actor` from the actor `self`: asks CAF's middleman actor (the
+  // openssl one with cluster TLS); `done` runs in `self`'s context.
+  void ask_middleman(caf::event_based_actor* self, std::string host,
+                     uint16_t port, actor_callback done);
+
   // Runs `job` on the thread that starts children; false once the runtime
   // is shutting down.
   bool post_spawn(std::function<void()> job);

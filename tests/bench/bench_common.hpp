@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -122,6 +123,52 @@ inline long rss_kib(int pid) {
 inline char pattern(uint32_t conn, uint64_t i) {
   return static_cast<char>((i * 131 + conn * 7919 + (i >> 11)) & 0xff);
 }
+
+// The measured window of a closed-loop client: `warmup` seconds, then
+// `duration` seconds over which the server process's CPU time is taken.
+class window {
+public:
+  using clock_type = std::chrono::steady_clock;
+
+  window(double warmup, double duration, int server_pid)
+    : pid_(server_pid), start_(clock_type::now()) {
+    warm_end_ = start_ + std::chrono::duration_cast<clock_type::duration>(
+                           std::chrono::duration<double>(warmup));
+    end_ = warm_end_ + std::chrono::duration_cast<clock_type::duration>(
+                         std::chrono::duration<double>(duration));
+  }
+
+  // False once the window is over; `started` is set (once) when the
+  // measured part begins, for the caller to reset its counters.
+  bool running(bool& started) {
+    auto now = clock_type::now();
+    started = false;
+    if (!measuring_ && now >= warm_end_) {
+      measuring_ = true;
+      started = true;
+      start_ = now;
+      cpu_start_ = cpu_seconds(pid_);
+    }
+    return now < end_;
+  }
+
+  // Seconds measured, and the server's CPU seconds in them, so far.
+  [[nodiscard]] double elapsed() const {
+    return std::chrono::duration<double>(clock_type::now() - start_).count();
+  }
+
+  [[nodiscard]] double server_cpu() const {
+    return cpu_seconds(pid_) - cpu_start_;
+  }
+
+private:
+  int pid_;
+  bool measuring_ = false;
+  double cpu_start_ = 0;
+  clock_type::time_point start_;
+  clock_type::time_point warm_end_;
+  clock_type::time_point end_;
+};
 
 [[noreturn]] inline void die(const char* what) {
   std::fprintf(stderr, "%s: %s\n", what, std::strerror(errno));

@@ -30,7 +30,6 @@
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 
 enum class mode { steady, churn, resume };
 
@@ -248,26 +247,13 @@ int main(int argc, char** argv) {
     slots[i].id = static_cast<uint32_t>(i);
     open(slots[i]);
   }
-  bool measuring = false;
-  double cpu_start = 0;
-  auto t0 = clock_type::now();
-  auto measure_start = t0;
-  auto warm_end = t0 + std::chrono::duration_cast<clock_type::duration>(
-                         std::chrono::duration<double>(o.warmup));
-  auto end = warm_end + std::chrono::duration_cast<clock_type::duration>(
-                          std::chrono::duration<double>(o.duration));
+  bench::window win{o.warmup, o.duration, o.server_pid};
   epoll_event events[512];
-  for (;;) {
-    auto now = clock_type::now();
-    if (!measuring && now >= warm_end) {
-      measuring = true;
-      measure_start = now;
+  for (bool started = false; win.running(started);) {
+    if (started) {
       done = 0;
       resumed = 0;
-      cpu_start = bench::cpu_seconds(o.server_pid);
     }
-    if (now >= end)
-      break;
     int n = epoll_wait(ep, events, 512, 100);
     for (int i = 0; i < n; ++i) {
       auto& s = *static_cast<slot*>(events[i].data.ptr);
@@ -278,9 +264,8 @@ int main(int argc, char** argv) {
       }
     }
   }
-  auto elapsed = std::chrono::duration<double>(clock_type::now() - measure_start)
-                   .count();
-  auto cpu = bench::cpu_seconds(o.server_pid) - cpu_start;
+  auto elapsed = win.elapsed();
+  auto cpu = win.server_cpu();
   auto per = done > 0 && o.server_pid > 0
                ? cpu * 1e6 / static_cast<double>(done)
                : 0.0;
