@@ -106,7 +106,12 @@ caf::error raise_default_tls_floor() {
                                "[tact_system_default]\n"
                                "MinProtocol = TLSv1.3\n"
                                "CipherString = DEFAULT:@SECLEVEL=2\n";
-    OPENSSL_init_ssl(0, nullptr);
+    // No cleanup at exit: CAF runs its TLS middleman on a detached thread
+    // that ends (and runs OpenSSL's thread-exit handler, which takes
+    // OpenSSL's global locks) after the actor system stopped waiting for
+    // it; an atexit OPENSSL_cleanup frees those locks under it. Only the
+    // first initialisation in a process decides this.
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_ATEXIT, nullptr);
     ERR_clear_error();
     auto* conf = NCONF_new(nullptr);
     auto* bio = BIO_new_mem_buf(text, sizeof(text) - 1);

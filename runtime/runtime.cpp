@@ -457,7 +457,8 @@ caf::error runtime::run_in_executor(std::function<void()> fn) {
       return make_error(errc::closed, "run_in_executor after shutdown");
     ++executor_->running;
   }
-  // A detached actor: its thread is CAF's, joined when the system ends.
+  // A detached actor: its thread is CAF's, which the system waits for when
+  // it ends (counted, not joined: the thread's exit handlers may still run).
   system_->spawn<executor_actor, caf::detached>(
     [ex = executor_, fn = std::move(fn), mux = mux_.get()] {
       try {

@@ -70,7 +70,11 @@ struct runtime_options {
   /// authenticated TLS 1.3 only; a peer without a certificate from the CA
   /// gets no handshake, let alone an actor. Files that do not load, or a
   /// certificate the CA did not sign, make `publish` and `remote_actor`
-  /// fail with `errc::invalid_argument` saying which.
+  /// fail with `errc::invalid_argument` saying which. OpenSSL is then
+  /// initialised without its cleanup at exit (CAF's TLS thread may still be
+  /// ending when `main` returns); a program that uses OpenSSL before it
+  /// creates the runtime calls `OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT,
+  /// nullptr)` first.
   std::optional<cluster_tls_options> cluster_tls;
 
   /// Without `cluster_tls`, `publish` on anything but a loopback address is

@@ -72,6 +72,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <openssl/crypto.h>
+
 #include "kv.hpp"
 
 namespace kv {
@@ -134,6 +136,9 @@ void say(const char* fmt, ...) {
 } // namespace kv
 
 int main(int argc, char** argv) {
+  // Before the first use of OpenSSL (the node loads its certificate before
+  // it creates the runtime): see runtime_options::cluster_tls.
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
   kv::args a;
   if (!kv::parse_args(argc, argv, a)) {
     std::fprintf(stderr,
