@@ -1,7 +1,8 @@
 """TLS echo side by side, in one run: tact's echo_server over TLS, haproxy
 terminating TLS in front of the plain epoll echo server, and the floor, an
 echo server on epoll and OpenSSL alone (tests/bench/tls_epoll_echo.c).
-Writes its section of docs/performance.md. Started by
+Writes its section of docs/performance.md and its plot,
+docs/performance-tls.png. Started by
 tests/bench/tls_bench.sh, which installs and builds first.
 
 Each server runs pinned to core 0, the load client (tests/bench/tls_load.cpp)
@@ -45,6 +46,7 @@ WORKLOADS = {
     "resumed": ("resume", 50, 1024, "connection"),
 }
 SERVERS = ("tact", "haproxy", "floor")
+PLOT = "performance-tls.png"
 
 
 def make_certificate(workdir):
@@ -129,6 +131,9 @@ def section(results, reps, duration):
              % (datetime.date.today().isoformat(), platform.machine(), reps,
                 duration, openssl_version(), haproxy_version()),
              "",
+             "![TLS: CPU per request and per connection, bulk throughput]"
+             "(%s)" % PLOT,
+             "",
              "| workload | server | median (min-max) | rate (median) |",
              "|---|---|---|---|"]
     for workload, (_, conns, size, unit) in WORKLOADS.items():
@@ -161,6 +166,45 @@ def section(results, reps, duration):
     lines += ["", "haproxy relays each connection to its backend, which the "
               "other two do not: its figures include that hop.", "", END]
     return "\n".join(lines)
+
+
+def write_plot(results, path):
+    """Three panels: CPU per request, CPU per connection, bulk MiB/s; bars
+    are medians, whiskers min-max."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("server CPU µs per request (lower is better)",
+               ["steady-1k", "steady-16k"]),
+              ("server CPU µs per connection (lower is better)",
+               ["handshake", "resumed"]),
+              ("MiB/s on one connection (higher is better)", ["bulk"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.2),
+                             gridspec_kw={"width_ratios": [2, 2, 1]})
+    width = 0.8 / len(SERVERS)
+    for ax, (label, workloads) in zip(axes, panels):
+        for i, name in enumerate(SERVERS):
+            meds, los, his = [], [], []
+            for w in workloads:
+                vals = [r[0] for r in results[w][name]]
+                m = statistics.median(vals)
+                meds.append(m)
+                los.append(m - min(vals))
+                his.append(max(vals) - m)
+            xs = [j + (i - (len(SERVERS) - 1) / 2) * width
+                  for j in range(len(workloads))]
+            ax.bar(xs, meds, width, yerr=[los, his], capsize=2, label=name)
+        ax.set_xticks(range(len(workloads)))
+        ax.set_xticklabels(workloads)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("TLS echo: tact, haproxy in front of the epoll echo server, "
+                 "and the epoll + OpenSSL floor (median, min–max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print("wrote", path)
 
 
 def openssl_version():
@@ -207,6 +251,8 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
     replace_section(opts.out, BEGIN, END,
                     section(results, opts.reps, opts.duration))
+    write_plot(results, os.path.join(os.path.dirname(os.path.abspath(
+        opts.out)), PLOT))
 
 
 if __name__ == "__main__":
