@@ -7,7 +7,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 sh cmake/deps.sh
 build="${TACT_BUILD_DIR:-build}"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Warnings fail the build here, so that none creeps in unseen.
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DTACT_WARNINGS_AS_ERRORS=ON
 cmake --build "$build" -j2
 cd "$build"
 ctest --output-on-failure -j2 --timeout 300

@@ -17,16 +17,13 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 
 using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 // A protocol whose callbacks are set by the test, with the loop's services
 // made callable from the outside (they are protected members).

@@ -13,6 +13,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "tact/runtime/messages.hpp"
 
@@ -20,10 +21,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 // Checks that the lines of `text` starting with `tag` carry 0, 1, 2, ...
 // up to `count` - 1 in that order; returns what is wrong, or "".

@@ -15,6 +15,7 @@
 #include <caf/exit_reason.hpp>
 #include <caf/send.hpp>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "tact/protocols/echo.hpp"
 #include "tact/runtime/messages.hpp"
@@ -23,10 +24,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 // A round trip of `text` through an echo connection.
 void check_echo(peer& p, const std::string& text) {

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/transports/framing.hpp"
@@ -18,10 +19,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 std::string header(unsigned size, uint64_t len) {
   std::string h(size, '\0');

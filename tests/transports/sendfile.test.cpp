@@ -17,6 +17,7 @@
 
 #include <caf/scoped_actor.hpp>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/runtime/messages.hpp"
@@ -26,10 +27,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 // A temporary regular file with random contents; removed with the object.
 struct temp_file {

@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "tact/runtime/messages.hpp"
 
@@ -114,10 +115,6 @@ uint64_t stream_sequence(peer& p, uint64_t total, unsigned seed,
   }
   p.shutdown_write();
   return sent;
-}
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
 }
 
 } // namespace

@@ -10,20 +10,13 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "tact/protocols/echo.hpp"
 #include "tact/runtime/messages.hpp"
 
 using namespace tact;
 using namespace tact::test;
-
-namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
-
-} // namespace
 
 SCENARIO("connection_made comes first and connection_lost last, exactly once") {
   auto k = any_kind();

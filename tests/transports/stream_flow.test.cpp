@@ -12,19 +12,12 @@
 
 #include <caf/event_based_actor.hpp>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "tact/runtime/messages.hpp"
 
 using namespace tact;
 using namespace tact::test;
-
-namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
-
-} // namespace
 
 SCENARIO("write buffer limits follow asyncio's defaults and rules") {
   auto k = any_kind();

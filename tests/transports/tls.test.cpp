@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
@@ -21,10 +22,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 tls_context server_ctx(const std::string& cert, const std::string& key) {
   auto ctx = tls_context::server({cert, key});

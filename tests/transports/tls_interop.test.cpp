@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
 #include "tact/transports/tls.hpp"
@@ -17,10 +18,6 @@ using namespace tact;
 using namespace tact::test;
 
 namespace {
-
-kind any_kind() {
-  return GENERATE(kind::tcp, kind::unix_socket);
-}
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
