@@ -5,7 +5,8 @@
 set -eu
 
 packages="cmake make g++ libcaf-dev libssl-dev libboost-dev
-libboost-filesystem-dev libc-ares-dev catch2 python3 openssl redis-tools testssl.sh ${TACT_EXTRA_PACKAGES:-}"
+libboost-filesystem-dev libc-ares-dev catch2 python3 openssl redis-tools testssl.sh
+clangd ${TACT_EXTRA_PACKAGES:-}"
 
 missing=""
 for p in $packages; do

@@ -216,7 +216,7 @@ public:
             && at + 1 != argv.end())
           *(at + 1) = url.substr(colon + 1);
       },
-      [this](exited_atom, size_t i, int code) { on_exit(i, code); },
+      [this](exited_atom, size_t i, int code) { on_node_exit(i, code); },
       [this](stop_atom) -> caf::result<bool> {
         stopping_ = true;
         for (auto& n : nodes_)
@@ -272,7 +272,7 @@ private:
     say("launcher: started %s (pid %d)", n.name.c_str(), n.process.get_pid());
   }
 
-  void on_exit(size_t i, int code) {
+  void on_node_exit(size_t i, int code) {
     auto& n = nodes_[i];
     n.running = false;
     std::string how = code < 0 ? "killed by signal " + std::to_string(-code)

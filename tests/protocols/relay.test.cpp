@@ -311,7 +311,7 @@ SCENARIO("EOF passes through a relay in each direction while the other "
     CHECK(client.recv_all(&eof) == "late answer");
     CHECK(eof);
     // Both halves are done: the relay closes both connections.
-    CHECK(eventually([&] { return a.is_closing() && b.is_closing(); }));
+    CHECK(eventually([&a = a, &b = b] { return a.is_closing() && b.is_closing(); }));
   });
 }
 
@@ -333,7 +333,7 @@ SCENARIO("a reset on one side closes the other after what was relayed") {
       client.recv_all(&eof);
       CHECK(eof);
     }
-    CHECK(eventually([&] { return a.is_closing() && b.is_closing(); }));
+    CHECK(eventually([&a = a, &b = b] { return a.is_closing() && b.is_closing(); }));
   });
 }
 

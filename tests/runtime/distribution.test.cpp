@@ -104,7 +104,7 @@ SCENARIO("a protocol actor on another process serves a connection made "
     bool eof = false;
     CHECK(peer_end.recv_all(&eof, 30s).empty());
     CHECK(eof);
-    CHECK(eventually([&] { return t->is_closing(); }));
+    CHECK(eventually([&t = t] { return t->is_closing(); }));
     node.close_stdin();
     CHECK(node.wait() == 0);
   }, nullptr, distributed());

@@ -82,7 +82,7 @@ SCENARIO("writes from the protocol and from another thread each keep their order
     p.send_all(requests);
     writer.join();
     std::string got;
-    REQUIRE(eventually([&] {
+    REQUIRE(eventually([&, &p = p] {
       got += p.recv_n(4096, 20ms);
       return std::count(got.begin(), got.end(), '\n') >= 2 * lines;
     }, 10s));

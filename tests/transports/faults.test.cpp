@@ -125,7 +125,7 @@ SCENARIO("a peer that resets while the transport is writing") {
     // Far more than the socket buffers take: most stays queued.
     for (int i = 0; i < 64; ++i)
       t->write(big(256 * 1024));
-    REQUIRE(eventually([&] { return t->get_write_buffer_size() > 1024 * 1024; }));
+    REQUIRE(eventually([&t = t] { return t->get_write_buffer_size() > 1024 * 1024; }));
     p.reset();
     // Writing on goes into a dead connection (EPIPE or ECONNRESET).
     for (int i = 0; i < 8; ++i)

@@ -133,7 +133,7 @@ SCENARIO("set_protocol back and forth under load loses, duplicates and "
       return std::make_unique<switcher>(c, hand_on, 1);
     });
     REQUIRE(t);
-    REQUIRE(eventually([&] { return static_cast<bool>(t->get_protocol()); }));
+    REQUIRE(eventually([&t = t] { return static_cast<bool>(t->get_protocol()); }));
     auto a = t->get_protocol();
     // The second protocol starts as the current one: a switch already.
     auto b = t->set_protocol(std::make_unique<switcher>(c, hand_on, 2, *t));

@@ -70,7 +70,7 @@ SCENARIO("close flushes the buffer first; abort drops it") {
     REQUIRE(j->wait_for("connection_made"));
     // The peer does not read yet, so most of this stays buffered.
     t->write(payload);
-    REQUIRE(eventually([&] { return t->get_write_buffer_size() > 0; }));
+    REQUIRE(eventually([&t = t] { return t->get_write_buffer_size() > 0; }));
     SECTION("close") {
       t->close();
       t->close();
@@ -328,7 +328,7 @@ SCENARIO("a write goes out at once; what the kernel refuses is buffered") {
     REQUIRE(t);
     t->write("ping");
     CHECK(p.recv_n(4, 2s) == "ping");
-    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
+    CHECK(eventually([&t = t] { return t->get_write_buffer_size() == 0; }));
     // 8 MiB cannot fit in the socket buffers of a peer that does not read.
     auto payload = big(8 * 1024 * 1024);
     t->write(payload);
@@ -336,7 +336,7 @@ SCENARIO("a write goes out at once; what the kernel refuses is buffered") {
     CHECK(t->get_write_buffer_size() > 0);
     CHECK(t->get_write_buffer_size() < payload.size());
     CHECK(p.recv_n(payload.size(), 20s) == payload);
-    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
+    CHECK(eventually([&t = t] { return t->get_write_buffer_size() == 0; }));
     t->close();
     REQUIRE(j->wait_for("connection_lost"));
   });

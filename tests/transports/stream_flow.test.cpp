@@ -100,7 +100,7 @@ SCENARIO("lowering high under the buffered size pauses at once") {
     // Fill the socket buffers with limits too high to pause.
     CHECK_FALSE(t->set_write_buffer_limits(64 * 1024 * 1024));
     t->write(std::string(8 * 1024 * 1024, 'y'));
-    REQUIRE(eventually([&] { return t->get_write_buffer_size() > 1024; }));
+    REQUIRE(eventually([&t = t] { return t->get_write_buffer_size() > 1024; }));
     std::this_thread::sleep_for(50ms);
     CHECK(j->count("pause_writing") == 0);
     CHECK_FALSE(t->set_write_buffer_limits(1024));

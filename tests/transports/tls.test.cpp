@@ -449,7 +449,7 @@ SCENARIO("TLS flow control: 512 KiB write watermark, reading paused at "
     SECTION("reading: the layer stops the transport below") {
       t->pause_reading();
       std::thread writer{[&] { srv.write_all(payload); }};
-      REQUIRE(eventually([&] { return !plain->is_reading(); }));
+      REQUIRE(eventually([&plain = plain] { return !plain->is_reading(); }));
       std::this_thread::sleep_for(100ms);
       CHECK(j->data_size_unlocked() == 0);
       t->resume_reading();
