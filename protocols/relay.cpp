@@ -13,7 +13,6 @@
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
-#include "tact/runtime/runtime.hpp"
 
 namespace tact {
 

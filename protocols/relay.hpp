@@ -10,7 +10,6 @@
 #include <caf/expected.hpp>
 
 #include "tact/actors/protocol.hpp"
-#include "tact/runtime/runtime.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact {

@@ -144,12 +144,6 @@ struct subprocess_options {
   std::vector<int> pass_fds;
 };
 
-/// The answer of an asynchronous loop operation: the new transport or the
-/// error. It runs on the loop thread, so it must not block; a class
-/// protocol asks with `request(rt.loop(), ...)` instead, whose answer comes
-/// back in its own context.
-using transport_callback = std::function<void(caf::expected<transport>)>;
-
 /// The answer of `runtime::listen`: the new server or the error.
 using server_callback = std::function<void(caf::expected<server>)>;
 

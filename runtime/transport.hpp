@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 #include <caf/actor.hpp>
 #include <caf/config_value.hpp>
 #include <caf/error.hpp>
+#include <caf/expected.hpp>
 #include <caf/meta/type_name.hpp>
 #include <caf/settings.hpp>
 
@@ -269,5 +271,11 @@ private:
   detail::transport_state* state_ = nullptr;
   std::shared_ptr<const caf::settings> remote_extra_;
 };
+
+/// The answer of an asynchronous loop operation: the new transport or the
+/// error. It runs on the loop thread, so it must not block; a class
+/// protocol asks with `request(rt.loop(), ...)` instead, whose answer comes
+/// back in its own context.
+using transport_callback = std::function<void(caf::expected<transport>)>;
 
 } // namespace tact

@@ -32,9 +32,6 @@ struct connect_target {
   uint64_t read_credit = 256 * 1024;
 };
 
-/// The answer of a loop operation, on the loop thread.
-using transport_callback = std::function<void(caf::expected<transport>)>;
-
 /// Connects to `target` and starts a stream transport whose protocol
 /// `factory` makes; `done` gets it once the protocol has handled
 /// `connection_made`, or gets the error (no protocol is made then). Loop
