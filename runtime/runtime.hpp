@@ -20,7 +20,9 @@
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/resolver_options.hpp"
 #include "tact/runtime/transport.hpp"
+#include "tact/transports/datagram.hpp"
 #include "tact/transports/server.hpp"
+#include "tact/transports/subprocess.hpp"
 #include "tact/transports/tls.hpp"
 
 namespace tact {
@@ -91,61 +93,6 @@ struct runtime_options {
   /// message types with `add_message_type`, or to set CAF options.
   std::function<void(caf::actor_system_config&)> configure;
 };
-
-/// An address family, for `create_datagram_endpoint` without addresses.
-enum class address_family : uint8_t { unspecified, ipv4, ipv6 };
-
-/// asyncio's keyword arguments of `create_datagram_endpoint`.
-struct datagram_options {
-  /// Address to bind; the host may be a name (resolved on the loop) or
-  /// empty for every interface; port 0 picks a free port.
-  std::optional<endpoint> local_addr;
-  /// Peer to connect to (the endpoint then only talks to it).
-  std::optional<endpoint> remote_addr;
-  /// Restricts the addresses above to one family; needed when neither is
-  /// given (an unbound socket of that family).
-  address_family family = address_family::unspecified;
-  /// SO_REUSEPORT.
-  bool reuse_port = false;
-  /// SO_BROADCAST.
-  bool allow_broadcast = false;
-};
-
-/// What a child's stdin, stdout or stderr is connected to.
-enum class subprocess_stdio : uint8_t {
-  /// A pipe to the parent: a pipe transport (`get_pipe_transport(fd)`).
-  pipe,
-  /// The parent's own descriptor.
-  inherit,
-  /// /dev/null.
-  devnull,
-  /// stderr only: the same as stdout (asyncio's STDOUT).
-  stdout_merge,
-};
-
-/// asyncio's keyword arguments of `subprocess_exec` / `subprocess_shell`.
-struct subprocess_options {
-  subprocess_stdio std_in = subprocess_stdio::pipe;
-  subprocess_stdio std_out = subprocess_stdio::pipe;
-  subprocess_stdio std_err = subprocess_stdio::pipe;
-  /// The child's whole environment; empty: the parent's.
-  std::optional<std::map<std::string, std::string>> env;
-  /// The child's working directory; empty: the parent's.
-  std::string cwd;
-  /// The child starts a new session (`setsid`), so it leads a process
-  /// group of its own and has no controlling terminal (asyncio's
-  /// `start_new_session`).
-  bool start_new_session = false;
-  /// The child joins process group N (`setpgid(0, N)`); 0 makes it the
-  /// leader of a new group, in this session (asyncio's `process_group`).
-  std::optional<pid_t> process_group;
-  /// Descriptors the child keeps, under the same numbers (asyncio's
-  /// `pass_fds`); every other descriptor tact opened is close-on-exec.
-  std::vector<int> pass_fds;
-};
-
-/// The answer of `runtime::listen`: the new server or the error.
-using server_callback = std::function<void(caf::expected<server>)>;
 
 /// The answer of `runtime::remote_actor`: the remote actor or the error.
 using actor_callback = std::function<void(caf::expected<caf::actor>)>;
@@ -466,10 +413,6 @@ public:
 
 private:
   struct config;
-
-  caf::expected<transport> start_process(protocol_factory& factory,
-                                         std::vector<std::string>& argv,
-                                         subprocess_options& opts);
 
   // Why distribution cannot be used (not enabled, unusable cluster trust
   // settings), for `what`; none: it can.

@@ -19,6 +19,7 @@
 #include "tact/runtime/detail/resolver.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/transports/detail/socket.hpp"
+#include "tact/transports/detail/tls.hpp"
 
 namespace tact::detail {
 
@@ -331,6 +332,85 @@ void connect_stream(multiplexer& mux, connect_target target,
   std::make_shared<connector>(mux, std::move(target), std::move(factory),
                               std::move(done))
     ->start();
+}
+
+// -- loop operations: create_connection, create_unix_connection --------------
+
+namespace {
+
+// A factory whose protocol is a client TLS layer; the layer answers `done`
+// after its handshake.
+caf::expected<protocol_factory>
+tls_client_factory(const tls_context& ctx, tls_options opts,
+                   protocol_factory factory, uint64_t read_credit,
+                   transport_callback done) {
+  opts.server_side = false;
+  if (auto err = detail::check_tls_options(ctx, opts, false))
+    return err;
+  detail::tls_setup setup;
+  setup.ctx = ctx;
+  setup.opts = std::move(opts);
+  setup.factory = std::move(factory);
+  setup.read_credit = read_credit;
+  setup.on_ready = std::move(done);
+  return protocol_factory::with_loop(
+    [setup = std::move(setup)](detail::multiplexer& mux) mutable {
+      return detail::spawn_tls(mux, std::move(setup)).actor();
+    });
+}
+
+caf::error check_connect_options(const connection_options& opts) {
+  if (opts.connect_timeout.count() < 0)
+    return make_error(errc::invalid_argument,
+                      "connect_timeout must not be negative");
+  if (opts.happy_eyeballs_delay && opts.happy_eyeballs_delay->count() < 0)
+    return make_error(errc::invalid_argument,
+                      "happy_eyeballs_delay must not be negative");
+  return caf::none;
+}
+
+} // namespace
+
+// Every connect: checks the options, puts a client TLS layer on top when
+// `ctx` is given (the layer answers after its handshake, so the plain
+// connect answers only its failure), and connects on the loop, at once
+// when called there. An error is answered later, never from inside.
+void open_stream(detail::multiplexer& mux, uint64_t read_credit,
+                 detail::connect_target target, const connection_options& opts,
+                 protocol_factory factory, transport_callback done,
+                 const tls_context* ctx, tls_options tls) {
+  auto fail = [&](caf::error err) {
+    mux.post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (auto err = check_connect_options(opts))
+    return fail(std::move(err));
+  auto limits = stream_limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  if (ctx != nullptr) {
+    auto layered = tls_client_factory(*ctx, std::move(tls), std::move(factory),
+                                      read_credit, done);
+    if (!layered)
+      return fail(std::move(layered.error()));
+    factory = std::move(*layered);
+    done = [answer = std::move(done)](caf::expected<transport> plain) {
+      if (!plain)
+        answer(std::move(plain.error()));
+    };
+  }
+  target.limits = *limits;
+  target.timeout = opts.connect_timeout;
+  target.happy_eyeballs_delay = opts.happy_eyeballs_delay;
+  target.read_credit = read_credit;
+  auto run = [&mux, target = std::move(target), factory = std::move(factory),
+              done = std::move(done)]() mutable {
+    detail::connect_stream(mux, std::move(target), std::move(factory),
+                           std::move(done));
+  };
+  if (mux.on_loop_thread())
+    run();
+  else
+    mux.post(std::move(run));
 }
 
 } // namespace tact::detail

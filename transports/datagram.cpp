@@ -9,7 +9,11 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/detail/resolver.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/fifo.hpp"
@@ -208,6 +212,208 @@ transport spawn_datagram_transport(multiplexer& mux, int fd,
   return spawn_socket_transport<datagram_transport>(mux, fd,
                                                     std::move(protocol),
                                                     read_credit);
+}
+
+// -- loop operations: create_datagram_endpoint and its Unix variant -----------
+
+namespace {
+
+// Opens a datagram socket of `family`, with asyncio's options, bound to
+// `local` and connected to `remote` when given.
+caf::expected<int> datagram_socket(int family, const detail::sock_address* local,
+                                 const detail::sock_address* remote,
+                                 const datagram_options& opts) {
+  auto fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return error_from_errno(errno, "socket");
+  int one = 1;
+  if (opts.reuse_port
+      && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "SO_REUSEPORT");
+  }
+  if (opts.allow_broadcast)
+    setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+  if (local && ::bind(fd, local->get(), local->length) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "bind " + detail::to_string(*local));
+  }
+  if (remote && ::connect(fd, remote->get(), remote->length) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "connect " + detail::to_string(*remote));
+  }
+  return fd;
+}
+
+int to_af(address_family family) {
+  switch (family) {
+    case address_family::ipv4: return AF_INET;
+    case address_family::ipv6: return AF_INET6;
+    default: return AF_UNSPEC;
+  }
+}
+
+// Picks the socket of a datagram endpoint from the resolved addresses.
+caf::expected<int>
+datagram_endpoint_socket(int want, const std::vector<detail::sock_address>& locals,
+                         const std::vector<detail::sock_address>& remotes,
+                         const datagram_options& opts) {
+  if (locals.empty() && remotes.empty()) {
+    if (want != AF_UNSPEC)
+      return datagram_socket(want, nullptr, nullptr, opts);
+    return make_error(errc::invalid_argument,
+                      "unexpected address family: give local_addr, "
+                      "remote_addr or family");
+  }
+  // asyncio's order: each family the local addresses have (or the remote
+  // ones, when no local address is given), local and remote of that
+  // family together; the first pair that binds and connects wins.
+  caf::expected<int> fd = make_error(errc::invalid_argument,
+                                     "local_addr and remote_addr have no "
+                                     "family in common");
+  auto try_family = [&](int family, const detail::sock_address* local) {
+    if (remotes.empty())
+      return datagram_socket(family, local, nullptr, opts);
+    caf::expected<int> last = make_error(errc::invalid_argument);
+    for (auto& remote : remotes) {
+      if (remote.family() != family)
+        continue;
+      last = datagram_socket(family, local, &remote, opts);
+      if (last)
+        break;
+    }
+    return last;
+  };
+  if (!locals.empty()) {
+    for (auto& local : locals) {
+      if (!remotes.empty()
+          && std::none_of(remotes.begin(), remotes.end(),
+                          [&](auto& r) { return r.family() == local.family(); }))
+        continue;
+      fd = try_family(local.family(), &local);
+      if (fd)
+        break;
+    }
+  } else {
+    for (auto& remote : remotes) {
+      fd = datagram_socket(remote.family(), nullptr, &remote, opts);
+      if (fd)
+        break;
+    }
+  }
+  return fd;
+}
+
+// The datagram transport of the socket `fd` (closed when the factory
+// fails).
+caf::expected<transport> start_datagram(detail::multiplexer& mux, int fd,
+                                        const protocol_factory& factory,
+                                        uint64_t read_credit) {
+  auto proto = factory.make(mux);
+  if (!proto) {
+    ::close(fd);
+    return std::move(proto.error());
+  }
+  return detail::spawn_datagram_transport(mux, fd, std::move(*proto),
+                                          read_credit);
+}
+
+using addresses_callback
+  = std::function<void(caf::expected<std::vector<detail::sock_address>>)>;
+
+// Resolves `ep` on the loop, keeping the addresses of family `want`
+// (AF_UNSPEC: all); no endpoint is no address.
+void resolve_endpoint(detail::multiplexer& mux,
+                      const std::optional<endpoint>& ep, bool passive,
+                      int want, addresses_callback done) {
+  if (!ep)
+    return done(std::vector<detail::sock_address>{});
+  mux.names().resolve(
+    ep->host, ep->port, passive,
+    [want, host = ep->host, done = std::move(done)](
+      caf::expected<std::vector<detail::sock_address>> addrs) {
+      if (!addrs)
+        return done(std::move(addrs.error()));
+      std::vector<detail::sock_address> result;
+      for (auto& a : *addrs)
+        if (want == AF_UNSPEC || a.family() == want)
+          result.push_back(a);
+      if (result.empty())
+        return done(make_error(errc::name_resolution_failed,
+                               "no address of the requested family for '"
+                                 + host + "'"));
+      done(std::move(result));
+    });
+}
+
+} // namespace
+
+void open_datagram(multiplexer& mux_ref, uint64_t credit,
+                   protocol_factory factory, datagram_options opts,
+                   transport_callback done) {
+  auto* mux = &mux_ref;
+  mux->post([mux, credit, factory = std::move(factory), opts = std::move(opts),
+             done = std::move(done)]() mutable {
+    auto want = to_af(opts.family);
+    auto local = opts.local_addr;
+    resolve_endpoint(
+      *mux, local, true, want,
+      [mux, credit, want, factory = std::move(factory), opts = std::move(opts),
+       done = std::move(done)](auto locals) mutable {
+        if (!locals)
+          return done(std::move(locals.error()));
+        auto remote = opts.remote_addr;
+        resolve_endpoint(
+          *mux, remote, false, want,
+          [mux, credit, want, factory = std::move(factory),
+           opts = std::move(opts), locals = std::move(*locals),
+           done = std::move(done)](auto remotes) mutable {
+            if (!remotes)
+              return done(std::move(remotes.error()));
+            auto fd = datagram_endpoint_socket(want, locals, *remotes, opts);
+            if (!fd)
+              return done(std::move(fd.error()));
+            done(start_datagram(*mux, *fd, factory, credit));
+          });
+      });
+  });
+}
+
+void open_unix_datagram(multiplexer& mux_ref, uint64_t credit,
+                        protocol_factory factory, std::string local_path,
+                        std::string remote_path, transport_callback done) {
+  auto* mux = &mux_ref;
+  mux->post([mux, credit, factory = std::move(factory),
+             local_path = std::move(local_path),
+             remote_path = std::move(remote_path),
+             done = std::move(done)]() mutable {
+    std::optional<detail::sock_address> local;
+    std::optional<detail::sock_address> remote;
+    if (!local_path.empty()) {
+      auto addr = detail::unix_address(local_path);
+      if (!addr)
+        return done(std::move(addr.error()));
+      local = *addr;
+      // Replace a stale socket file, as asyncio does.
+      struct stat st{};
+      if (::stat(local_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+        ::unlink(local_path.c_str());
+    }
+    if (!remote_path.empty()) {
+      auto addr = detail::unix_address(remote_path);
+      if (!addr)
+        return done(std::move(addr.error()));
+      remote = *addr;
+    }
+    auto fd = datagram_socket(AF_UNIX, local ? &*local : nullptr,
+                              remote ? &*remote : nullptr, datagram_options{});
+    if (!fd)
+      return done(std::move(fd.error()));
+    done(start_datagram(*mux, *fd, factory, credit));
+  });
 }
 
 } // namespace tact::detail

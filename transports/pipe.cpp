@@ -6,11 +6,13 @@
 #include <cerrno>
 
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/byte_transport.hpp"
+#include "tact/transports/detail/socket.hpp"
 
 namespace tact::detail {
 
@@ -120,6 +122,56 @@ transport spawn_write_pipe_transport(multiplexer& mux, int fd,
                                      caf::actor protocol) {
   return spawn_socket_transport<write_pipe_transport>(mux, fd,
                                                       std::move(protocol), 0);
+}
+
+// -- loop operations: connect_read_pipe, connect_write_pipe -------------------
+
+namespace {
+
+// asyncio's check: pipes, sockets and character devices only.
+caf::error check_pipe_fd(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0)
+    return error_from_errno(errno, "fstat of descriptor " + std::to_string(fd));
+  if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode) && !S_ISCHR(st.st_mode))
+    return make_error(errc::invalid_argument,
+                      "descriptor " + std::to_string(fd)
+                        + " is not a pipe, socket or character device");
+  // Some character devices (/dev/null, /dev/zero) cannot be watched by
+  // epoll: say so now rather than after connection_made.
+  int probe = ::epoll_create1(EPOLL_CLOEXEC);
+  if (probe < 0)
+    return error_from_errno(errno, "epoll_create1");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  auto rc = ::epoll_ctl(probe, EPOLL_CTL_ADD, fd, &ev);
+  auto err = errno;
+  ::close(probe);
+  if (rc != 0)
+    return error_from_errno(err, "descriptor " + std::to_string(fd)
+                                   + " cannot be watched by epoll");
+  if (!detail::set_nonblocking(fd, true))
+    return error_from_errno(errno, "O_NONBLOCK on descriptor "
+                                     + std::to_string(fd));
+  return caf::none;
+}
+
+} // namespace
+
+caf::expected<transport> open_read_pipe(multiplexer& mux, uint64_t read_credit,
+                                        const protocol_factory& factory,
+                                        int fd) {
+  if (auto err = check_pipe_fd(fd))
+    return err;
+  return spawn_read_pipe_transport(mux, fd, factory(mux), read_credit);
+}
+
+caf::expected<transport> open_write_pipe(multiplexer& mux,
+                                         const protocol_factory& factory,
+                                         int fd) {
+  if (auto err = check_pipe_fd(fd))
+    return err;
+  return spawn_write_pipe_transport(mux, fd, factory(mux));
 }
 
 } // namespace tact::detail

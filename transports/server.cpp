@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <caf/actor_system.hpp>
@@ -19,6 +20,7 @@
 
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
+#include "tact/runtime/detail/resolver.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/server.hpp"
@@ -334,6 +336,194 @@ server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
     mux, std::move(fds), kind, std::move(factory), read_credit, backlog,
     std::move(unlink_path), state, limits);
   return server{std::move(self), std::move(state)};
+}
+
+} // namespace detail
+
+namespace detail {
+
+// -- loop operations: create_server, create_unix_server ------------------------
+
+namespace {
+
+void close_all(std::vector<int>& fds) {
+  for (auto fd : fds)
+    ::close(fd);
+  fds.clear();
+}
+
+// With a TLS context, each connection's protocol is a TLS layer that makes
+// the application's protocol after its handshake.
+caf::expected<protocol_factory> server_factory(protocol_factory factory,
+                                               const server_options& opts,
+                                               uint64_t read_credit) {
+  if (!opts.tls)
+    return factory;
+  tls_options tls;
+  tls.server_side = true;
+  tls.handshake_timeout = opts.tls_handshake_timeout;
+  tls.shutdown_timeout = opts.tls_shutdown_timeout;
+  if (auto err = detail::check_tls_options(opts.tls, tls, true))
+    return err;
+  return protocol_factory::with_loop(
+    [ctx = opts.tls, tls, factory = std::move(factory),
+     read_credit](detail::multiplexer& mux) {
+      detail::tls_setup setup;
+      setup.ctx = ctx;
+      setup.opts = tls;
+      setup.factory = factory;
+      setup.read_credit = read_credit;
+      return detail::spawn_tls(mux, std::move(setup)).actor();
+    });
+}
+
+caf::expected<detail::stream_limits>
+limits_of(const server_options& opts) {
+  return stream_limits_of(connection_options{opts.idle_timeout,
+                                             opts.keepalive});
+}
+
+// Opens a listening TCP socket on each of `addrs` (with port 0 and several
+// addresses, the others get the port the first one got, as asyncio users
+// expect one port per server) and starts the server.
+caf::expected<server> listen_on(detail::multiplexer& mux,
+                                 std::vector<detail::sock_address> addrs,
+                                 uint16_t port, const server_options& opts,
+                                 protocol_factory factory,
+                                 uint64_t read_credit,
+                                 const detail::stream_limits& limits) {
+  std::vector<int> fds;
+  std::vector<std::string> urls;
+  uint16_t bound_port = 0;
+  for (auto& target : addrs) {
+    if (port == 0 && bound_port != 0)
+      detail::set_port(target, bound_port);
+    auto fd = ::socket(target.family(), SOCK_STREAM | SOCK_NONBLOCK
+                                          | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      auto err = errno;
+      close_all(fds);
+      return error_from_errno(err, "socket for " + detail::to_string(target));
+    }
+    int one = 1;
+    if (opts.reuse_address)
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (opts.reuse_port)
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (target.family() == AF_INET6)
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (::bind(fd, target.get(), target.length) != 0
+        || ::listen(fd, opts.backlog) != 0) {
+      auto err = errno;
+      ::close(fd);
+      close_all(fds);
+      return error_from_errno(err, "bind " + detail::to_string(target));
+    }
+    auto local = detail::local_address(fd);
+    if (bound_port == 0)
+      bound_port = detail::port_of(local);
+    urls.push_back((opts.tls ? "tls://" : "tcp://")
+                   + detail::to_string(local));
+    fds.push_back(fd);
+  }
+  return detail::spawn_server(mux, std::move(fds), detail::stream_kind::tcp,
+                              std::move(factory), read_credit, opts.backlog,
+                              std::string{}, std::move(urls), bound_port,
+                              limits);
+}
+
+caf::expected<server> listen_on_path(detail::multiplexer& mux,
+                                         const std::string& path,
+                                         const server_options& opts,
+                                         protocol_factory factory,
+                                         uint64_t read_credit,
+                                         const detail::stream_limits& limits) {
+  auto addr = detail::unix_address(path);
+  if (!addr)
+    return std::move(addr.error());
+  // Replace a stale socket file, as asyncio does; anything else there is an
+  // error from bind().
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+    ::unlink(path.c_str());
+  auto fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return error_from_errno(errno, "socket for " + path);
+  if (::bind(fd, addr->get(), addr->length) != 0
+      || ::listen(fd, opts.backlog) != 0) {
+    auto err = errno;
+    ::close(fd);
+    return error_from_errno(err, "bind " + path);
+  }
+  std::vector<int> fds{fd};
+  std::vector<std::string> urls{(opts.tls ? "tls+unix://" : "unix://")
+                                + path};
+  return detail::spawn_server(mux, std::move(fds),
+                              detail::stream_kind::unix_socket,
+                              std::move(factory), read_credit, opts.backlog,
+                              path, std::move(urls), 0, limits);
+}
+
+// The server-wide checks and the factory every listen uses: `done` gets
+// the error, or `open` runs on the loop with the factory and the limits.
+using open_server = std::function<void(protocol_factory,
+                                       detail::stream_limits)>;
+
+void prepare_server(detail::multiplexer& mux, protocol_factory factory,
+                    const server_options& opts, uint64_t read_credit,
+                    server_callback& done, open_server open) {
+  auto fail = [&](caf::error err) {
+    mux.post([done = std::move(done), err = std::move(err)] { done(err); });
+  };
+  if (opts.backlog <= 0)
+    return fail(make_error(errc::invalid_argument, "backlog must be positive"));
+  auto limits = limits_of(opts);
+  if (!limits)
+    return fail(std::move(limits.error()));
+  auto made = server_factory(std::move(factory), opts, read_credit);
+  if (!made)
+    return fail(std::move(made.error()));
+  mux.post([open = std::move(open), factory = std::move(*made),
+            limits = *limits]() mutable {
+    open(std::move(factory), limits);
+  });
+}
+
+} // namespace
+
+void listen_tcp(multiplexer& mux_ref, uint64_t credit,
+                protocol_factory factory, std::string host, uint16_t port,
+                server_options opts, server_callback done) {
+  auto* mux = &mux_ref;
+  auto open = [mux, host = std::move(host), port, opts, credit,
+               done](protocol_factory made,
+                     detail::stream_limits limits) mutable {
+    mux->names().resolve(
+      host, port, true,
+      [mux, port, opts = std::move(opts), credit, done = std::move(done),
+       factory = std::move(made),
+       limits](caf::expected<std::vector<detail::sock_address>> addrs) mutable {
+        if (!addrs)
+          return done(std::move(addrs.error()));
+        done(listen_on(*mux, std::move(*addrs), port, opts,
+                       std::move(factory), credit, limits));
+      });
+  };
+  prepare_server(mux_ref, std::move(factory), opts, credit, done,
+                 std::move(open));
+}
+
+void listen_unix(multiplexer& mux_ref, uint64_t credit,
+                 protocol_factory factory, std::string path,
+                 server_options opts, server_callback done) {
+  auto* mux = &mux_ref;
+  auto open = [mux, path = std::move(path), opts, credit,
+               done](protocol_factory made,
+                     detail::stream_limits limits) mutable {
+    done(listen_on_path(*mux, path, opts, std::move(made), credit, limits));
+  };
+  prepare_server(mux_ref, std::move(factory), opts, credit, done,
+                 std::move(open));
 }
 
 } // namespace detail

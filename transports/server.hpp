@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/expected.hpp>
 
 #include "tact/transports/tls.hpp"
 
@@ -138,6 +140,9 @@ struct server_state {
 };
 
 } // namespace detail
+
+/// The answer of `runtime::listen`: the new server or the error.
+using server_callback = std::function<void(caf::expected<server>)>;
 
 } // namespace tact
 

@@ -4,6 +4,8 @@
 #include "tact/runtime/detail/match.hpp"
 #include "tact/transports/detail/stream.hpp"
 
+#include <future>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -14,6 +16,8 @@
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
+#include "tact/actors/protocol.hpp"
+#include "tact/transports/server.hpp"
 #include "tact/transports/detail/byte_transport.hpp"
 #include "tact/transports/detail/socket.hpp"
 
@@ -160,6 +164,77 @@ transport spawn_stream_transport(
                                                  std::move(on_made),
                                                  limits.idle_timeout, origin,
                                                  std::move(on_lost));
+}
+
+// -- loop operations: connect_accepted_socket ------------------------------
+
+// The per-connection limits of `opts`, checked.
+caf::expected<detail::stream_limits>
+stream_limits_of(const connection_options& opts) {
+  detail::stream_limits limits;
+  // A day at most: the transport's clock arithmetic stays in range.
+  if (opts.idle_timeout.count() < 0 || opts.idle_timeout > std::chrono::hours{24})
+    return make_error(errc::invalid_argument,
+                      "idle_timeout must be from 0 to 24 h");
+  limits.idle_timeout = opts.idle_timeout;
+  if (opts.keepalive) {
+    auto& k = *opts.keepalive;
+    if (k.idle.count() < 1 || k.interval.count() < 1 || k.count < 1
+        || k.idle.count() > 32767 || k.interval.count() > 32767
+        || k.count > 127)
+      return make_error(errc::invalid_argument,
+                        "keepalive: idle and interval must be 1 to 32767 s, "
+                        "count 1 to 127");
+    limits.keepalive = true;
+    limits.keepalive_idle = k.idle;
+    limits.keepalive_interval = k.interval;
+    limits.keepalive_count = k.count;
+  }
+  return limits;
+}
+
+
+namespace {
+
+// Starts the transport of a connected stream socket and, off the loop,
+// returns once its protocol has handled connection_made (asyncio's
+// create_connection awaits that too): a handle the protocol stored there
+// is set when the caller goes on.
+transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
+                       detail::stream_kind kind, uint64_t read_credit,
+                       const detail::stream_limits& limits = {}) {
+  if (mux.on_loop_thread())
+    return detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
+                                          read_credit, {}, limits);
+  auto made = std::make_shared<std::promise<void>>();
+  auto done = made->get_future();
+  auto t = detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
+                                          read_credit,
+                                          [made](transport) {
+                                            made->set_value();
+                                          },
+                                          limits);
+  done.wait();
+  return t;
+}
+
+} // namespace
+
+caf::expected<transport> wrap_accepted_socket(multiplexer& mux,
+                                              uint64_t read_credit,
+                                              const protocol_factory& factory,
+                                              int fd) {
+  auto domain = socket_domain(fd);
+  if (domain < 0)
+    return make_error(errc::bad_file_descriptor,
+                      "descriptor " + std::to_string(fd) + " is not a socket");
+  if (socket_type(fd) != SOCK_STREAM)
+    return make_error(errc::invalid_argument,
+                      "descriptor " + std::to_string(fd)
+                        + " is not a stream socket");
+  set_nonblocking(fd, true);
+  auto kind = domain == AF_UNIX ? stream_kind::unix_socket : stream_kind::tcp;
+  return start_stream(mux, fd, factory(mux), kind, read_credit);
 }
 
 } // namespace tact::detail

@@ -34,9 +34,9 @@
 #include "tact/runtime/detail/transport_state.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
-#include "tact/runtime/runtime.hpp"
 #include "tact/transports/detail/pipe.hpp"
 #include "tact/transports/detail/socket.hpp"
+#include "tact/transports/detail/subprocess.hpp"
 
 namespace tact {
 
@@ -236,41 +236,12 @@ void close_both(int (&fds)[2]) {
 
 namespace bp = boost::process;
 
-caf::expected<transport>
-runtime::subprocess_exec(protocol_factory factory,
-                         std::vector<std::string> argv,
-                         subprocess_options opts) {
-  if (mux_->on_loop_thread())
-    return make_error(errc::would_deadlock,
-                      "blocking loop operation called on the loop thread");
-  return start_process(factory, argv, opts);
-}
-
-void runtime::spawn_process(protocol_factory factory,
-                            std::vector<std::string> argv,
-                            subprocess_options opts, transport_callback done) {
-  // Off the loop, on the one spawning thread: a fork copies the page
-  // tables of the whole process, and a loop busy forking lets a burst of
-  // connections overflow its servers' accept queues. The answer goes back
-  // to the loop.
-  auto job = [this, factory = std::move(factory), argv = std::move(argv),
-              opts = std::move(opts), done]() mutable {
-    auto result = start_process(factory, argv, opts);
-    mux_->post([done = std::move(done), result = std::move(result)]() mutable {
-      done(std::move(result));
-    });
-  };
-  if (!post_spawn(std::move(job)))
-    mux_->post([done = std::move(done)] {
-      done(make_error(errc::closed, "the runtime is shutting down"));
-    });
-}
-
 // Any thread: starts the child and its transport.
 caf::expected<transport>
-runtime::start_process(protocol_factory& factory,
-                       std::vector<std::string>& argv,
-                       subprocess_options& opts) {
+detail::start_process(multiplexer& mux, uint64_t read_credit,
+                      const protocol_factory& factory,
+                      const std::vector<std::string>& argv,
+                      const subprocess_options& opts) {
   if (argv.empty() || argv[0].empty())
     return make_error(errc::invalid_argument, "no program to run");
   if (opts.std_in == subprocess_stdio::stdout_merge
@@ -408,7 +379,7 @@ runtime::start_process(protocol_factory& factory,
     return fail(error_from_errno(e, "pidfd_open"));
   }
   ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-  auto proto = factory.make(*mux_);
+  auto proto = factory.make(mux);
   if (!proto) {
     // No protocol, no child.
     ::kill(pid, SIGKILL);
@@ -416,10 +387,10 @@ runtime::start_process(protocol_factory& factory,
     ::close(pidfd);
     return fail(std::move(proto.error()));
   }
-  auto& sys = mux_->system();
-  caf::actor_config cfg{mux_->home()};
+  auto& sys = mux.system();
+  caf::actor_config cfg{mux.home()};
   auto hdl = caf::make_actor<detail::subprocess_transport, caf::actor>(
-    sys.next_actor_id(), sys.node(), &sys, cfg, *mux_, pid, pidfd,
+    sys.next_actor_id(), sys.node(), &sys, cfg, mux, pid, pidfd,
     std::move(*proto));
   auto* self = static_cast<detail::subprocess_transport*>(
     caf::actor_cast<caf::abstract_actor*>(hdl));
@@ -431,30 +402,23 @@ runtime::start_process(protocol_factory& factory,
   // The pipes talk to the subprocess actor, which talks to the protocol.
   if (in[1] >= 0) {
     detail::set_nonblocking(in[1], true);
-    self->set_pipe(0, detail::spawn_write_pipe_transport(*mux_, in[1], hdl));
+    self->set_pipe(0, detail::spawn_write_pipe_transport(mux, in[1], hdl));
     in[1] = -1;
   }
   if (out[0] >= 0) {
     detail::set_nonblocking(out[0], true);
-    self->set_pipe(1, detail::spawn_read_pipe_transport(*mux_, out[0], hdl,
-                                                        opts_.read_credit));
+    self->set_pipe(1, detail::spawn_read_pipe_transport(mux, out[0], hdl,
+                                                        read_credit));
     out[0] = -1;
   }
   if (err[0] >= 0) {
     detail::set_nonblocking(err[0], true);
-    self->set_pipe(2, detail::spawn_read_pipe_transport(*mux_, err[0], hdl,
-                                                        opts_.read_credit));
+    self->set_pipe(2, detail::spawn_read_pipe_transport(mux, err[0], hdl,
+                                                        read_credit));
     err[0] = -1;
   }
   static_cast<detail::light_actor*>(self)->start();
   return transport{std::move(hdl), &self->state()};
-}
-
-caf::expected<transport>
-runtime::subprocess_shell(protocol_factory factory, const std::string& command,
-                          subprocess_options opts) {
-  return subprocess_exec(std::move(factory), {"/bin/sh", "-c", command},
-                         std::move(opts));
 }
 
 } // namespace tact

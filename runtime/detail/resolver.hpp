@@ -15,7 +15,7 @@
 #include <caf/expected.hpp>
 
 #include "tact/runtime/resolver_options.hpp"
-#include "tact/transports/detail/socket.hpp"
+#include "tact/runtime/detail/sock_address.hpp"
 
 namespace tact::detail {
 

@@ -13,6 +13,8 @@
 
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/transport.hpp"
+#include "tact/transports/server.hpp"
+#include "tact/transports/tls.hpp"
 #include "tact/transports/detail/stream.hpp"
 
 namespace tact::detail {
@@ -38,5 +40,15 @@ struct connect_target {
 /// thread only; `done` never runs before this returns.
 void connect_stream(multiplexer& mux, connect_target target,
                     protocol_factory factory, transport_callback done);
+
+/// asyncio's `create_connection` and `create_unix_connection`, without
+/// blocking: checks `opts`, puts a client TLS layer on top when `ctx` is
+/// given (`done` then gets the transport after the handshake), and connects
+/// on the loop. Any thread; `done` runs on the loop, never before this
+/// returns.
+void open_stream(multiplexer& mux, uint64_t read_credit, connect_target target,
+                 const connection_options& opts, protocol_factory factory,
+                 transport_callback done, const tls_context* ctx = nullptr,
+                 tls_options tls = {});
 
 } // namespace tact::detail

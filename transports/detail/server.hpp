@@ -20,4 +20,18 @@ server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
                     std::vector<std::string> urls, uint16_t port,
                     stream_limits limits = {});
 
+/// asyncio's `create_server` without blocking: resolves `host` on the
+/// loop (empty: every interface), listens on each address (with port 0,
+/// one free port for all) and gives `done` the server or the error. Any
+/// thread; `done` runs on the loop, never before this returns.
+void listen_tcp(multiplexer& mux, uint64_t read_credit,
+                protocol_factory factory, std::string host, uint16_t port,
+                server_options opts, server_callback done);
+
+/// asyncio's `create_unix_server` without blocking, on the socket file
+/// `path` (a stale socket there is replaced).
+void listen_unix(multiplexer& mux, uint64_t read_credit,
+                 protocol_factory factory, std::string path,
+                 server_options opts, server_callback done);
+
 } // namespace tact::detail

@@ -5,8 +5,14 @@
 #include <functional>
 
 #include <caf/actor.hpp>
+#include <caf/expected.hpp>
 
 #include "tact/runtime/transport.hpp"
+
+namespace tact {
+struct connection_options;
+class protocol_factory;
+} // namespace tact
 
 namespace tact::detail {
 
@@ -43,5 +49,17 @@ transport spawn_stream_transport(
   uint64_t read_credit, std::function<void(transport)> on_made = {},
   const stream_limits& limits = {}, const socket_origin* origin = nullptr,
   std::function<void(const caf::actor_addr&)> on_lost = {});
+
+/// The per-connection limits of `opts`, checked.
+caf::expected<stream_limits> stream_limits_of(const connection_options& opts);
+
+/// asyncio's `connect_accepted_socket`: the stream transport of the
+/// connected socket `fd` (TCP or Unix; taken over) with a protocol from
+/// `factory`. Off the loop it returns once the protocol has handled
+/// `connection_made`. Any thread.
+caf::expected<transport> wrap_accepted_socket(multiplexer& mux,
+                                              uint64_t read_credit,
+                                              const protocol_factory& factory,
+                                              int fd);
 
 } // namespace tact::detail

@@ -1,0 +1,269 @@
+// The runtime's loop operations (asyncio's create_connection,
+// create_server, create_datagram_endpoint, connect_read_pipe,
+// subprocess_exec, ...): each hands its work to the operation of its
+// transport kind, in transports/ (connector.cpp, server.cpp, stream.cpp,
+// datagram.cpp, pipe.cpp, subprocess.cpp); the blocking forms wait for the
+// asynchronous ones, off the loop.
+
+#include <future>
+
+#include "tact/runtime/detail/multiplexer.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/runtime.hpp"
+#include "tact/transports/detail/connector.hpp"
+#include "tact/transports/detail/datagram.hpp"
+#include "tact/transports/detail/pipe.hpp"
+#include "tact/transports/detail/server.hpp"
+#include "tact/transports/detail/stream.hpp"
+#include "tact/transports/detail/subprocess.hpp"
+
+namespace tact {
+
+namespace {
+
+caf::error check_thread(detail::multiplexer& mux) {
+  if (mux.on_loop_thread())
+    return make_error(errc::would_deadlock,
+                      "blocking loop operation called on the loop thread");
+  return caf::none;
+}
+
+// Runs an asynchronous loop operation and waits for its answer (off the
+// loop).
+template <class T>
+caf::expected<T>
+wait_for(const std::function<void(std::function<void(caf::expected<T>)>)>& op) {
+  auto done = std::make_shared<std::promise<caf::expected<T>>>();
+  auto result = done->get_future();
+  op([done = std::move(done)](caf::expected<T> x) {
+    done->set_value(std::move(x));
+  });
+  // An answer handler dropped unanswered (the loop stopped) breaks the
+  // promise.
+  try {
+    return result.get();
+  } catch (const std::future_error&) {
+    return make_error(errc::closed, "the loop stopped before answering");
+  }
+}
+
+} // namespace
+
+// -- TCP and Unix stream sockets ------------------------------------------------
+
+void runtime::connect(protocol_factory factory, std::string host,
+                      uint16_t port, connection_options opts,
+                      transport_callback done) {
+  detail::connect_target target;
+  target.host = std::move(host);
+  target.port = port;
+  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+                      std::move(factory), std::move(done));
+}
+
+void runtime::connect(protocol_factory factory, std::string host,
+                      uint16_t port, tls_context ctx, tls_options tls,
+                      connection_options opts, transport_callback done) {
+  if (tls.server_hostname.empty())
+    tls.server_hostname = host;
+  detail::connect_target target;
+  target.host = std::move(host);
+  target.port = port;
+  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+                      std::move(factory), std::move(done), &ctx,
+                      std::move(tls));
+}
+
+void runtime::connect_unix(protocol_factory factory, std::string path,
+                           connection_options opts, transport_callback done,
+                           std::optional<tls_context> ctx, tls_options tls) {
+  if (opts.keepalive) {
+    mux_->post([done = std::move(done)] {
+      done(make_error(errc::invalid_argument,
+                      "keepalive on a Unix socket connection"));
+    });
+    return;
+  }
+  detail::connect_target target;
+  target.path = std::move(path);
+  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+                      std::move(factory), std::move(done),
+                      ctx ? &*ctx : nullptr, std::move(tls));
+}
+
+caf::expected<transport> runtime::create_connection(protocol_factory factory,
+                                                    const std::string& host,
+                                                    uint16_t port,
+                                                    connection_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    connect(std::move(factory), host, port, opts, std::move(done));
+  });
+}
+
+caf::expected<transport>
+runtime::create_connection(protocol_factory factory, const std::string& host,
+                           uint16_t port, const tls_context& ctx,
+                           tls_options opts, connection_options conn) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    connect(std::move(factory), host, port, ctx, std::move(opts), conn,
+            std::move(done));
+  });
+}
+
+caf::expected<transport>
+runtime::create_unix_connection(protocol_factory factory,
+                                const std::string& path,
+                                connection_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    connect_unix(std::move(factory), path, opts, std::move(done));
+  });
+}
+
+caf::expected<transport>
+runtime::create_unix_connection(protocol_factory factory,
+                                const std::string& path, const tls_context& ctx,
+                                tls_options opts, connection_options conn) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    connect_unix(std::move(factory), path, conn, std::move(done), ctx,
+                 std::move(opts));
+  });
+}
+
+caf::expected<transport>
+runtime::connect_accepted_socket(protocol_factory factory, int fd) {
+  return detail::wrap_accepted_socket(*mux_, opts_.read_credit, factory, fd);
+}
+
+void runtime::listen(protocol_factory factory, std::string host, uint16_t port,
+                     server_options opts, server_callback done) {
+  detail::listen_tcp(*mux_, opts_.read_credit, std::move(factory),
+                     std::move(host), port, std::move(opts), std::move(done));
+}
+
+void runtime::listen_unix(protocol_factory factory, std::string path,
+                          server_options opts, server_callback done) {
+  detail::listen_unix(*mux_, opts_.read_credit, std::move(factory),
+                      std::move(path), std::move(opts), std::move(done));
+}
+
+caf::expected<server> runtime::create_server(protocol_factory factory,
+                                             const std::string& host,
+                                             uint16_t port,
+                                             server_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<server>([&](server_callback done) {
+    listen(std::move(factory), host, port, std::move(opts), std::move(done));
+  });
+}
+
+caf::expected<server> runtime::create_unix_server(protocol_factory factory,
+                                                  const std::string& path,
+                                                  server_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<server>([&](server_callback done) {
+    listen_unix(std::move(factory), path, std::move(opts), std::move(done));
+  });
+}
+
+// -- datagram sockets -------------------------------------------------------------
+
+void runtime::open_datagram(protocol_factory factory, datagram_options opts,
+                            transport_callback done) {
+  detail::open_datagram(*mux_, opts_.read_credit, std::move(factory),
+                        std::move(opts), std::move(done));
+}
+
+void runtime::open_unix_datagram(protocol_factory factory,
+                                 std::string local_path,
+                                 std::string remote_path,
+                                 transport_callback done) {
+  detail::open_unix_datagram(*mux_, opts_.read_credit, std::move(factory),
+                             std::move(local_path), std::move(remote_path),
+                             std::move(done));
+}
+
+caf::expected<transport>
+runtime::create_datagram_endpoint(protocol_factory factory,
+                                  datagram_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    open_datagram(std::move(factory), std::move(opts), std::move(done));
+  });
+}
+
+caf::expected<transport>
+runtime::create_unix_datagram_endpoint(protocol_factory factory,
+                                       const std::string& local_path,
+                                       const std::string& remote_path) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return wait_for<transport>([&](transport_callback done) {
+    open_unix_datagram(std::move(factory), local_path, remote_path,
+                       std::move(done));
+  });
+}
+
+// -- pipes --------------------------------------------------------------------------
+
+caf::expected<transport> runtime::connect_read_pipe(protocol_factory factory,
+                                                    int fd) {
+  return detail::open_read_pipe(*mux_, opts_.read_credit, factory, fd);
+}
+
+caf::expected<transport> runtime::connect_write_pipe(protocol_factory factory,
+                                                     int fd) {
+  return detail::open_write_pipe(*mux_, factory, fd);
+}
+
+// -- child processes ------------------------------------------------------------
+
+caf::expected<transport>
+runtime::subprocess_exec(protocol_factory factory,
+                         std::vector<std::string> argv,
+                         subprocess_options opts) {
+  if (auto err = check_thread(*mux_))
+    return err;
+  return detail::start_process(*mux_, opts_.read_credit, factory, argv, opts);
+}
+
+caf::expected<transport>
+runtime::subprocess_shell(protocol_factory factory, const std::string& command,
+                          subprocess_options opts) {
+  return subprocess_exec(std::move(factory), {"/bin/sh", "-c", command},
+                         std::move(opts));
+}
+
+void runtime::spawn_process(protocol_factory factory,
+                            std::vector<std::string> argv,
+                            subprocess_options opts, transport_callback done) {
+  // Off the loop, on the one spawning thread: a fork copies the page
+  // tables of the whole process, and a loop busy forking lets a burst of
+  // connections overflow its servers' accept queues. The answer goes back
+  // to the loop.
+  auto* mux = mux_.get();
+  auto credit = opts_.read_credit;
+  auto job = [mux, credit, factory = std::move(factory), argv = std::move(argv),
+              opts = std::move(opts), done]() mutable {
+    auto result = detail::start_process(*mux, credit, factory, argv, opts);
+    mux->post([done = std::move(done), result = std::move(result)]() mutable {
+      done(std::move(result));
+    });
+  };
+  if (!post_spawn(std::move(job)))
+    mux_->post([done = std::move(done)] {
+      done(make_error(errc::closed, "the runtime is shutting down"));
+    });
+}
+
+} // namespace tact
