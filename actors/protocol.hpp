@@ -13,6 +13,7 @@
 #include <caf/fwd.hpp>
 #include <caf/message.hpp>
 
+#include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
@@ -26,7 +27,7 @@ class protocol_host;
 
 /// A timer of a class protocol, from `call_later` or `call_at` (asyncio's
 /// `TimerHandle`). A cheap handle; empty when default-constructed.
-class timer_handle {
+class TACT_EXPORT timer_handle {
 public:
   struct record;
 
@@ -53,8 +54,8 @@ private:
 /// `protocol_actor` (its `self()`), between its callbacks, from any thread
 /// (asyncio's `loop.call_soon_threadsafe`). Nothing runs if the protocol
 /// has ended by then.
-void call_soon_threadsafe(const caf::actor& protocol_actor,
-                          std::function<void()> fn);
+TACT_EXPORT void call_soon_threadsafe(const caf::actor& protocol_actor,
+                                      std::function<void()> fn);
 
 /// What every class protocol has (asyncio's `BaseProtocol`).
 ///
@@ -65,7 +66,7 @@ void call_soon_threadsafe(const caf::actor& protocol_actor,
 /// callback that throws is reported through the runtime's warning hook, the
 /// transport is aborted, and `connection_lost` follows with
 /// `errc::protocol_failed`.
-class base_protocol {
+class TACT_EXPORT base_protocol {
 public:
   /// The clock of timers (`call_at`, `time()`).
   using clock_type = std::chrono::steady_clock;
@@ -142,7 +143,7 @@ private:
 /// Order (asyncio's grammar): `connection_made data_received*
 /// eof_received? connection_lost`, with `pause_writing` / `resume_writing`
 /// anywhere before `connection_lost`.
-class protocol : public base_protocol {
+class TACT_EXPORT protocol : public base_protocol {
 public:
   /// Bytes from the peer. Moving `data` into a `write` costs no copy.
   virtual void data_received(bytes data);
@@ -157,7 +158,7 @@ public:
 /// Order: `connection_made (datagram_received | error_received)*
 /// connection_lost`, with `pause_writing` / `resume_writing` anywhere
 /// before `connection_lost`.
-class datagram_protocol : public base_protocol {
+class TACT_EXPORT datagram_protocol : public base_protocol {
 public:
   /// One datagram from `addr`. Moving `data` into a `sendto` costs no copy.
   virtual void datagram_received(bytes data, endpoint addr);
@@ -174,7 +175,7 @@ public:
 /// `pipe_connection_lost`; `connection_lost` comes once the child has exited
 /// and every pipe is closed. `pause_writing` / `resume_writing` are about
 /// the child's stdin.
-class subprocess_protocol : public base_protocol {
+class TACT_EXPORT subprocess_protocol : public base_protocol {
 public:
   /// Output of the child on `fd` (1: stdout, 2: stderr).
   virtual void pipe_data_received(int fd, bytes data);
@@ -192,7 +193,7 @@ public:
 /// (the callable returns a `std::unique_ptr` to a `tact::protocol` or a
 /// `tact::datagram_protocol`, which tact runs in an adapter actor on the
 /// transport's loop).
-class protocol_factory {
+class TACT_EXPORT protocol_factory {
 public:
   using function = std::function<caf::actor(detail::multiplexer&)>;
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "tact/export.hpp"
 #include "tact/actors/protocol.hpp"
 
 namespace tact {
@@ -10,7 +11,7 @@ namespace tact {
 /// watermark (the peer is not reading), it pauses reading, so memory stays
 /// bounded. On the peer's EOF it keeps the connection half-open until
 /// everything is written back, then closes.
-class echo_protocol : public protocol {
+class TACT_EXPORT echo_protocol : public protocol {
 public:
   void connection_made(transport& t) override;
   void data_received(bytes data) override;
@@ -27,7 +28,7 @@ private:
 ///
 /// Flow control: while the transport's queue is over its high watermark it
 /// pauses reading; datagrams that arrive meanwhile wait in the kernel.
-class datagram_echo_protocol : public datagram_protocol {
+class TACT_EXPORT datagram_echo_protocol : public datagram_protocol {
 public:
   void connection_made(transport& t) override;
   void datagram_received(bytes data, endpoint addr) override;

@@ -9,6 +9,7 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/transport.hpp"
 
@@ -40,7 +41,7 @@ namespace tact {
 /// Errors: a transport of another node, a datagram transport, two
 /// subprocesses; `errc::closed` when either side is closing already (the
 /// other is closed then).
-caf::error relay(transport a, transport b);
+TACT_EXPORT caf::error relay(transport a, transport b);
 
 /// Opens the other end of a relay without blocking: hands `done` (a
 /// loop operation's answer) to one of the runtime's asynchronous
@@ -57,7 +58,8 @@ using relay_opener = std::function<void(protocol_factory, transport_callback)>;
 /// protocols replace it. If opening fails, or `open` throws, `on_error`
 /// (if given) is called with the error on the loop thread, and the
 /// connection is aborted with it.
-protocol_factory relay_to(relay_opener open,
-                          std::function<void(const caf::error&)> on_error = {});
+TACT_EXPORT protocol_factory
+relay_to(relay_opener open,
+         std::function<void(const caf::error&)> on_error = {});
 
 } // namespace tact

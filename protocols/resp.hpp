@@ -13,6 +13,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
+
 namespace tact::resp {
 
 /// A command and its arguments, e.g. `{"SET", "key", "value"}`. Arguments
@@ -36,7 +38,7 @@ struct limits {
 /// (`GET k\r\n`: split on spaces and tabs, ended by `\n` with an optional
 /// `\r` before it). Empty arrays (`*0`, `*-1`) and empty lines are skipped.
 /// Not thread-safe: one decoder per connection.
-class command_decoder {
+class TACT_EXPORT command_decoder {
 public:
   explicit command_decoder(limits l = {});
 
@@ -81,26 +83,26 @@ private:
 
 /// Appends a simple string, `+text\r\n`. A `\r` or `\n` in `text` becomes
 /// a space.
-void append_simple(std::string& out, std::string_view text);
+TACT_EXPORT void append_simple(std::string& out, std::string_view text);
 
 /// Appends an error, `-text\r\n`; `text` is the whole message, its prefix
 /// included (`"ERR unknown command"`). A `\r` or `\n` becomes a space.
-void append_error(std::string& out, std::string_view text);
+TACT_EXPORT void append_error(std::string& out, std::string_view text);
 
 /// Appends an integer, `:42\r\n`.
-void append_integer(std::string& out, int64_t x);
+TACT_EXPORT void append_integer(std::string& out, int64_t x);
 
 /// Appends a bulk string, `$5\r\nhello\r\n`.
-void append_bulk(std::string& out, std::string_view data);
+TACT_EXPORT void append_bulk(std::string& out, std::string_view data);
 
 /// Appends the null bulk string, `$-1\r\n`.
-void append_null(std::string& out);
+TACT_EXPORT void append_null(std::string& out);
 
 /// Appends the header of an array of `n` elements, `*n\r\n`; the elements
 /// follow it.
-void append_array_header(std::string& out, size_t n);
+TACT_EXPORT void append_array_header(std::string& out, size_t n);
 
 /// Appends `cmd` as a client sends it: an array of bulk strings.
-void append_command(std::string& out, const command& cmd);
+TACT_EXPORT void append_command(std::string& out, const command& cmd);
 
 } // namespace tact::resp

@@ -7,6 +7,8 @@
 #include <caf/fwd.hpp>
 #include <caf/io/middleman_actor.hpp>
 
+#include "tact/export.hpp"
+
 namespace tact {
 
 /// Announces every tact type that may cross a node to `cfg`: the events a
@@ -14,7 +16,7 @@ namespace tact {
 /// commands a protocol sends, `handover` and its stash, transport handles
 /// and endpoints. A transport handle that crosses keeps its actor and a
 /// copy of the extra info; its commands become messages.
-void add_message_types(caf::actor_system_config& cfg);
+TACT_EXPORT void add_message_types(caf::actor_system_config& cfg);
 
 /// Sets `cfg` up for distribution in one call: loads CAF's io middleman,
 /// announces tact's message types, registers tact's error category (so
@@ -23,13 +25,14 @@ void add_message_types(caf::actor_system_config& cfg);
 /// behind it are down). Set `middleman.heartbeat-interval` and
 /// `middleman.connection-timeout` after this call to change them. `runtime_options::distributed`
 /// does this for a runtime's own system.
-void enable_distribution(caf::actor_system_config& cfg);
+TACT_EXPORT void enable_distribution(caf::actor_system_config& cfg);
 
 /// The actor to ask for links without blocking (`connect_atom`,
 /// `publish_atom`, as `caf::io::middleman_actor` describes): CAF's openssl
 /// one when the system has `runtime_options::cluster_tls`, else the plain
 /// middleman's. Asking the plain one on a TLS cluster would open a plain
 /// BASP link, which the other nodes refuse.
-[[nodiscard]] caf::io::middleman_actor link_actor(caf::actor_system& sys);
+[[nodiscard]] TACT_EXPORT caf::io::middleman_actor
+link_actor(caf::actor_system& sys);
 
 } // namespace tact

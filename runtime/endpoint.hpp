@@ -5,6 +5,8 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "tact/export.hpp"
+
 namespace tact {
 
 /// The address of a datagram peer, as asyncio passes it to
@@ -44,7 +46,7 @@ struct endpoint {
 
 /// `host:port`, `[host]:port` for IPv6, the path for Unix sockets, or an
 /// empty string for an unnamed socket.
-[[nodiscard]] std::string to_string(const endpoint& x);
+[[nodiscard]] TACT_EXPORT std::string to_string(const endpoint& x);
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, endpoint& x) {

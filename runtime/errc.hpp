@@ -8,6 +8,8 @@
 #include <caf/error.hpp>
 #include <caf/fwd.hpp>
 
+#include "tact/export.hpp"
+
 namespace tact {
 
 /// Every error tact reports, as one CAF error category (`"tact"`).
@@ -87,34 +89,35 @@ enum class errc : uint8_t {
 };
 
 /// Returns the enumerator's name, e.g. `"connection_reset"`.
-[[nodiscard]] std::string_view to_string(errc x);
+[[nodiscard]] TACT_EXPORT std::string_view to_string(errc x);
 
 /// The atom naming tact's error category.
 inline constexpr caf::atom_value error_category = caf::atom("tact");
 
 /// Makes a `caf::error` in tact's category.
-[[nodiscard]] caf::error make_error(errc x);
+[[nodiscard]] TACT_EXPORT caf::error make_error(errc x);
 
 /// Makes a `caf::error` in tact's category with a context string (an
 /// address, a path, the failing call).
-[[nodiscard]] caf::error make_error(errc x, std::string context);
+[[nodiscard]] TACT_EXPORT caf::error make_error(errc x, std::string context);
 
 /// Maps an errno value to `errc`; the only place tact interprets errno.
-[[nodiscard]] errc from_errno(int err);
+[[nodiscard]] TACT_EXPORT errc from_errno(int err);
 
 /// Makes an error from errno with a context string, e.g.
 /// `error_from_errno(ECONNREFUSED, "connect 127.0.0.1:1")`.
-[[nodiscard]] caf::error error_from_errno(int err, std::string context);
+[[nodiscard]] TACT_EXPORT caf::error error_from_errno(int err,
+                                                   std::string context);
 
 /// Returns the `errc` of `err`, or `errc::os_error` for an error of another
 /// category, or `errc::none` for no error.
-[[nodiscard]] errc code_of(const caf::error& err);
+[[nodiscard]] TACT_EXPORT errc code_of(const caf::error& err);
 
 /// Renders any error (tact's or CAF's) as one human-readable line.
-[[nodiscard]] std::string describe(const caf::error& err);
+[[nodiscard]] TACT_EXPORT std::string describe(const caf::error& err);
 
 /// Registers tact's error category with an actor system configuration, so
 /// that CAF's own `to_string` renders tact errors by name.
-void add_error_category(caf::actor_system_config& cfg);
+TACT_EXPORT void add_error_category(caf::actor_system_config& cfg);
 
 } // namespace tact

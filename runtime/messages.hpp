@@ -19,6 +19,7 @@
 #include <caf/message.hpp>
 #include <caf/meta/type_name.hpp>
 
+#include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/transport.hpp"
@@ -179,7 +180,7 @@ struct consumed {
 struct get_write_buffer_size {};
 
 /// A descriptor of an open regular file, closed with its last owner.
-class file_ref {
+class TACT_EXPORT file_ref {
 public:
   explicit file_ref(int fd) noexcept : fd_(fd) {
     // nop
@@ -215,8 +216,8 @@ struct sendfile {
 /// `count` is empty. `errc::invalid_argument` for a descriptor that is not
 /// an open regular file or a range past the file's end; a range of zero
 /// bytes is allowed (answered with 0).
-caf::expected<op::sendfile> make_sendfile(int fd, uint64_t offset = 0,
-                                          std::optional<uint64_t> count = {});
+TACT_EXPORT caf::expected<op::sendfile>
+make_sendfile(int fd, uint64_t offset = 0, std::optional<uint64_t> count = {});
 
 // -- inspect -------------------------------------------------------------------
 

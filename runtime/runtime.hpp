@@ -16,6 +16,7 @@
 #include <caf/event_based_actor.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/resolver_options.hpp"
@@ -182,7 +183,7 @@ struct remote_actor {
 /// Destroying the runtime aborts every connection, waits for the loop's
 /// actors to finish, and then for every other actor of the system (so
 /// behaviour protocols must quit once they get `connection_lost`).
-class runtime {
+class TACT_EXPORT runtime {
 public:
   explicit runtime(runtime_options opts = {});
   ~runtime();

@@ -17,6 +17,7 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/settings.hpp>
 
+#include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
 
@@ -48,7 +49,7 @@ class runtime;
 ///
 /// Thread safety: every method may be called from any thread. Copies share
 /// the same transport.
-class transport {
+class TACT_EXPORT transport {
 public:
   transport() = default;
 

@@ -7,6 +7,8 @@
 
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
+
 namespace tact {
 
 /// An endpoint as the examples and tools take it on the command line:
@@ -27,9 +29,9 @@ struct url {
 
 /// Parses `text`; a malformed URL is `errc::invalid_argument` with a
 /// message that says what is wrong.
-caf::expected<url> parse_url(std::string_view text);
+TACT_EXPORT caf::expected<url> parse_url(std::string_view text);
 
 /// Renders `u` back as text (brackets around IPv6 hosts; no query).
-[[nodiscard]] std::string to_string(const url& u);
+[[nodiscard]] TACT_EXPORT std::string to_string(const url& u);
 
 } // namespace tact

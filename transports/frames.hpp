@@ -13,6 +13,7 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 
 namespace tact {
@@ -43,14 +44,14 @@ using framing = std::variant<line_framing, length_prefix_framing>;
 
 /// `errc::invalid_argument` for an empty delimiter, a maximum of zero
 /// line length, or a header size other than 1, 2, 4 or 8.
-[[nodiscard]] caf::error check_framing(const framing& f);
+[[nodiscard]] TACT_EXPORT caf::error check_framing(const framing& f);
 
 /// Cuts a byte stream into frames. Bytes go in with `feed` in any chunks;
 /// frames come out with `next`, one at a time, so a reader can stop
 /// between any two. A chunk that holds exactly one frame (after a header
 /// that came before it, or before its delimiter) becomes that frame without
 /// a copy.
-class frame_decoder {
+class TACT_EXPORT frame_decoder {
 public:
   /// `f` must pass `check_framing`.
   explicit frame_decoder(framing f);
@@ -100,7 +101,7 @@ private:
 /// `errc::frame_too_large` for a payload over `max_frame_size` or what the
 /// header can express (length-prefix framing); `errc::invalid_argument`
 /// for a line that contains the delimiter.
-caf::error encode_frame(const framing& f, bytes payload,
-                        std::vector<bytes>& out);
+TACT_EXPORT caf::error encode_frame(const framing& f, bytes payload,
+                                    std::vector<bytes>& out);
 
 } // namespace tact

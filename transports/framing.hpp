@@ -7,6 +7,7 @@
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
 #include "tact/actors/protocol.hpp"
 #include "tact/transports/frames.hpp"
 #include "tact/runtime/bytes.hpp"
@@ -38,7 +39,8 @@ namespace tact {
 /// another node do not write empty frames.
 ///
 /// Errors: the checks of `check_framing`.
-caf::expected<protocol_factory> framed(framing f, protocol_factory inner);
+TACT_EXPORT caf::expected<protocol_factory> framed(framing f,
+                                                   protocol_factory inner);
 
 /// Puts a framing layer between the live stream transport `t` (TCP, Unix,
 /// TLS) and `protocol`, which has had `connection_made` for `t` already,
@@ -54,8 +56,8 @@ caf::expected<protocol_factory> framed(framing f, protocol_factory inner);
 ///
 /// Errors: `t` is not a live local stream transport; the checks of
 /// `check_framing`.
-caf::expected<transport> start_framing(const transport& t,
-                                       caf::actor protocol, framing f,
-                                       bytes unread = {});
+TACT_EXPORT caf::expected<transport>
+start_framing(const transport& t, caf::actor protocol, framing f,
+              bytes unread = {});
 
 } // namespace tact

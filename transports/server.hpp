@@ -13,6 +13,7 @@
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/export.hpp"
 #include "tact/transports/tls.hpp"
 
 namespace tact {
@@ -81,7 +82,7 @@ struct server_options {
 /// protocol for each connection. Closing it refuses new connections and
 /// leaves live ones open; `close_clients()` and `abort_clients()` end those.
 /// Thread safety: every method may be called from any thread.
-class server {
+class TACT_EXPORT server {
 public:
   server() = default;
 

@@ -16,6 +16,7 @@
 #include <caf/expected.hpp>
 #include <caf/settings.hpp>
 
+#include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/transport.hpp"
 
@@ -75,7 +76,7 @@ struct tls_server_options {
 /// asyncio's `ssl.SSLContext`: settings and certificates shared by many
 /// connections. Cheap to copy (copies share one OpenSSL context).
 /// Thread safety: may be used by any number of connections at once.
-class tls_context {
+class TACT_EXPORT tls_context {
 public:
   tls_context() = default;
 
@@ -146,16 +147,16 @@ struct tls_options {
 /// Errors (returned): `t` is not a live local stream transport, a timeout
 /// of zero or less, a client that verifies without a `server_hostname`, a
 /// context for the wrong side.
-caf::expected<transport> start_tls(const transport& t, caf::actor protocol,
-                                   const tls_context& ctx,
-                                   tls_options opts = {});
+TACT_EXPORT caf::expected<transport>
+start_tls(const transport& t, caf::actor protocol, const tls_context& ctx,
+          tls_options opts = {});
 
 /// `start_tls` that also says when the handshake has ended (asyncio's
 /// `await loop.start_tls(...)`): `done` gets the new transport once it is
 /// done, before `protocol` gets the first decrypted bytes, or the
 /// handshake's error (`protocol` then gets `connection_lost` with it too).
 /// `done` runs on the loop, and only when a transport is returned.
-caf::expected<transport>
+TACT_EXPORT caf::expected<transport>
 start_tls(const transport& t, caf::actor protocol, const tls_context& ctx,
           tls_options opts,
           std::function<void(caf::expected<transport>)> done);
