@@ -41,10 +41,7 @@ public:
     // nop
   }
 
-  void handle_io(uint32_t events) override {
-    if (lost_)
-      return;
-    note_events(events, wants_read());
+  void on_ready(uint32_t events) override {
     // A pending socket error (ICMP port unreachable on a connected UDP
     // socket, say) is the protocol's to hear about; the socket stays open.
     if (events & EPOLLERR) {
@@ -55,13 +52,6 @@ public:
       do_read();
     if (!lost_ && (events & EPOLLOUT) && !queue_.empty())
       do_flush();
-    if (lost_)
-      return;
-    // Reported whatever the mask (someone shut the socket down): take it
-    // off the loop while there is nothing to do, as streams do.
-    if (events & EPOLLHUP)
-      hup_ = true;
-    update_interest();
   }
 
   void direct_write(bytes&) override {

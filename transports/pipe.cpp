@@ -31,18 +31,10 @@ public:
     // nop
   }
 
-  void handle_io(uint32_t events) override {
-    if (lost_)
-      return;
-    note_events(events, wants_read());
+  void on_ready(uint32_t events) override {
     // The writer going away shows as EPOLLHUP; read what is left first.
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
       do_read();
-    if (lost_)
-      return;
-    if (events & EPOLLHUP)
-      hup_ = true;
-    update_interest();
   }
 
 protected:
@@ -75,9 +67,7 @@ public:
     read_ended_ = true;
   }
 
-  void handle_io(uint32_t events) override {
-    if (lost_)
-      return;
+  void on_ready(uint32_t events) override {
     // A write end is never readable: EPOLLERR or EPOLLHUP means the reader
     // has gone (reported whatever the mask).
     if (events & (EPOLLERR | EPOLLHUP)) {
@@ -86,8 +76,6 @@ public:
     }
     if ((events & EPOLLOUT) && !drained())
       do_flush();
-    if (!lost_)
-      update_interest();
   }
 
 protected:

@@ -40,11 +40,8 @@ public:
     set_idle_timeout(idle_timeout);
   }
 
-  void handle_io(uint32_t events) override {
-    if (lost_)
-      return;
+  void on_ready(uint32_t events) override {
     auto reading = wants_read();
-    note_events(events, reading);
     if ((events & EPOLLERR) && !failed_) {
       // A reset (or another error) may come after bytes the kernel still
       // holds: those are read first (asyncio reads until recv fails).
@@ -59,11 +56,6 @@ public:
     if (!lost_ && !failed_ && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         && !drained())
       do_flush();
-    if (lost_)
-      return;
-    if (events & EPOLLHUP)
-      hup_ = true;
-    update_interest();
   }
 
 protected:

@@ -40,6 +40,24 @@ public:
     on_close();
   }
 
+  /// A readiness report from the loop, handled the same way by every socket
+  /// transport around what its kind does (`on_ready`): nothing once lost;
+  /// an EPOLLIN no longer wanted is noted (see `change_interest`); then a
+  /// hang-up is remembered (epoll reports it whatever the mask, so a
+  /// transport with nothing to do is taken off the loop) and the interest
+  /// brought up to date.
+  void handle_io(uint32_t events) final {
+    if (lost_)
+      return;
+    note_events(events, wants_read());
+    on_ready(events);
+    if (lost_)
+      return;
+    if ((events & EPOLLHUP) != 0)
+      hup_ = true;
+    update_interest();
+  }
+
 protected:
   void on_start() override;
 
@@ -53,6 +71,10 @@ protected:
 
   /// Handles the answer to a request the subclass made.
   virtual void on_answer(uint64_t id, caf::type_erased_tuple& msg);
+
+  /// What the kind does with a readiness report: read, flush, report a
+  /// socket error. May lose the connection.
+  virtual void on_ready(uint32_t events) = 0;
 
   /// Whether the subclass has nothing left to send.
   [[nodiscard]] virtual bool drained() const noexcept = 0;
@@ -89,9 +111,9 @@ protected:
     set_interest(!drained());
   }
 
-  /// Call first in `handle_io`, with `wants_read()`: an EPOLLIN that is
-  /// not wanted any more makes the next interest change take effect (see
-  /// `change_interest`).
+  /// With `wants_read()`, before the kind handles `events`: an EPOLLIN
+  /// that is not wanted any more makes the next interest change take
+  /// effect (see `change_interest`).
   void note_events(uint32_t events, bool reading) noexcept {
     if ((events & EPOLLIN) != 0 && !reading)
       in_unwanted_ = true;
