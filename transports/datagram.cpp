@@ -41,13 +41,19 @@ public:
     // nop
   }
 
-  void on_ready(uint32_t events) override {
+  void handle_io(uint32_t events) override {
+    handle_ready(*this, events);
+  }
+
+  // What this kind does with a readiness report (see handle_ready).
+  void on_ready(uint32_t events, bool) {
     // A pending socket error (ICMP port unreachable on a connected UDP
     // socket, say) is the protocol's to hear about; the socket stays open.
     if (events & EPOLLERR) {
       if (auto err = socket_error(fd_))
         report(err, "socket");
     }
+    // The error's report may have paused reading: ask again.
     if ((events & EPOLLIN) && wants_read())
       do_read();
     if (!lost_ && (events & EPOLLOUT) && !queue_.empty())

@@ -31,9 +31,14 @@ public:
     // nop
   }
 
-  void on_ready(uint32_t events) override {
+  void handle_io(uint32_t events) override {
+    handle_ready(*this, events);
+  }
+
+  // What this kind does with a readiness report (see handle_ready).
+  void on_ready(uint32_t events, bool reading) {
     // The writer going away shows as EPOLLHUP; read what is left first.
-    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && wants_read())
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && reading)
       do_read();
   }
 
@@ -67,7 +72,12 @@ public:
     read_ended_ = true;
   }
 
-  void on_ready(uint32_t events) override {
+  void handle_io(uint32_t events) override {
+    handle_ready(*this, events);
+  }
+
+  // What this kind does with a readiness report (see handle_ready).
+  void on_ready(uint32_t events, bool) {
     // A write end is never readable: EPOLLERR or EPOLLHUP means the reader
     // has gone (reported whatever the mask).
     if (events & (EPOLLERR | EPOLLHUP)) {

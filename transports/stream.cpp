@@ -40,8 +40,12 @@ public:
     set_idle_timeout(idle_timeout);
   }
 
-  void on_ready(uint32_t events) override {
-    auto reading = wants_read();
+  void handle_io(uint32_t events) override {
+    handle_ready(*this, events);
+  }
+
+  // What this kind does with a readiness report (see handle_ready).
+  void on_ready(uint32_t events, bool reading) {
     if ((events & EPOLLERR) && !failed_) {
       // A reset (or another error) may come after bytes the kernel still
       // holds: those are read first (asyncio reads until recv fails).

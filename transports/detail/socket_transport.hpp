@@ -40,24 +40,6 @@ public:
     on_close();
   }
 
-  /// A readiness report from the loop, handled the same way by every socket
-  /// transport around what its kind does (`on_ready`): nothing once lost;
-  /// an EPOLLIN no longer wanted is noted (see `change_interest`); then a
-  /// hang-up is remembered (epoll reports it whatever the mask, so a
-  /// transport with nothing to do is taken off the loop) and the interest
-  /// brought up to date.
-  void handle_io(uint32_t events) final {
-    if (lost_)
-      return;
-    note_events(events, wants_read());
-    on_ready(events);
-    if (lost_)
-      return;
-    if ((events & EPOLLHUP) != 0)
-      hup_ = true;
-    update_interest();
-  }
-
 protected:
   void on_start() override;
 
@@ -71,10 +53,6 @@ protected:
 
   /// Handles the answer to a request the subclass made.
   virtual void on_answer(uint64_t id, caf::type_erased_tuple& msg);
-
-  /// What the kind does with a readiness report: read, flush, report a
-  /// socket error. May lose the connection.
-  virtual void on_ready(uint32_t events) = 0;
 
   /// Whether the subclass has nothing left to send.
   [[nodiscard]] virtual bool drained() const noexcept = 0;
@@ -103,6 +81,30 @@ protected:
   /// Whether the protocol holds less than the read credit.
   [[nodiscard]] bool credit_left() const noexcept {
     return state_.unconsumed.load() < state_.read_credit;
+  }
+
+  /// A readiness report from the loop, handled the same way by every socket
+  /// transport around what its kind does with it (`self.on_ready(events,
+  /// reading)`, with `wants_read()` as it was: read, flush, report a socket
+  /// error; it may lose the connection):
+  /// nothing once lost; an EPOLLIN no longer wanted is noted (see
+  /// `change_interest`); then a hang-up is remembered (epoll reports it
+  /// whatever the mask, so a transport with nothing to do is taken off the
+  /// loop) and the interest brought up to date. The final class `Self`
+  /// calls it from its `handle_io`, so that its `on_ready` and `drained`
+  /// are direct calls.
+  template <class Self>
+  static void handle_ready(Self& self, uint32_t events) {
+    if (self.lost_)
+      return;
+    auto reading = self.wants_read();
+    self.note_events(events, reading);
+    self.on_ready(events, reading);
+    if (self.lost_)
+      return;
+    if ((events & EPOLLHUP) != 0)
+      self.hup_ = true;
+    self.update_interest();
   }
 
   /// Sets epoll interest from `wants_read()` and `drained()`. Inline, so
