@@ -221,131 +221,44 @@ make_sendfile(int fd, uint64_t offset = 0, std::optional<uint64_t> count = {});
 
 // -- inspect -------------------------------------------------------------------
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, connection_made& x) {
-  return f(caf::meta::type_name("tact.connection_made"), x.handle);
-}
+// CAF's `inspect` of each message: its name on the wire (the prefix and the
+// type's name) and its fields, in order.
+#define TACT_INSPECT(prefix, type, ...)                                        \
+  template <class Inspector>                                                   \
+  typename Inspector::result_type inspect(Inspector& f,                        \
+                                          [[maybe_unused]] type& x) {          \
+    return f(caf::meta::type_name(prefix #type) __VA_OPT__(, ) __VA_ARGS__);   \
+  }
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, data_received& x) {
-  return f(caf::meta::type_name("tact.data_received"), x.data);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, eof_received&) {
-  return f(caf::meta::type_name("tact.eof_received"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, pause_writing&) {
-  return f(caf::meta::type_name("tact.pause_writing"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, resume_writing&) {
-  return f(caf::meta::type_name("tact.resume_writing"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, connection_lost& x) {
-  return f(caf::meta::type_name("tact.connection_lost"), x.reason);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, datagram_received& x) {
-  return f(caf::meta::type_name("tact.datagram_received"), x.data, x.addr);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, error_received& x) {
-  return f(caf::meta::type_name("tact.error_received"), x.reason);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, pipe_data_received& x) {
-  return f(caf::meta::type_name("tact.pipe_data_received"), x.fd, x.data);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, pipe_connection_lost& x) {
-  return f(caf::meta::type_name("tact.pipe_connection_lost"), x.fd, x.reason);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, process_exited&) {
-  return f(caf::meta::type_name("tact.process_exited"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, handover& x) {
-  return f(caf::meta::type_name("tact.handover"), x.next);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, handover_stash& x) {
-  return f(caf::meta::type_name("tact.handover_stash"), x.messages);
-}
+TACT_INSPECT("tact.", connection_made, x.handle)
+TACT_INSPECT("tact.", data_received, x.data)
+TACT_INSPECT("tact.", eof_received)
+TACT_INSPECT("tact.", pause_writing)
+TACT_INSPECT("tact.", resume_writing)
+TACT_INSPECT("tact.", connection_lost, x.reason)
+TACT_INSPECT("tact.", datagram_received, x.data, x.addr)
+TACT_INSPECT("tact.", error_received, x.reason)
+TACT_INSPECT("tact.", pipe_data_received, x.fd, x.data)
+TACT_INSPECT("tact.", pipe_connection_lost, x.fd, x.reason)
+TACT_INSPECT("tact.", process_exited)
+TACT_INSPECT("tact.", handover, x.next)
+TACT_INSPECT("tact.", handover_stash, x.messages)
 
 namespace op {
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, sendto& x) {
-  return f(caf::meta::type_name("tact.op.sendto"), x.data, x.addr, x.counted);
-}
+TACT_INSPECT("tact.op.", sendto, x.data, x.addr, x.counted)
+TACT_INSPECT("tact.op.", write, x.data, x.counted)
+TACT_INSPECT("tact.op.", write_eof)
+TACT_INSPECT("tact.op.", close)
+TACT_INSPECT("tact.op.", abort, x.reason)
+TACT_INSPECT("tact.op.", pause_reading, x.applied)
+TACT_INSPECT("tact.op.", resume_reading, x.applied)
+TACT_INSPECT("tact.op.", set_write_buffer_limits, x.high, x.low, x.applied)
+TACT_INSPECT("tact.op.", set_protocol, x.protocol, x.unread, x.applied)
+TACT_INSPECT("tact.op.", consumed, x.n)
+TACT_INSPECT("tact.op.", get_write_buffer_size)
 
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, write& x) {
-  return f(caf::meta::type_name("tact.op.write"), x.data, x.counted);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, write_eof&) {
-  return f(caf::meta::type_name("tact.op.write_eof"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, close&) {
-  return f(caf::meta::type_name("tact.op.close"));
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, abort& x) {
-  return f(caf::meta::type_name("tact.op.abort"), x.reason);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, pause_reading& x) {
-  return f(caf::meta::type_name("tact.op.pause_reading"), x.applied);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, resume_reading& x) {
-  return f(caf::meta::type_name("tact.op.resume_reading"), x.applied);
-}
-
-template <class Inspector>
-typename Inspector::result_type
-inspect(Inspector& f, set_write_buffer_limits& x) {
-  return f(caf::meta::type_name("tact.op.set_write_buffer_limits"), x.high,
-           x.low, x.applied);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, set_protocol& x) {
-  return f(caf::meta::type_name("tact.op.set_protocol"), x.protocol, x.unread,
-           x.applied);
-}
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, consumed& x) {
-  return f(caf::meta::type_name("tact.op.consumed"), x.n);
-}
-
-template <class Inspector>
-typename Inspector::result_type
-inspect(Inspector& f, get_write_buffer_size&) {
-  return f(caf::meta::type_name("tact.op.get_write_buffer_size"));
-}
+#undef TACT_INSPECT
 
 } // namespace op
 
