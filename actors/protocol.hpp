@@ -16,12 +16,12 @@
 #include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
+#include "tact/runtime/fwd.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact {
 
 namespace detail {
-class multiplexer;
 class protocol_host;
 } // namespace detail
 

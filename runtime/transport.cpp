@@ -14,7 +14,7 @@
 
 #include "tact/runtime/detail/multiplexer.hpp"
 
-#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 

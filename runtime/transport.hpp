@@ -17,27 +17,17 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/settings.hpp>
 
+#include "tact/actors/fwd.hpp"
 #include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
+#include "tact/runtime/fwd.hpp"
 
 namespace tact {
 
 /// Whom `transport::send_signal` signals: the child process, or its
 /// whole process group.
 enum class signal_target { process, group };
-
-class base_protocol;
-
-namespace detail {
-struct transport_state;
-} // namespace detail
-
-namespace op {
-struct sendfile;
-} // namespace op
-
-class runtime;
 
 /// A protocol's handle on its transport, with asyncio's transport methods.
 ///

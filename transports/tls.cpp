@@ -24,7 +24,7 @@
 #include <caf/system_messages.hpp>
 
 #include "tact/runtime/detail/multiplexer.hpp"
-#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/detail/fifo.hpp"

@@ -10,7 +10,7 @@
 
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/detail/match.hpp"
-#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/messages.hpp"
 

@@ -16,7 +16,7 @@
 #include <caf/actor.hpp>
 #include <caf/mailbox_element.hpp>
 
-#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/runtime/transport.hpp"
 #include "tact/transports/detail/fifo.hpp"

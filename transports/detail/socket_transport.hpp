@@ -15,7 +15,7 @@
 #include <caf/mailbox_element.hpp>
 
 #include "tact/runtime/detail/multiplexer.hpp"
-#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/transport.hpp"
 
 namespace tact::detail {

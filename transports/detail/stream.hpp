@@ -7,16 +7,13 @@
 #include <caf/actor.hpp>
 #include <caf/expected.hpp>
 
+#include "tact/actors/fwd.hpp"
+#include "tact/runtime/fwd.hpp"
 #include "tact/runtime/transport.hpp"
-
-namespace tact {
-struct connection_options;
-class protocol_factory;
-} // namespace tact
+#include "tact/transports/fwd.hpp"
 
 namespace tact::detail {
 
-class multiplexer;
 struct socket_origin;
 
 /// Stream socket kinds; they differ in options and extra info only.
