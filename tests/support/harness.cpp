@@ -1,19 +1,29 @@
 #include "support/harness.hpp"
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <dirent.h>
 #include <filesystem>
+#include <future>
 #include <thread>
 
+#include <algorithm>
+
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <openssl/ssl.h>
+
+#include "support/tls_support.hpp"
+#include "tact/transports/framing.hpp"
 
 namespace tact::test {
 
@@ -226,15 +236,107 @@ protocol_factory recording(std::shared_ptr<journal> j,
 }
 
 const char* name_of(kind k) {
-  return k == kind::tcp ? "tcp" : "unix";
+  switch (k) {
+    case kind::tcp: return "tcp";
+    case kind::unix_socket: return "unix";
+    case kind::tls: return "tls over tcp";
+    default: return "line framing over tcp";
+  }
 }
 
+// -- the TLS peer's settings ---------------------------------------------------------
+
+namespace {
+
+// A throwaway PKI for the process, tact's contexts on it, and plain OpenSSL
+// ones for the peer (an independent TLS endpoint).
+struct contract_tls {
+  test_pki pki;
+  tls_contexts tact{pki};
+  SSL_CTX* server = SSL_CTX_new(TLS_server_method());
+  SSL_CTX* client = SSL_CTX_new(TLS_client_method());
+
+  contract_tls() {
+    REQUIRE(SSL_CTX_use_certificate_chain_file(server, pki.cert.c_str()) == 1);
+    REQUIRE(SSL_CTX_use_PrivateKey_file(server, pki.key.c_str(),
+                                        SSL_FILETYPE_PEM)
+            == 1);
+    REQUIRE(SSL_CTX_load_verify_locations(client, pki.ca_cert.c_str(),
+                                          nullptr)
+            == 1);
+    SSL_CTX_set_verify(client, SSL_VERIFY_PEER, nullptr);
+    // A FIN without close_notify reads as the end, as a plain EOF does.
+    SSL_CTX_set_options(server, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_options(client, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  }
+  ~contract_tls() {
+    SSL_CTX_free(server);
+    SSL_CTX_free(client);
+  }
+};
+
+contract_tls& tls_settings() {
+  static contract_tls instance;
+  return instance;
+}
+
+// OpenSSL writes with write(2), which raises SIGPIPE when the other end
+// has gone: blocked in this thread while the TLS peer writes, and a
+// pending one taken off (a send with MSG_NOSIGNAL does this for plain
+// sockets).
+class no_sigpipe {
+public:
+  no_sigpipe() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~no_sigpipe() {
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe_, nullptr, &zero) > 0) {
+      // taken off
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  no_sigpipe(const no_sigpipe&) = delete;
+  no_sigpipe& operator=(const no_sigpipe&) = delete;
+
+private:
+  sigset_t pipe_;
+  sigset_t old_;
+};
+
+// How long tact's TLS close waits for the peer's close_notify: the peer
+// answers one only when the test reads (asyncio waits 30 s for a peer that
+// never answers; the tests would too).
+constexpr auto shutdown_wait = std::chrono::milliseconds{500};
+
+// `f` with the layer of `k` above it (line framing), or `f` itself.
+protocol_factory layered(kind k, protocol_factory f) {
+  if (k != kind::lines)
+    return f;
+  auto made = framed(line_framing{}, std::move(f));
+  REQUIRE(made);
+  return std::move(*made);
+}
+
+} // namespace
+
 // -- peer ------------------------------------------------------------------------
+
+peer::peer(peer&& other) noexcept
+  : fd_(other.fd_), kind_(other.kind_), ssl_(other.ssl_) {
+  other.fd_ = -1;
+  other.ssl_ = nullptr;
+}
 
 peer& peer::operator=(peer&& other) noexcept {
   close();
   fd_ = other.fd_;
+  kind_ = other.kind_;
+  ssl_ = other.ssl_;
   other.fd_ = -1;
+  other.ssl_ = nullptr;
   return *this;
 }
 
@@ -242,13 +344,70 @@ peer::~peer() {
   close();
 }
 
+bool peer::handshake(bool server) {
+  auto& s = tls_settings();
+  ssl_ = SSL_new(server ? s.server : s.client);
+  SSL_set_fd(ssl_, fd_);
+  if (!server) {
+    SSL_set_tlsext_host_name(ssl_, "localhost");
+    SSL_set1_host(ssl_, "localhost");
+  }
+  // Nagle would hold a small record back while the handshake's last
+  // flight is unacknowledged, and a reset right after it would discard it.
+  int one = 1;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // The handshake gives up after 10 s rather than hang the test.
+  timeval tv{10, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  if ((server ? SSL_accept(ssl_) : SSL_connect(ssl_)) != 1)
+    return false;
+  // Non-blocking from here: a read finds a whole record or WANT_READ, so
+  // the peer's waits keep their own timeouts.
+  fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
+  return true;
+}
+
 void peer::close() {
+  // A TLS peer goes away as a plain one does, without close_notify (its
+  // EOF is shutdown_write).
+  if (ssl_ != nullptr) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
   if (fd_ >= 0)
     ::close(fd_);
   fd_ = -1;
 }
 
 void peer::send_all(const std::string& data) {
+  if (kind_ == kind::lines && !data.empty()) {
+    auto line = data + "\n";
+    kind_ = kind::tcp;
+    send_all(line);
+    kind_ = kind::lines;
+    return;
+  }
+  if (ssl_ != nullptr) {
+    no_sigpipe guard;
+    size_t off = 0;
+    while (off < data.size()) {
+      auto n = SSL_write(ssl_, data.data() + off,
+                         static_cast<int>(data.size() - off));
+      if (n > 0) {
+        off += static_cast<size_t>(n);
+        continue;
+      }
+      auto err = SSL_get_error(ssl_, n);
+      if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ)
+        FAIL("TLS peer write failed");
+      pollfd p{fd_, static_cast<short>(err == SSL_ERROR_WANT_WRITE ? POLLOUT
+                                                                   : POLLIN),
+               0};
+      ::poll(&p, 1, 10000);
+    }
+    return;
+  }
   size_t off = 0;
   while (off < data.size()) {
     auto n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
@@ -261,22 +420,65 @@ void peer::send_all(const std::string& data) {
   }
 }
 
+ptrdiff_t peer::read_some(char* buf, size_t max,
+                          std::chrono::milliseconds timeout) {
+  if (ssl_ == nullptr || SSL_pending(ssl_) == 0) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0)
+      return -1;
+  }
+  if (ssl_ == nullptr) {
+    auto r = ::recv(fd_, buf, max, 0);
+    return r < 0 ? -1 : r;
+  }
+  auto r = SSL_read(ssl_, buf, static_cast<int>(max));
+  if (r > 0)
+    return r;
+  auto err = SSL_get_error(ssl_, r);
+  if (err == SSL_ERROR_WANT_READ)
+    return -2; // a record's start, or a ticket: not data yet
+  if (err == SSL_ERROR_ZERO_RETURN) {
+    // close_notify: answered with one, as TLS libraries do.
+    no_sigpipe guard;
+    SSL_shutdown(ssl_);
+    return 0;
+  }
+  return err == SSL_ERROR_SYSCALL ? 0 : -1;
+}
+
+namespace {
+
+std::chrono::milliseconds left_until(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+    t - std::chrono::steady_clock::now());
+}
+
+// Takes the line ends out of what a line-framing peer read.
+void strip_line_ends(std::string& data, size_t from) {
+  data.erase(std::remove(data.begin() + static_cast<ptrdiff_t>(from),
+                         data.end(), '\n'),
+             data.end());
+}
+
+} // namespace
+
 std::string peer::recv_n(size_t n, std::chrono::milliseconds timeout) {
   std::string result;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   char buf[65536];
   while (result.size() < n) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+    auto left = left_until(deadline);
     if (left.count() <= 0)
       break;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-      break;
-    auto r = ::recv(fd_, buf, std::min(sizeof(buf), n - result.size()), 0);
+    auto r = read_some(buf, std::min(sizeof(buf), n - result.size()), left);
+    if (r == -2)
+      continue;
     if (r <= 0)
       break;
+    auto from = result.size();
     result.append(buf, static_cast<size_t>(r));
+    if (kind_ == kind::lines)
+      strip_line_ends(result, from);
   }
   return result;
 }
@@ -288,14 +490,12 @@ std::string peer::recv_all(bool* eof, std::chrono::milliseconds timeout) {
   if (eof != nullptr)
     *eof = false;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+    auto left = left_until(deadline);
     if (left.count() <= 0)
       break;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0)
-      break;
-    auto r = ::recv(fd_, buf, sizeof(buf), 0);
+    auto r = read_some(buf, sizeof(buf), left);
+    if (r == -2)
+      continue;
     if (r == 0) {
       if (eof != nullptr)
         *eof = true;
@@ -303,21 +503,52 @@ std::string peer::recv_all(bool* eof, std::chrono::milliseconds timeout) {
     }
     if (r < 0)
       break;
+    auto from = result.size();
     result.append(buf, static_cast<size_t>(r));
+    if (kind_ == kind::lines)
+      strip_line_ends(result, from);
   }
   return result;
 }
 
 bool peer::readable_within(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (ssl_ != nullptr && SSL_pending(ssl_) > 0)
+      return true;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(
+                        left_until(deadline).count(), 0)))
+        <= 0)
+      return false;
+    if (ssl_ == nullptr)
+      return true;
+    // Readable may be a session ticket only: data or EOF is what counts.
+    char byte;
+    auto r = SSL_peek(ssl_, &byte, 1);
+    if (r > 0 || SSL_get_error(ssl_, r) != SSL_ERROR_WANT_READ)
+      return true;
+  }
+}
+
+bool peer::arrived_within(std::chrono::milliseconds timeout) {
   pollfd p{fd_, POLLIN, 0};
   return ::poll(&p, 1, static_cast<int>(timeout.count())) > 0;
 }
 
 void peer::shutdown_write() {
-  ::shutdown(fd_, SHUT_WR);
+  if (ssl_ != nullptr) {
+    no_sigpipe guard;
+    SSL_shutdown(ssl_);
+  } else
+    ::shutdown(fd_, SHUT_WR);
 }
 
 void peer::reset() {
+  if (ssl_ != nullptr) {
+    SSL_free(ssl_);
+    ssl_ = nullptr;
+  }
   linger lg{1, 0};
   setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
   close();
@@ -336,8 +567,14 @@ std::string temp_socket_path() {
 
 listening listen(runtime& rt, kind k, protocol_factory f) {
   listening result;
-  if (k == kind::tcp) {
-    auto srv = rt.create_server(std::move(f), "127.0.0.1", 0);
+  if (k != kind::unix_socket) {
+    server_options opts;
+    if (k == kind::tls) {
+      opts.tls = tls_settings().tact.server;
+      opts.tls_shutdown_timeout = shutdown_wait;
+    }
+    auto srv = rt.create_server(layered(k, std::move(f)), "127.0.0.1", 0,
+                                opts);
     REQUIRE(srv);
     result.port = srv->port();
     result.srv = std::move(*srv);
@@ -354,7 +591,7 @@ namespace {
 
 int connect_to(kind k, uint16_t port, const std::string& path) {
   int fd;
-  if (k == kind::tcp) {
+  if (k != kind::unix_socket) {
     fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -376,11 +613,14 @@ int connect_to(kind k, uint16_t port, const std::string& path) {
 } // namespace
 
 peer connect_peer(kind k, const listening& l) {
-  return peer{connect_to(k, l.port, l.unix_path)};
+  peer p{connect_to(k, l.port, l.unix_path), k};
+  if (k == kind::tls)
+    REQUIRE(p.handshake(false));
+  return p;
 }
 
 raw_listener::raw_listener(kind which) : k(which) {
-  if (k == kind::tcp) {
+  if (k != kind::unix_socket) {
     fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -408,13 +648,36 @@ raw_listener::~raw_listener() {
 
 std::pair<caf::expected<transport>, peer>
 raw_listener::connect(runtime& rt, protocol_factory f) {
-  auto t = k == kind::tcp ? rt.create_connection(std::move(f), "127.0.0.1", port)
-                          : rt.create_unix_connection(std::move(f), path);
+  if (k == kind::tls) {
+    // The peer's handshake runs while create_connection waits for tact's.
+    auto accepted = std::async(std::launch::async, [this] {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 10000) <= 0)
+        return peer{};
+      peer result{::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC), kind::tls};
+      if (result.fd() < 0 || !result.handshake(true))
+        return peer{};
+      return result;
+    });
+    tls_options opts;
+    opts.server_hostname = "localhost";
+    opts.shutdown_timeout = shutdown_wait;
+    auto t = rt.create_connection(std::move(f), "127.0.0.1", port,
+                                  tls_settings().tact.client, opts);
+    auto p = accepted.get();
+    if (t)
+      REQUIRE(p.fd() >= 0);
+    return {std::move(t), std::move(p)};
+  }
+  auto t = k == kind::unix_socket
+             ? rt.create_unix_connection(std::move(f), path)
+             : rt.create_connection(layered(k, std::move(f)), "127.0.0.1",
+                                    port);
   peer p;
   if (t) {
     auto afd = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
     REQUIRE(afd >= 0);
-    p = peer{afd};
+    p = peer{afd, k};
   }
   return {std::move(t), std::move(p)};
 }

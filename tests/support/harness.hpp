@@ -15,6 +15,8 @@
 
 #include <caf/event_based_actor.hpp>
 
+struct ssl_st;
+
 #include "tact/actors/protocol.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
@@ -129,28 +131,35 @@ protected:
 protocol_factory recording(std::shared_ptr<journal> j,
                            std::function<void(recorder&)> setup = {});
 
-/// Which stream socket a contract test runs on.
-enum class kind { tcp, unix_socket };
+/// What a contract test runs on: a stream socket, or a layer on a TCP
+/// connection (TLS, line framing), whose peer speaks the layer's protocol.
+enum class kind { tcp, unix_socket, tls, lines };
 
 [[nodiscard]] const char* name_of(kind k);
 
-/// A blocking peer socket with helpers; closes on destruction.
+/// A blocking peer with helpers; closes on destruction. On `kind::tls` it
+/// is an OpenSSL endpoint (its EOF is close_notify); on `kind::lines` each
+/// `send_all` is one line and what it reads has the line ends taken out.
 class peer {
 public:
   peer() = default;
-  explicit peer(int fd) : fd_(fd) {}
-  peer(peer&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  explicit peer(int fd, kind k = kind::tcp) : fd_(fd), kind_(k) {}
+  peer(peer&& other) noexcept;
   peer& operator=(peer&& other) noexcept;
   ~peer();
 
   [[nodiscard]] int fd() const noexcept { return fd_; }
 
-  /// Gives up the descriptor without closing it.
+  /// Gives up the descriptor without closing it (plain sockets only).
   int release() noexcept {
     auto fd = fd_;
     fd_ = -1;
     return fd;
   }
+
+  /// TLS: runs the handshake on the connected socket, as the server or
+  /// the client; false on failure.
+  bool handshake(bool server);
 
   void send_all(const std::string& data);
   /// Reads exactly `n` bytes, or fewer if EOF or `timeout` comes first.
@@ -160,13 +169,24 @@ public:
                        std::chrono::milliseconds timeout = 5s);
   /// Whether anything (data or EOF) arrives within `timeout`.
   bool readable_within(std::chrono::milliseconds timeout);
+  /// Whether bytes wait in the kernel within `timeout`, left unread there
+  /// (on TLS, `readable_within` takes a record in to look at it).
+  bool arrived_within(std::chrono::milliseconds timeout);
+  /// The peer's EOF: FIN, or close_notify on TLS.
   void shutdown_write();
   /// Sends RST: SO_LINGER 0, then close.
   void reset();
+  /// Closes the socket (on TLS without close_notify).
   void close();
 
 private:
+  // Up to `max` bytes within `timeout`: > 0 read, 0 EOF, < 0 nothing.
+  ptrdiff_t read_some(char* buf, size_t max,
+                      std::chrono::milliseconds timeout);
+
   int fd_ = -1;
+  kind kind_ = kind::tcp;
+  ssl_st* ssl_ = nullptr;
 };
 
 /// A server of kind `k` in `rt` with the given factory, and a way to reach it.
