@@ -38,6 +38,10 @@ namespace tact {
 /// of the transport below (`runtime_options::read_credit`). Handles from
 /// another node do not write empty frames.
 ///
+/// `create_connection` with such a factory returns the stream's transport,
+/// whose protocol is the layer; frames are written through the handle the
+/// protocol gets in `connection_made`, the layer's.
+///
 /// Errors: the checks of `check_framing`.
 TACT_EXPORT caf::expected<protocol_factory> framed(framing f,
                                                    protocol_factory inner);

@@ -74,6 +74,13 @@ public:
   bool wait_for(const std::string& name, size_t count = 1,
                 std::chrono::milliseconds timeout = 5s);
 
+  /// Recorders that keep more than events and bytes (datagrams, a child's
+  /// output) derive from the journal and guard their own fields with its
+  /// lock (`std::lock_guard<journal>`), then `add` the event; no other
+  /// member may be called while it is held.
+  void lock() { mtx_.lock(); }
+  void unlock() { mtx_.unlock(); }
+
   // The accessors below take the lock themselves: call them outside wait().
   [[nodiscard]] std::vector<std::string> events();
   [[nodiscard]] size_t count(const std::string& name);

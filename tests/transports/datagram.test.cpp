@@ -112,37 +112,11 @@ private:
   endpoint addr_;
 };
 
-// What a datagram protocol saw, thread-safe, with waits.
-struct dlog {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::vector<std::string> events;
+// What a datagram protocol saw: the journal's events, handle and reason,
+// and the datagrams and errors, guarded by the journal's lock.
+struct dlog : journal {
   std::vector<std::pair<std::string, endpoint>> datagrams;
   std::vector<caf::error> errors;
-  caf::error lost_reason;
-  transport handle;
-
-  void add(std::string ev) {
-    std::lock_guard<std::mutex> guard{mtx};
-    events.push_back(std::move(ev));
-    cv.notify_all();
-  }
-
-  size_t count_unlocked(const std::string& ev) const {
-    return static_cast<size_t>(std::count(events.begin(), events.end(), ev));
-  }
-
-  bool wait_for(const std::string& ev, size_t n = 1,
-                std::chrono::milliseconds timeout = 5s) {
-    std::unique_lock<std::mutex> guard{mtx};
-    return cv.wait_for(guard, timeout,
-                       [&] { return count_unlocked(ev) >= n; });
-  }
-
-  size_t count(const std::string& ev) {
-    std::lock_guard<std::mutex> guard{mtx};
-    return count_unlocked(ev);
-  }
 };
 
 // Records every callback; `on_made` and `on_datagram` let a test react.
@@ -154,10 +128,7 @@ public:
 
   void connection_made(transport& t) override {
     t_ = t;
-    {
-      std::lock_guard<std::mutex> guard{log_->mtx};
-      log_->handle = t;
-    }
+    log_->set_handle(t);
     log_->add("connection_made");
     if (on_made)
       on_made(t_);
@@ -165,7 +136,7 @@ public:
 
   void datagram_received(bytes data, endpoint from) override {
     {
-      std::lock_guard<std::mutex> guard{log_->mtx};
+      std::lock_guard<journal> guard{*log_};
       log_->datagrams.emplace_back(std::string(data.begin(), data.end()), from);
     }
     log_->add("datagram_received");
@@ -175,7 +146,7 @@ public:
 
   void error_received(const caf::error& reason) override {
     {
-      std::lock_guard<std::mutex> guard{log_->mtx};
+      std::lock_guard<journal> guard{*log_};
       log_->errors.push_back(reason);
     }
     log_->add("error_received");
@@ -186,11 +157,8 @@ public:
   void resume_writing() override { log_->add("resume_writing"); }
 
   void connection_lost(const caf::error& reason) override {
-    {
-      std::lock_guard<std::mutex> guard{log_->mtx};
-      log_->lost_reason = reason;
-      log_->handle = transport{};
-    }
+    log_->set_reason(reason);
+    log_->set_handle(transport{});
     log_->add("connection_lost");
     t_ = transport{};
   }
@@ -264,12 +232,12 @@ SCENARIO("datagram: connection_made comes first and connection_lost last, once")
     }
     REQUIRE(log->wait_for("connection_lost"));
     std::this_thread::sleep_for(50ms);
-    std::lock_guard<std::mutex> guard{log->mtx};
-    CHECK(log->events.front() == "connection_made");
-    CHECK(log->events.back() == "connection_lost");
-    CHECK(log->count_unlocked("connection_made") == 1);
-    CHECK(log->count_unlocked("connection_lost") == 1);
-    CHECK(log->lost_reason == caf::none);
+    auto ev = log->events();
+    CHECK(ev.front() == "connection_made");
+    CHECK(ev.back() == "connection_lost");
+    CHECK(log->count("connection_made") == 1);
+    CHECK(log->count("connection_lost") == 1);
+    CHECK(log->lost_reason() == caf::none);
   });
 }
 
@@ -317,7 +285,7 @@ SCENARIO("datagram: sendto with and without an address; datagram_received "
     peer.send_to("hello", sockname(*t));
     REQUIRE(log->wait_for("datagram_received"));
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(log->datagrams[0].first == "hello");
       CHECK(log->datagrams[0].second == peer.addr());
     }
@@ -389,7 +357,7 @@ SCENARIO("datagram: OS errors on send and receive are error_received and the "
           == caf::none);
     REQUIRE(log->wait_for("error_received"));
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(code_of(log->errors[0]) == errc::message_too_long);
     }
     CHECK_FALSE(t->is_closing());
@@ -403,14 +371,14 @@ SCENARIO("datagram: OS errors on send and receive are error_received and the "
       return log->wait_for("error_received", 2, 100ms);
     }));
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(code_of(log->errors[1]) == errc::connection_refused);
     }
     CHECK_FALSE(t->is_closing());
     CHECK(log->count("connection_lost") == 0);
     t->close();
     REQUIRE(log->wait_for("connection_lost"));
-    CHECK(log->lost_reason == caf::none);
+    CHECK(log->lost_reason() == caf::none);
   });
 }
 
@@ -434,7 +402,7 @@ SCENARIO("datagram: large datagrams arrive whole") {
     peer.send_to(payload, sockname(*t));
     REQUIRE(log->wait_for("datagram_received"));
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(log->datagrams[0].first.size() == size);
       CHECK(log->datagrams[0].first == payload);
     }
@@ -468,7 +436,7 @@ SCENARIO("datagram: pause_reading holds datagrams back; pausing in "
     CHECK(t->is_reading());
     REQUIRE(log->wait_for("datagram_received", 2));
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(log->datagrams[0].first == "a");
       CHECK(log->datagrams[1].first == "b");
     }
@@ -521,7 +489,7 @@ SCENARIO("datagram: a callback that throws is fatal for its endpoint") {
       REQUIRE(log->wait_for("connection_made"));
       peer.send_to("x", sockname(*t));
       REQUIRE(log->wait_for("connection_lost"));
-      CHECK(code_of(log->lost_reason) == errc::protocol_failed);
+      CHECK(code_of(log->lost_reason()) == errc::protocol_failed);
     },
     &warnings);
   CHECK(warnings.size() == 1);
@@ -591,7 +559,7 @@ SCENARIO("datagram: queued bytes pause and resume the protocol; close "
         ++got;
       CHECK(got < 400);
     }
-    CHECK(log->lost_reason == caf::none);
+    CHECK(log->lost_reason() == caf::none);
   });
 }
 
@@ -660,7 +628,7 @@ SCENARIO("datagram: sendto after close is dropped and counted, not sent") {
     // close() flushed what came before it.
     CHECK(peer.recv() == "before");
     REQUIRE(log->wait_for("connection_lost"));
-    CHECK(log->lost_reason == caf::none);
+    CHECK(log->lost_reason() == caf::none);
     CHECK(t->sendto(to_bytes("lost"), peer.addr()) == caf::none);
     CHECK(t->dropped_writes() == 2);
     CHECK_FALSE(peer.recv(100ms));
@@ -683,7 +651,7 @@ SCENARIO("datagram: unbound endpoints send; an unnamed Unix sender has no "
     CHECK(client->sendto(to_bytes("from nowhere"), sockname(*server))
           == caf::none);
     REQUIRE(bound->wait_for("datagram_received"));
-    std::lock_guard<std::mutex> guard{bound->mtx};
+    std::lock_guard<journal> guard{*bound};
     CHECK(bound->datagrams[0].first == "from nowhere");
     if (k == dkind::udp)
       CHECK(bound->datagrams[0].second.port != 0); // bound by the send

@@ -22,31 +22,16 @@ using namespace tact::test;
 namespace {
 
 // What a subprocess protocol saw.
-struct plog {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::vector<std::string> events;
+// What a subprocess protocol saw: the journal's events and reason, and the
+// child's output and pipe losses, guarded by the journal's lock.
+struct plog : journal {
   std::string out;
   std::string err;
-  caf::error lost;
   std::vector<caf::error> pipe_lost;
 
-  void add(std::string ev) {
-    std::lock_guard<std::mutex> guard{mtx};
-    events.push_back(std::move(ev));
-    cv.notify_all();
-  }
-
+  // A child takes longer than a socket: 10 s by default.
   bool wait_for(const std::string& ev, std::chrono::milliseconds t = 10s) {
-    std::unique_lock<std::mutex> guard{mtx};
-    return cv.wait_for(guard, t, [&] {
-      return std::find(events.begin(), events.end(), ev) != events.end();
-    });
-  }
-
-  std::vector<std::string> all() {
-    std::lock_guard<std::mutex> guard{mtx};
-    return events;
+    return journal::wait_for(ev, 1, t);
   }
 };
 
@@ -65,7 +50,7 @@ public:
 
   void pipe_data_received(int fd, bytes data) override {
     {
-      std::lock_guard<std::mutex> guard{log_->mtx};
+      std::lock_guard<journal> guard{*log_};
       (fd == 1 ? log_->out : log_->err).append(data.begin(), data.end());
     }
     log_->add("pipe_data_received " + std::to_string(fd));
@@ -73,7 +58,7 @@ public:
 
   void pipe_connection_lost(int fd, const caf::error& reason) override {
     {
-      std::lock_guard<std::mutex> guard{log_->mtx};
+      std::lock_guard<journal> guard{*log_};
       log_->pipe_lost.push_back(reason);
     }
     log_->add("pipe_connection_lost " + std::to_string(fd));
@@ -88,10 +73,7 @@ public:
   void resume_writing() override { log_->add("resume_writing"); }
 
   void connection_lost(const caf::error& reason) override {
-    {
-      std::lock_guard<std::mutex> guard{log_->mtx};
-      log_->lost = reason;
-    }
+    log_->set_reason(reason);
     log_->add("connection_lost");
   }
 
@@ -147,7 +129,7 @@ SCENARIO("a child's output, exit and close come in asyncio's order") {
     REQUIRE(t);
     CHECK(t->get_pid() > 0);
     REQUIRE(log->wait_for("connection_lost"));
-    auto ev = log->all();
+    auto ev = log->events();
     CHECK(ev.front() == "connection_made");
     CHECK(ev.back() == "connection_lost");
     CHECK(std::count(ev.begin(), ev.end(), "process_exited") == 1);
@@ -158,13 +140,13 @@ SCENARIO("a child's output, exit and close come in asyncio's order") {
     auto lost1 = std::find(ev.rbegin(), ev.rend(), "pipe_connection_lost 1");
     CHECK(last_data1 > lost1); // reverse iterators: later is smaller
     {
-      std::lock_guard<std::mutex> guard{log->mtx};
+      std::lock_guard<journal> guard{*log};
       CHECK(log->out == "out\n");
       CHECK(log->err == "err\n");
-      CHECK(log->lost == caf::none);
       for (auto& e : log->pipe_lost)
         CHECK(e == caf::none);
     }
+    CHECK(log->lost_reason() == caf::none);
     CHECK(t->get_returncode() == 0);
     CHECK(caf::get<int64_t>(*t->get_extra_info("subprocess")) == t->get_pid());
   });
@@ -189,7 +171,7 @@ SCENARIO("stdin is a write pipe transport; stdout and stderr read pipes") {
     CHECK(in.write(to_bytes("through cat")) == caf::none);
     in.close();
     REQUIRE(log->wait_for("connection_lost"));
-    std::lock_guard<std::mutex> guard{log->mtx};
+    std::lock_guard<journal> guard{*log};
     CHECK(log->out == "through cat");
     CHECK(t->get_returncode() == 0);
   });
@@ -209,7 +191,7 @@ SCENARIO("stderr merged into stdout, and streams that are not pipes") {
     CHECK(t->get_pipe_transport(1));
     CHECK_FALSE(t->get_pipe_transport(2));
     REQUIRE(log->wait_for("connection_lost"));
-    std::lock_guard<std::mutex> guard{log->mtx};
+    std::lock_guard<journal> guard{*log};
     CHECK(log->out == "a\nb\n");
     CHECK(log->err.empty());
   });
@@ -295,7 +277,7 @@ SCENARIO("a child that cannot start is an error reply, and no protocol "
     REQUIRE_FALSE(bad);
     CHECK(code_of(bad.error()) == errc::no_such_file);
     std::this_thread::sleep_for(100ms);
-    CHECK(log->all().empty());
+    CHECK(log->events().empty());
   });
   CHECK(zombies() == 0);
 }
@@ -312,12 +294,12 @@ SCENARIO("environment and working directory reach the child") {
                                 opts);
     REQUIRE(t);
     REQUIRE(log->wait_for("connection_lost"));
-    auto ev = log->all();
+    auto ev = log->events();
     std::string seen;
     for (auto& e : ev)
       seen += e + "; ";
     INFO("events: " << seen << " returncode " << t->get_returncode().value_or(-999));
-    std::lock_guard<std::mutex> guard{log->mtx};
+    std::lock_guard<journal> guard{*log};
     INFO("stderr: " << log->err);
     CHECK(log->out == "yes\n/tmp\nnohome\n");
   });
@@ -358,13 +340,13 @@ SCENARIO("a child that closes its stdout early goes on to the end") {
                                  "echo later >&2; exit 4");
     REQUIRE(t);
     REQUIRE(log->wait_for("connection_lost"));
-    auto ev = log->all();
+    auto ev = log->events();
     auto stdout_lost = std::find(ev.begin(), ev.end(), "pipe_connection_lost 1");
     auto exited = std::find(ev.begin(), ev.end(), "process_exited");
     REQUIRE(stdout_lost != ev.end());
     REQUIRE(exited != ev.end());
     CHECK(stdout_lost < exited);
-    std::lock_guard<std::mutex> guard{log->mtx};
+    std::lock_guard<journal> guard{*log};
     CHECK(log->out == "first\n");
     CHECK(log->err == "later\n");
     CHECK(t->get_returncode() == 4);
@@ -501,7 +483,7 @@ SCENARIO("start_new_session, process_group and pass_fds shape the child "
       // The shell exits at once; the grandchild holds its stdout.
       int grandchild = 0;
       REQUIRE(eventually([&] {
-        std::lock_guard<std::mutex> guard{log->mtx};
+        std::lock_guard<journal> guard{*log};
         if (log->out.find('\n') == std::string::npos)
           return false;
         grandchild = std::stoi(log->out);
