@@ -1,4 +1,4 @@
-// Distribution (DESIGN.md "Distribution"): a connection whose transport
+// Distribution (docs/distributed.md): a connection whose transport
 // runs here and whose protocol is an actor on another process, reached
 // over CAF's BASP; that process dying ends the connection.
 

@@ -1,4 +1,4 @@
-// Contract item 16: out of descriptors, a server stops accepting, reports
+// Out of descriptors, a server stops accepting, reports
 // once, retries every second, and recovers. This file is its own process
 // because it lowers RLIMIT_NOFILE.
 

@@ -1,4 +1,4 @@
-// ASYNCIO_CONTRACT.md items 1-7 and 24-27 for datagram transports, written
+// asyncio's contract for datagram transports, written
 // once and run on UDP and on Unix datagram sockets, against a plain
 // blocking socket as the peer; plus read-side backpressure.
 

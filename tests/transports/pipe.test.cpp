@@ -1,4 +1,5 @@
-// ASYNCIO_CONTRACT.md items 1-7 and 28-29 for the pipe transports, with
+// asyncio's contract for the pipe transports (connect_read_pipe,
+// connect_write_pipe), with
 // real pipes (pipe2) whose other end the test holds.
 
 #include <catch2/catch.hpp>

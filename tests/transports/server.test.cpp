@@ -1,4 +1,4 @@
-// Servers (contract items 15 and 16): listening options, errors that name
+// Servers, as asyncio's create_server has them: listening options, errors that name
 // the address, accepting, and closing with or without the clients.
 
 #include <catch2/catch.hpp>

@@ -1,5 +1,5 @@
-// set_protocol under load (ASYNCIO_CONTRACT.md item 5, DESIGN.md "Protocol
-// switching"): a peer streams a byte sequence in which every position has
+// set_protocol under load (docs/architecture.md, "Protocol switching"): a
+// peer streams a byte sequence in which every position has
 // its own value, while the connection's protocol is switched back and forth
 // thousands of times, from outside and from inside the protocols' own
 // callbacks. Every byte must reach exactly one protocol, once, in order.

@@ -1,4 +1,4 @@
-// Flow control both ways: asyncio's write watermarks (contract item 6) and
+// Flow control both ways: asyncio's write watermarks and
 // the read credit that bounds what a transport delivers to a protocol's
 // mailbox before the protocol has consumed it.
 

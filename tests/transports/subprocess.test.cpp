@@ -1,4 +1,4 @@
-// ASYNCIO_CONTRACT.md items 30-35: children started with subprocess_exec
+// asyncio's subprocess transports: children started with subprocess_exec
 // and subprocess_shell, real processes, their pipes and their exit.
 
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// ASYNCIO_CONTRACT.md items 17-23 (TLS), each on TCP and on Unix sockets.
+// TLS as asyncio's ssl= has it, each on TCP and on Unix sockets.
 // Certificates are made per test run (support/tls_support.hpp); peers are
 // tact itself, a blocking OpenSSL endpoint and raw sockets.
 
