@@ -11,6 +11,7 @@
 #include <caf/system_messages.hpp>
 
 #include "tact/actors/protocol.hpp"
+#include "tact/actors/detail/adapter.hpp"
 #include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/errc.hpp"
@@ -722,14 +723,10 @@ caf::actor protocol_factory::spawn_adapter(detail::multiplexer& mux,
   return detail::spawn_light<adapter>(mux, std::move(p));
 }
 
-caf::actor transport::set_protocol(std::unique_ptr<base_protocol> protocol,
-                                   bytes unread) {
-  if (!state_ || !protocol)
-    return {};
-  auto hdl = detail::spawn_light<adapter>(state_->core->mux(),
-                                          std::move(protocol), *this);
-  set_protocol(hdl, std::move(unread));
-  return hdl;
+caf::actor detail::spawn_adapter(multiplexer& mux,
+                                 std::unique_ptr<base_protocol> p,
+                                 const transport& current) {
+  return spawn_light<adapter>(mux, std::move(p), current);
 }
 
 } // namespace tact

@@ -12,6 +12,7 @@
 
 #include <caf/send.hpp>
 
+#include "tact/actors/detail/adapter.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 
 #include "tact/runtime/detail/transport_core.hpp"
@@ -451,6 +452,16 @@ void transport::set_protocol(caf::actor protocol, bytes unread) {
     state_->set_protocol(protocol);
   caf::anon_send(actor_, op::set_protocol{std::move(protocol), std::move(unread),
                                           state_ != nullptr});
+}
+
+caf::actor transport::set_protocol(std::unique_ptr<base_protocol> protocol,
+                                   bytes unread) {
+  if (!state_ || !protocol)
+    return {};
+  auto hdl = detail::spawn_adapter(state_->core->mux(), std::move(protocol),
+                                   *this);
+  set_protocol(hdl, std::move(unread));
+  return hdl;
 }
 
 caf::actor transport::get_protocol() const {
