@@ -113,7 +113,10 @@ void with_runtime(const std::function<void(runtime&)>& body,
     runtime rt{opts};
     body(rt);
   }
-  CHECK(eventually([&] { return thread_count() == threads_before; }, 2s));
+  // Fewer threads than before is no leak: CAF counts its detached threads
+  // out before they end, so one of an earlier runtime may still have been
+  // ending when `threads_before` was taken.
+  CHECK(eventually([&] { return thread_count() <= threads_before; }, 2s));
   // Looked at again for a while: a sanitizer may hold a descriptor for a
   // moment (ThreadSanitizer opens /proc/self/maps now and then; once in
   // eight runs of runtime.loop_ops it was counted here), which no leak of
@@ -122,7 +125,7 @@ void with_runtime(const std::function<void(runtime&)>& body,
   INFO("descriptors before: " << fds_before_list);
   INFO("descriptors after: " << fd_list());
   CHECK(fds_ok);
-  CHECK(thread_count() == threads_before);
+  CHECK(thread_count() <= threads_before);
 }
 
 // -- journal -------------------------------------------------------------------
