@@ -13,6 +13,7 @@
 #include <caf/send.hpp>
 
 #include "tact/actors/detail/adapter.hpp"
+#include "tact/actors/protocol.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 
 #include "tact/runtime/detail/transport_core.hpp"

@@ -32,9 +32,10 @@ SKIP = re.compile(r"^(/|caf/)|\.pem$|^compile_commands\.json$")
 
 def tree_files(root):
     try:
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-co",
-                              "--exclude-standard"], capture_output=True,
-                             text=True, check=True).stdout.split("\n")
+        # What a clean checkout has: the files git tracks.
+        out = subprocess.run(["git", "-C", str(root), "ls-files"],
+                             capture_output=True, text=True,
+                             check=True).stdout.split("\n")
         files = {f for f in out if f}
     except (OSError, subprocess.CalledProcessError):
         files = {p.relative_to(root).as_posix()
@@ -52,6 +53,9 @@ def exists(name, doc, root, files, basenames):
     if name.startswith("tact/"):
         candidates.append(name[len("tact/"):])
     if any(c in files for c in candidates):
+        return True
+    # A folder: some file lies below it.
+    if any(f.startswith(c.rstrip("/") + "/") for c in candidates for f in files):
         return True
     if "/" not in name:
         return name in basenames

@@ -363,6 +363,7 @@ bool peer::handshake(bool server) {
   timeval tv{10, 0};
   setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  no_sigpipe guard;
   if ((server ? SSL_accept(ssl_) : SSL_connect(ssl_)) != 1)
     return false;
   // Non-blocking from here: a read finds a whole record or WANT_READ, so
@@ -434,6 +435,8 @@ ptrdiff_t peer::read_some(char* buf, size_t max,
     auto r = ::recv(fd_, buf, max, 0);
     return r < 0 ? -1 : r;
   }
+  // Reading may write (a key update, a ticket's answer).
+  no_sigpipe guard;
   auto r = SSL_read(ssl_, buf, static_cast<int>(max));
   if (r > 0)
     return r;
@@ -441,12 +444,13 @@ ptrdiff_t peer::read_some(char* buf, size_t max,
   if (err == SSL_ERROR_WANT_READ)
     return -2; // a record's start, or a ticket: not data yet
   if (err == SSL_ERROR_ZERO_RETURN) {
-    // close_notify: answered with one, as TLS libraries do.
-    no_sigpipe guard;
+    // close_notify (or a FIN, with SSL_OP_IGNORE_UNEXPECTED_EOF): answered
+    // with one, as TLS libraries do.
     SSL_shutdown(ssl_);
     return 0;
   }
-  return err == SSL_ERROR_SYSCALL ? 0 : -1;
+  // A reset or another error of the socket: not an EOF.
+  return -1;
 }
 
 namespace {
@@ -528,6 +532,7 @@ bool peer::readable_within(std::chrono::milliseconds timeout) {
       return true;
     // Readable may be a session ticket only: data or EOF is what counts.
     char byte;
+    no_sigpipe guard;
     auto r = SSL_peek(ssl_, &byte, 1);
     if (r > 0 || SSL_get_error(ssl_, r) != SSL_ERROR_WANT_READ)
       return true;
