@@ -28,11 +28,14 @@ caf::error check_thread(detail::multiplexer& mux) {
   return caf::none;
 }
 
-// Runs an asynchronous loop operation and waits for its answer (off the
-// loop).
+// Runs an asynchronous loop operation and waits for its answer: the
+// blocking forms. Refused on the loop thread, which would have to answer.
 template <class T>
 caf::expected<T>
-wait_for(const std::function<void(std::function<void(caf::expected<T>)>)>& op) {
+wait_for(detail::multiplexer& mux,
+         const std::function<void(std::function<void(caf::expected<T>)>)>& op) {
+  if (auto err = check_thread(mux))
+    return err;
   auto done = std::make_shared<std::promise<caf::expected<T>>>();
   auto result = done->get_future();
   op([done = std::move(done)](caf::expected<T> x) {
@@ -95,9 +98,7 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
                                                     const std::string& host,
                                                     uint16_t port,
                                                     connection_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     connect(std::move(factory), host, port, opts, std::move(done));
   });
 }
@@ -106,9 +107,7 @@ caf::expected<transport>
 runtime::create_connection(protocol_factory factory, const std::string& host,
                            uint16_t port, const tls_context& ctx,
                            tls_options opts, connection_options conn) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     connect(std::move(factory), host, port, ctx, std::move(opts), conn,
             std::move(done));
   });
@@ -118,9 +117,7 @@ caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
                                 const std::string& path,
                                 connection_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     connect_unix(std::move(factory), path, opts, std::move(done));
   });
 }
@@ -129,9 +126,7 @@ caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
                                 const std::string& path, const tls_context& ctx,
                                 tls_options opts, connection_options conn) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     connect_unix(std::move(factory), path, conn, std::move(done), ctx,
                  std::move(opts));
   });
@@ -158,9 +153,7 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
                                              const std::string& host,
                                              uint16_t port,
                                              server_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<server>([&](server_callback done) {
+  return wait_for<server>(*mux_, [&](server_callback done) {
     listen(std::move(factory), host, port, std::move(opts), std::move(done));
   });
 }
@@ -168,9 +161,7 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
 caf::expected<server> runtime::create_unix_server(protocol_factory factory,
                                                   const std::string& path,
                                                   server_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<server>([&](server_callback done) {
+  return wait_for<server>(*mux_, [&](server_callback done) {
     listen_unix(std::move(factory), path, std::move(opts), std::move(done));
   });
 }
@@ -195,9 +186,7 @@ void runtime::open_unix_datagram(protocol_factory factory,
 caf::expected<transport>
 runtime::create_datagram_endpoint(protocol_factory factory,
                                   datagram_options opts) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     open_datagram(std::move(factory), std::move(opts), std::move(done));
   });
 }
@@ -206,9 +195,7 @@ caf::expected<transport>
 runtime::create_unix_datagram_endpoint(protocol_factory factory,
                                        const std::string& local_path,
                                        const std::string& remote_path) {
-  if (auto err = check_thread(*mux_))
-    return err;
-  return wait_for<transport>([&](transport_callback done) {
+  return wait_for<transport>(*mux_, [&](transport_callback done) {
     open_unix_datagram(std::move(factory), local_path, remote_path,
                        std::move(done));
   });

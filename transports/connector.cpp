@@ -347,12 +347,11 @@ tls_client_factory(const tls_context& ctx, tls_options opts,
   opts.server_side = false;
   if (auto err = detail::check_tls_options(ctx, opts, false))
     return err;
-  detail::tls_setup setup;
-  setup.ctx = ctx;
-  setup.opts = std::move(opts);
-  setup.factory = std::move(factory);
-  setup.read_credit = read_credit;
-  setup.on_ready = std::move(done);
+  detail::tls_setup setup{.ctx = ctx,
+                          .opts = std::move(opts),
+                          .factory = std::move(factory),
+                          .on_ready = std::move(done),
+                          .read_credit = read_credit};
   return protocol_factory::with_loop(
     [setup = std::move(setup)](detail::multiplexer& mux) mutable {
       return detail::spawn_tls(mux, std::move(setup)).actor();

@@ -393,10 +393,7 @@ void open_unix_datagram(multiplexer& mux_ref, uint64_t credit,
       if (!addr)
         return done(std::move(addr.error()));
       local = *addr;
-      // Replace a stale socket file, as asyncio does.
-      struct stat st{};
-      if (::stat(local_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
-        ::unlink(local_path.c_str());
+      remove_stale_socket(local_path);
     }
     if (!remote_path.empty()) {
       auto addr = detail::unix_address(remote_path);

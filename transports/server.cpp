@@ -368,12 +368,11 @@ caf::expected<protocol_factory> server_factory(protocol_factory factory,
   return protocol_factory::with_loop(
     [ctx = opts.tls, tls, factory = std::move(factory),
      read_credit](detail::multiplexer& mux) {
-      detail::tls_setup setup;
-      setup.ctx = ctx;
-      setup.opts = tls;
-      setup.factory = factory;
-      setup.read_credit = read_credit;
-      return detail::spawn_tls(mux, std::move(setup)).actor();
+      return detail::spawn_tls(mux, {.ctx = ctx,
+                                     .opts = tls,
+                                     .factory = factory,
+                                     .read_credit = read_credit})
+        .actor();
     });
 }
 
@@ -441,11 +440,7 @@ caf::expected<server> listen_on_path(detail::multiplexer& mux,
   auto addr = detail::unix_address(path);
   if (!addr)
     return std::move(addr.error());
-  // Replace a stale socket file, as asyncio does; anything else there is an
-  // error from bind().
-  struct stat st{};
-  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
-    ::unlink(path.c_str());
+  detail::remove_stale_socket(path);
   auto fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return error_from_errno(errno, "socket for " + path);

@@ -825,14 +825,13 @@ start_tls(const transport& t, caf::actor protocol, const tls_context& ctx,
     return make_error(errc::closed, "start_tls on a closing transport");
   if (auto err = detail::check_tls_options(ctx, opts, opts.server_side))
     return err;
-  detail::tls_setup setup;
-  setup.ctx = ctx;
-  setup.opts = std::move(opts);
-  setup.app = std::move(protocol);
-  setup.lower = t;
-  setup.read_credit = st->read_credit;
-  setup.on_ready = std::move(done);
-  return detail::spawn_tls(st->core->mux(), std::move(setup));
+  return detail::spawn_tls(st->core->mux(),
+                           {.ctx = ctx,
+                            .opts = std::move(opts),
+                            .app = std::move(protocol),
+                            .on_ready = std::move(done),
+                            .lower = t,
+                            .read_credit = st->read_credit});
 }
 
 } // namespace tact

@@ -384,14 +384,9 @@ void peer::close() {
   fd_ = -1;
 }
 
-void peer::send_all(const std::string& data) {
-  if (kind_ == kind::lines && !data.empty()) {
-    auto line = data + "\n";
-    kind_ = kind::tcp;
-    send_all(line);
-    kind_ = kind::lines;
-    return;
-  }
+void peer::send_all(const std::string& text) {
+  // A line peer sends each piece as one line.
+  auto data = kind_ == kind::lines && !text.empty() ? text + "\n" : text;
   if (ssl_ != nullptr) {
     no_sigpipe guard;
     size_t off = 0;

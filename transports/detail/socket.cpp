@@ -8,12 +8,19 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "tact/runtime/errc.hpp"
 
 namespace tact::detail {
+
+void remove_stale_socket(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+    ::unlink(path.c_str());
+}
 
 caf::expected<sock_address> unix_address(const std::string& path) {
   sockaddr_un un{};

@@ -30,6 +30,11 @@ struct socket_origin {
   bool accepted = false;
 };
 
+/// Removes a socket file left at `path` by an earlier process, as asyncio
+/// does before binding there; anything else at `path` is left for bind()
+/// to refuse.
+void remove_stale_socket(const std::string& path);
+
 /// Makes a Unix socket address; errors for a path too long.
 caf::expected<sock_address> unix_address(const std::string& path);
 
