@@ -173,14 +173,27 @@ void base_protocol::request(const caf::actor& dest,
     host_->ask(dest, timeout, std::move(msg), std::move(then), std::move(fail));
 }
 
-class detail_access {
-public:
-  static void set_self(base_protocol& p, caf::abstract_actor* self,
-                       detail::protocol_host* host) {
-    p.self_ = self;
-    p.host_ = host;
-  }
-};
+void detail_access::set_self(base_protocol& p, caf::abstract_actor* self,
+                             detail::protocol_host* host) {
+  p.self_ = self;
+  p.host_ = host;
+}
+
+void detail_access::own_read_credit(base_protocol& p) {
+  p.owns_credit_ = true;
+}
+
+bool detail_access::owns_read_credit(const base_protocol& p) {
+  return p.owns_credit_;
+}
+
+void detail_access::set_lingering(base_protocol& p, bool value) {
+  p.lingers_ = value;
+}
+
+bool detail_access::lingers(const base_protocol& p) {
+  return p.lingers_;
+}
 
 namespace {
 
@@ -195,7 +208,8 @@ public:
       stream_(dynamic_cast<protocol*>(proto_.get())),
       datagram_(dynamic_cast<datagram_protocol*>(proto_.get())),
       child_(dynamic_cast<subprocess_protocol*>(proto_.get())),
-      handle_(std::move(handle)) {
+      handle_(std::move(handle)),
+      owns_credit_(detail_access::owns_read_credit(*proto_)) {
     detail_access::set_self(*proto_, this, this);
   }
 
@@ -212,7 +226,7 @@ public:
 
   timer_handle schedule(base_protocol::clock_type::time_point when,
                         std::function<void()> fn) override {
-    if (lost_ || failed_ || !proto_)
+    if (!serving())
       return {};
     auto rec = std::make_shared<timer_handle::record>();
     rec->when = when;
@@ -244,7 +258,7 @@ public:
   void ask(const caf::actor& dest, base_protocol::clock_type::duration timeout,
            caf::message msg, std::function<void(caf::message&)> then,
            std::function<void(const caf::error&)> fail) override {
-    if (lost_ || failed_ || !proto_)
+    if (!serving())
       return;
     if (!dest) {
       // As an answer would come: after the current callback.
@@ -305,6 +319,13 @@ protected:
 
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
+    if (lingering_ && (detail::is<op::abort>(msg) || detail::is<op::close>(msg))) {
+      // The runtime shuts down: a close lets the coroutine go on for the
+      // grace period, the abort after it ends it.
+      if (detail::is<op::abort>(msg))
+        end_lingering();
+      return;
+    }
     current_ = &x;
     if (auto id = answer_to(x); id != 0 && asks_.count(id) > 0)
       on_answer(id, x);
@@ -317,6 +338,8 @@ protected:
     else
       handle_message(x, msg);
     current_ = nullptr;
+    if (lingering_ && (failed_ || !proto_ || !detail_access::lingers(*proto_)))
+      end_lingering();
   }
 
   // Killed by an exit message: the connection ends with it.
@@ -326,6 +349,9 @@ protected:
     if (!lost_ && handle_ && !replaced())
       handle_.abort(make_error(errc::protocol_down));
     lost_ = true;
+    if (lingering_)
+      mux().untrack(id());
+    lingering_ = false;
     handle_ = transport{};
     reset_protocol();
     quit(std::move(reason));
@@ -390,7 +416,7 @@ private:
       on_timer(msg.get_as<uint64_t>(1));
     } else if (detail::is<deferred_call>(msg)) {
       auto& fn = msg.get_mutable_as<deferred_call>(0).fn;
-      if (proto_ && !failed_ && !lost_)
+      if (serving())
         guarded("call_soon", [&] { fn(); });
     } else if (proto_ && !failed_ && !lost_ && !answer_to(x)) {
       auto m = x.move_content_to_message();
@@ -415,7 +441,7 @@ private:
     timers_.erase(i);
     rec->id = 0;
     auto fn = std::move(rec->fn);
-    if (proto_ && !failed_ && !lost_)
+    if (serving())
       guarded("timer", [&] { fn(); });
   }
 
@@ -424,7 +450,7 @@ private:
     auto ask = std::move(i->second);
     asks_.erase(i);
     ask.timer.cancel();
-    if (!proto_ || failed_ || lost_)
+    if (!serving())
       return;
     auto& msg = x.content();
     if (detail::is<caf::error>(msg)) {
@@ -571,7 +597,8 @@ private:
     auto n = data.size();
     if (stream_ && !failed_ && !lost_)
       guarded("data_received", [&] { stream_->data_received(std::move(data)); });
-    give_back(n);
+    if (!owns_credit_)
+      give_back(n);
   }
 
   // The transport that is delivering right now, for a protocol installed by
@@ -612,7 +639,7 @@ private:
   }
 
   void fail(const char* name, const std::string& what) {
-    if (lost_ || failed_)
+    if (failed_ || (lost_ && !lingering_))
       return;
     failed_ = true;
     auto text = std::string{"protocol callback "} + name + " failed: " + what;
@@ -646,6 +673,10 @@ private:
     if (lost_)
       return;
     lost_ = true;
+    // A coroutine outlives its connection until it returns: its timers and
+    // requests go on, from connection_lost on; it ends on the first message
+    // after it has returned.
+    lingering_ = !mismatched_ && !failed_ && detail_access::lingers(*proto_);
     try {
       // A protocol of the wrong kind never saw connection_made: it gets
       // no connection_lost either.
@@ -658,6 +689,25 @@ private:
       mux().warn("protocol callback connection_lost failed");
     }
     handle_ = transport{};
+    if (lingering_ && proto_ && detail_access::lingers(*proto_)) {
+      // Shutting the runtime down ends it as it ends connections.
+      mux().track(id(), caf::actor_cast<caf::actor>(ctrl()), false);
+      return;
+    }
+    lingering_ = false;
+    reset_protocol();
+    quit();
+  }
+
+  // Whether timers, deferred calls and answers still reach the protocol:
+  // until its connection is lost, or while a coroutine lingers after it.
+  [[nodiscard]] bool serving() const noexcept {
+    return proto_ && !failed_ && (!lost_ || lingering_);
+  }
+
+  void end_lingering() {
+    lingering_ = false;
+    mux().untrack(id());
     reset_protocol();
     quit();
   }
@@ -699,9 +749,13 @@ private:
     timer_handle timer;
   };
   std::unordered_map<uint64_t, pending_ask> asks_;
+  // The protocol gives read credit back itself (a coroutine's stream).
+  bool owns_credit_;
   bool mismatched_ = false;
   bool failed_ = false;
   bool lost_ = false;
+  // Lost, with a protocol that goes on (a coroutine that has not returned).
+  bool lingering_ = false;
 };
 
 } // namespace

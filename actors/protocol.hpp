@@ -13,6 +13,8 @@
 #include <caf/fwd.hpp>
 #include <caf/message.hpp>
 
+#include "tact/actors/stream.hpp"
+#include "tact/actors/task.hpp"
 #include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/endpoint.hpp"
@@ -101,8 +103,9 @@ protected:
   // -- the loop's services (asyncio's loop methods) --------------------------
   //
   // Timers, deferred calls and answers run on the protocol's loop, between
-  // its callbacks, never beside one. None runs after `connection_lost`, or
-  // after a callback threw; what is pending then is dropped. A callback of
+  // its callbacks, never beside one. None runs after `connection_lost`
+  // (but a coroutine's, until it returns: tact/actors/stream.hpp), or after
+  // a callback threw; what is pending then is dropped. A callback of
   // theirs that throws ends the connection as any callback's does.
 
   /// asyncio's `loop.time()`: the clock of `call_at`.
@@ -135,6 +138,8 @@ private:
   friend class detail_access;
   caf::abstract_actor* self_ = nullptr;
   detail::protocol_host* host_ = nullptr;
+  bool owns_credit_ = false;
+  bool lingers_ = false;
 };
 
 /// asyncio's `Protocol` (streams: TCP, Unix) as a C++ class: override the
@@ -187,12 +192,14 @@ public:
   virtual void process_exited();
 };
 
-/// Makes the protocol of each new connection or endpoint: either a protocol
-/// actor (the behaviour path: the callable returns a `caf::actor` that
-/// handles the messages of `tact/runtime/messages.hpp`) or a class protocol
-/// (the callable returns a `std::unique_ptr` to a `tact::protocol` or a
+/// Makes the protocol of each new connection or endpoint: a protocol actor
+/// (the behaviour path: the callable returns a `caf::actor` that handles
+/// the messages of `tact/runtime/messages.hpp`), a class protocol (the
+/// callable returns a `std::unique_ptr` to a `tact::protocol` or a
 /// `tact::datagram_protocol`, which tact runs in an adapter actor on the
-/// transport's loop).
+/// transport's loop), or a coroutine (the callable takes a `tact::stream`
+/// and returns a `tact::task<>`, run the same way; see
+/// `tact/actors/stream.hpp`).
 class TACT_EXPORT protocol_factory {
 public:
   using function = std::function<caf::actor(detail::multiplexer&)>;
@@ -201,17 +208,23 @@ public:
             class = std::enable_if_t<
               !std::is_same_v<std::decay_t<F>, protocol_factory>>>
   protocol_factory(F f) { // NOLINT(google-explicit-constructor)
-    using result = std::invoke_result_t<F&>;
-    if constexpr (std::is_convertible_v<result, caf::actor>) {
+    if constexpr (std::is_invocable_r_v<task<>, F&, stream>) {
+      fn_ = [body = std::function<task<>(stream)>{std::move(f)}](
+              detail::multiplexer& mux) {
+        return spawn_adapter(mux, detail::make_coroutine_protocol(body));
+      };
+    } else if constexpr (std::is_convertible_v<std::invoke_result_t<F&>,
+                                               caf::actor>) {
       fn_ = [f = std::move(f)](detail::multiplexer&) mutable {
         return caf::actor{f()};
       };
     } else {
-      static_assert(std::is_convertible_v<result,
+      static_assert(std::is_convertible_v<std::invoke_result_t<F&>,
                                           std::unique_ptr<base_protocol>>,
                     "a protocol factory returns a caf::actor or a "
                     "std::unique_ptr to a tact::protocol or a "
-                    "tact::datagram_protocol");
+                    "tact::datagram_protocol, or takes a tact::stream and "
+                    "returns a tact::task<>");
       fn_ = [f = std::move(f)](detail::multiplexer& mux) mutable {
         return spawn_adapter(mux, std::unique_ptr<base_protocol>{f()});
       };

@@ -9,6 +9,9 @@
 // echoes every byte (every datagram, to its sender), and exits 0 on SIGINT
 // or SIGTERM after flushing. `--idle-timeout SECONDS` (anywhere) ends a
 // stream connection that moves no byte either way for that long.
+// `--coroutine` (anywhere) serves stream connections with the coroutine
+// below instead of the class protocol `tact::echo_protocol`; the output
+// and the behaviour are the same.
 
 #include <chrono>
 #include <cstdio>
@@ -17,15 +20,33 @@
 #include <string>
 #include <vector>
 
+#include "tact/actors/stream.hpp"
 #include "tact/protocols/echo.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
 #include "tact/runtime/url.hpp"
 
+namespace {
+
+// Echo as a coroutine: what arrives goes back; a write waits while the
+// peer does not read, and meanwhile nothing more is read. Returning at the
+// peer's EOF (or an error) closes the connection once all is written.
+tact::task<> echo(tact::stream s) {
+  for (;;) {
+    auto data = co_await s.read();
+    if (!data || data->empty())
+      co_return;
+    if (auto err = co_await s.write(std::move(*data)))
+      co_return;
+  }
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s [--idle-timeout SECONDS] URL...  "
+                 "usage: %s [--idle-timeout SECONDS] [--coroutine] URL...  "
                  "(tcp://HOST:PORT, unix://PATH, "
                  "udp://HOST:PORT, tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
@@ -33,7 +54,12 @@ int main(int argc, char** argv) {
   }
   std::vector<tact::url> urls;
   std::chrono::milliseconds idle{0};
+  bool coroutine = false;
   for (int i = 1; i < argc; ++i) {
+    if (std::string{argv[i]} == "--coroutine") {
+      coroutine = true;
+      continue;
+    }
     if (std::string{argv[i]} == "--idle-timeout" && i + 1 < argc) {
       auto seconds = std::atof(argv[++i]);
       if (!(seconds >= 0.001 && seconds <= 86400)) {
@@ -58,7 +84,10 @@ int main(int argc, char** argv) {
     urls.push_back(std::move(*u));
   }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
-  auto factory = [] { return std::make_unique<tact::echo_protocol>(); };
+  tact::protocol_factory factory
+    = coroutine ? tact::protocol_factory{echo}
+                : tact::protocol_factory{
+                    [] { return std::make_unique<tact::echo_protocol>(); }};
   std::vector<tact::server> servers;
   std::vector<tact::transport> endpoints;
   for (auto& u : urls) {

@@ -29,6 +29,7 @@ import glob
 import os
 import re
 import selectors
+import shlex
 import shutil
 import signal
 import statistics
@@ -118,8 +119,8 @@ def run_once(server, requests, conns, size, workdir, tag):
     prefix = os.path.join(workdir, tag + ".out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-         "--callgrind-out-file=" + prefix, server,
-         "tcp://127.0.0.1:%d" % port],
+         "--callgrind-out-file=" + prefix] + shlex.split(server)
+        + ["tcp://127.0.0.1:%d" % port],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_listening(port, proc, time.monotonic() + 120)
@@ -139,8 +140,9 @@ def run_once(server, requests, conns, size, workdir, tag):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--server", action="append", required=True,
-                    help="an echo server binary taking a tcp:// URL "
-                         "(give it twice to compare)")
+                    help="an echo server taking a tcp:// URL, a binary "
+                         "with its options (\"echo_server --coroutine\"); "
+                         "give it twice to compare")
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--size", type=int, default=1024)

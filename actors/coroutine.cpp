@@ -1,0 +1,582 @@
+// Coroutine protocols: a connection's coroutine runs inside the class
+// adapter, as one more class protocol (coro_stream) that buffers what the
+// transport delivers and resumes the coroutine when what it waits for is
+// there.
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+#include <utility>
+
+#include <caf/sec.hpp>
+
+#include "tact/actors/protocol.hpp"
+#include "tact/actors/stream.hpp"
+#include "tact/actors/detail/adapter.hpp"
+#include "tact/runtime/detail/transport_state.hpp"
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/messages.hpp"
+
+namespace tact::detail {
+
+// The class protocol of a coroutine: the stream's buffer and state, and the
+// one wait its coroutine may have at a time. Runs on the connection's loop
+// only; the adapter never calls it while it runs.
+class coro_stream final : public protocol {
+public:
+  explicit coro_stream(std::function<task<>(stream)> body)
+    : body_(std::move(body)) {
+    detail_access::own_read_credit(*this);
+  }
+
+  // The frame goes before the closure it may refer to, and before the
+  // buffer and handle its operations use.
+  ~coro_stream() override {
+    pending_ = nullptr;
+    waiting_ = {};
+    root_ = task<>{};
+  }
+
+  // The coroutine that runs now on this thread, if any.
+  static coro_stream* current() noexcept { return current_; }
+
+  // -- the protocol's callbacks --------------------------------------------
+
+  void connection_made(transport& t) override {
+    handle_ = t;
+    if (auto* st = handle_.state())
+      credit_ = st->read_credit;
+    limit_ = std::min(limit_, credit_);
+    root_ = body_(stream{this});
+    detail_access::set_lingering(*this, true);
+    run(root_.handle());
+  }
+
+  void data_received(bytes data) override {
+    append(std::move(data));
+    poke();
+  }
+
+  bool eof_received() override {
+    eof_ = true;
+    poke();
+    // The coroutine decides when its side ends (asyncio's streams do).
+    return true;
+  }
+
+  void pause_writing() override { paused_ = true; }
+
+  void resume_writing() override {
+    paused_ = false;
+    poke();
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    lost_ = true;
+    reason_ = reason;
+    paused_ = false;
+    poke();
+    // The coroutine goes on until it returns (the adapter lingers).
+  }
+
+  // -- the buffer ---------------------------------------------------------
+
+  [[nodiscard]] size_t available() const noexcept {
+    return buf_.size() - off_;
+  }
+
+  [[nodiscard]] std::string_view view() const noexcept {
+    return {buf_.data() + off_, available()};
+  }
+
+  // Takes `n` buffered bytes, giving their credit back.
+  bytes take(size_t n) {
+    bytes result;
+    if (off_ == 0 && n == buf_.size()) {
+      result = std::move(buf_);
+      buf_.clear();
+    } else {
+      result.assign(buf_.begin() + static_cast<ptrdiff_t>(off_),
+                    buf_.begin() + static_cast<ptrdiff_t>(off_ + n));
+      off_ += n;
+      if (off_ == buf_.size()) {
+        buf_.clear();
+        off_ = 0;
+      }
+    }
+    handle_.consumed(n);
+    return result;
+  }
+
+  void discard(size_t n) {
+    off_ += n;
+    if (off_ == buf_.size()) {
+      buf_.clear();
+      off_ = 0;
+    }
+    handle_.consumed(n);
+  }
+
+  // Puts bytes a read took back in front (a read_exactly that ended
+  // short): they stay readable, outside the read credit they already left.
+  void put_back(bytes data) {
+    if (data.empty())
+      return;
+    data.insert(data.end(), buf_.begin() + static_cast<ptrdiff_t>(off_),
+                buf_.end());
+    buf_ = std::move(data);
+    off_ = 0;
+  }
+
+  // -- state the operations read -------------------------------------------
+
+  [[nodiscard]] bool ended() const noexcept { return eof_ || lost_; }
+
+  // What a read that finds nothing after the end reports: the loss's error,
+  // or none after an EOF or a clean close.
+  [[nodiscard]] const caf::error& end_error() const noexcept {
+    static const caf::error none;
+    return eof_ ? none : reason_;
+  }
+
+  [[nodiscard]] size_t credit() const noexcept { return credit_; }
+  [[nodiscard]] size_t limit() const noexcept { return limit_; }
+
+  void set_limit(size_t n) noexcept {
+    limit_ = std::max<size_t>(1, std::min(n, credit_));
+  }
+
+  [[nodiscard]] bool at_eof() const noexcept {
+    return available() == 0 && ended();
+  }
+
+  // drain: whether the coroutine may go on writing; sends a barrier when
+  // the buffer looks full and no pause_writing has come (yet).
+  bool may_write(caf::error& result) {
+    if (lost_) {
+      result = reason_ ? reason_ : make_error(errc::closed, "connection lost");
+      return true;
+    }
+    if (paused_)
+      return false;
+    if (barrier_ == barrier::answered) {
+      barrier_ = barrier::none;
+      return true;
+    }
+    if (handle_.get_write_buffer_size() <= handle_.get_write_buffer_limits().second)
+      return true;
+    if (barrier_ == barrier::none)
+      send_barrier();
+    return false;
+  }
+
+  [[nodiscard]] bool lost() const noexcept { return lost_; }
+  [[nodiscard]] const caf::error& reason() const noexcept { return reason_; }
+
+  transport& handle() noexcept { return handle_; }
+
+  [[nodiscard]] caf::actor actor() const { return self(); }
+
+  void ask(const caf::actor& dest, clock_type::duration timeout,
+           caf::message msg, std::function<void(caf::message&)> then,
+           std::function<void(const caf::error&)> fail) {
+    request(dest, timeout, std::move(msg), std::move(then), std::move(fail));
+  }
+
+  // -- waiting --------------------------------------------------------------
+
+  void suspend(coro_wait* w, std::coroutine_handle<> h) {
+    pending_ = w;
+    waiting_ = h;
+    w->on_suspend();
+    if (w->deadline_ != coro_wait::clock_type::time_point::max())
+      deadline_ = call_at(w->deadline_, [this] { on_deadline(); });
+  }
+
+  // Something changed: resumes the coroutine if its wait is over.
+  void poke() {
+    if (pending_ != nullptr && pending_->poll())
+      resume_waiting();
+  }
+
+private:
+  enum class barrier : unsigned char { none, pending, answered };
+
+  void append(bytes data) {
+    if (available() == 0) {
+      buf_ = std::move(data);
+      off_ = 0;
+      return;
+    }
+    if (off_ > 0 && off_ >= buf_.size() / 2) {
+      buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(off_));
+      off_ = 0;
+    }
+    buf_.insert(buf_.end(), data.begin(), data.end());
+  }
+
+  // A request the transport answers in its mailbox's order: once the answer
+  // is here, a pause_writing sent before it is here too.
+  void send_barrier() {
+    barrier_ = barrier::pending;
+    auto done = [this] {
+      barrier_ = barrier::answered;
+      poke();
+    };
+    ask(handle_.actor(), clock_type::duration::max(),
+        caf::make_message(op::get_write_buffer_size{}),
+        [done](caf::message&) { done(); },
+        [done](const caf::error&) { done(); });
+  }
+
+  void on_deadline() {
+    deadline_ = {};
+    if (pending_ == nullptr)
+      return;
+    pending_->finish(make_error(errc::timed_out, "wait_for"));
+    resume_waiting();
+  }
+
+  void resume_waiting() {
+    deadline_.cancel();
+    deadline_ = {};
+    pending_ = nullptr;
+    run(std::exchange(waiting_, {}));
+  }
+
+  void run(std::coroutine_handle<> h) {
+    auto* before = std::exchange(current_, this);
+    h.resume();
+    current_ = before;
+    if (finished_ || !root_.done())
+      return;
+    finished_ = true;
+    detail_access::set_lingering(*this, false);
+    if (auto err = root_.handle().promise().error())
+      std::rethrow_exception(err); // the adapter fails the connection
+    if (!lost_)
+      handle_.close();
+  }
+
+  static thread_local coro_stream* current_;
+
+  std::function<task<>(stream)> body_;
+  task<> root_;
+  transport handle_;
+  bytes buf_;
+  size_t off_ = 0;
+  size_t credit_ = 256 * 1024;
+  size_t limit_ = stream::default_limit;
+  caf::error reason_;
+  coro_wait* pending_ = nullptr;
+  std::coroutine_handle<> waiting_;
+  timer_handle deadline_;
+  barrier barrier_ = barrier::none;
+  bool eof_ = false;
+  bool lost_ = false;
+  bool paused_ = false;
+  bool finished_ = false;
+};
+
+thread_local coro_stream* coro_stream::current_ = nullptr;
+
+coro_wait::~coro_wait() = default;
+
+bool coro_wait::await_suspend(std::coroutine_handle<> waiting) {
+  if (host_ == nullptr) {
+    finish(make_error(errc::not_supported,
+                      "awaited outside a coroutine protocol"));
+    return false;
+  }
+  host_->suspend(this, waiting);
+  return true;
+}
+
+std::unique_ptr<base_protocol>
+make_coroutine_protocol(std::function<task<>(stream)> body) {
+  return std::make_unique<coro_stream>(std::move(body));
+}
+
+} // namespace tact::detail
+
+namespace tact {
+
+// -- read_op -------------------------------------------------------------------
+
+stream::read_op::read_op(detail::coro_stream* host, kind k, size_t n,
+                         std::string delim)
+  : coro_wait(host), kind_(k), n_(n), delim_(std::move(delim)) {
+  // nop
+}
+
+bool stream::read_op::poll() {
+  auto& h = *host_;
+  auto avail = h.available();
+  switch (kind_) {
+    case kind::some:
+      if (n_ == 0) {
+        result_ = bytes{};
+      } else if (avail > 0) {
+        result_ = h.take(std::min(n_, avail));
+      } else if (h.ended()) {
+        if (auto& err = h.end_error())
+          result_ = err;
+        else
+          result_ = bytes{};
+      } else {
+        return false;
+      }
+      return true;
+    case kind::exactly: {
+      auto need = n_ - taken_.size();
+      if (avail >= need) {
+        if (taken_.empty()) {
+          result_ = h.take(need);
+        } else {
+          auto rest = h.take(need);
+          taken_.insert(taken_.end(), rest.begin(), rest.end());
+          result_ = std::move(taken_);
+        }
+        return true;
+      }
+      if (h.ended()) {
+        h.put_back(std::move(taken_));
+        if (auto& err = h.end_error())
+          result_ = err;
+        else
+          result_ = make_error(errc::incomplete_frame,
+                               "read_exactly: the stream ended first");
+        return true;
+      }
+      // Whatever is longer than the credit can hold is gathered here.
+      if (avail > 0 && avail >= h.credit() / 2) {
+        auto part = h.take(avail);
+        taken_.insert(taken_.end(), part.begin(), part.end());
+      }
+      return false;
+    }
+    case kind::until:
+    case kind::line: {
+      auto text = h.view();
+      auto from = scanned_ >= delim_.size() ? scanned_ - delim_.size() + 1 : 0;
+      auto at = text.find(delim_, from);
+      auto line = kind_ == kind::line;
+      if (at != std::string_view::npos) {
+        if (at <= h.limit()) {
+          result_ = h.take(at + delim_.size());
+        } else {
+          if (line)
+            h.discard(at + delim_.size());
+          result_ = make_error(errc::frame_too_large,
+                               line ? "read_line: line over the limit"
+                                    : "read_until: frame over the limit");
+        }
+        return true;
+      }
+      scanned_ = avail;
+      if (avail + 1 > h.limit() + delim_.size() || avail >= h.credit()) {
+        if (line)
+          h.discard(avail);
+        scanned_ = 0;
+        result_ = make_error(errc::frame_too_large,
+                             line ? "read_line: line over the limit"
+                                  : "read_until: frame over the limit");
+        return true;
+      }
+      if (!h.ended())
+        return false;
+      if (auto& err = h.end_error(); err && (avail == 0 || !line))
+        result_ = err;
+      else if (line)
+        result_ = h.take(avail);
+      else
+        result_ = make_error(errc::incomplete_frame,
+                             "read_until: the stream ended first");
+      return true;
+    }
+  }
+  return false;
+}
+
+void stream::read_op::finish(caf::error reason) {
+  // A read that gives up takes nothing.
+  if (!taken_.empty())
+    host_->put_back(std::move(taken_));
+  taken_.clear();
+  result_ = std::move(reason);
+}
+
+// -- wait_op -------------------------------------------------------------------
+
+stream::wait_op::wait_op(detail::coro_stream* host, kind k, caf::error early,
+                         clock_type::time_point until)
+  : coro_wait(host), kind_(k), result_(std::move(early)), until_(until) {
+  done_ = static_cast<bool>(result_);
+  if (k == kind::sleep)
+    set_deadline(until);
+}
+
+bool stream::wait_op::await_ready() {
+  if (done_)
+    return true;
+  if (host_ == nullptr || kind_ == kind::sleep)
+    return false;
+  return poll();
+}
+
+bool stream::wait_op::poll() {
+  switch (kind_) {
+    case kind::drain:
+      return host_->may_write(result_);
+    case kind::closed:
+      if (!host_->lost())
+        return false;
+      result_ = host_->reason();
+      return true;
+    case kind::sleep:
+      return false;
+  }
+  return false;
+}
+
+void stream::wait_op::finish(caf::error reason) {
+  done_ = true;
+  if (kind_ == kind::sleep && host_ != nullptr
+      && clock_type::now() >= until_)
+    return; // slept
+  result_ = std::move(reason);
+}
+
+// -- request_op ----------------------------------------------------------------
+
+stream::request_op::request_op(caf::actor dest, caf::message msg)
+  : coro_wait(detail::coro_stream::current()), dest_(std::move(dest)),
+    msg_(std::move(msg)) {
+  // nop
+}
+
+void stream::request_op::on_suspend() {
+  // The adapter times the request out itself, so that no answer can come
+  // to a wait that has gone.
+  auto timeout = clock_type::duration::max();
+  if (deadline_ != clock_type::time_point::max())
+    timeout = std::max(deadline_ - clock_type::now(), clock_type::duration{});
+  deadline_ = clock_type::time_point::max();
+  auto* host = host_;
+  host->ask(
+    dest_, timeout, std::move(msg_),
+    [this, host](caf::message& answer) {
+      result_ = std::move(answer);
+      done_ = true;
+      host->poke();
+    },
+    [this, host](const caf::error& err) {
+      result_ = err;
+      done_ = true;
+      host->poke();
+    });
+}
+
+void stream::request_op::finish(caf::error reason) {
+  result_ = std::move(reason);
+  done_ = true;
+}
+
+// -- stream --------------------------------------------------------------------
+
+stream::read_op stream::read(size_t n) {
+  return {host_, read_op::kind::some, n, {}};
+}
+
+stream::read_op stream::read_exactly(size_t n) {
+  return {host_, read_op::kind::exactly, n, {}};
+}
+
+stream::read_op stream::read_line() {
+  return {host_, read_op::kind::line, 0, "\n"};
+}
+
+stream::read_op stream::read_until(std::string_view delimiter) {
+  return {host_, read_op::kind::until, 0, std::string{delimiter}};
+}
+
+bool stream::at_eof() const {
+  return host_->at_eof();
+}
+
+void stream::set_limit(size_t limit) {
+  host_->set_limit(limit);
+}
+
+size_t stream::limit() const {
+  return host_->limit();
+}
+
+stream::wait_op stream::write(bytes data) {
+  // After the loss the write is not made (a transport would count it as
+  // dropped); the drain reports the loss.
+  caf::error err;
+  if (!host_->lost())
+    err = host_->handle().write(std::move(data));
+  return {host_, wait_op::kind::drain, std::move(err)};
+}
+
+stream::wait_op stream::write(std::string_view text) {
+  return write(to_bytes(text));
+}
+
+stream::wait_op stream::drain() {
+  return {host_, wait_op::kind::drain};
+}
+
+caf::error stream::write_eof() {
+  return host_->handle().write_eof();
+}
+
+bool stream::can_write_eof() const {
+  return host_->handle().can_write_eof();
+}
+
+void stream::close() {
+  host_->handle().close();
+}
+
+void stream::abort() {
+  host_->handle().abort();
+}
+
+bool stream::is_closing() const {
+  return host_->handle().is_closing();
+}
+
+stream::wait_op stream::wait_closed() {
+  return {host_, wait_op::kind::closed};
+}
+
+std::optional<caf::config_value>
+stream::get_extra_info(std::string_view name) const {
+  return host_->handle().get_extra_info(name);
+}
+
+transport& stream::get_transport() const {
+  return host_->handle();
+}
+
+caf::actor stream::self() const {
+  return host_->actor();
+}
+
+stream::wait_op sleep_for(stream::clock_type::duration delay) {
+  auto now = stream::clock_type::now();
+  auto until = delay > stream::clock_type::time_point::max() - now
+                 ? stream::clock_type::time_point::max()
+                 : now + delay;
+  return {detail::coro_stream::current(), stream::wait_op::kind::sleep, {},
+          until};
+}
+
+stream::request_op request(caf::actor dest, caf::message msg) {
+  return {std::move(dest), std::move(msg)};
+}
+
+} // namespace tact

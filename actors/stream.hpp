@@ -1,0 +1,291 @@
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <caf/actor.hpp>
+#include <caf/config_value.hpp>
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <caf/message.hpp>
+
+#include "tact/actors/fwd.hpp"
+#include "tact/actors/task.hpp"
+#include "tact/export.hpp"
+#include "tact/runtime/bytes.hpp"
+#include "tact/runtime/fwd.hpp"
+
+namespace tact {
+
+class stream;
+
+namespace detail {
+
+class coro_stream;
+
+/// One thing a coroutine protocol waits for: an operation of its stream, a
+/// timer, an answer. Holds the outcome until the coroutine resumes; lives
+/// in the coroutine's frame while it waits.
+class TACT_EXPORT coro_wait {
+public:
+  using clock_type = std::chrono::steady_clock;
+
+  coro_wait() = default;
+  explicit coro_wait(coro_stream* host) : host_(host) {
+  }
+  coro_wait(coro_wait&&) = default;
+  coro_wait& operator=(coro_wait&&) = default;
+  virtual ~coro_wait();
+
+  /// Waits, unless the outcome is already there.
+  bool await_suspend(std::coroutine_handle<> waiting);
+
+  /// When the wait gives up with `errc::timed_out` (a sleep ends then);
+  /// the earlier of two deadlines holds.
+  void set_deadline(clock_type::time_point when) noexcept {
+    if (when < deadline_)
+      deadline_ = when;
+  }
+
+  /// Completes the wait if what it waits for is there: true if it did.
+  virtual bool poll() = 0;
+
+  /// Ends the wait without what it waits for: `errc::timed_out` at its
+  /// deadline, `errc::not_supported` outside a coroutine protocol.
+  virtual void finish(caf::error reason) = 0;
+
+  /// Called once the wait is registered with its host.
+  virtual void on_suspend() {
+    // nop
+  }
+
+protected:
+  coro_stream* host_ = nullptr;
+  clock_type::time_point deadline_ = clock_type::time_point::max();
+
+  friend class coro_stream;
+};
+
+/// Makes the class protocol that runs `body` for one connection.
+TACT_EXPORT std::unique_ptr<base_protocol>
+make_coroutine_protocol(std::function<task<>(stream)> body);
+
+} // namespace detail
+
+/// A connection as a coroutine sees it: asyncio's `StreamReader` and
+/// `StreamWriter` in one handle.
+///
+/// A protocol factory may be a callable that takes a `stream` and returns
+/// a `task<>`; tact then runs that coroutine for each connection, in the
+/// connection's protocol actor, on the loop that owns its transport:
+///
+///     rt.listen([](tact::stream s) -> tact::task<> {
+///       while (auto line = co_await s.read_line()) {
+///         if (line->empty())
+///           break;                       // EOF
+///         co_await s.write(std::move(*line));
+///       }
+///     }, "127.0.0.1", 7000);
+///
+/// While the coroutine waits, the actor goes on handling messages: bytes
+/// from the peer are kept in the stream's buffer, within the connection's
+/// read credit (past it the transport stops reading until the coroutine
+/// reads). When the coroutine returns, the connection is closed (its buffer
+/// flushed first); if it throws, the connection is aborted with
+/// `errc::protocol_failed`.
+///
+/// The coroutine outlives its connection until it returns, as an asyncio
+/// task outlives its streams: once the connection is lost, the stream's
+/// operations end at once (reads give what was buffered, then the end;
+/// writes and `drain` the loss's error), while sleeps and requests still
+/// work. Stopping the runtime destroys every coroutine that is still
+/// waiting, running the destructors of its locals.
+///
+/// Errors come back as values: read operations give `caf::expected<bytes>`,
+/// the others `caf::error`. Bytes that arrived before a connection was lost
+/// are read before its error. Any operation may be bounded in time with
+/// `tact::wait_for`. Awaiting needs the connection's coroutine: a stream is
+/// used from its own coroutine only, one operation at a time.
+class TACT_EXPORT stream {
+public:
+  using clock_type = std::chrono::steady_clock;
+
+  /// The awaitable of a read: `caf::expected<bytes>`.
+  class TACT_EXPORT read_op : public detail::coro_wait {
+  public:
+    enum class kind : unsigned char { some, exactly, until, line };
+
+    read_op(detail::coro_stream* host, kind k, size_t n, std::string delim);
+
+    [[nodiscard]] bool await_ready() { return poll(); }
+
+    caf::expected<bytes> await_resume() { return std::move(result_); }
+
+    bool poll() override;
+    void finish(caf::error reason) override;
+
+  private:
+    kind kind_;
+    size_t n_;
+    std::string delim_;
+    // read_exactly: what it took so far, giving its credit back.
+    bytes taken_;
+    // read_until, read_line: bytes known to hold no delimiter.
+    size_t scanned_ = 0;
+    caf::expected<bytes> result_{bytes{}};
+  };
+
+  /// The awaitable of a write, `drain`, `wait_closed` or a sleep:
+  /// `caf::error` (empty for success).
+  class TACT_EXPORT wait_op : public detail::coro_wait {
+  public:
+    enum class kind : unsigned char { drain, closed, sleep };
+
+    wait_op(detail::coro_stream* host, kind k, caf::error early = {},
+            clock_type::time_point until = {});
+
+    [[nodiscard]] bool await_ready();
+
+    caf::error await_resume() { return std::move(result_); }
+
+    bool poll() override;
+    void finish(caf::error reason) override;
+
+  private:
+    kind kind_;
+    caf::error result_;
+    bool done_ = false;
+    // A sleep's end (a deadline from wait_for may come earlier).
+    clock_type::time_point until_;
+  };
+
+  /// The awaitable of `tact::request`: `caf::expected<caf::message>`.
+  class TACT_EXPORT request_op : public detail::coro_wait {
+  public:
+    request_op(caf::actor dest, caf::message msg);
+
+    [[nodiscard]] bool await_ready() const noexcept { return false; }
+
+    caf::expected<caf::message> await_resume() { return std::move(result_); }
+
+    bool poll() override { return done_; }
+    void finish(caf::error reason) override;
+    void on_suspend() override;
+
+  private:
+    caf::actor dest_;
+    caf::message msg_;
+    caf::expected<caf::message> result_{caf::message{}};
+    bool done_ = false;
+  };
+
+  /// The largest line or delimited frame `read_line` and `read_until`
+  /// accept, without its delimiter (asyncio's `limit`, 64 KiB).
+  static constexpr size_t default_limit = 64 * 1024;
+
+  explicit stream(detail::coro_stream* host) noexcept : host_(host) {
+  }
+
+  // -- reading (asyncio's StreamReader) ---------------------------------------
+
+  /// Up to `n` bytes: what is buffered, or the next bytes to arrive; empty
+  /// at EOF (and for `n == 0`). After a reset, the bytes that came before
+  /// it, then the error.
+  read_op read(size_t n = default_limit);
+
+  /// Exactly `n` bytes. `errc::incomplete_frame` if the stream ends first;
+  /// what did come stays readable.
+  read_op read_exactly(size_t n);
+
+  /// Up to and including the next `\n`; at EOF what is left (possibly
+  /// without `\n`), then empty. A line longer than the limit is
+  /// `errc::frame_too_large`, and is dropped as asyncio drops it (up to
+  /// its `\n` if that is buffered, else what is buffered).
+  read_op read_line();
+
+  /// Up to and including the next `delimiter` (asyncio's `readuntil`).
+  /// `errc::incomplete_frame` if the stream ends first,
+  /// `errc::frame_too_large` if more than the limit comes without one;
+  /// either way the bytes stay buffered.
+  read_op read_until(std::string_view delimiter);
+
+  /// Whether the peer's EOF came and every byte before it was read.
+  [[nodiscard]] bool at_eof() const;
+
+  /// The limit of `read_line` and `read_until`; at most the connection's
+  /// read credit (a larger value is lowered to it).
+  void set_limit(size_t limit);
+  [[nodiscard]] size_t limit() const;
+
+  // -- writing (asyncio's StreamWriter) ---------------------------------------
+
+  /// Queues `data` at once (asyncio's `write`); awaiting the result waits
+  /// while the transport is paused (asyncio's `drain`). Errors as
+  /// `transport::write`, or the connection's loss.
+  wait_op write(bytes data);
+  wait_op write(std::string_view text);
+
+  /// Waits while the transport's write buffer is over its high watermark;
+  /// the loss's error (`errc::closed` for a clean one) once it is lost.
+  wait_op drain();
+
+  /// Sends EOF once the buffer has drained (TCP, Unix, write pipes).
+  caf::error write_eof();
+  [[nodiscard]] bool can_write_eof() const;
+
+  /// Closes the connection after flushing its buffer.
+  void close();
+
+  /// Closes the connection at once, dropping the buffer.
+  void abort();
+
+  /// Whether the connection is closing or lost.
+  [[nodiscard]] bool is_closing() const;
+
+  /// Waits until the connection is lost; its error, empty for a clean end.
+  wait_op wait_closed();
+
+  /// As `transport::get_extra_info`.
+  [[nodiscard]] std::optional<caf::config_value>
+  get_extra_info(std::string_view name) const;
+
+  /// The transport underneath (asyncio's `writer.transport`).
+  [[nodiscard]] transport& get_transport() const;
+
+  /// The protocol actor running this coroutine: a handle for other actors.
+  [[nodiscard]] caf::actor self() const;
+
+private:
+  detail::coro_stream* host_;
+};
+
+/// asyncio's `sleep`: resumes the coroutine after `delay`. Await it from a
+/// connection's coroutine; elsewhere it ends at once with
+/// `errc::not_supported`.
+TACT_EXPORT stream::wait_op sleep_for(stream::clock_type::duration delay);
+
+/// Sends `msg` to `dest` as a request and waits for its answer (an error
+/// answer becomes the error). Bound it with `tact::wait_for`.
+TACT_EXPORT stream::request_op request(caf::actor dest, caf::message msg);
+
+/// asyncio's `wait_for`: the operation `op` (a stream operation, a sleep,
+/// a request), ending with `errc::timed_out` if it has not completed
+/// within `timeout`. A read that times out takes nothing.
+template <class Op,
+          class = std::enable_if_t<
+            std::is_base_of_v<detail::coro_wait, std::decay_t<Op>>>>
+std::decay_t<Op> wait_for(Op&& op, stream::clock_type::duration timeout) {
+  auto now = stream::clock_type::now();
+  op.set_deadline(timeout > stream::clock_type::time_point::max() - now
+                    ? stream::clock_type::time_point::max()
+                    : now + timeout);
+  return std::forward<Op>(op);
+}
+
+} // namespace tact
