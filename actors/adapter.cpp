@@ -385,7 +385,7 @@ private:
           child_->pipe_data_received(d.fd, std::move(d.data));
         });
       // The credit belongs to the pipe's own transport.
-      if (handle_)
+      if (handle_ && !owns_credit_)
         handle_.get_pipe_transport(d.fd).consumed(n);
     } else if (detail::is<pipe_connection_lost>(msg)) {
       auto& d = msg.get_as<pipe_connection_lost>(0);

@@ -19,67 +19,27 @@
 
 namespace tact::detail {
 
-// The class protocol of a coroutine: the stream's buffer and state, and the
-// one wait its coroutine may have at a time. Runs on the connection's loop
-// only; the adapter never calls it while it runs.
-class coro_stream final : public protocol {
+// Bytes a coroutine reads (a connection's, a child's stdout or stderr),
+// and how they ended. The read credit of the bytes goes back to the
+// transport that delivered them as they leave the buffer.
+class coro_source {
 public:
-  explicit coro_stream(std::function<task<>(stream)> body)
-    : body_(std::move(body)) {
-    detail_access::own_read_credit(*this);
+  explicit coro_source(transport* credit_to) : credit_to_(credit_to) {
+    // nop
   }
 
-  // The frame goes before the closure it may refer to, and before the
-  // buffer and handle its operations use.
-  ~coro_stream() override {
-    pending_ = nullptr;
-    waiting_ = {};
-    root_ = task<>{};
+  void append(bytes data) {
+    if (available() == 0) {
+      buf_ = std::move(data);
+      off_ = 0;
+      return;
+    }
+    if (off_ > 0 && off_ >= buf_.size() / 2) {
+      buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(off_));
+      off_ = 0;
+    }
+    buf_.insert(buf_.end(), data.begin(), data.end());
   }
-
-  // The coroutine that runs now on this thread, if any.
-  static coro_stream* current() noexcept { return current_; }
-
-  // -- the protocol's callbacks --------------------------------------------
-
-  void connection_made(transport& t) override {
-    handle_ = t;
-    if (auto* st = handle_.state())
-      credit_ = st->read_credit;
-    limit_ = std::min(limit_, credit_);
-    root_ = body_(stream{this});
-    detail_access::set_lingering(*this, true);
-    run(root_.handle());
-  }
-
-  void data_received(bytes data) override {
-    append(std::move(data));
-    poke();
-  }
-
-  bool eof_received() override {
-    eof_ = true;
-    poke();
-    // The coroutine decides when its side ends (asyncio's streams do).
-    return true;
-  }
-
-  void pause_writing() override { paused_ = true; }
-
-  void resume_writing() override {
-    paused_ = false;
-    poke();
-  }
-
-  void connection_lost(const caf::error& reason) override {
-    lost_ = true;
-    reason_ = reason;
-    paused_ = false;
-    poke();
-    // The coroutine goes on until it returns (the adapter lingers).
-  }
-
-  // -- the buffer ---------------------------------------------------------
 
   [[nodiscard]] size_t available() const noexcept {
     return buf_.size() - off_;
@@ -104,7 +64,7 @@ public:
         off_ = 0;
       }
     }
-    handle_.consumed(n);
+    credit_to_->consumed(n);
     return result;
   }
 
@@ -114,7 +74,7 @@ public:
       buf_.clear();
       off_ = 0;
     }
-    handle_.consumed(n);
+    credit_to_->consumed(n);
   }
 
   // Puts bytes a read took back in front (a read_exactly that ended
@@ -128,15 +88,33 @@ public:
     off_ = 0;
   }
 
-  // -- state the operations read -------------------------------------------
+  // The end: EOF (no reason) or a loss with its reason. The first counts.
+  void end(const caf::error& reason) {
+    if (ended())
+      return;
+    if (reason)
+      lost_ = true;
+    else
+      eof_ = true;
+    reason_ = reason;
+  }
 
+  // After an EOF, a connection may still be lost (a clean end then).
   [[nodiscard]] bool ended() const noexcept { return eof_ || lost_; }
 
   // What a read that finds nothing after the end reports: the loss's error,
   // or none after an EOF or a clean close.
   [[nodiscard]] const caf::error& end_error() const noexcept {
-    static const caf::error none;
-    return eof_ ? none : reason_;
+    return reason_;
+  }
+
+  [[nodiscard]] bool at_eof() const noexcept {
+    return available() == 0 && ended();
+  }
+
+  void set_credit(size_t n) noexcept {
+    credit_ = n;
+    limit_ = std::min(limit_, credit_);
   }
 
   [[nodiscard]] size_t credit() const noexcept { return credit_; }
@@ -146,9 +124,79 @@ public:
     limit_ = std::max<size_t>(1, std::min(n, credit_));
   }
 
-  [[nodiscard]] bool at_eof() const noexcept {
-    return available() == 0 && ended();
+private:
+  transport* credit_to_;
+  bytes buf_;
+  size_t off_ = 0;
+  size_t credit_ = 256 * 1024;
+  size_t limit_ = reader::default_limit;
+  caf::error reason_;
+  bool eof_ = false;
+  bool lost_ = false;
+};
+
+// The class protocol of a coroutine: its stream's source and state, and
+// the one wait its coroutine may have at a time. Runs on the connection's
+// loop only; the adapter never calls it while it runs.
+class coro_stream final : public protocol {
+public:
+  explicit coro_stream(std::function<task<>(stream)> body)
+    : body_(std::move(body)),
+      in_(&handle_) {
+    detail_access::own_read_credit(*this);
   }
+
+  // The frame goes before the closure it may refer to, and before the
+  // source and handle its operations use.
+  ~coro_stream() override {
+    pending_ = nullptr;
+    waiting_ = {};
+    root_ = task<>{};
+  }
+
+  // The coroutine that runs now on this thread, if any.
+  static coro_stream* current() noexcept { return current_; }
+
+  // -- the protocol's callbacks --------------------------------------------
+
+  void connection_made(transport& t) override {
+    handle_ = t;
+    if (auto* st = handle_.state())
+      in_.set_credit(st->read_credit);
+    root_ = body_(stream{this, &in_});
+    detail_access::set_lingering(*this, true);
+    run(root_.handle());
+  }
+
+  void data_received(bytes data) override {
+    in_.append(std::move(data));
+    poke();
+  }
+
+  bool eof_received() override {
+    in_.end({});
+    poke();
+    // The coroutine decides when its side ends (asyncio's streams do).
+    return true;
+  }
+
+  void pause_writing() override { paused_ = true; }
+
+  void resume_writing() override {
+    paused_ = false;
+    poke();
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    lost_ = true;
+    reason_ = reason;
+    paused_ = false;
+    in_.end(reason);
+    poke();
+    // The coroutine goes on until it returns (the adapter lingers).
+  }
+
+  // -- state the operations read -------------------------------------------
 
   // drain: whether the coroutine may go on writing; sends a barrier when
   // the buffer looks full and no pause_writing has come (yet).
@@ -202,19 +250,6 @@ public:
 private:
   enum class barrier : unsigned char { none, pending, answered };
 
-  void append(bytes data) {
-    if (available() == 0) {
-      buf_ = std::move(data);
-      off_ = 0;
-      return;
-    }
-    if (off_ > 0 && off_ >= buf_.size() / 2) {
-      buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(off_));
-      off_ = 0;
-    }
-    buf_.insert(buf_.end(), data.begin(), data.end());
-  }
-
   // A request the transport answers in its mailbox's order: once the answer
   // is here, a pause_writing sent before it is here too.
   void send_barrier() {
@@ -263,19 +298,102 @@ private:
   std::function<task<>(stream)> body_;
   task<> root_;
   transport handle_;
-  bytes buf_;
-  size_t off_ = 0;
-  size_t credit_ = 256 * 1024;
-  size_t limit_ = stream::default_limit;
+  coro_source in_;
   caf::error reason_;
   coro_wait* pending_ = nullptr;
   std::coroutine_handle<> waiting_;
   timer_handle deadline_;
   barrier barrier_ = barrier::none;
-  bool eof_ = false;
   bool lost_ = false;
   bool paused_ = false;
   bool finished_ = false;
+};
+
+// A child started from a coroutine: what its protocol (a forwarder in the
+// child's own adapter) passes on to the coroutine's actor. Touched only
+// there, by deferred calls.
+class coro_process {
+public:
+  explicit coro_process(coro_stream* owner)
+    : host(owner), out(&pipes[1]), err(&pipes[2]) {
+    // nop
+  }
+
+  coro_source& source(int fd) { return fd == 2 ? err : out; }
+
+  void made(transport t) {
+    if (handle)
+      return;
+    handle = std::move(t);
+    for (int fd = 0; fd < 3; ++fd)
+      pipes[fd] = handle.get_pipe_transport(fd);
+    for (int fd = 1; fd < 3; ++fd) {
+      if (auto* st = pipes[fd].state())
+        source(fd).set_credit(st->read_credit);
+      else if (!pipes[fd])
+        source(fd).end({}); // no pipe: nothing to read
+    }
+  }
+
+  coro_stream* host;
+  coro_source out;
+  coro_source err;
+  transport handle;
+  transport pipes[3];
+  bool exited = false;
+  bool lost = false;
+};
+
+// The protocol of a child started from a coroutine: passes every event on
+// to the coroutine's actor, where the process state lives. The read credit
+// goes back from there, as the coroutine reads.
+class process_forwarder final : public subprocess_protocol {
+public:
+  process_forwarder(std::shared_ptr<coro_process> state, caf::actor owner)
+    : state_(std::move(state)), owner_(std::move(owner)) {
+    detail_access::own_read_credit(*this);
+  }
+
+  void connection_made(transport& t) override {
+    post([t](coro_process& st) { st.made(t); });
+  }
+
+  void pipe_data_received(int fd, bytes data) override {
+    post([fd, data = std::move(data)](coro_process& st) mutable {
+      st.source(fd).append(std::move(data));
+    });
+  }
+
+  void pipe_connection_lost(int fd, const caf::error& reason) override {
+    if (fd == 0)
+      return;
+    post([fd, reason](coro_process& st) { st.source(fd).end(reason); });
+  }
+
+  void process_exited() override {
+    post([](coro_process& st) { st.exited = true; });
+  }
+
+  void connection_lost(const caf::error& reason) override {
+    post([reason](coro_process& st) {
+      st.lost = true;
+      st.exited = true;
+      st.out.end(reason);
+      st.err.end(reason);
+    });
+  }
+
+private:
+  template <class F>
+  void post(F fn) {
+    call_soon_threadsafe(owner_, [st = state_, fn = std::move(fn)]() mutable {
+      fn(*st);
+      st->host->poke();
+    });
+  }
+
+  std::shared_ptr<coro_process> state_;
+  caf::actor owner_;
 };
 
 thread_local coro_stream* coro_stream::current_ = nullptr;
@@ -303,14 +421,14 @@ namespace tact {
 
 // -- read_op -------------------------------------------------------------------
 
-stream::read_op::read_op(detail::coro_stream* host, kind k, size_t n,
-                         std::string delim)
-  : coro_wait(host), kind_(k), n_(n), delim_(std::move(delim)) {
+reader::read_op::read_op(detail::coro_stream* host, detail::coro_source* src,
+                         kind k, size_t n, std::string delim)
+  : coro_wait(host), src_(src), kind_(k), n_(n), delim_(std::move(delim)) {
   // nop
 }
 
-bool stream::read_op::poll() {
-  auto& h = *host_;
+bool reader::read_op::poll() {
+  auto& h = *src_;
   auto avail = h.available();
   switch (kind_) {
     case kind::some:
@@ -341,6 +459,7 @@ bool stream::read_op::poll() {
       }
       if (h.ended()) {
         h.put_back(std::move(taken_));
+        taken_.clear();
         if (auto& err = h.end_error())
           result_ = err;
         else
@@ -398,25 +517,26 @@ bool stream::read_op::poll() {
   return false;
 }
 
-void stream::read_op::finish(caf::error reason) {
+void reader::read_op::finish(caf::error reason) {
   // A read that gives up takes nothing.
   if (!taken_.empty())
-    host_->put_back(std::move(taken_));
+    src_->put_back(std::move(taken_));
   taken_.clear();
   result_ = std::move(reason);
 }
 
 // -- wait_op -------------------------------------------------------------------
 
-stream::wait_op::wait_op(detail::coro_stream* host, kind k, caf::error early,
-                         clock_type::time_point until)
-  : coro_wait(host), kind_(k), result_(std::move(early)), until_(until) {
+wait_op::wait_op(detail::coro_stream* host, kind k, caf::error early,
+                 clock_type::time_point until, detail::coro_process* proc)
+  : coro_wait(host), kind_(k), result_(std::move(early)), until_(until),
+    proc_(proc) {
   done_ = static_cast<bool>(result_);
   if (k == kind::sleep)
     set_deadline(until);
 }
 
-bool stream::wait_op::await_ready() {
+bool wait_op::await_ready() {
   if (done_)
     return true;
   if (host_ == nullptr || kind_ == kind::sleep)
@@ -424,7 +544,7 @@ bool stream::wait_op::await_ready() {
   return poll();
 }
 
-bool stream::wait_op::poll() {
+bool wait_op::poll() {
   switch (kind_) {
     case kind::drain:
       return host_->may_write(result_);
@@ -435,11 +555,13 @@ bool stream::wait_op::poll() {
       return true;
     case kind::sleep:
       return false;
+    case kind::exited:
+      return proc_->exited;
   }
   return false;
 }
 
-void stream::wait_op::finish(caf::error reason) {
+void wait_op::finish(caf::error reason) {
   done_ = true;
   if (kind_ == kind::sleep && host_ != nullptr
       && clock_type::now() >= until_)
@@ -449,13 +571,13 @@ void stream::wait_op::finish(caf::error reason) {
 
 // -- request_op ----------------------------------------------------------------
 
-stream::request_op::request_op(caf::actor dest, caf::message msg)
+request_op::request_op(caf::actor dest, caf::message msg)
   : coro_wait(detail::coro_stream::current()), dest_(std::move(dest)),
     msg_(std::move(msg)) {
   // nop
 }
 
-void stream::request_op::on_suspend() {
+void request_op::on_suspend() {
   // The adapter times the request out itself, so that no answer can come
   // to a wait that has gone.
   auto timeout = clock_type::duration::max();
@@ -477,42 +599,42 @@ void stream::request_op::on_suspend() {
     });
 }
 
-void stream::request_op::finish(caf::error reason) {
+void request_op::finish(caf::error reason) {
   result_ = std::move(reason);
   done_ = true;
 }
 
-// -- stream --------------------------------------------------------------------
+// -- reader and stream ---------------------------------------------------------
 
-stream::read_op stream::read(size_t n) {
-  return {host_, read_op::kind::some, n, {}};
+reader::read_op reader::read(size_t n) {
+  return {host_, src_, read_op::kind::some, n, {}};
 }
 
-stream::read_op stream::read_exactly(size_t n) {
-  return {host_, read_op::kind::exactly, n, {}};
+reader::read_op reader::read_exactly(size_t n) {
+  return {host_, src_, read_op::kind::exactly, n, {}};
 }
 
-stream::read_op stream::read_line() {
-  return {host_, read_op::kind::line, 0, "\n"};
+reader::read_op reader::read_line() {
+  return {host_, src_, read_op::kind::line, 0, "\n"};
 }
 
-stream::read_op stream::read_until(std::string_view delimiter) {
-  return {host_, read_op::kind::until, 0, std::string{delimiter}};
+reader::read_op reader::read_until(std::string_view delimiter) {
+  return {host_, src_, read_op::kind::until, 0, std::string{delimiter}};
 }
 
-bool stream::at_eof() const {
-  return host_->at_eof();
+bool reader::at_eof() const {
+  return src_->at_eof();
 }
 
-void stream::set_limit(size_t limit) {
-  host_->set_limit(limit);
+void reader::set_limit(size_t limit) {
+  src_->set_limit(limit);
 }
 
-size_t stream::limit() const {
-  return host_->limit();
+size_t reader::limit() const {
+  return src_->limit();
 }
 
-stream::wait_op stream::write(bytes data) {
+wait_op stream::write(bytes data) {
   // After the loss the write is not made (a transport would count it as
   // dropped); the drain reports the loss.
   caf::error err;
@@ -521,11 +643,11 @@ stream::wait_op stream::write(bytes data) {
   return {host_, wait_op::kind::drain, std::move(err)};
 }
 
-stream::wait_op stream::write(std::string_view text) {
+wait_op stream::write(std::string_view text) {
   return write(to_bytes(text));
 }
 
-stream::wait_op stream::drain() {
+wait_op stream::drain() {
   return {host_, wait_op::kind::drain};
 }
 
@@ -549,7 +671,7 @@ bool stream::is_closing() const {
   return host_->handle().is_closing();
 }
 
-stream::wait_op stream::wait_closed() {
+wait_op stream::wait_closed() {
   return {host_, wait_op::kind::closed};
 }
 
@@ -566,16 +688,153 @@ caf::actor stream::self() const {
   return host_->actor();
 }
 
-stream::wait_op sleep_for(stream::clock_type::duration delay) {
-  auto now = stream::clock_type::now();
-  auto until = delay > stream::clock_type::time_point::max() - now
-                 ? stream::clock_type::time_point::max()
-                 : now + delay;
-  return {detail::coro_stream::current(), stream::wait_op::kind::sleep, {},
-          until};
+// -- process -------------------------------------------------------------------
+
+process::process(std::shared_ptr<detail::coro_process> state) noexcept
+  : state_(std::move(state)) {
+  // nop
 }
 
-stream::request_op request(caf::actor dest, caf::message msg) {
+reader process::out() const {
+  return {state_->host, &state_->out};
+}
+
+reader process::err() const {
+  return {state_->host, &state_->err};
+}
+
+caf::error process::write(bytes data) {
+  auto& in = state_->pipes[0];
+  if (!in)
+    return make_error(errc::not_connected, "the child's stdin is no pipe");
+  return in.write(std::move(data));
+}
+
+caf::error process::write(std::string_view text) {
+  return write(to_bytes(text));
+}
+
+caf::error process::close_stdin() {
+  auto& in = state_->pipes[0];
+  if (!in)
+    return make_error(errc::not_connected, "the child's stdin is no pipe");
+  in.close();
+  return {};
+}
+
+wait_op process::wait() {
+  return {state_->host, wait_op::kind::exited, {}, {}, state_.get()};
+}
+
+std::optional<int> process::returncode() const {
+  return state_->handle.get_returncode();
+}
+
+int process::pid() const {
+  return state_->handle.get_pid();
+}
+
+transport& process::get_transport() const {
+  return state_->handle;
+}
+
+// What a start under way and its awaiter share: the awaiter while it
+// waits, and what the start gave.
+struct process_op::slot {
+  process_op* op = nullptr;
+  std::shared_ptr<detail::coro_process> state;
+};
+
+process_op::process_op(starter start)
+  : coro_wait(detail::coro_stream::current()), start_(std::move(start)),
+    slot_(std::make_shared<slot>()) {
+  slot_->op = this;
+}
+
+process_op::process_op(process_op&& other) noexcept
+  : coro_wait(std::move(other)), start_(std::move(other.start_)),
+    slot_(std::move(other.slot_)), error_(std::move(other.error_)),
+    done_(other.done_) {
+  if (slot_)
+    slot_->op = this;
+}
+
+process_op& process_op::operator=(process_op&& other) noexcept {
+  if (this != &other) {
+    if (slot_)
+      slot_->op = nullptr;
+    coro_wait::operator=(std::move(other));
+    start_ = std::move(other.start_);
+    slot_ = std::move(other.slot_);
+    error_ = std::move(other.error_);
+    done_ = other.done_;
+    if (slot_)
+      slot_->op = this;
+  }
+  return *this;
+}
+
+process_op::~process_op() {
+  if (slot_)
+    slot_->op = nullptr;
+}
+
+void process_op::on_suspend() {
+  auto owner = host_->actor();
+  auto st = std::make_shared<detail::coro_process>(host_);
+  slot_->state = st;
+  protocol_factory factory{[st, owner] {
+    return std::make_unique<detail::process_forwarder>(st, owner);
+  }};
+  // The answer comes on the loop, maybe to another actor: it goes on to
+  // the coroutine's. A child nobody waits for any more (the wait timed
+  // out, the coroutine is gone) is killed.
+  auto on_done = [s = slot_, owner](caf::expected<transport> result) {
+    call_soon_threadsafe(owner, [s, result]() mutable {
+      auto* op = s->op;
+      if (op == nullptr) {
+        if (result)
+          result->abort();
+        return;
+      }
+      if (result)
+        s->state->made(*result);
+      else
+        op->error_ = result.error();
+      op->done_ = true;
+      op->host_->poke();
+    });
+  };
+  start_(std::move(factory), std::move(on_done));
+}
+
+bool process_op::poll() {
+  return done_;
+}
+
+void process_op::finish(caf::error reason) {
+  error_ = std::move(reason);
+  done_ = true;
+  if (slot_)
+    slot_->op = nullptr;
+}
+
+caf::expected<process> process_op::await_resume() {
+  if (error_)
+    return std::move(error_);
+  return process{slot_->state};
+}
+
+wait_op sleep_for(detail::coro_wait::clock_type::duration delay) {
+  using clock = detail::coro_wait::clock_type;
+  auto now = clock::now();
+  auto until = delay > clock::time_point::max() - now
+                 ? clock::time_point::max()
+                 : now + delay;
+  return {detail::coro_stream::current(), wait_op::kind::sleep, {}, until};
+}
+
+request_op request(caf::actor dest, caf::message msg) {
   return {std::move(dest), std::move(msg)};
 }
 

@@ -28,6 +28,8 @@ class stream;
 namespace detail {
 
 class coro_stream;
+class coro_source;
+class coro_process;
 
 /// One thing a coroutine protocol waits for: an operation of its stream, a
 /// timer, an answer. Holds the outcome until the coroutine resumes; lives
@@ -70,6 +72,8 @@ protected:
   clock_type::time_point deadline_ = clock_type::time_point::max();
 
   friend class coro_stream;
+class coro_source;
+class coro_process;
 };
 
 /// Makes the class protocol that runs `body` for one connection.
@@ -77,6 +81,126 @@ TACT_EXPORT std::unique_ptr<base_protocol>
 make_coroutine_protocol(std::function<task<>(stream)> body);
 
 } // namespace detail
+
+/// The reading half of a coroutine's stream, or a child process's output:
+/// asyncio's `StreamReader`. Its operations are awaited from the coroutine
+/// that owns it, one at a time.
+class TACT_EXPORT reader {
+public:
+  /// The awaitable of a read: `caf::expected<bytes>`.
+  class TACT_EXPORT read_op : public detail::coro_wait {
+  public:
+    enum class kind : unsigned char { some, exactly, until, line };
+
+    read_op(detail::coro_stream* host, detail::coro_source* src, kind k,
+            size_t n, std::string delim);
+
+    [[nodiscard]] bool await_ready() { return poll(); }
+
+    caf::expected<bytes> await_resume() { return std::move(result_); }
+
+    bool poll() override;
+    void finish(caf::error reason) override;
+
+  private:
+    detail::coro_source* src_;
+    kind kind_;
+    size_t n_;
+    std::string delim_;
+    // read_exactly: what it took so far, giving its credit back.
+    bytes taken_;
+    // read_until, read_line: bytes known to hold no delimiter.
+    size_t scanned_ = 0;
+    caf::expected<bytes> result_{bytes{}};
+  };
+
+  /// The largest line or delimited frame `read_line` and `read_until`
+  /// accept, without its delimiter (asyncio's `limit`, 64 KiB).
+  static constexpr size_t default_limit = 64 * 1024;
+
+  reader(detail::coro_stream* host, detail::coro_source* src) noexcept
+    : host_(host), src_(src) {
+  }
+
+  /// Up to `n` bytes: what is buffered, or the next bytes to arrive; empty
+  /// at EOF (and for `n == 0`). After a reset, the bytes that came before
+  /// it, then the error.
+  read_op read(size_t n = default_limit);
+
+  /// Exactly `n` bytes. `errc::incomplete_frame` if the stream ends first;
+  /// what did come stays readable.
+  read_op read_exactly(size_t n);
+
+  /// Up to and including the next `\n`; at EOF what is left (possibly
+  /// without `\n`), then empty. A line longer than the limit is
+  /// `errc::frame_too_large`, and is dropped as asyncio drops it (up to
+  /// its `\n` if that is buffered, else what is buffered).
+  read_op read_line();
+
+  /// Up to and including the next `delimiter` (asyncio's `readuntil`).
+  /// `errc::incomplete_frame` if the stream ends first,
+  /// `errc::frame_too_large` if more than the limit comes without one;
+  /// either way the bytes stay buffered.
+  read_op read_until(std::string_view delimiter);
+
+  /// Whether the end came and every byte before it was read.
+  [[nodiscard]] bool at_eof() const;
+
+  /// The limit of `read_line` and `read_until`; at most the read credit
+  /// (a larger value is lowered to it).
+  void set_limit(size_t limit);
+  [[nodiscard]] size_t limit() const;
+
+protected:
+  detail::coro_stream* host_;
+  detail::coro_source* src_;
+};
+
+/// The awaitable of a write, `drain`, `wait_closed`, a sleep, or a child's
+/// exit: `caf::error` (empty for success).
+class TACT_EXPORT wait_op : public detail::coro_wait {
+public:
+  enum class kind : unsigned char { drain, closed, sleep, exited };
+
+  wait_op(detail::coro_stream* host, kind k, caf::error early = {},
+          clock_type::time_point until = {},
+          detail::coro_process* proc = nullptr);
+
+  [[nodiscard]] bool await_ready();
+
+  caf::error await_resume() { return std::move(result_); }
+
+  bool poll() override;
+  void finish(caf::error reason) override;
+
+private:
+  kind kind_;
+  caf::error result_;
+  bool done_ = false;
+  // A sleep's end (a deadline from wait_for may come earlier).
+  clock_type::time_point until_;
+  detail::coro_process* proc_;
+};
+
+/// The awaitable of `tact::request`: `caf::expected<caf::message>`.
+class TACT_EXPORT request_op : public detail::coro_wait {
+public:
+  request_op(caf::actor dest, caf::message msg);
+
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+
+  caf::expected<caf::message> await_resume() { return std::move(result_); }
+
+  bool poll() override { return done_; }
+  void finish(caf::error reason) override;
+  void on_suspend() override;
+
+private:
+  caf::actor dest_;
+  caf::message msg_;
+  caf::expected<caf::message> result_{caf::message{}};
+  bool done_ = false;
+};
 
 /// A connection as a coroutine sees it: asyncio's `StreamReader` and
 /// `StreamWriter` in one handle.
@@ -103,125 +227,23 @@ make_coroutine_protocol(std::function<task<>(stream)> body);
 /// The coroutine outlives its connection until it returns, as an asyncio
 /// task outlives its streams: once the connection is lost, the stream's
 /// operations end at once (reads give what was buffered, then the end;
-/// writes and `drain` the loss's error), while sleeps and requests still
-/// work. Stopping the runtime destroys every coroutine that is still
-/// waiting, running the destructors of its locals.
+/// writes and `drain` the loss's error), while sleeps, requests and child
+/// processes still work. Stopping the runtime destroys every coroutine that
+/// is still waiting, running the destructors of its locals.
 ///
 /// Errors come back as values: read operations give `caf::expected<bytes>`,
 /// the others `caf::error`. Bytes that arrived before a connection was lost
 /// are read before its error. Any operation may be bounded in time with
-/// `tact::wait_for`. Awaiting needs the connection's coroutine: a stream is
-/// used from its own coroutine only, one operation at a time.
-class TACT_EXPORT stream {
+/// `tact::wait_for`. A stream is used from its own coroutine only.
+class TACT_EXPORT stream : public reader {
 public:
-  using clock_type = std::chrono::steady_clock;
+  using read_op = reader::read_op;
+  using wait_op = tact::wait_op;
+  using request_op = tact::request_op;
 
-  /// The awaitable of a read: `caf::expected<bytes>`.
-  class TACT_EXPORT read_op : public detail::coro_wait {
-  public:
-    enum class kind : unsigned char { some, exactly, until, line };
-
-    read_op(detail::coro_stream* host, kind k, size_t n, std::string delim);
-
-    [[nodiscard]] bool await_ready() { return poll(); }
-
-    caf::expected<bytes> await_resume() { return std::move(result_); }
-
-    bool poll() override;
-    void finish(caf::error reason) override;
-
-  private:
-    kind kind_;
-    size_t n_;
-    std::string delim_;
-    // read_exactly: what it took so far, giving its credit back.
-    bytes taken_;
-    // read_until, read_line: bytes known to hold no delimiter.
-    size_t scanned_ = 0;
-    caf::expected<bytes> result_{bytes{}};
-  };
-
-  /// The awaitable of a write, `drain`, `wait_closed` or a sleep:
-  /// `caf::error` (empty for success).
-  class TACT_EXPORT wait_op : public detail::coro_wait {
-  public:
-    enum class kind : unsigned char { drain, closed, sleep };
-
-    wait_op(detail::coro_stream* host, kind k, caf::error early = {},
-            clock_type::time_point until = {});
-
-    [[nodiscard]] bool await_ready();
-
-    caf::error await_resume() { return std::move(result_); }
-
-    bool poll() override;
-    void finish(caf::error reason) override;
-
-  private:
-    kind kind_;
-    caf::error result_;
-    bool done_ = false;
-    // A sleep's end (a deadline from wait_for may come earlier).
-    clock_type::time_point until_;
-  };
-
-  /// The awaitable of `tact::request`: `caf::expected<caf::message>`.
-  class TACT_EXPORT request_op : public detail::coro_wait {
-  public:
-    request_op(caf::actor dest, caf::message msg);
-
-    [[nodiscard]] bool await_ready() const noexcept { return false; }
-
-    caf::expected<caf::message> await_resume() { return std::move(result_); }
-
-    bool poll() override { return done_; }
-    void finish(caf::error reason) override;
-    void on_suspend() override;
-
-  private:
-    caf::actor dest_;
-    caf::message msg_;
-    caf::expected<caf::message> result_{caf::message{}};
-    bool done_ = false;
-  };
-
-  /// The largest line or delimited frame `read_line` and `read_until`
-  /// accept, without its delimiter (asyncio's `limit`, 64 KiB).
-  static constexpr size_t default_limit = 64 * 1024;
-
-  explicit stream(detail::coro_stream* host) noexcept : host_(host) {
+  stream(detail::coro_stream* host, detail::coro_source* src) noexcept
+    : reader(host, src) {
   }
-
-  // -- reading (asyncio's StreamReader) ---------------------------------------
-
-  /// Up to `n` bytes: what is buffered, or the next bytes to arrive; empty
-  /// at EOF (and for `n == 0`). After a reset, the bytes that came before
-  /// it, then the error.
-  read_op read(size_t n = default_limit);
-
-  /// Exactly `n` bytes. `errc::incomplete_frame` if the stream ends first;
-  /// what did come stays readable.
-  read_op read_exactly(size_t n);
-
-  /// Up to and including the next `\n`; at EOF what is left (possibly
-  /// without `\n`), then empty. A line longer than the limit is
-  /// `errc::frame_too_large`, and is dropped as asyncio drops it (up to
-  /// its `\n` if that is buffered, else what is buffered).
-  read_op read_line();
-
-  /// Up to and including the next `delimiter` (asyncio's `readuntil`).
-  /// `errc::incomplete_frame` if the stream ends first,
-  /// `errc::frame_too_large` if more than the limit comes without one;
-  /// either way the bytes stay buffered.
-  read_op read_until(std::string_view delimiter);
-
-  /// Whether the peer's EOF came and every byte before it was read.
-  [[nodiscard]] bool at_eof() const;
-
-  /// The limit of `read_line` and `read_until`; at most the connection's
-  /// read credit (a larger value is lowered to it).
-  void set_limit(size_t limit);
-  [[nodiscard]] size_t limit() const;
 
   // -- writing (asyncio's StreamWriter) ---------------------------------------
 
@@ -260,30 +282,101 @@ public:
 
   /// The protocol actor running this coroutine: a handle for other actors.
   [[nodiscard]] caf::actor self() const;
+};
+
+/// A child process started from a coroutine (asyncio's `Process` from
+/// `create_subprocess_exec` with pipes): its output to read, its stdin to
+/// write, its exit to wait for. Its events reach the coroutine that started
+/// it, on that coroutine's loop; the child's pipes are read within the read
+/// credit, so a child whose output is not read blocks on its next write.
+/// Copies share the same child; use them from that coroutine only.
+class TACT_EXPORT process {
+public:
+  process() = default;
+  explicit process(std::shared_ptr<detail::coro_process> state) noexcept;
+
+  /// The child's stdout and stderr (when they are pipes; else they read
+  /// as ended).
+  [[nodiscard]] reader out() const;
+  [[nodiscard]] reader err() const;
+
+  /// Queues `data` for the child's stdin (`errc::not_connected` when it
+  /// is not a pipe).
+  caf::error write(bytes data);
+  caf::error write(std::string_view text);
+
+  /// Closes the child's stdin once what was written has gone (its EOF).
+  caf::error close_stdin();
+
+  /// Waits until the child has exited; `returncode()` then says how.
+  wait_op wait();
+
+  /// Empty while the child runs; its exit status after, or minus the
+  /// signal number that ended it (asyncio's `returncode`).
+  [[nodiscard]] std::optional<int> returncode() const;
+
+  /// The child's process id.
+  [[nodiscard]] int pid() const;
+
+  /// The subprocess transport: signals (`send_signal`, `terminate`,
+  /// `kill`), its pipes.
+  [[nodiscard]] transport& get_transport() const;
 
 private:
-  detail::coro_stream* host_;
+  std::shared_ptr<detail::coro_process> state_;
+};
+
+/// The awaitable that starts a child process from a coroutine:
+/// `caf::expected<process>` (see `runtime::create_subprocess_exec`).
+class TACT_EXPORT process_op : public detail::coro_wait {
+public:
+  /// Starts the child with the given protocol factory; `done` gets its
+  /// transport or the reason it did not start, on the loop.
+  using starter = std::function<void(
+    protocol_factory, std::function<void(caf::expected<transport>)>)>;
+
+  explicit process_op(starter start);
+  process_op(process_op&&) noexcept;
+  process_op& operator=(process_op&&) noexcept;
+  ~process_op() override;
+
+  [[nodiscard]] bool await_ready() const noexcept { return false; }
+
+  caf::expected<process> await_resume();
+
+  bool poll() override;
+  void finish(caf::error reason) override;
+  void on_suspend() override;
+
+private:
+  struct slot;
+  starter start_;
+  std::shared_ptr<slot> slot_;
+  caf::error error_;
+  bool done_ = false;
 };
 
 /// asyncio's `sleep`: resumes the coroutine after `delay`. Await it from a
 /// connection's coroutine; elsewhere it ends at once with
 /// `errc::not_supported`.
-TACT_EXPORT stream::wait_op sleep_for(stream::clock_type::duration delay);
+TACT_EXPORT wait_op sleep_for(detail::coro_wait::clock_type::duration delay);
 
 /// Sends `msg` to `dest` as a request and waits for its answer (an error
 /// answer becomes the error). Bound it with `tact::wait_for`.
-TACT_EXPORT stream::request_op request(caf::actor dest, caf::message msg);
+TACT_EXPORT request_op request(caf::actor dest, caf::message msg);
 
 /// asyncio's `wait_for`: the operation `op` (a stream operation, a sleep,
-/// a request), ending with `errc::timed_out` if it has not completed
+/// a request, a child's start or exit), ending with `errc::timed_out` if it has not completed
 /// within `timeout`. A read that times out takes nothing.
 template <class Op,
           class = std::enable_if_t<
             std::is_base_of_v<detail::coro_wait, std::decay_t<Op>>>>
-std::decay_t<Op> wait_for(Op&& op, stream::clock_type::duration timeout) {
-  auto now = stream::clock_type::now();
-  op.set_deadline(timeout > stream::clock_type::time_point::max() - now
-                    ? stream::clock_type::time_point::max()
+std::decay_t<Op> wait_for(Op&& op,
+                          detail::coro_wait::clock_type::duration timeout) {
+  using clock = detail::coro_wait::clock_type;
+  auto now = clock::now();
+  op.set_deadline(timeout > clock::time_point::max() - now
+                    ? clock::time_point::max()
                     : now + timeout);
   return std::forward<Op>(op);
 }

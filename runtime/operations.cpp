@@ -231,6 +231,28 @@ runtime::subprocess_shell(protocol_factory factory, const std::string& command,
                          std::move(opts));
 }
 
+process_op runtime::create_subprocess_exec(std::vector<std::string> argv,
+                                           subprocess_options opts) {
+  return process_op{[this, argv = std::move(argv), opts = std::move(opts)](
+                      protocol_factory factory, transport_callback done) {
+    spawn_process(std::move(factory), argv, opts, std::move(done));
+  }};
+}
+
+process_op runtime::create_subprocess_exec(std::vector<std::string> argv) {
+  return create_subprocess_exec(std::move(argv), subprocess_options{});
+}
+
+process_op runtime::create_subprocess_shell(std::string command) {
+  return create_subprocess_shell(std::move(command), subprocess_options{});
+}
+
+process_op runtime::create_subprocess_shell(std::string command,
+                                            subprocess_options opts) {
+  return create_subprocess_exec({"/bin/sh", "-c", std::move(command)},
+                                std::move(opts));
+}
+
 void runtime::spawn_process(protocol_factory factory,
                             std::vector<std::string> argv,
                             subprocess_options opts, transport_callback done) {

@@ -348,6 +348,28 @@ public:
                                             const std::string& command,
                                             subprocess_options opts = {});
 
+  /// From a coroutine (`tact/actors/stream.hpp`): starts `argv[0]` as
+  /// `subprocess_exec` does and gives a `tact::process` to read its output
+  /// from and wait for (asyncio's `asyncio.create_subprocess_exec`):
+  ///
+  ///     auto child = co_await rt.create_subprocess_exec({"ls", "-l"});
+  ///     while (auto line = co_await child->out().read_line()) ...
+  ///
+  /// The child is started off the loop (as `spawn_process`); a start
+  /// failure is the error. Outside a coroutine: `errc::not_supported`.
+  ///
+  /// (Overloads, not a default argument: GCC 12 destroys a default
+  /// argument of a call inside `co_await` twice.)
+  process_op create_subprocess_exec(std::vector<std::string> argv);
+  process_op create_subprocess_exec(std::vector<std::string> argv,
+                                    subprocess_options opts);
+
+  /// The same with `/bin/sh -c command` (asyncio's
+  /// `create_subprocess_shell`).
+  process_op create_subprocess_shell(std::string command);
+  process_op create_subprocess_shell(std::string command,
+                                     subprocess_options opts);
+
   /// asyncio's `loop.sendfile(transport, file, offset, count)`: sends
   /// `count` bytes of the regular file `fd` from `offset` (to its end when
   /// `count` is empty) on `t`, after what was written before, and returns
