@@ -22,14 +22,15 @@ namespace tact::detail {
 // Bytes a coroutine reads (a connection's, a child's stdout or stderr),
 // and how they ended. The read credit of the bytes goes back to the
 // transport that delivered them as they leave the buffer.
-class coro_source {
+class coro_source : public coro_source_head {
 public:
   explicit coro_source(transport* credit_to) : credit_to_(credit_to) {
     // nop
   }
 
   void append(bytes data) {
-    if (available() == 0) {
+    coro_source_head::available += data.size();
+    if (buf_.size() == off_) {
       buf_ = std::move(data);
       off_ = 0;
       return;
@@ -42,7 +43,7 @@ public:
   }
 
   [[nodiscard]] size_t available() const noexcept {
-    return buf_.size() - off_;
+    return coro_source_head::available;
   }
 
   [[nodiscard]] std::string_view view() const noexcept {
@@ -51,6 +52,7 @@ public:
 
   // Takes `n` buffered bytes, giving their credit back.
   bytes take(size_t n) {
+    coro_source_head::available -= n;
     bytes result;
     if (off_ == 0 && n == buf_.size()) {
       result = std::move(buf_);
@@ -69,6 +71,7 @@ public:
   }
 
   void discard(size_t n) {
+    coro_source_head::available -= n;
     off_ += n;
     if (off_ == buf_.size()) {
       buf_.clear();
@@ -82,6 +85,7 @@ public:
   void put_back(bytes data) {
     if (data.empty())
       return;
+    coro_source_head::available += data.size();
     data.insert(data.end(), buf_.begin() + static_cast<ptrdiff_t>(off_),
                 buf_.end());
     buf_ = std::move(data);
@@ -96,6 +100,7 @@ public:
       lost_ = true;
     else
       eof_ = true;
+    has_ended = true;
     reason_ = reason;
   }
 
@@ -123,6 +128,11 @@ public:
   void set_limit(size_t n) noexcept {
     limit_ = std::max<size_t>(1, std::min(n, credit_));
   }
+
+  // The one read under way: what read_exactly took so far (its credit
+  // given back), and how far read_until found no delimiter.
+  bytes gathered;
+  size_t scanned = 0;
 
 private:
   transport* credit_to_;
@@ -169,6 +179,18 @@ public:
   }
 
   void data_received(bytes data) override {
+    // The common case: the coroutine waits for bytes, and none are kept.
+    if (pending_ != nullptr && pending_->handoff_ && in_.available() == 0) {
+      auto* op = static_cast<reader::read_op*>(pending_);
+      if (op->src_ == static_cast<coro_source_head*>(&in_)
+          && data.size() <= op->n_) {
+        auto n = data.size();
+        op->value_ = std::move(data);
+        handle_.consumed(n);
+        resume_waiting();
+        return;
+      }
+    }
     in_.append(std::move(data));
     poke();
   }
@@ -198,6 +220,17 @@ public:
 
   // -- state the operations read -------------------------------------------
 
+  // write: whether the coroutine goes on at once (no pause seen, no
+  // barrier under way, the buffer at or under the high watermark).
+  [[nodiscard]] bool writable() const {
+    if (paused_ || barrier_ != barrier::none)
+      return false;
+    auto* st = handle_.state();
+    return st != nullptr
+           && handle_.get_write_buffer_size()
+                <= st->high.load(std::memory_order_relaxed);
+  }
+
   // drain: whether the coroutine may go on writing; sends a barrier when
   // the buffer looks full and no pause_writing has come (yet).
   bool may_write(caf::error& result) {
@@ -211,7 +244,10 @@ public:
       barrier_ = barrier::none;
       return true;
     }
-    if (handle_.get_write_buffer_size() <= handle_.get_write_buffer_limits().second)
+    auto* st = handle_.state();
+    if (st != nullptr
+        && handle_.get_write_buffer_size()
+             <= st->high.load(std::memory_order_relaxed))
       return true;
     if (barrier_ == barrier::none)
       send_barrier();
@@ -236,9 +272,12 @@ public:
   void suspend(coro_wait* w, std::coroutine_handle<> h) {
     pending_ = w;
     waiting_ = h;
-    w->on_suspend();
-    if (w->deadline_ != coro_wait::clock_type::time_point::max())
+    if (w->wants_on_suspend_)
+      w->on_suspend();
+    if (w->deadline_ != coro_wait::clock_type::time_point::max()) {
       deadline_ = call_at(w->deadline_, [this] { on_deadline(); });
+      armed_ = true;
+    }
   }
 
   // Something changed: resumes the coroutine if its wait is over.
@@ -265,6 +304,7 @@ private:
   }
 
   void on_deadline() {
+    armed_ = false;
     deadline_ = {};
     if (pending_ == nullptr)
       return;
@@ -273,8 +313,11 @@ private:
   }
 
   void resume_waiting() {
-    deadline_.cancel();
-    deadline_ = {};
+    if (armed_) {
+      armed_ = false;
+      deadline_.cancel();
+      deadline_ = {};
+    }
     pending_ = nullptr;
     run(std::exchange(waiting_, {}));
   }
@@ -304,6 +347,7 @@ private:
   std::coroutine_handle<> waiting_;
   timer_handle deadline_;
   barrier barrier_ = barrier::none;
+  bool armed_ = false;
   bool lost_ = false;
   bool paused_ = false;
   bool finished_ = false;
@@ -398,8 +442,6 @@ private:
 
 thread_local coro_stream* coro_stream::current_ = nullptr;
 
-coro_wait::~coro_wait() = default;
-
 bool coro_wait::await_suspend(std::coroutine_handle<> waiting) {
   if (host_ == nullptr) {
     finish(make_error(errc::not_supported,
@@ -421,96 +463,90 @@ namespace tact {
 
 // -- read_op -------------------------------------------------------------------
 
-reader::read_op::read_op(detail::coro_stream* host, detail::coro_source* src,
-                         kind k, size_t n, std::string delim)
-  : coro_wait(host), src_(src), kind_(k), n_(n), delim_(std::move(delim)) {
-  // nop
-}
-
 bool reader::read_op::poll() {
-  auto& h = *src_;
+  auto& h = static_cast<detail::coro_source&>(*src_);
   auto avail = h.available();
   switch (kind_) {
     case kind::some:
-      if (n_ == 0) {
-        result_ = bytes{};
-      } else if (avail > 0) {
-        result_ = h.take(std::min(n_, avail));
-      } else if (h.ended()) {
-        if (auto& err = h.end_error())
-          result_ = err;
-        else
-          result_ = bytes{};
-      } else {
+      if (avail > 0 && n_ > 0) {
+        value_ = h.take(std::min(n_, avail));
+      } else if (n_ > 0 && !h.ended()) {
         return false;
+      } else if (n_ > 0 && h.end_error()) {
+        error_ = h.end_error();
       }
       return true;
     case kind::exactly: {
-      auto need = n_ - taken_.size();
+      auto& taken = h.gathered;
+      auto need = n_ - taken.size();
       if (avail >= need) {
-        if (taken_.empty()) {
-          result_ = h.take(need);
+        if (taken.empty()) {
+          value_ = h.take(need);
         } else {
           auto rest = h.take(need);
-          taken_.insert(taken_.end(), rest.begin(), rest.end());
-          result_ = std::move(taken_);
+          taken.insert(taken.end(), rest.begin(), rest.end());
+          value_ = std::move(taken);
+          taken.clear();
         }
         return true;
       }
       if (h.ended()) {
-        h.put_back(std::move(taken_));
-        taken_.clear();
+        h.put_back(std::move(taken));
+        taken.clear();
         if (auto& err = h.end_error())
-          result_ = err;
+          error_ = err;
         else
-          result_ = make_error(errc::incomplete_frame,
-                               "read_exactly: the stream ended first");
+          error_ = make_error(errc::incomplete_frame,
+                              "read_exactly: the stream ended first");
         return true;
       }
       // Whatever is longer than the credit can hold is gathered here.
       if (avail > 0 && avail >= h.credit() / 2) {
         auto part = h.take(avail);
-        taken_.insert(taken_.end(), part.begin(), part.end());
+        taken.insert(taken.end(), part.begin(), part.end());
       }
       return false;
     }
     case kind::until:
     case kind::line: {
       auto text = h.view();
-      auto from = scanned_ >= delim_.size() ? scanned_ - delim_.size() + 1 : 0;
+      auto& scanned = h.scanned;
+      auto from = scanned >= delim_.size() ? scanned - delim_.size() + 1 : 0;
       auto at = text.find(delim_, from);
       auto line = kind_ == kind::line;
+      auto too_large = [&] {
+        scanned = 0;
+        error_ = make_error(errc::frame_too_large,
+                            line ? "read_line: line over the limit"
+                                 : "read_until: frame over the limit");
+        return true;
+      };
       if (at != std::string_view::npos) {
-        if (at <= h.limit()) {
-          result_ = h.take(at + delim_.size());
-        } else {
+        if (at > h.limit()) {
           if (line)
             h.discard(at + delim_.size());
-          result_ = make_error(errc::frame_too_large,
-                               line ? "read_line: line over the limit"
-                                    : "read_until: frame over the limit");
+          return too_large();
         }
+        scanned = 0;
+        value_ = h.take(at + delim_.size());
         return true;
       }
-      scanned_ = avail;
+      scanned = avail;
       if (avail + 1 > h.limit() + delim_.size() || avail >= h.credit()) {
         if (line)
           h.discard(avail);
-        scanned_ = 0;
-        result_ = make_error(errc::frame_too_large,
-                             line ? "read_line: line over the limit"
-                                  : "read_until: frame over the limit");
-        return true;
+        return too_large();
       }
       if (!h.ended())
         return false;
+      scanned = 0;
       if (auto& err = h.end_error(); err && (avail == 0 || !line))
-        result_ = err;
+        error_ = err;
       else if (line)
-        result_ = h.take(avail);
+        value_ = h.take(avail);
       else
-        result_ = make_error(errc::incomplete_frame,
-                             "read_until: the stream ended first");
+        error_ = make_error(errc::incomplete_frame,
+                            "read_until: the stream ended first");
       return true;
     }
   }
@@ -519,26 +555,26 @@ bool reader::read_op::poll() {
 
 void reader::read_op::finish(caf::error reason) {
   // A read that gives up takes nothing.
-  if (!taken_.empty())
-    src_->put_back(std::move(taken_));
-  taken_.clear();
-  result_ = std::move(reason);
+  auto& src = static_cast<detail::coro_source&>(*src_);
+  src.put_back(std::move(src.gathered));
+  src.gathered.clear();
+  src.scanned = 0;
+  error_ = std::move(reason);
 }
 
 // -- wait_op -------------------------------------------------------------------
 
 wait_op::wait_op(detail::coro_stream* host, kind k, caf::error early,
                  clock_type::time_point until, detail::coro_process* proc)
-  : coro_wait(host), kind_(k), result_(std::move(early)), until_(until),
+  : coro_wait(host), kind_(k), done_(static_cast<bool>(early)), until_(until),
     proc_(proc) {
-  done_ = static_cast<bool>(result_);
+  if (early)
+    error_ = std::move(early);
   if (k == kind::sleep)
     set_deadline(until);
 }
 
-bool wait_op::await_ready() {
-  if (done_)
-    return true;
+bool wait_op::ready() {
   if (host_ == nullptr || kind_ == kind::sleep)
     return false;
   return poll();
@@ -546,12 +582,19 @@ bool wait_op::await_ready() {
 
 bool wait_op::poll() {
   switch (kind_) {
-    case kind::drain:
-      return host_->may_write(result_);
+    case kind::drain: {
+      caf::error err;
+      if (!host_->may_write(err))
+        return false;
+      if (err)
+        error_ = std::move(err);
+      return true;
+    }
     case kind::closed:
       if (!host_->lost())
         return false;
-      result_ = host_->reason();
+      if (auto& reason = host_->reason())
+        error_ = reason;
       return true;
     case kind::sleep:
       return false;
@@ -566,7 +609,7 @@ void wait_op::finish(caf::error reason) {
   if (kind_ == kind::sleep && host_ != nullptr
       && clock_type::now() >= until_)
     return; // slept
-  result_ = std::move(reason);
+  error_ = std::move(reason);
 }
 
 // -- request_op ----------------------------------------------------------------
@@ -574,7 +617,7 @@ void wait_op::finish(caf::error reason) {
 request_op::request_op(caf::actor dest, caf::message msg)
   : coro_wait(detail::coro_stream::current()), dest_(std::move(dest)),
     msg_(std::move(msg)) {
-  // nop
+  wants_on_suspend_ = true;
 }
 
 void request_op::on_suspend() {
@@ -606,41 +649,34 @@ void request_op::finish(caf::error reason) {
 
 // -- reader and stream ---------------------------------------------------------
 
-reader::read_op reader::read(size_t n) {
-  return {host_, src_, read_op::kind::some, n, {}};
-}
-
-reader::read_op reader::read_exactly(size_t n) {
-  return {host_, src_, read_op::kind::exactly, n, {}};
-}
-
 reader::read_op reader::read_line() {
   return {host_, src_, read_op::kind::line, 0, "\n"};
 }
 
 reader::read_op reader::read_until(std::string_view delimiter) {
-  return {host_, src_, read_op::kind::until, 0, std::string{delimiter}};
+  return {host_, src_, read_op::kind::until, 0, delimiter};
 }
 
 bool reader::at_eof() const {
-  return src_->at_eof();
+  return static_cast<const detail::coro_source&>(*src_).at_eof();
 }
 
 void reader::set_limit(size_t limit) {
-  src_->set_limit(limit);
+  static_cast<detail::coro_source&>(*src_).set_limit(limit);
 }
 
 size_t reader::limit() const {
-  return src_->limit();
+  return static_cast<const detail::coro_source&>(*src_).limit();
 }
 
 wait_op stream::write(bytes data) {
   // After the loss the write is not made (a transport would count it as
   // dropped); the drain reports the loss.
-  caf::error err;
-  if (!host_->lost())
-    err = host_->handle().write(std::move(data));
-  return {host_, wait_op::kind::drain, std::move(err)};
+  if (host_->lost())
+    return {host_, wait_op::kind::drain};
+  if (auto err = host_->handle().write(std::move(data)))
+    return {host_, wait_op::kind::drain, std::move(err)};
+  return {host_, wait_op::kind::drain, host_->writable()};
 }
 
 wait_op stream::write(std::string_view text) {
@@ -749,6 +785,7 @@ process_op::process_op(starter start)
   : coro_wait(detail::coro_stream::current()), start_(std::move(start)),
     slot_(std::make_shared<slot>()) {
   slot_->op = this;
+  wants_on_suspend_ = true;
 }
 
 process_op::process_op(process_op&& other) noexcept

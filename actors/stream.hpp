@@ -43,7 +43,7 @@ public:
   }
   coro_wait(coro_wait&&) = default;
   coro_wait& operator=(coro_wait&&) = default;
-  virtual ~coro_wait();
+  virtual ~coro_wait() = default;
 
   /// Waits, unless the outcome is already there.
   bool await_suspend(std::coroutine_handle<> waiting);
@@ -70,10 +70,19 @@ public:
 protected:
   coro_stream* host_ = nullptr;
   clock_type::time_point deadline_ = clock_type::time_point::max();
+  // A read of some bytes: the host may hand new bytes to it directly.
+  bool handoff_ = false;
+  // Whether the host calls on_suspend.
+  bool wants_on_suspend_ = false;
 
   friend class coro_stream;
-class coro_source;
-class coro_process;
+};
+
+/// What a read looks at before it calls out: the bytes buffered, and
+/// whether the stream has ended.
+struct coro_source_head {
+  size_t available = 0;
+  bool has_ended = false;
 };
 
 /// Makes the class protocol that runs `body` for one connection.
@@ -88,48 +97,64 @@ make_coroutine_protocol(std::function<task<>(stream)> body);
 class TACT_EXPORT reader {
 public:
   /// The awaitable of a read: `caf::expected<bytes>`.
-  class TACT_EXPORT read_op : public detail::coro_wait {
+  class TACT_EXPORT read_op final : public detail::coro_wait {
   public:
     enum class kind : unsigned char { some, exactly, until, line };
 
-    read_op(detail::coro_stream* host, detail::coro_source* src, kind k,
-            size_t n, std::string delim);
+    read_op(detail::coro_stream* host, detail::coro_source_head* src, kind k,
+            size_t n, std::string_view delim = {}) noexcept
+      : coro_wait(host), src_(src), kind_(k), n_(n), delim_(delim) {
+      handoff_ = k == kind::some && n > 0;
+    }
 
-    [[nodiscard]] bool await_ready() { return poll(); }
+    [[nodiscard]] bool await_ready() {
+      // Nothing there yet: wait, without a call.
+      if (handoff_ && src_->available == 0 && !src_->has_ended)
+        return false;
+      return poll();
+    }
 
-    caf::expected<bytes> await_resume() { return std::move(result_); }
+    caf::expected<bytes> await_resume() {
+      if (error_)
+        return std::move(*error_);
+      return std::move(value_);
+    }
 
     bool poll() override;
     void finish(caf::error reason) override;
 
   private:
-    detail::coro_source* src_;
+    friend class detail::coro_stream;
+
+    detail::coro_source_head* src_;
     kind kind_;
     size_t n_;
-    std::string delim_;
-    // read_exactly: what it took so far, giving its credit back.
-    bytes taken_;
-    // read_until, read_line: bytes known to hold no delimiter.
-    size_t scanned_ = 0;
-    caf::expected<bytes> result_{bytes{}};
+    // read_until: the caller's delimiter, alive for the co_await.
+    std::string_view delim_;
+    bytes value_;
+    std::optional<caf::error> error_;
   };
 
   /// The largest line or delimited frame `read_line` and `read_until`
   /// accept, without its delimiter (asyncio's `limit`, 64 KiB).
   static constexpr size_t default_limit = 64 * 1024;
 
-  reader(detail::coro_stream* host, detail::coro_source* src) noexcept
+  reader(detail::coro_stream* host, detail::coro_source_head* src) noexcept
     : host_(host), src_(src) {
   }
 
   /// Up to `n` bytes: what is buffered, or the next bytes to arrive; empty
   /// at EOF (and for `n == 0`). After a reset, the bytes that came before
   /// it, then the error.
-  read_op read(size_t n = default_limit);
+  read_op read(size_t n = default_limit) {
+    return {host_, src_, read_op::kind::some, n};
+  }
 
   /// Exactly `n` bytes. `errc::incomplete_frame` if the stream ends first;
   /// what did come stays readable.
-  read_op read_exactly(size_t n);
+  read_op read_exactly(size_t n) {
+    return {host_, src_, read_op::kind::exactly, n};
+  }
 
   /// Up to and including the next `\n`; at EOF what is left (possibly
   /// without `\n`), then empty. A line longer than the limit is
@@ -140,7 +165,9 @@ public:
   /// Up to and including the next `delimiter` (asyncio's `readuntil`).
   /// `errc::incomplete_frame` if the stream ends first,
   /// `errc::frame_too_large` if more than the limit comes without one;
-  /// either way the bytes stay buffered.
+  /// either way the bytes stay buffered. The delimiter is not copied: it
+  /// must live until the read ends (a literal, or a string that does; a
+  /// temporary lives to the end of the `co_await` expression).
   read_op read_until(std::string_view delimiter);
 
   /// Whether the end came and every byte before it was read.
@@ -153,37 +180,47 @@ public:
 
 protected:
   detail::coro_stream* host_;
-  detail::coro_source* src_;
+  detail::coro_source_head* src_;
 };
 
 /// The awaitable of a write, `drain`, `wait_closed`, a sleep, or a child's
 /// exit: `caf::error` (empty for success).
-class TACT_EXPORT wait_op : public detail::coro_wait {
+class TACT_EXPORT wait_op final : public detail::coro_wait {
 public:
   enum class kind : unsigned char { drain, closed, sleep, exited };
 
-  wait_op(detail::coro_stream* host, kind k, caf::error early = {},
+  wait_op(detail::coro_stream* host, kind k, bool done = false) noexcept
+    : coro_wait(host), kind_(k), done_(done), proc_(nullptr) {
+  }
+
+  wait_op(detail::coro_stream* host, kind k, caf::error early,
           clock_type::time_point until = {},
           detail::coro_process* proc = nullptr);
 
-  [[nodiscard]] bool await_ready();
+  [[nodiscard]] bool await_ready() { return done_ || ready(); }
 
-  caf::error await_resume() { return std::move(result_); }
+  caf::error await_resume() {
+    if (error_)
+      return std::move(*error_);
+    return {};
+  }
 
   bool poll() override;
   void finish(caf::error reason) override;
 
 private:
+  bool ready();
+
   kind kind_;
-  caf::error result_;
-  bool done_ = false;
+  bool done_;
+  std::optional<caf::error> error_;
   // A sleep's end (a deadline from wait_for may come earlier).
   clock_type::time_point until_;
   detail::coro_process* proc_;
 };
 
 /// The awaitable of `tact::request`: `caf::expected<caf::message>`.
-class TACT_EXPORT request_op : public detail::coro_wait {
+class TACT_EXPORT request_op final : public detail::coro_wait {
 public:
   request_op(caf::actor dest, caf::message msg);
 
@@ -241,7 +278,7 @@ public:
   using wait_op = tact::wait_op;
   using request_op = tact::request_op;
 
-  stream(detail::coro_stream* host, detail::coro_source* src) noexcept
+  stream(detail::coro_stream* host, detail::coro_source_head* src) noexcept
     : reader(host, src) {
   }
 
@@ -328,7 +365,7 @@ private:
 
 /// The awaitable that starts a child process from a coroutine:
 /// `caf::expected<process>` (see `runtime::create_subprocess_exec`).
-class TACT_EXPORT process_op : public detail::coro_wait {
+class TACT_EXPORT process_op final : public detail::coro_wait {
 public:
   /// Starts the child with the given protocol factory; `done` gets its
   /// transport or the reason it did not start, on the loop.

@@ -1,0 +1,85 @@
+// A job runner written as a coroutine: each line a client sends is a shell
+// command; its output (stdout and stderr) streams back as it comes, then
+// `exit N`. The same service with callbacks is job_runner_callbacks.cpp.
+//
+//   job_runner tcp://127.0.0.1:7000 unix:///tmp/jobs.sock
+//
+// Prints one `listening on URL` line per listener; exits 0 on SIGINT or
+// SIGTERM. A line over 64 KiB gets `error: line too long` and the
+// connection ends; a client that leaves while its job writes has the job
+// killed.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/runtime.hpp"
+#include "tact/runtime/url.hpp"
+
+namespace {
+
+tact::task<> serve(tact::runtime& rt, tact::stream s) {
+  tact::subprocess_options opts;
+  opts.std_in = tact::subprocess_stdio::devnull;
+  opts.std_err = tact::subprocess_stdio::stdout_merge;
+  for (;;) {
+    auto line = co_await s.read_line();
+    if (!line) {
+      if (tact::code_of(line.error()) == tact::errc::frame_too_large)
+        co_await s.write("error: line too long\n");
+      co_return;
+    }
+    if (line->empty())
+      co_return; // the client's EOF
+    std::string command(line->begin(), line->end() - 1);
+    auto child = co_await rt.create_subprocess_shell(command, opts);
+    if (!child) {
+      co_await s.write("error: " + tact::describe(child.error()) + "\n");
+      continue;
+    }
+    // Flow control both ways: a client that does not read stops our
+    // reading of the child, and the child then blocks on its next write.
+    while (auto out = co_await child->out().read()) {
+      if (out->empty())
+        break;
+      if (co_await s.write(std::move(*out))) {
+        child->get_transport().kill();
+        co_return;
+      }
+    }
+    co_await child->wait();
+    co_await s.write("exit " + std::to_string(*child->returncode()) + "\n");
+  }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH)\n",
+                 argv[0]);
+    return 2;
+  }
+  tact::runtime rt{tact::runtime_options{.handle_signals = true}};
+  std::vector<tact::server> servers;
+  for (int i = 1; i < argc; ++i) {
+    auto u = tact::parse_url(argv[i]);
+    auto factory = [&rt](tact::stream s) { return serve(rt, std::move(s)); };
+    auto srv = !u ? caf::expected<tact::server>{u.error()}
+               : u->scheme == "unix" ? rt.create_unix_server(factory, u->path)
+                                     : rt.create_server(factory, u->host, u->port);
+    if (!srv) {
+      std::fprintf(stderr, "job_runner: %s: %s\n", argv[i],
+                   tact::describe(srv.error()).c_str());
+      return 1;
+    }
+    for (auto& bound : srv->urls())
+      std::printf("listening on %s\n", bound.c_str());
+    std::fflush(stdout);
+    servers.push_back(std::move(*srv));
+  }
+  rt.wait_for_signal();
+  rt.shutdown(std::chrono::milliseconds{500});
+  return 0;
+}
