@@ -204,6 +204,17 @@ public:
 
   void pause_writing() override { paused_ = true; }
 
+  caf::message message_received(caf::message& msg) override {
+    if (on_message_)
+      return on_message_(msg);
+    return protocol::message_received(msg);
+  }
+
+  void set_on_message(std::function<caf::message(caf::message&)> fn) {
+    if (!finished_)
+      on_message_ = std::move(fn);
+  }
+
   void resume_writing() override {
     paused_ = false;
     poke();
@@ -330,6 +341,8 @@ private:
       return;
     finished_ = true;
     detail_access::set_lingering(*this, false);
+    // It may refer to the coroutine's locals, which are gone.
+    on_message_ = nullptr;
     if (auto err = root_.handle().promise().error())
       std::rethrow_exception(err); // the adapter fails the connection
     if (!lost_)
@@ -339,6 +352,7 @@ private:
   static thread_local coro_stream* current_;
 
   std::function<task<>(stream)> body_;
+  std::function<caf::message(caf::message&)> on_message_;
   task<> root_;
   transport handle_;
   coro_source in_;
@@ -722,6 +736,10 @@ transport& stream::get_transport() const {
 
 caf::actor stream::self() const {
   return host_->actor();
+}
+
+void stream::on_message(std::function<caf::message(caf::message&)> handler) {
+  host_->set_on_message(std::move(handler));
 }
 
 // -- process -------------------------------------------------------------------

@@ -319,6 +319,14 @@ public:
 
   /// The protocol actor running this coroutine: a handle for other actors.
   [[nodiscard]] caf::actor self() const;
+
+  /// Handles the messages other actors send to `self()`: `handler` runs
+  /// for each, on the coroutine's loop, between its steps (never while it
+  /// runs); for a request, what it returns is the answer. It may write to
+  /// the stream (without awaiting). Without a handler, or once the
+  /// coroutine has returned, messages are ignored and requests answered
+  /// with `caf::sec::unexpected_message`.
+  void on_message(std::function<caf::message(caf::message&)> handler);
 };
 
 /// A child process started from a coroutine (asyncio's `Process` from

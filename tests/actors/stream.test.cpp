@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <future>
 
 #include "support/harness.hpp"
 #include "tact/actors/stream.hpp"
@@ -650,5 +653,38 @@ SCENARIO("starting a child outside a coroutine protocol is not_supported") {
     t.handle().resume();
     REQUIRE(t.done());
     CHECK(std::move(t).operator co_await().await_resume() == "not_supported");
+  });
+}
+
+SCENARIO("a coroutine answers other actors' messages between its steps") {
+  auto j = std::make_shared<journal>();
+  auto me = std::make_shared<std::promise<caf::actor>>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, kind::tcp, [j, me](stream s) -> task<> {
+      int asked = 0;
+      s.on_message([&](caf::message& msg) {
+        ++asked;
+        if (msg.match_elements<int>())
+          return caf::make_message(msg.get_as<int>(0) + 1);
+        return caf::message{};
+      });
+      me->set_value(s.self());
+      co_await s.read_line();
+      j->add("asked:" + std::to_string(asked));
+    });
+    auto p = connect_peer(kind::tcp, l);
+    auto proto = me->get_future().get();
+    caf::scoped_actor self{rt.system()};
+    int answer = 0;
+    self->request(proto, caf::infinite, 41)
+      .receive([&](int x) { answer = x; }, [&](caf::error&) {});
+    CHECK(answer == 42);
+    p.send_all("bye\n");
+    REQUIRE(j->wait_for("asked:1"));
+    // Once it has returned, nothing handles messages any more.
+    caf::error after;
+    self->request(proto, caf::infinite, 1)
+      .receive([&](int) {}, [&](caf::error& err) { after = err; });
+    CHECK(after);
   });
 }

@@ -1,0 +1,117 @@
+// A line chat: each connection is a coroutine, the room is a behaviour
+// (an actor that knows who is in and passes lines on).
+//
+//   chat_room tcp://127.0.0.1:7000 unix:///tmp/chat.sock
+//
+// A client's first line is its name; each later line goes to everyone
+// else as `name: line`; joins and leaves are announced as `* name joined`
+// and `* name left`. Prints one `listening on URL` line per listener;
+// exits 0 on SIGINT or SIGTERM. A client that does not read is dropped
+// once 1 MiB waits for it, so one slow reader never holds the room up.
+
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <caf/event_based_actor.hpp>
+
+#include "tact/runtime/errc.hpp"
+#include "tact/runtime/runtime.hpp"
+#include "tact/runtime/url.hpp"
+
+namespace {
+
+using join_atom = caf::atom_constant<caf::atom("chat_join")>;
+using say_atom = caf::atom_constant<caf::atom("chat_say")>;
+
+// The room: members by actor; a member that ends (its connection is gone)
+// leaves.
+caf::behavior room(caf::stateful_actor<std::map<caf::actor_addr, std::string>>* self) {
+  auto tell_all = [self](const caf::actor_addr& from, const std::string& line) {
+    for (auto& [member, name] : self->state)
+      if (member != from)
+        self->send(caf::actor_cast<caf::actor>(member), line);
+  };
+  self->set_down_handler([self, tell_all](const caf::down_msg& msg) {
+    auto i = self->state.find(msg.source);
+    if (i == self->state.end())
+      return;
+    auto name = i->second;
+    self->state.erase(i);
+    tell_all(msg.source, "* " + name + " left\n");
+  });
+  return {
+    [self, tell_all](join_atom, const caf::actor& who, const std::string& name) {
+      self->monitor(who);
+      self->state.emplace(who.address(), name);
+      tell_all(who.address(), "* " + name + " joined\n");
+    },
+    [self, tell_all](say_atom, const caf::actor& who, const std::string& text) {
+      auto i = self->state.find(who.address());
+      if (i != self->state.end())
+        tell_all(who.address(), i->second + ": " + text);
+    },
+  };
+}
+
+tact::task<> member(caf::actor room, tact::stream s) {
+  co_await s.write("name? ");
+  auto name = co_await s.read_line();
+  if (!name || name->size() < 2)
+    co_return;
+  // Lines from the room, between our reads.
+  s.on_message([&s](caf::message& msg) {
+    if (msg.match_elements<std::string>()) {
+      if (s.get_transport().get_write_buffer_size() > (1 << 20))
+        s.abort(); // too slow a reader
+      else
+        s.write(msg.get_as<std::string>(0));
+    }
+    return caf::message{};
+  });
+  caf::anon_send(room, join_atom::value, s.self(),
+                 std::string(name->begin(), name->end() - 1));
+  while (auto line = co_await s.read_line()) {
+    if (line->empty())
+      break; // EOF
+    caf::anon_send(room, say_atom::value, s.self(),
+                   std::string(line->begin(), line->end()));
+  }
+  // Returning closes the connection; the room sees this actor end.
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH)\n",
+                 argv[0]);
+    return 2;
+  }
+  tact::runtime rt{tact::runtime_options{.handle_signals = true}};
+  auto the_room = rt.system().spawn(room);
+  auto factory = [the_room](tact::stream s) {
+    return member(the_room, std::move(s));
+  };
+  std::vector<tact::server> servers;
+  for (int i = 1; i < argc; ++i) {
+    auto u = tact::parse_url(argv[i]);
+    auto srv = !u ? caf::expected<tact::server>{u.error()}
+               : u->scheme == "unix" ? rt.create_unix_server(factory, u->path)
+                                     : rt.create_server(factory, u->host, u->port);
+    if (!srv) {
+      std::fprintf(stderr, "chat_room: %s: %s\n", argv[i],
+                   tact::describe(srv.error()).c_str());
+      return 1;
+    }
+    for (auto& bound : srv->urls())
+      std::printf("listening on %s\n", bound.c_str());
+    std::fflush(stdout);
+    servers.push_back(std::move(*srv));
+  }
+  rt.wait_for_signal();
+  rt.shutdown(std::chrono::milliseconds{500});
+  caf::anon_send_exit(the_room, caf::exit_reason::user_shutdown);
+  return 0;
+}
