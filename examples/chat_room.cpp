@@ -26,34 +26,44 @@ using join_atom = caf::atom_constant<caf::atom("chat_join")>;
 using say_atom = caf::atom_constant<caf::atom("chat_say")>;
 
 // The room: members by actor; a member that ends (its connection is gone)
-// leaves.
-caf::behavior room(caf::stateful_actor<std::map<caf::actor_addr, std::string>>* self) {
-  auto tell_all = [self](const caf::actor_addr& from, const std::string& line) {
-    for (auto& [member, name] : self->state)
+// leaves. (A class: spawning a function instantiates CAF 0.17's
+// init_fun_factory, which UBSan's null check trips over.)
+class room final : public caf::event_based_actor {
+public:
+  using caf::event_based_actor::event_based_actor;
+
+  caf::behavior make_behavior() override {
+    set_down_handler([this](const caf::down_msg& msg) {
+      auto i = members_.find(msg.source);
+      if (i == members_.end())
+        return;
+      auto name = i->second;
+      members_.erase(i);
+      tell_all(msg.source, "* " + name + " left\n");
+    });
+    return {
+      [this](join_atom, const caf::actor& who, const std::string& name) {
+        monitor(who);
+        members_.emplace(who.address(), name);
+        tell_all(who.address(), "* " + name + " joined\n");
+      },
+      [this](say_atom, const caf::actor& who, const std::string& text) {
+        auto i = members_.find(who.address());
+        if (i != members_.end())
+          tell_all(who.address(), i->second + ": " + text);
+      },
+    };
+  }
+
+private:
+  void tell_all(const caf::actor_addr& from, const std::string& line) {
+    for (auto& [member, name] : members_)
       if (member != from)
-        self->send(caf::actor_cast<caf::actor>(member), line);
-  };
-  self->set_down_handler([self, tell_all](const caf::down_msg& msg) {
-    auto i = self->state.find(msg.source);
-    if (i == self->state.end())
-      return;
-    auto name = i->second;
-    self->state.erase(i);
-    tell_all(msg.source, "* " + name + " left\n");
-  });
-  return {
-    [self, tell_all](join_atom, const caf::actor& who, const std::string& name) {
-      self->monitor(who);
-      self->state.emplace(who.address(), name);
-      tell_all(who.address(), "* " + name + " joined\n");
-    },
-    [self, tell_all](say_atom, const caf::actor& who, const std::string& text) {
-      auto i = self->state.find(who.address());
-      if (i != self->state.end())
-        tell_all(who.address(), i->second + ": " + text);
-    },
-  };
-}
+        send(caf::actor_cast<caf::actor>(member), line);
+  }
+
+  std::map<caf::actor_addr, std::string> members_;
+};
 
 tact::task<> member(caf::actor room, tact::stream s) {
   co_await s.write("name? ");
@@ -90,7 +100,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
-  auto the_room = rt.system().spawn(room);
+  auto the_room = rt.system().spawn<room>();
   auto factory = [the_room](tact::stream s) {
     return member(the_room, std::move(s));
   };

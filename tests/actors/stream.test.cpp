@@ -645,11 +645,13 @@ SCENARIO("a coroutine starts a child, reads its output and waits for its exit") 
 
 SCENARIO("starting a child outside a coroutine protocol is not_supported") {
   with_runtime([&](runtime& rt) {
-    auto t = [&rt]() -> task<std::string> {
+    // The runtime is a parameter: a coroutine lambda's captures live in
+    // the closure, which this statement would destroy.
+    auto t = [](runtime& r) -> task<std::string> {
       std::vector<std::string> argv{"true"};
-      auto child = co_await rt.create_subprocess_exec(argv);
+      auto child = co_await r.create_subprocess_exec(argv);
       co_return child ? std::string{"started"} : show(child.error());
-    }();
+    }(rt);
     t.handle().resume();
     REQUIRE(t.done());
     CHECK(std::move(t).operator co_await().await_resume() == "not_supported");
