@@ -233,13 +233,18 @@ public:
 
   // write: whether the coroutine goes on at once (no pause seen, no
   // barrier under way, the buffer at or under the high watermark).
-  [[nodiscard]] bool writable() const {
+  // `n` bytes were just written. Between two waits the coroutine adds at
+  // most the high watermark unchecked: a pause_writing the transport sends
+  // meanwhile reaches it at its next wait.
+  [[nodiscard]] bool writable(size_t n) {
     if (paused_ || barrier_ != barrier::none)
       return false;
     auto* st = handle_.state();
-    return st != nullptr
-           && handle_.get_write_buffer_size()
-                <= st->high.load(std::memory_order_relaxed);
+    if (st == nullptr)
+      return false;
+    auto high = st->high.load(std::memory_order_relaxed);
+    written_ += n;
+    return written_ <= high || handle_.get_write_buffer_size() <= high;
   }
 
   // drain: whether the coroutine may go on writing; sends a barrier when
@@ -283,6 +288,7 @@ public:
   void suspend(coro_wait* w, std::coroutine_handle<> h) {
     pending_ = w;
     waiting_ = h;
+    written_ = 0;
     if (w->wants_on_suspend_)
       w->on_suspend();
     if (w->deadline_ != coro_wait::clock_type::time_point::max()) {
@@ -360,6 +366,8 @@ private:
   coro_wait* pending_ = nullptr;
   std::coroutine_handle<> waiting_;
   timer_handle deadline_;
+  // Bytes written since the coroutine last waited.
+  size_t written_ = 0;
   barrier barrier_ = barrier::none;
   bool armed_ = false;
   bool lost_ = false;
@@ -688,9 +696,10 @@ wait_op stream::write(bytes data) {
   // dropped); the drain reports the loss.
   if (host_->lost())
     return {host_, wait_op::kind::drain};
+  auto n = data.size();
   if (auto err = host_->handle().write(std::move(data)))
     return {host_, wait_op::kind::drain, std::move(err)};
-  return {host_, wait_op::kind::drain, host_->writable()};
+  return {host_, wait_op::kind::drain, host_->writable(n)};
 }
 
 wait_op stream::write(std::string_view text) {
@@ -792,92 +801,116 @@ transport& process::get_transport() const {
   return state_->handle;
 }
 
-// What a start under way and its awaiter share: the awaiter while it
-// waits, and what the start gave.
-struct process_op::slot {
-  process_op* op = nullptr;
-  std::shared_ptr<detail::coro_process> state;
+// What a loop operation under way and its awaiter share: the awaiter
+// while it waits, and what the operation gave.
+struct transport_op::slot {
+  transport_op* op = nullptr;
+  std::optional<caf::expected<transport>> result;
 };
 
-process_op::process_op(starter start)
+transport_op::transport_op(starter start)
   : coro_wait(detail::coro_stream::current()), start_(std::move(start)),
     slot_(std::make_shared<slot>()) {
   slot_->op = this;
   wants_on_suspend_ = true;
 }
 
-process_op::process_op(process_op&& other) noexcept
+transport_op::transport_op(transport_op&& other) noexcept
   : coro_wait(std::move(other)), start_(std::move(other.start_)),
-    slot_(std::move(other.slot_)), error_(std::move(other.error_)),
-    done_(other.done_) {
+    slot_(std::move(other.slot_)) {
   if (slot_)
     slot_->op = this;
 }
 
-process_op& process_op::operator=(process_op&& other) noexcept {
+transport_op& transport_op::operator=(transport_op&& other) noexcept {
   if (this != &other) {
     if (slot_)
       slot_->op = nullptr;
     coro_wait::operator=(std::move(other));
     start_ = std::move(other.start_);
     slot_ = std::move(other.slot_);
-    error_ = std::move(other.error_);
-    done_ = other.done_;
     if (slot_)
       slot_->op = this;
   }
   return *this;
 }
 
-process_op::~process_op() {
+transport_op::~transport_op() {
   if (slot_)
     slot_->op = nullptr;
 }
 
-void process_op::on_suspend() {
+void transport_op::on_suspend() {
   auto owner = host_->actor();
-  auto st = std::make_shared<detail::coro_process>(host_);
-  slot_->state = st;
-  protocol_factory factory{[st, owner] {
-    return std::make_unique<detail::process_forwarder>(st, owner);
-  }};
   // The answer comes on the loop, maybe to another actor: it goes on to
-  // the coroutine's. A child nobody waits for any more (the wait timed
-  // out, the coroutine is gone) is killed.
+  // the coroutine's.
   auto on_done = [s = slot_, owner](caf::expected<transport> result) {
     call_soon_threadsafe(owner, [s, result]() mutable {
       auto* op = s->op;
       if (op == nullptr) {
         if (result)
-          result->abort();
+          result->abort(); // nobody takes it
         return;
       }
-      if (result)
-        s->state->made(*result);
-      else
-        op->error_ = result.error();
-      op->done_ = true;
+      s->result = std::move(result);
       op->host_->poke();
     });
   };
-  start_(std::move(factory), std::move(on_done));
+  start_(std::move(on_done));
 }
 
-bool process_op::poll() {
-  return done_;
+bool transport_op::poll() {
+  return slot_->result.has_value();
 }
 
-void process_op::finish(caf::error reason) {
-  error_ = std::move(reason);
-  done_ = true;
-  if (slot_)
-    slot_->op = nullptr;
+void transport_op::finish(caf::error reason) {
+  slot_->result = caf::expected<transport>{std::move(reason)};
+  // What the operation gives from now on is nobody's.
+  auto fresh = std::make_shared<slot>();
+  fresh->result = std::move(slot_->result);
+  slot_->op = nullptr;
+  slot_ = std::move(fresh);
+  slot_->op = this;
+}
+
+caf::expected<transport> transport_op::await_resume() {
+  return std::move(*slot_->result);
+}
+
+namespace {
+
+std::shared_ptr<detail::coro_process> new_process_state() {
+  auto* host = detail::coro_stream::current();
+  return host != nullptr ? std::make_shared<detail::coro_process>(host)
+                         : nullptr;
+}
+
+} // namespace
+
+process_op::process_op(process_starter start)
+  : process_op(std::move(start), new_process_state()) {
+  // nop
+}
+
+process_op::process_op(process_starter start,
+                       std::shared_ptr<detail::coro_process> state)
+  : transport_op([start = std::move(start), state](auto done) {
+      auto owner = state->host->actor();
+      protocol_factory factory{[state, owner] {
+        return std::make_unique<detail::process_forwarder>(state, owner);
+      }};
+      start(std::move(factory), std::move(done));
+    }),
+    state_(std::move(state)) {
+  // nop
 }
 
 caf::expected<process> process_op::await_resume() {
-  if (error_)
-    return std::move(error_);
-  return process{slot_->state};
+  auto t = transport_op::await_resume();
+  if (!t)
+    return std::move(t.error());
+  state_->made(*t);
+  return process{state_};
 }
 
 wait_op sleep_for(detail::coro_wait::clock_type::duration delay) {

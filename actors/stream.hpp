@@ -371,23 +371,26 @@ private:
   std::shared_ptr<detail::coro_process> state_;
 };
 
-/// The awaitable that starts a child process from a coroutine:
-/// `caf::expected<process>` (see `runtime::create_subprocess_exec`).
-class TACT_EXPORT process_op final : public detail::coro_wait {
+/// The awaitable of a loop operation started from a coroutine
+/// (`runtime::connect`, `connect_unix` and `spawn_process` without a
+/// callback): `caf::expected<transport>`. A transport that comes when
+/// nobody waits for it any more (the wait timed out, the coroutine is
+/// gone) is aborted.
+class TACT_EXPORT transport_op : public detail::coro_wait {
 public:
-  /// Starts the child with the given protocol factory; `done` gets its
-  /// transport or the reason it did not start, on the loop.
-  using starter = std::function<void(
-    protocol_factory, std::function<void(caf::expected<transport>)>)>;
+  /// Starts the operation; `done` gets its transport or its error, on the
+  /// loop.
+  using starter
+    = std::function<void(std::function<void(caf::expected<transport>)>)>;
 
-  explicit process_op(starter start);
-  process_op(process_op&&) noexcept;
-  process_op& operator=(process_op&&) noexcept;
-  ~process_op() override;
+  explicit transport_op(starter start);
+  transport_op(transport_op&&) noexcept;
+  transport_op& operator=(transport_op&&) noexcept;
+  ~transport_op() override;
 
   [[nodiscard]] bool await_ready() const noexcept { return false; }
 
-  caf::expected<process> await_resume();
+  caf::expected<transport> await_resume();
 
   bool poll() override;
   void finish(caf::error reason) override;
@@ -397,8 +400,26 @@ private:
   struct slot;
   starter start_;
   std::shared_ptr<slot> slot_;
-  caf::error error_;
-  bool done_ = false;
+};
+
+/// The awaitable that starts a child process from a coroutine:
+/// `caf::expected<process>` (see `runtime::create_subprocess_exec`).
+class TACT_EXPORT process_op final : public transport_op {
+public:
+  /// Starts the child with the given protocol factory; `done` gets its
+  /// transport or the reason it did not start, on the loop.
+  using process_starter = std::function<void(
+    protocol_factory, std::function<void(caf::expected<transport>)>)>;
+
+  explicit process_op(process_starter start);
+
+  caf::expected<process> await_resume();
+
+private:
+  process_op(process_starter start,
+             std::shared_ptr<detail::coro_process> state);
+
+  std::shared_ptr<detail::coro_process> state_;
 };
 
 /// asyncio's `sleep`: resumes the coroutine after `delay`. Await it from a

@@ -239,6 +239,39 @@ process_op runtime::create_subprocess_exec(std::vector<std::string> argv,
   }};
 }
 
+transport_op runtime::connect(protocol_factory factory, std::string host,
+                              uint16_t port) {
+  return connect(std::move(factory), std::move(host), port,
+                 connection_options{});
+}
+
+transport_op runtime::connect(protocol_factory factory, std::string host,
+                              uint16_t port, connection_options opts) {
+  return transport_op{[this, factory = std::move(factory),
+                       host = std::move(host), port,
+                       opts = std::move(opts)](transport_callback done) {
+    connect(factory, host, port, opts, std::move(done));
+  }};
+}
+
+transport_op runtime::connect_unix(protocol_factory factory,
+                                   std::string path) {
+  return transport_op{[this, factory = std::move(factory),
+                       path = std::move(path)](transport_callback done) {
+    connect_unix(factory, path, connection_options{}, std::move(done));
+  }};
+}
+
+transport_op runtime::spawn_process(protocol_factory factory,
+                                    std::vector<std::string> argv,
+                                    subprocess_options opts) {
+  return transport_op{[this, factory = std::move(factory),
+                       argv = std::move(argv),
+                       opts = std::move(opts)](transport_callback done) {
+    spawn_process(factory, argv, opts, std::move(done));
+  }};
+}
+
 process_op runtime::create_subprocess_exec(std::vector<std::string> argv) {
   return create_subprocess_exec(std::move(argv), subprocess_options{});
 }

@@ -216,6 +216,26 @@ public:
                     std::optional<tls_context> ctx = {},
                     tls_options tls = {});
 
+  /// From a coroutine (`tact/actors/stream.hpp`): `connect`, awaited —
+  /// `co_await rt.connect(factory, host, port)` gives the transport once
+  /// its protocol has handled `connection_made`, or the error. (Overloads
+  /// rather than default arguments: GCC 12 destroys a default argument of
+  /// a call inside `co_await` twice.)
+  transport_op connect(protocol_factory factory, std::string host,
+                       uint16_t port);
+  transport_op connect(protocol_factory factory, std::string host,
+                       uint16_t port, connection_options opts);
+
+  /// From a coroutine: `connect_unix`, awaited.
+  transport_op connect_unix(protocol_factory factory, std::string path);
+
+  /// From a coroutine: `spawn_process`, awaited (the child's own
+  /// protocol from `factory`; for its output as streams, see
+  /// `create_subprocess_exec`).
+  transport_op spawn_process(protocol_factory factory,
+                             std::vector<std::string> argv,
+                             subprocess_options opts);
+
   /// asyncio's `subprocess_exec` without blocking the caller: the child is
   /// started by the runtime's one spawning thread (fork and exec take a
   /// moment, more in a large process, which the loop keeps for its

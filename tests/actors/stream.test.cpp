@@ -5,19 +5,22 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/scoped_actor.hpp>
 
-#include <future>
-
 #include "support/harness.hpp"
 #include "tact/actors/stream.hpp"
+#include "tact/protocols/echo.hpp"
 
 using namespace tact;
 using namespace tact::test;
@@ -429,7 +432,12 @@ SCENARIO("wait_for ends an operation with timed_out, taking nothing") {
 SCENARIO("a coroutine that returns closes its connection; one that throws aborts it") {
   auto k = socket_kind();
   INFO("transport: " << name_of(k));
-  std::vector<std::string> warnings;
+  // Warnings into a journal: read while the loop may still add to it.
+  auto warned = std::make_shared<journal>();
+  runtime_options opts;
+  opts.on_warning = [warned](const std::string& text) {
+    warned->add("warning", text);
+  };
   with_runtime(
     [&](runtime& rt) {
       SECTION("returns") {
@@ -451,11 +459,11 @@ SCENARIO("a coroutine that returns closes its connection; one that throws aborts
         // Aborted: a reset on TCP, the end of the stream on Unix sockets.
         CHECK(p.readable_within(5s));
         CHECK(p.recv_all().empty());
-        REQUIRE(eventually([&] { return !warnings.empty(); }));
-        CHECK(warnings.front().find("no more") != std::string::npos);
+        REQUIRE(warned->wait_for("warning"));
+        CHECK(warned->data().find("no more") != std::string::npos);
       }
     },
-    &warnings);
+    nullptr, opts);
 }
 
 SCENARIO("stopping the runtime destroys waiting coroutines") {
@@ -688,5 +696,44 @@ SCENARIO("a coroutine answers other actors' messages between its steps") {
     self->request(proto, caf::infinite, 1)
       .receive([&](int) {}, [&](caf::error& err) { after = err; });
     CHECK(after);
+  });
+}
+
+SCENARIO("a coroutine awaits a connection of its own") {
+  auto j = std::make_shared<journal>();
+  auto other = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto echo = rt.create_server(
+      [] { return std::make_unique<echo_protocol>(); }, "127.0.0.1", 0);
+    REQUIRE(echo);
+    // A port nobody listens on.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    auto closed_port = ntohs(addr.sin_port);
+    ::close(fd);
+    auto port = echo->port();
+    auto l = listen(rt, kind::tcp, [&rt, j, other, port, closed_port](
+                                     stream s) -> task<> {
+      auto t = co_await rt.connect(recording(other), "127.0.0.1", port);
+      j->add(t ? "connected" : "connect:" + show(t.error()));
+      if (t)
+        t->write(to_bytes("ping"));
+      auto refused = co_await rt.connect(recording(other), "127.0.0.1",
+                                         closed_port);
+      j->add(refused ? "connected" : "refused:" + show(refused.error()));
+      co_await s.write("done");
+    });
+    auto p = connect_peer(kind::tcp, l);
+    CHECK(p.recv_all() == "done");
+    CHECK(j->events()
+          == std::vector<std::string>{"connected", "refused:connection_refused"});
+    // The echo server sent the bytes back to the connection's protocol.
+    CHECK(other->wait([](journal& jr) { return jr.data_size_unlocked() == 4; }));
+    CHECK(other->data() == "ping");
   });
 }
