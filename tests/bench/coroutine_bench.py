@@ -92,6 +92,11 @@ def main():
         % (med(cpu[coro]) / med(cpu[base]), med(rps[coro]) / med(rps[base]),
            med(instr[coro]) / med(instr[base])))
     add("")
+    add("CPU time on a virtual machine moves between repetitions by more "
+        "than the two servers differ (the ranges above); the instruction "
+        "counts do not, and they are user space only: the system calls, the "
+        "same for both, are not in them.")
+    add("")
     add(END)
     replace_section(opts.out, BEGIN, END, "\n".join(lines))
 
