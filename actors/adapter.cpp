@@ -418,7 +418,7 @@ private:
       auto& fn = msg.get_mutable_as<deferred_call>(0).fn;
       if (serving())
         guarded("call_soon", [&] { fn(); });
-    } else if (proto_ && !failed_ && !lost_ && !answer_to(x)) {
+    } else if (serving() && !answer_to(x)) {
       auto m = x.move_content_to_message();
       caf::message answer;
       guarded("message_received",
@@ -647,8 +647,10 @@ private:
     auto reason = make_error(errc::protocol_failed, text);
     if (handle_)
       handle_.abort(std::move(reason));
-    else if (auto src = deliverer())
-      caf::anon_send(src, op::abort{std::move(reason)});
+    else if (!lost_)
+      // (While a coroutine lingers, the sender is whoever answered.)
+      if (auto src = deliverer())
+        caf::anon_send(src, op::abort{std::move(reason)});
   }
 
   // Returns read credit: through the shared handle when there is one (no

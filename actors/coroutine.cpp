@@ -66,7 +66,7 @@ public:
         off_ = 0;
       }
     }
-    credit_to_->consumed(n);
+    give_back(n);
     return result;
   }
 
@@ -77,7 +77,7 @@ public:
       buf_.clear();
       off_ = 0;
     }
-    credit_to_->consumed(n);
+    give_back(n);
   }
 
   // Puts bytes a read took back in front (a read_exactly that ended
@@ -86,6 +86,8 @@ public:
     if (data.empty())
       return;
     coro_source_head::available += data.size();
+    // Their credit went back when they were taken: not a second time.
+    precredited_ += data.size();
     data.insert(data.end(), buf_.begin() + static_cast<ptrdiff_t>(off_),
                 buf_.end());
     buf_ = std::move(data);
@@ -113,8 +115,9 @@ public:
     return reason_;
   }
 
+  // asyncio's: after an EOF (or a clean end), not after an error.
   [[nodiscard]] bool at_eof() const noexcept {
-    return available() == 0 && ended();
+    return available() == 0 && eof_;
   }
 
   void set_credit(size_t n) noexcept {
@@ -135,7 +138,17 @@ public:
   size_t scanned = 0;
 
 private:
+  // Gives the credit of `n` bytes leaving the front of the buffer back,
+  // but for bytes put back there, whose credit went back already.
+  void give_back(size_t n) {
+    auto already = std::min(n, precredited_);
+    precredited_ -= already;
+    if (n > already)
+      credit_to_->consumed(n - already);
+  }
+
   transport* credit_to_;
+  size_t precredited_ = 0;
   bytes buf_;
   size_t off_ = 0;
   size_t credit_ = 256 * 1024;
@@ -273,6 +286,12 @@ public:
   [[nodiscard]] bool lost() const noexcept { return lost_; }
   [[nodiscard]] const caf::error& reason() const noexcept { return reason_; }
 
+  // A drain gave up (timed out): its barrier's answer is nobody's.
+  void forget_barrier() noexcept {
+    ++barrier_gen_;
+    barrier_ = barrier::none;
+  }
+
   transport& handle() noexcept { return handle_; }
 
   [[nodiscard]] caf::actor actor() const { return self(); }
@@ -286,11 +305,13 @@ public:
   // -- waiting --------------------------------------------------------------
 
   void suspend(coro_wait* w, std::coroutine_handle<> h) {
+    // First what may throw (starting an operation): a wait that did not
+    // start is not registered, and the exception comes out of co_await.
+    if (w->wants_on_suspend_)
+      w->on_suspend();
     pending_ = w;
     waiting_ = h;
     written_ = 0;
-    if (w->wants_on_suspend_)
-      w->on_suspend();
     if (w->deadline_ != coro_wait::clock_type::time_point::max()) {
       deadline_ = call_at(w->deadline_, [this] { on_deadline(); });
       armed_ = true;
@@ -310,7 +331,9 @@ private:
   // is here, a pause_writing sent before it is here too.
   void send_barrier() {
     barrier_ = barrier::pending;
-    auto done = [this] {
+    auto done = [this, gen = ++barrier_gen_] {
+      if (gen != barrier_gen_)
+        return; // for a drain that gave up
       barrier_ = barrier::answered;
       poke();
     };
@@ -368,6 +391,7 @@ private:
   timer_handle deadline_;
   // Bytes written since the coroutine last waited.
   size_t written_ = 0;
+  uint64_t barrier_gen_ = 0;
   barrier barrier_ = barrier::none;
   bool armed_ = false;
   bool lost_ = false;
@@ -386,6 +410,17 @@ public:
   }
 
   coro_source& source(int fd) { return fd == 2 ? err : out; }
+
+  // Nobody holds the child any more (its coroutine let go of it, or is
+  // gone): its pipes close, and a child that still runs is killed, as
+  // asyncio's transport does when it is closed.
+  ~coro_process() {
+    if (handle && !lost)
+      handle.close();
+  }
+
+  coro_process(const coro_process&) = delete;
+  coro_process& operator=(const coro_process&) = delete;
 
   void made(transport t) {
     if (handle)
@@ -415,8 +450,9 @@ public:
 // goes back from there, as the coroutine reads.
 class process_forwarder final : public subprocess_protocol {
 public:
-  process_forwarder(std::shared_ptr<coro_process> state, caf::actor owner)
-    : state_(std::move(state)), owner_(std::move(owner)) {
+  process_forwarder(const std::shared_ptr<coro_process>& state,
+                    caf::actor owner)
+    : state_(state), owner_(std::move(owner)) {
     detail_access::own_read_credit(*this);
   }
 
@@ -452,13 +488,16 @@ public:
 private:
   template <class F>
   void post(F fn) {
-    call_soon_threadsafe(owner_, [st = state_, fn = std::move(fn)]() mutable {
-      fn(*st);
-      st->host->poke();
+    call_soon_threadsafe(owner_, [weak = state_, fn = std::move(fn)]() mutable {
+      if (auto st = weak.lock()) {
+        fn(*st);
+        st->host->poke();
+      }
     });
   }
 
-  std::shared_ptr<coro_process> state_;
+  // Held by the coroutine's process handles, not by the child.
+  std::weak_ptr<coro_process> state_;
   caf::actor owner_;
 };
 
@@ -531,6 +570,10 @@ bool reader::read_op::poll() {
     }
     case kind::until:
     case kind::line: {
+      if (delim_.empty()) {
+        error_ = make_error(errc::invalid_argument, "read_until: no delimiter");
+        return true;
+      }
       auto text = h.view();
       auto& scanned = h.scanned;
       auto from = scanned >= delim_.size() ? scanned - delim_.size() + 1 : 0;
@@ -628,6 +671,8 @@ bool wait_op::poll() {
 
 void wait_op::finish(caf::error reason) {
   done_ = true;
+  if (kind_ == kind::drain && host_ != nullptr)
+    host_->forget_barrier();
   if (kind_ == kind::sleep && host_ != nullptr
       && clock_type::now() >= until_)
     return; // slept
@@ -840,19 +885,40 @@ transport_op::~transport_op() {
     slot_->op = nullptr;
 }
 
+namespace {
+
+// A transport on its way to a coroutine: aborted unless handed over (the
+// wait gave up, or the message carrying it was dropped with its actor).
+struct unclaimed {
+  caf::expected<transport> result;
+  bool taken = false;
+
+  explicit unclaimed(caf::expected<transport> x) : result(std::move(x)) {
+  }
+
+  unclaimed(const unclaimed&) = delete;
+  unclaimed& operator=(const unclaimed&) = delete;
+
+  ~unclaimed() {
+    if (!taken && result)
+      result->abort();
+  }
+};
+
+} // namespace
+
 void transport_op::on_suspend() {
   auto owner = host_->actor();
   // The answer comes on the loop, maybe to another actor: it goes on to
   // the coroutine's.
   auto on_done = [s = slot_, owner](caf::expected<transport> result) {
-    call_soon_threadsafe(owner, [s, result]() mutable {
+    auto held = std::make_shared<unclaimed>(std::move(result));
+    call_soon_threadsafe(owner, [s, held] {
       auto* op = s->op;
-      if (op == nullptr) {
-        if (result)
-          result->abort(); // nobody takes it
-        return;
-      }
-      s->result = std::move(result);
+      if (op == nullptr)
+        return; // nobody takes it: aborted with `held`
+      held->taken = true;
+      s->result = std::move(held->result);
       op->host_->poke();
     });
   };
@@ -896,8 +962,10 @@ process_op::process_op(process_starter start,
                        std::shared_ptr<detail::coro_process> state)
   : transport_op([start = std::move(start), state](auto done) {
       auto owner = state->host->actor();
-      protocol_factory factory{[state, owner] {
-        return std::make_unique<detail::process_forwarder>(state, owner);
+      // The child's side holds the state weakly: it is the coroutine's.
+      protocol_factory factory{[weak = std::weak_ptr{state}, owner] {
+        return std::make_unique<detail::process_forwarder>(weak.lock(),
+                                                           owner);
       }};
       start(std::move(factory), std::move(done));
     }),

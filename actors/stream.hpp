@@ -165,12 +165,14 @@ public:
   /// Up to and including the next `delimiter` (asyncio's `readuntil`).
   /// `errc::incomplete_frame` if the stream ends first,
   /// `errc::frame_too_large` if more than the limit comes without one;
-  /// either way the bytes stay buffered. The delimiter is not copied: it
+  /// either way the bytes stay buffered; an empty delimiter is
+  /// `errc::invalid_argument`. The delimiter is not copied: it
   /// must live until the read ends (a literal, or a string that does; a
   /// temporary lives to the end of the `co_await` expression).
   read_op read_until(std::string_view delimiter);
 
-  /// Whether the end came and every byte before it was read.
+  /// Whether the EOF (or a clean end) came and every byte before it was
+  /// read; false after a loss with an error, as asyncio's.
   [[nodiscard]] bool at_eof() const;
 
   /// The limit of `read_line` and `read_until`; at most the read credit
@@ -272,6 +274,8 @@ private:
 /// the others `caf::error`. Bytes that arrived before a connection was lost
 /// are read before its error. Any operation may be bounded in time with
 /// `tact::wait_for`. A stream is used from its own coroutine only.
+/// (`start_tls` and `set_protocol` on a coroutine's transport are not
+/// supported yet: the stream would keep the transport it started with.)
 class TACT_EXPORT stream : public reader {
 public:
   using read_op = reader::read_op;
@@ -334,7 +338,9 @@ public:
 /// write, its exit to wait for. Its events reach the coroutine that started
 /// it, on that coroutine's loop; the child's pipes are read within the read
 /// credit, so a child whose output is not read blocks on its next write.
-/// Copies share the same child; use them from that coroutine only.
+/// Copies share the same child; use them from that coroutine only. When
+/// the last copy goes, the child's pipes close and a child that still runs
+/// is killed (asyncio's transport does so when it is closed).
 class TACT_EXPORT process {
 public:
   process() = default;

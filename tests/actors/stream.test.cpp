@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -735,5 +736,53 @@ SCENARIO("a coroutine awaits a connection of its own") {
     // The echo server sent the bytes back to the connection's protocol.
     CHECK(other->wait([](journal& jr) { return jr.data_size_unlocked() == 4; }));
     CHECK(other->data() == "ping");
+  });
+}
+
+SCENARIO("a read_exactly that times out gives its bytes back, and their credit once") {
+  auto j = std::make_shared<journal>();
+  runtime_options opts;
+  opts.read_credit = 8 * 1024;
+  with_runtime(
+    [&](runtime& rt) {
+      auto l = listen(rt, kind::tcp, [j](stream s) -> task<> {
+        // Gathers past half the credit, then gives up.
+        auto r = co_await wait_for(s.read_exactly(64 * 1024), 200ms);
+        j->add("exactly:" + show(r));
+        // What it gathered is read again; the credit is right if all
+        // 64 KiB still arrive through an 8 KiB credit.
+        auto all = co_await s.read_exactly(64 * 1024);
+        j->add(all && to_string(*all) == big(64 * 1024) ? "same" : "different");
+        j->add("empty delimiter:" + show(co_await s.read_until("")));
+      });
+      auto p = connect_peer(kind::tcp, l);
+      auto data = big(64 * 1024);
+      p.send_all(data.substr(0, 6 * 1024));
+      REQUIRE(j->wait_for("exactly:timed_out"));
+      p.send_all(data.substr(6 * 1024));
+      REQUIRE(j->wait_for("same", 1, 10s));
+      CHECK(j->wait_for("empty delimiter:invalid_argument"));
+    },
+    nullptr, opts);
+}
+
+SCENARIO("a child its coroutine lets go of is killed") {
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, kind::tcp, [&rt, j](stream s) -> task<> {
+      {
+        auto child = co_await rt.create_subprocess_shell("sleep 30");
+        j->add(child ? "pid:" + std::to_string(child->pid()) : "no child");
+      }
+      co_await s.write("done");
+    });
+    auto p = connect_peer(kind::tcp, l);
+    CHECK(p.recv_all() == "done");
+    auto ev = j->events();
+    REQUIRE(ev.size() == 1);
+    REQUIRE(ev[0].rfind("pid:", 0) == 0);
+    auto pid = std::stoi(ev[0].substr(4));
+    // Killed and reaped by its transport.
+    CHECK(eventually([&] { return ::kill(pid, 0) != 0; }, 10s));
   });
 }
