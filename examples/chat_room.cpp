@@ -95,7 +95,8 @@ tact::task<> member(caf::actor room, tact::stream s) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH)\n",
+    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
+                 "tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
     return 2;
   }
@@ -107,9 +108,8 @@ int main(int argc, char** argv) {
   std::vector<tact::server> servers;
   for (int i = 1; i < argc; ++i) {
     auto u = tact::parse_url(argv[i]);
-    auto srv = !u ? caf::expected<tact::server>{u.error()}
-               : u->scheme == "unix" ? rt.create_unix_server(factory, u->path)
-                                     : rt.create_server(factory, u->host, u->port);
+    auto srv = u ? rt.create_server(factory, *u)
+                 : caf::expected<tact::server>{u.error()};
     if (!srv) {
       std::fprintf(stderr, "chat_room: %s: %s\n", argv[i],
                    tact::describe(srv.error()).c_str());

@@ -198,18 +198,18 @@ void job::connection_lost(const caf::error&) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH)\n",
+    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
+                 "tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
     return 2;
   }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
   std::vector<tact::server> servers;
   for (int i = 1; i < argc; ++i) {
-    auto u = tact::parse_url(argv[i]);
     auto factory = [&rt] { return std::make_unique<connection>(rt); };
-    auto srv = !u ? caf::expected<tact::server>{u.error()}
-               : u->scheme == "unix" ? rt.create_unix_server(factory, u->path)
-                                     : rt.create_server(factory, u->host, u->port);
+    auto u = tact::parse_url(argv[i]);
+    auto srv = u ? rt.create_server(factory, *u)
+                 : caf::expected<tact::server>{u.error()};
     if (!srv) {
       std::fprintf(stderr, "job_runner_callbacks: %s: %s\n", argv[i],
                    tact::describe(srv.error()).c_str());

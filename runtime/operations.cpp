@@ -239,6 +239,32 @@ process_op runtime::create_subprocess_exec(std::vector<std::string> argv,
   }};
 }
 
+caf::expected<server> runtime::create_server(protocol_factory factory,
+                                            const url& where,
+                                            server_options opts) {
+  auto tls = where.scheme == "tls" || where.scheme == "tls+unix";
+  auto unix_socket = where.scheme == "unix" || where.scheme == "tls+unix";
+  if (!tls && !unix_socket && where.scheme != "tcp")
+    return make_error(errc::invalid_argument,
+                      "no server for the scheme '" + where.scheme + "'");
+  if (tls && !opts.tls) {
+    auto cert = where.query.find("cert");
+    auto key = where.query.find("key");
+    if (cert == where.query.end() || key == where.query.end())
+      return make_error(errc::invalid_argument,
+                        "a TLS server URL needs ?cert=FILE&key=FILE");
+    auto ctx = tls_context::server(
+      {.cert_file = cert->second, .key_file = key->second});
+    if (!ctx)
+      return std::move(ctx.error());
+    opts.tls = std::move(*ctx);
+  }
+  if (unix_socket)
+    return create_unix_server(std::move(factory), where.path, std::move(opts));
+  return create_server(std::move(factory), where.host, where.port,
+                       std::move(opts));
+}
+
 transport_op runtime::connect(protocol_factory factory, std::string host,
                               uint16_t port) {
   return connect(std::move(factory), std::move(host), port,

@@ -21,6 +21,7 @@
 #include "tact/runtime/endpoint.hpp"
 #include "tact/runtime/resolver_options.hpp"
 #include "tact/runtime/transport.hpp"
+#include "tact/runtime/url.hpp"
 #include "tact/transports/datagram.hpp"
 #include "tact/transports/server.hpp"
 #include "tact/transports/subprocess.hpp"
@@ -289,6 +290,15 @@ public:
   caf::expected<server> create_unix_server(protocol_factory factory,
                                            const std::string& path,
                                            server_options opts = {});
+
+  /// A server on the address `where` names (`tact/runtime/url.hpp`):
+  /// `tcp://HOST:PORT`, `unix://PATH`, or the same over TLS,
+  /// `tls://HOST:PORT?cert=FILE&key=FILE` and `tls+unix://PATH?cert=…&key=…`
+  /// (the certificate and key in PEM; unless `opts.tls` is set already).
+  /// Another scheme, or TLS without both files, is `errc::invalid_argument`.
+  caf::expected<server> create_server(protocol_factory factory,
+                                      const url& where,
+                                      server_options opts = {});
 
   /// `connect`, waiting for its answer: connects to `host:port`, trying
   /// each resolved address in turn; `opts` sets an idle timeout and TCP

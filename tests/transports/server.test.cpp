@@ -335,3 +335,35 @@ SCENARIO("create_connection takes the same idle timeout and keepalive") {
           == errc::invalid_argument);
   });
 }
+
+SCENARIO("a server from a URL: tcp, unix, tls and tls+unix, or a clear error") {
+  test_pki pki;
+  with_runtime([&](runtime& rt) {
+    auto echo = [] { return std::make_unique<echo_protocol>(); };
+    auto path = temp_socket_path();
+    auto tls_path = temp_socket_path();
+    auto query = "?cert=" + pki.cert + "&key=" + pki.key;
+    for (const auto& text : {std::string{"tcp://127.0.0.1:0"},
+                             "unix://" + path,
+                             "tls://127.0.0.1:0" + query,
+                             "tls+unix://" + tls_path + query}) {
+      INFO(text);
+      auto u = parse_url(text);
+      REQUIRE(u);
+      auto srv = rt.create_server(echo, *u);
+      REQUIRE(srv);
+      REQUIRE(srv->urls().size() == 1);
+      // What it reports is the scheme it was asked for.
+      CHECK(srv->urls().front().rfind(u->scheme + "://", 0) == 0);
+      srv->close();
+    }
+    auto udp = parse_url("udp://127.0.0.1:0");
+    REQUIRE(udp);
+    CHECK(code_of(rt.create_server(echo, *udp).error())
+          == errc::invalid_argument);
+    auto no_key = parse_url("tls://127.0.0.1:0?cert=" + pki.cert);
+    REQUIRE(no_key);
+    CHECK(code_of(rt.create_server(echo, *no_key).error())
+          == errc::invalid_argument);
+  });
+}
