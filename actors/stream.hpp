@@ -62,7 +62,9 @@ public:
   /// deadline, `errc::not_supported` outside a coroutine protocol.
   virtual void finish(caf::error reason) = 0;
 
-  /// Called once the wait is registered with its host.
+  /// Starts what the wait is for (a request, a loop operation), just
+  /// before the wait is registered with its host; what it throws comes out
+  /// of the `co_await`.
   virtual void on_suspend() {
     // nop
   }
