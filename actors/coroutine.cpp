@@ -253,7 +253,12 @@ public:
     if (paused_ || barrier_ != barrier::none)
       return false;
     auto* st = handle_.state();
-    if (st == nullptr)
+    // Closing or gone (a write may have found the peer gone at once): the
+    // write waits for connection_lost, which comes, instead of going on
+    // writing into a transport that drops everything (and never waiting,
+    // so that connection_lost could never be handled).
+    if (st == nullptr || st->closing.load(std::memory_order_relaxed)
+        || st->lost.load(std::memory_order_relaxed))
       return false;
     auto high = st->high.load(std::memory_order_relaxed);
     written_ += n;
@@ -267,7 +272,8 @@ public:
       result = reason_ ? reason_ : make_error(errc::closed, "connection lost");
       return true;
     }
-    if (paused_)
+    // Closing: connection_lost is on its way and ends the wait.
+    if (paused_ || handle_.is_closing())
       return false;
     if (barrier_ == barrier::answered) {
       barrier_ = barrier::none;
