@@ -244,48 +244,42 @@ public:
 
   // -- state the operations read -------------------------------------------
 
-  // write: whether the coroutine goes on at once (no pause seen, no
-  // barrier under way, the buffer at or under the high watermark).
-  // `n` bytes were just written. Between two waits the coroutine adds at
-  // most the high watermark unchecked: a pause_writing the transport sends
-  // meanwhile reaches it at its next wait.
-  [[nodiscard]] bool writable(size_t n) {
-    if (paused_ || barrier_ != barrier::none)
-      return false;
-    auto* st = handle_.state();
-    // Closing or gone (a write may have found the peer gone at once): the
-    // write waits for connection_lost, which comes, instead of going on
-    // writing into a transport that drops everything (and never waiting,
-    // so that connection_lost could never be handled).
-    if (st == nullptr || st->closing.load(std::memory_order_relaxed)
-        || st->lost.load(std::memory_order_relaxed))
-      return false;
-    auto high = st->high.load(std::memory_order_relaxed);
-    written_ += n;
-    return written_ <= high || handle_.get_write_buffer_size() <= high;
-  }
-
-  // drain: whether the coroutine may go on writing; sends a barrier when
-  // the buffer looks full and no pause_writing has come (yet).
+  // drain: whether the coroutine may go on writing; once the connection
+  // is lost, yes, with the loss's error in `result`.
   bool may_write(caf::error& result) {
     if (lost_) {
       result = reason_ ? reason_ : make_error(errc::closed, "connection lost");
       return true;
     }
-    // Closing: connection_lost is on its way and ends the wait.
-    if (paused_ || handle_.is_closing())
+    return may_go_on(0);
+  }
+
+  // Whether the coroutine goes on writing (the connection not lost), after
+  // a write of `n` bytes (up to a high watermark's worth since its last
+  // wait goes on unchecked: a pause_writing the transport sends meanwhile
+  // reaches it at its next wait) or in a drain (`n` 0). No while paused.
+  // No while closing, until connection_lost, which always comes: a write
+  // may have found the peer gone at once, and a coroutine that went on
+  // writing into a transport that drops everything would never wait, so
+  // connection_lost would never be handled. No when the buffer is over the
+  // high watermark and no pause has come (yet): a barrier, a request the
+  // transport answers in its mailbox's order, tells when it has.
+  bool may_go_on(size_t n) {
+    auto* st = handle_.state();
+    if (paused_ || st == nullptr || st->closing.load(std::memory_order_relaxed)
+        || st->lost.load(std::memory_order_relaxed))
       return false;
     if (barrier_ == barrier::answered) {
       barrier_ = barrier::none;
       return true;
     }
-    auto* st = handle_.state();
-    if (st != nullptr
-        && handle_.get_write_buffer_size()
-             <= st->high.load(std::memory_order_relaxed))
+    if (barrier_ == barrier::pending)
+      return false;
+    auto high = st->high.load(std::memory_order_relaxed);
+    written_ += n;
+    if ((n > 0 && written_ <= high) || handle_.get_write_buffer_size() <= high)
       return true;
-    if (barrier_ == barrier::none)
-      send_barrier();
+    send_barrier();
     return false;
   }
 
@@ -333,8 +327,7 @@ public:
 private:
   enum class barrier : unsigned char { none, pending, answered };
 
-  // A request the transport answers in its mailbox's order: once the answer
-  // is here, a pause_writing sent before it is here too.
+  // Once the answer is here, a pause_writing sent before it is here too.
   void send_barrier() {
     barrier_ = barrier::pending;
     auto done = [this, gen = ++barrier_gen_] {
@@ -750,7 +743,7 @@ wait_op stream::write(bytes data) {
   auto n = data.size();
   if (auto err = host_->handle().write(std::move(data)))
     return {host_, wait_op::kind::drain, std::move(err)};
-  return {host_, wait_op::kind::drain, host_->writable(n)};
+  return {host_, wait_op::kind::drain, host_->may_go_on(n)};
 }
 
 wait_op stream::write(std::string_view text) {

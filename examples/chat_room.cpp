@@ -9,16 +9,14 @@
 // exits 0 on SIGINT or SIGTERM. A client that does not read is dropped
 // once 1 MiB waits for it, so one slow reader never holds the room up.
 
-#include <cstdio>
 #include <map>
 #include <string>
-#include <vector>
 
 #include <caf/event_based_actor.hpp>
 
-#include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
-#include "tact/runtime/url.hpp"
+
+#include "serve.hpp"
 
 namespace {
 
@@ -94,34 +92,13 @@ tact::task<> member(caf::actor room, tact::stream s) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
-                 "tls://HOST:PORT?cert=FILE&key=FILE)\n",
-                 argv[0]);
-    return 2;
-  }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
   auto the_room = rt.system().spawn<room>();
-  auto factory = [the_room](tact::stream s) {
-    return member(the_room, std::move(s));
-  };
-  std::vector<tact::server> servers;
-  for (int i = 1; i < argc; ++i) {
-    auto u = tact::parse_url(argv[i]);
-    auto srv = u ? rt.create_server(factory, *u)
-                 : caf::expected<tact::server>{u.error()};
-    if (!srv) {
-      std::fprintf(stderr, "chat_room: %s: %s\n", argv[i],
-                   tact::describe(srv.error()).c_str());
-      return 1;
-    }
-    for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
-    std::fflush(stdout);
-    servers.push_back(std::move(*srv));
-  }
-  rt.wait_for_signal();
-  rt.shutdown(std::chrono::milliseconds{500});
+  auto code = example::serve_urls(
+    rt,
+    [the_room](tact::stream s) { return member(the_room, std::move(s)); },
+    argc, argv);
+  // (Before the runtime goes: its actor system waits for every actor.)
   caf::anon_send_exit(the_room, caf::exit_reason::user_shutdown);
-  return 0;
+  return code;
 }

@@ -9,13 +9,12 @@
 // connection ends; a client that leaves while its job writes has the job
 // killed.
 
-#include <cstdio>
 #include <string>
-#include <vector>
 
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
-#include "tact/runtime/url.hpp"
+
+#include "serve.hpp"
 
 namespace {
 
@@ -56,30 +55,7 @@ tact::task<> serve(tact::runtime& rt, tact::stream s) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL...  (tcp://HOST:PORT, unix://PATH, "
-                 "tls://HOST:PORT?cert=FILE&key=FILE)\n",
-                 argv[0]);
-    return 2;
-  }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
-  std::vector<tact::server> servers;
-  for (int i = 1; i < argc; ++i) {
-    auto factory = [&rt](tact::stream s) { return serve(rt, std::move(s)); };
-    auto u = tact::parse_url(argv[i]);
-    auto srv = u ? rt.create_server(factory, *u)
-                 : caf::expected<tact::server>{u.error()};
-    if (!srv) {
-      std::fprintf(stderr, "job_runner: %s: %s\n", argv[i],
-                   tact::describe(srv.error()).c_str());
-      return 1;
-    }
-    for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
-    std::fflush(stdout);
-    servers.push_back(std::move(*srv));
-  }
-  rt.wait_for_signal();
-  rt.shutdown(std::chrono::milliseconds{500});
-  return 0;
+  return example::serve_urls(
+    rt, [&rt](tact::stream s) { return serve(rt, std::move(s)); }, argc, argv);
 }
