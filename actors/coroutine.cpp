@@ -161,19 +161,19 @@ private:
 // The class protocol of a coroutine: its stream's source and state, and
 // the one wait its coroutine may have at a time. Runs on the connection's
 // loop only; the adapter never calls it while it runs.
-class coro_stream final : public protocol {
+class coro_stream final : public protocol, public coro_host_head {
 public:
   explicit coro_stream(std::function<task<>(stream)> body)
     : body_(std::move(body)),
-      in_(&handle_) {
+      in_(&conn) {
     detail_access::own_read_credit(*this);
   }
 
   // The frame goes before the closure it may refer to, and before the
   // source and handle its operations use.
   ~coro_stream() override {
-    pending_ = nullptr;
-    waiting_ = {};
+    pending = nullptr;
+    waiting = {};
     root_ = task<>{};
   }
 
@@ -183,8 +183,10 @@ public:
   // -- the protocol's callbacks --------------------------------------------
 
   void connection_made(transport& t) override {
-    handle_ = t;
-    if (auto* st = handle_.state())
+    conn = t;
+    refresh_limit();
+    allowance = limit;
+    if (auto* st = conn.state())
       in_.set_credit(st->read_credit);
     root_ = body_(stream{this, &in_});
     detail_access::set_lingering(*this, true);
@@ -192,18 +194,25 @@ public:
   }
 
   void data_received(bytes data) override {
-    // The common case: the coroutine waits for bytes, and none are kept.
-    if (pending_ != nullptr && pending_->handoff_ && in_.available() == 0) {
-      auto* op = static_cast<reader::read_op*>(pending_);
+    // The common case: the coroutine waits for bytes (then none are kept:
+    // a read some that finds bytes takes them, and one that waits is
+    // resumed by the next that come).
+    if (pending != nullptr && pending->handoff_) {
+      auto* op = static_cast<reader::read_op*>(pending);
       if (op->src_ == static_cast<coro_source_head*>(&in_)
           && data.size() <= op->n_) {
-        auto n = data.size();
-        op->value_ = std::move(data);
-        handle_.consumed(n);
+        // The coroutine takes them when it resumes, below.
+        op->incoming_ = &data;
+        conn.consumed(data.size());
         resume_waiting();
         return;
       }
     }
+    keep(data);
+  }
+
+  // Out of line: the common case above saves fewer registers.
+  [[gnu::noinline]] void keep(bytes& data) {
     in_.append(std::move(data));
     poke();
   }
@@ -215,7 +224,10 @@ public:
     return true;
   }
 
-  void pause_writing() override { paused_ = true; }
+  void pause_writing() override {
+    paused_ = true;
+    limit = allowance = 0;
+  }
 
   caf::message message_received(caf::message& msg) override {
     if (on_message_)
@@ -230,6 +242,7 @@ public:
 
   void resume_writing() override {
     paused_ = false;
+    refresh_limit();
     poke();
   }
 
@@ -237,6 +250,7 @@ public:
     lost_ = true;
     reason_ = reason;
     paused_ = false;
+    limit = allowance = 0;
     in_.end(reason);
     poke();
     // The coroutine goes on until it returns (the adapter lingers).
@@ -251,36 +265,38 @@ public:
       result = reason_ ? reason_ : make_error(errc::closed, "connection lost");
       return true;
     }
-    return may_go_on(0);
+    return may_go_on();
   }
 
   // Whether the coroutine goes on writing (the connection not lost), after
-  // a write of `n` bytes (up to a high watermark's worth since its last
-  // wait goes on unchecked: a pause_writing the transport sends meanwhile
-  // reaches it at its next wait) or in a drain (`n` 0). No while paused.
+  // a write past its allowance (a high watermark's worth since its last
+  // wait goes unchecked: a pause_writing the transport sends meanwhile
+  // reaches it at its next wait) or in a drain. No while paused.
   // No while closing, until connection_lost, which always comes: a write
   // may have found the peer gone at once, and a coroutine that went on
   // writing into a transport that drops everything would never wait, so
   // connection_lost would never be handled. No when the buffer is over the
   // high watermark and no pause has come (yet): a barrier, a request the
   // transport answers in its mailbox's order, tells when it has.
-  bool may_go_on(size_t n) {
-    auto* st = handle_.state();
-    if (paused_ || st == nullptr || st->closing.load(std::memory_order_relaxed)
-        || st->lost.load(std::memory_order_relaxed))
-      return false;
-    if (barrier_ == barrier::answered) {
-      barrier_ = barrier::none;
-      return true;
-    }
-    if (barrier_ == barrier::pending)
-      return false;
-    auto high = st->high.load(std::memory_order_relaxed);
-    written_ += n;
-    if ((n > 0 && written_ <= high) || handle_.get_write_buffer_size() <= high)
-      return true;
-    send_barrier();
-    return false;
+  bool may_go_on() {
+    auto go = check_writing();
+    refresh_limit();
+    return go;
+  }
+
+  // The allowance a wait gives: a high watermark's worth (plus one, as
+  // writes of fewer bytes than the allowance go unchecked), none while
+  // paused, closing, lost or waiting for a barrier. While the coroutine
+  // waits, its allowance is that; else it only shrinks to it.
+  void refresh_limit() {
+    auto* st = conn.state();
+    auto clear = st != nullptr && !lost_ && !paused_
+                 && barrier_ == barrier::none
+                 && !st->closing.load(std::memory_order_relaxed)
+                 && !st->lost.load(std::memory_order_relaxed);
+    auto high = st != nullptr ? st->high.load(std::memory_order_relaxed) : 0;
+    limit = clear ? high + (high < SIZE_MAX ? 1 : 0) : 0;
+    allowance = pending != nullptr ? limit : std::min(allowance, limit);
   }
 
   [[nodiscard]] bool lost() const noexcept { return lost_; }
@@ -290,9 +306,28 @@ public:
   void forget_barrier() noexcept {
     ++barrier_gen_;
     barrier_ = barrier::none;
+    refresh_limit();
   }
 
-  transport& handle() noexcept { return handle_; }
+  transport& handle() noexcept { return conn; }
+
+  // may_go_on's answer, before the allowance is renewed.
+  bool check_writing() {
+    auto* st = conn.state();
+    if (paused_ || st == nullptr || st->closing.load(std::memory_order_relaxed)
+        || st->lost.load(std::memory_order_relaxed))
+      return false;
+    if (barrier_ == barrier::answered) {
+      barrier_ = barrier::none;
+      return true;
+    }
+    if (barrier_ == barrier::pending)
+      return false;
+    if (conn.get_write_buffer_size() <= st->high.load(std::memory_order_relaxed))
+      return true;
+    send_barrier();
+    return false;
+  }
 
   [[nodiscard]] caf::actor actor() const { return self(); }
 
@@ -309,10 +344,10 @@ public:
     // start is not registered, and the exception comes out of co_await.
     if (w->wants_on_suspend_)
       w->on_suspend();
-    pending_ = w;
-    waiting_ = h;
-    written_ = 0;
-    if (w->deadline_ != coro_wait::clock_type::time_point::max()) {
+    pending = w;
+    waiting = h;
+    allowance = limit;
+    if (w->timed_) {
       deadline_ = call_at(w->deadline_, [this] { on_deadline(); });
       armed_ = true;
     }
@@ -320,7 +355,7 @@ public:
 
   // Something changed: resumes the coroutine if its wait is over.
   void poke() {
-    if (pending_ != nullptr && pending_->poll())
+    if (pending != nullptr && pending->poll())
       resume_waiting();
   }
 
@@ -336,7 +371,7 @@ private:
       barrier_ = barrier::answered;
       poke();
     };
-    ask(handle_.actor(), clock_type::duration::max(),
+    ask(conn.actor(), clock_type::duration::max(),
         caf::make_message(op::get_write_buffer_size{}),
         [done](caf::message&) { done(); },
         [done](const caf::error&) { done(); });
@@ -345,9 +380,9 @@ private:
   void on_deadline() {
     armed_ = false;
     deadline_ = {};
-    if (pending_ == nullptr)
+    if (pending == nullptr)
       return;
-    pending_->finish(make_error(errc::timed_out, "wait_for"));
+    pending->finish(make_error(errc::timed_out, "wait_for"));
     resume_waiting();
   }
 
@@ -357,15 +392,16 @@ private:
       deadline_.cancel();
       deadline_ = {};
     }
-    pending_ = nullptr;
-    run(std::exchange(waiting_, {}));
+    pending = nullptr;
+    run(std::exchange(waiting, {}));
   }
 
   void run(std::coroutine_handle<> h) {
     auto* before = std::exchange(current_, this);
     h.resume();
     current_ = before;
-    if (finished_ || !root_.done())
+    // Waiting for something of ours, it has not ended.
+    if (pending != nullptr || finished_ || !root_.done())
       return;
     finished_ = true;
     detail_access::set_lingering(*this, false);
@@ -374,7 +410,7 @@ private:
     if (auto err = root_.handle().promise().error())
       std::rethrow_exception(err); // the adapter fails the connection
     if (!lost_)
-      handle_.close();
+      conn.close();
   }
 
   static thread_local coro_stream* current_;
@@ -382,14 +418,9 @@ private:
   std::function<task<>(stream)> body_;
   std::function<caf::message(caf::message&)> on_message_;
   task<> root_;
-  transport handle_;
   coro_source in_;
   caf::error reason_;
-  coro_wait* pending_ = nullptr;
-  std::coroutine_handle<> waiting_;
   timer_handle deadline_;
-  // Bytes written since the coroutine last waited.
-  size_t written_ = 0;
   uint64_t barrier_gen_ = 0;
   barrier barrier_ = barrier::none;
   bool armed_ = false;
@@ -397,6 +428,11 @@ private:
   bool paused_ = false;
   bool finished_ = false;
 };
+
+// The host of a coroutine's awaitables.
+inline coro_stream* host_of(coro_host_head* head) noexcept {
+  return static_cast<coro_stream*>(head);
+}
 
 // A child started from a coroutine: what its protocol (a forwarder in the
 // child's own adapter) passes on to the coroutine's actor. Touched only
@@ -502,13 +538,13 @@ private:
 
 thread_local coro_stream* coro_stream::current_ = nullptr;
 
-bool coro_wait::await_suspend(std::coroutine_handle<> waiting) {
+bool coro_wait::suspend(std::coroutine_handle<> waiting) {
   if (host_ == nullptr) {
     finish(make_error(errc::not_supported,
                       "awaited outside a coroutine protocol"));
     return false;
   }
-  host_->suspend(this, waiting);
+  host_of(host_)->suspend(this, waiting);
   return true;
 }
 
@@ -628,10 +664,13 @@ void reader::read_op::finish(caf::error reason) {
 
 // -- wait_op -------------------------------------------------------------------
 
-wait_op::wait_op(detail::coro_stream* host, kind k, caf::error early,
+wait_op::wait_op(detail::coro_host_head* host, kind k, caf::error early,
                  clock_type::time_point until, detail::coro_process* proc)
-  : coro_wait(host), kind_(k), done_(static_cast<bool>(early)), until_(until),
-    proc_(proc) {
+  : coro_wait(host), kind_(k), done_(static_cast<bool>(early)) {
+  if (k == kind::sleep)
+    until_ = until.time_since_epoch().count();
+  else
+    proc_ = proc;
   if (early)
     error_ = std::move(early);
   if (k == kind::sleep)
@@ -648,16 +687,16 @@ bool wait_op::poll() {
   switch (kind_) {
     case kind::drain: {
       caf::error err;
-      if (!host_->may_write(err))
+      if (!detail::host_of(host_)->may_write(err))
         return false;
       if (err)
         error_ = std::move(err);
       return true;
     }
     case kind::closed:
-      if (!host_->lost())
+      if (!detail::host_of(host_)->lost())
         return false;
-      if (auto& reason = host_->reason())
+      if (auto& reason = detail::host_of(host_)->reason())
         error_ = reason;
       return true;
     case kind::sleep:
@@ -671,9 +710,10 @@ bool wait_op::poll() {
 void wait_op::finish(caf::error reason) {
   done_ = true;
   if (kind_ == kind::drain && host_ != nullptr)
-    host_->forget_barrier();
+    detail::host_of(host_)->forget_barrier();
   if (kind_ == kind::sleep && host_ != nullptr
-      && clock_type::now() >= until_)
+      && clock_type::now()
+           >= clock_type::time_point{clock_type::duration{until_}})
     return; // slept
   error_ = std::move(reason);
 }
@@ -683,17 +723,17 @@ void wait_op::finish(caf::error reason) {
 request_op::request_op(caf::actor dest, caf::message msg)
   : coro_wait(detail::coro_stream::current()), dest_(std::move(dest)),
     msg_(std::move(msg)) {
-  wants_on_suspend_ = true;
+  want_on_suspend();
 }
 
 void request_op::on_suspend() {
   // The adapter times the request out itself, so that no answer can come
   // to a wait that has gone.
   auto timeout = clock_type::duration::max();
-  if (deadline_ != clock_type::time_point::max())
+  if (timed_)
     timeout = std::max(deadline_ - clock_type::now(), clock_type::duration{});
-  deadline_ = clock_type::time_point::max();
-  auto* host = host_;
+  timed_ = false;
+  auto* host = detail::host_of(host_);
   host->ask(
     dest_, timeout, std::move(msg_),
     [this, host](caf::message& answer) {
@@ -735,15 +775,15 @@ size_t reader::limit() const {
   return static_cast<const detail::coro_source&>(*src_).limit();
 }
 
-wait_op stream::write(bytes data) {
+wait_op stream::write_checked(bytes data) {
   // After the loss the write is not made (a transport would count it as
   // dropped); the drain reports the loss.
-  if (host_->lost())
+  auto* host = detail::host_of(host_);
+  if (host->lost())
     return {host_, wait_op::kind::drain};
-  auto n = data.size();
-  if (auto err = host_->handle().write(std::move(data)))
+  if (auto err = host->conn.write(std::move(data)))
     return {host_, wait_op::kind::drain, std::move(err)};
-  return {host_, wait_op::kind::drain, host_->may_go_on(n)};
+  return {host_, wait_op::kind::drain, host->may_go_on()};
 }
 
 wait_op stream::write(std::string_view text) {
@@ -755,23 +795,25 @@ wait_op stream::drain() {
 }
 
 caf::error stream::write_eof() {
-  return host_->handle().write_eof();
+  return host_->conn.write_eof();
 }
 
 bool stream::can_write_eof() const {
-  return host_->handle().can_write_eof();
+  return host_->conn.can_write_eof();
 }
 
 void stream::close() {
-  host_->handle().close();
+  host_->conn.close();
+  detail::host_of(host_)->refresh_limit();
 }
 
 void stream::abort() {
-  host_->handle().abort();
+  host_->conn.abort();
+  detail::host_of(host_)->refresh_limit();
 }
 
 bool stream::is_closing() const {
-  return host_->handle().is_closing();
+  return host_->conn.is_closing();
 }
 
 wait_op stream::wait_closed() {
@@ -780,19 +822,19 @@ wait_op stream::wait_closed() {
 
 std::optional<caf::config_value>
 stream::get_extra_info(std::string_view name) const {
-  return host_->handle().get_extra_info(name);
+  return host_->conn.get_extra_info(name);
 }
 
 transport& stream::get_transport() const {
-  return host_->handle();
+  return host_->conn;
 }
 
 caf::actor stream::self() const {
-  return host_->actor();
+  return detail::host_of(host_)->actor();
 }
 
 void stream::on_message(std::function<caf::message(caf::message&)> handler) {
-  host_->set_on_message(std::move(handler));
+  detail::host_of(host_)->set_on_message(std::move(handler));
 }
 
 // -- process -------------------------------------------------------------------
@@ -856,7 +898,7 @@ transport_op::transport_op(starter start)
   : coro_wait(detail::coro_stream::current()), start_(std::move(start)),
     slot_(std::make_shared<slot>()) {
   slot_->op = this;
-  wants_on_suspend_ = true;
+  want_on_suspend();
 }
 
 transport_op::transport_op(transport_op&& other) noexcept
@@ -907,7 +949,7 @@ struct unclaimed {
 } // namespace
 
 void transport_op::on_suspend() {
-  auto owner = host_->actor();
+  auto owner = detail::host_of(host_)->actor();
   // The answer comes on the loop, maybe to another actor: it goes on to
   // the coroutine's.
   auto on_done = [s = slot_, owner](caf::expected<transport> result) {
@@ -918,7 +960,7 @@ void transport_op::on_suspend() {
         return; // nobody takes it: aborted with `held`
       held->taken = true;
       s->result = std::move(held->result);
-      op->host_->poke();
+      detail::host_of(op->host_)->poke();
     });
   };
   start_(std::move(on_done));

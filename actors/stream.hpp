@@ -20,6 +20,7 @@
 #include "tact/export.hpp"
 #include "tact/runtime/bytes.hpp"
 #include "tact/runtime/fwd.hpp"
+#include "tact/runtime/transport.hpp"
 
 namespace tact {
 
@@ -30,6 +31,25 @@ namespace detail {
 class coro_stream;
 class coro_source;
 class coro_process;
+class coro_wait;
+
+/// What the awaitables of a coroutine's stream use without calling out:
+/// the one wait under way, the connection, and how much may be written
+/// without a look at the transport. The base of the host.
+class coro_host_head {
+public:
+  // The wait under way, and the coroutine it resumes.
+  coro_wait* pending = nullptr;
+  std::coroutine_handle<> waiting;
+  // The connection's transport.
+  transport conn;
+  // A write of fewer bytes than `allowance` goes on without a look at the
+  // transport, and lowers it. Each wait renews it to `limit`: the high
+  // watermark plus one, or 0 while the connection is paused, closing or
+  // lost, or a barrier is out.
+  size_t allowance = 0;
+  size_t limit = 0;
+};
 
 /// One thing a coroutine protocol waits for: an operation of its stream, a
 /// timer, an answer. Holds the outcome until the coroutine resumes; lives
@@ -39,20 +59,36 @@ public:
   using clock_type = std::chrono::steady_clock;
 
   coro_wait() = default;
-  explicit coro_wait(coro_stream* host) : host_(host) {
+  explicit coro_wait(coro_host_head* host)
+    : host_(host), plain_(host != nullptr) {
+  }
+  // For a host that is there.
+  coro_wait(coro_host_head* host, std::true_type) : host_(host), plain_(true) {
   }
   coro_wait(coro_wait&&) = default;
   coro_wait& operator=(coro_wait&&) = default;
   virtual ~coro_wait() = default;
 
   /// Waits, unless the outcome is already there.
-  bool await_suspend(std::coroutine_handle<> waiting);
+  bool await_suspend(std::coroutine_handle<> waiting) {
+    // The common wait (no deadline, nothing to start) is registered here.
+    if (plain_) {
+      host_->pending = this;
+      host_->waiting = waiting;
+      host_->allowance = host_->limit;
+      return true;
+    }
+    return suspend(waiting);
+  }
 
   /// When the wait gives up with `errc::timed_out` (a sleep ends then);
   /// the earlier of two deadlines holds.
   void set_deadline(clock_type::time_point when) noexcept {
-    if (when < deadline_)
-      deadline_ = when;
+    if (when == clock_type::time_point::max() || (timed_ && when >= deadline_))
+      return;
+    deadline_ = when;
+    timed_ = true;
+    plain_ = false;
   }
 
   /// Completes the wait if what it waits for is there: true if it did.
@@ -70,14 +106,27 @@ public:
   }
 
 protected:
-  coro_stream* host_ = nullptr;
-  clock_type::time_point deadline_ = clock_type::time_point::max();
+  coro_host_head* host_ = nullptr;
+  // The deadline, if `timed_`.
+  clock_type::time_point deadline_;
   // A read of some bytes: the host may hand new bytes to it directly.
   bool handoff_ = false;
+  bool timed_ = false;
   // Whether the host calls on_suspend.
   bool wants_on_suspend_ = false;
+  // In a coroutine protocol, with no deadline and no on_suspend: the wait
+  // is registered without a call.
+  bool plain_ = false;
+
+  void want_on_suspend() noexcept {
+    wants_on_suspend_ = true;
+    plain_ = false;
+  }
 
   friend class coro_stream;
+
+private:
+  bool suspend(std::coroutine_handle<> waiting);
 };
 
 /// What a read looks at before it calls out: the bytes buffered, and
@@ -103,9 +152,10 @@ public:
   public:
     enum class kind : unsigned char { some, exactly, until, line };
 
-    read_op(detail::coro_stream* host, detail::coro_source_head* src, kind k,
+    read_op(detail::coro_host_head* host, detail::coro_source_head* src, kind k,
             size_t n, std::string_view delim = {}) noexcept
-      : coro_wait(host), src_(src), kind_(k), n_(n), delim_(delim) {
+      : coro_wait(host, std::true_type{}), kind_(k), src_(src), n_(n),
+        delim_(delim) {
       handoff_ = k == kind::some && n > 0;
     }
 
@@ -119,6 +169,8 @@ public:
     caf::expected<bytes> await_resume() {
       if (error_)
         return std::move(*error_);
+      if (incoming_ != nullptr)
+        return std::move(*incoming_);
       return std::move(value_);
     }
 
@@ -128,11 +180,14 @@ public:
   private:
     friend class detail::coro_stream;
 
-    detail::coro_source_head* src_;
+    // First: it fits beside the base's flags.
     kind kind_;
+    detail::coro_source_head* src_;
     size_t n_;
     // read_until: the caller's delimiter, alive for the co_await.
     std::string_view delim_;
+    // Bytes handed over as they came, alive while the coroutine resumes.
+    bytes* incoming_ = nullptr;
     bytes value_;
     std::optional<caf::error> error_;
   };
@@ -141,7 +196,7 @@ public:
   /// accept, without its delimiter (asyncio's `limit`, 64 KiB).
   static constexpr size_t default_limit = 64 * 1024;
 
-  reader(detail::coro_stream* host, detail::coro_source_head* src) noexcept
+  reader(detail::coro_host_head* host, detail::coro_source_head* src) noexcept
     : host_(host), src_(src) {
   }
 
@@ -183,7 +238,7 @@ public:
   [[nodiscard]] size_t limit() const;
 
 protected:
-  detail::coro_stream* host_;
+  detail::coro_host_head* host_;
   detail::coro_source_head* src_;
 };
 
@@ -193,11 +248,11 @@ class TACT_EXPORT wait_op final : public detail::coro_wait {
 public:
   enum class kind : unsigned char { drain, closed, sleep, exited };
 
-  wait_op(detail::coro_stream* host, kind k, bool done = false) noexcept
-    : coro_wait(host), kind_(k), done_(done), proc_(nullptr) {
+  wait_op(detail::coro_host_head* host, kind k, bool done = false) noexcept
+    : coro_wait(host, std::true_type{}), kind_(k), done_(done) {
   }
 
-  wait_op(detail::coro_stream* host, kind k, caf::error early,
+  wait_op(detail::coro_host_head* host, kind k, caf::error early,
           clock_type::time_point until = {},
           detail::coro_process* proc = nullptr);
 
@@ -219,8 +274,10 @@ private:
   bool done_;
   std::optional<caf::error> error_;
   // A sleep's end (a deadline from wait_for may come earlier).
-  clock_type::time_point until_;
-  detail::coro_process* proc_;
+  union {
+    clock_type::rep until_; // kind::sleep
+    detail::coro_process* proc_ = nullptr; // kind::exited
+  };
 };
 
 /// The awaitable of `tact::request`: `caf::expected<caf::message>`.
@@ -284,16 +341,28 @@ public:
   using wait_op = tact::wait_op;
   using request_op = tact::request_op;
 
-  stream(detail::coro_stream* host, detail::coro_source_head* src) noexcept
+  stream(detail::coro_host_head* host, detail::coro_source_head* src) noexcept
     : reader(host, src) {
   }
 
   // -- writing (asyncio's StreamWriter) ---------------------------------------
 
-  /// Queues `data` at once (asyncio's `write`); awaiting the result waits
-  /// while the transport is paused (asyncio's `drain`). Errors as
-  /// `transport::write`, or the connection's loss.
-  wait_op write(bytes data);
+  /// Queues `data` at once (asyncio's `write`; an lvalue is copied);
+  /// awaiting the result waits while the transport is paused (asyncio's
+  /// `drain`). Errors as `transport::write`, or the connection's loss.
+  wait_op write(bytes&& data) {
+    // Up to a high watermark's worth between two waits goes on without a
+    // look at the transport (a pause_writing it sends meanwhile reaches
+    // the coroutine at its next wait); past it, while paused, closing or
+    // lost, or when the transport refuses it, the write is checked.
+    auto n = data.size();
+    if (n >= host_->allowance || !host_->conn.try_write(data))
+      return write_checked(std::move(data));
+    host_->allowance -= n;
+    return {host_, wait_op::kind::drain, true};
+  }
+
+  wait_op write(const bytes& data) { return write(bytes{data}); }
   wait_op write(std::string_view text);
 
   /// Waits while the transport's write buffer is over its high watermark;
@@ -333,6 +402,9 @@ public:
   /// coroutine has returned, messages are ignored and requests answered
   /// with `caf::sec::unexpected_message`.
   void on_message(std::function<caf::message(caf::message&)> handler);
+
+private:
+  wait_op write_checked(bytes data);
 };
 
 /// A child process started from a coroutine (asyncio's `Process` from

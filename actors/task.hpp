@@ -3,6 +3,7 @@
 #include <coroutine>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 
@@ -118,7 +119,8 @@ public:
 /// by the `co_await` that awaits it. A task is owned by whoever holds it:
 /// destroying a task that has not ended destroys its frame, running the
 /// destructors of its locals, and so ends every task it awaits. Move-only;
-/// await each task once.
+/// await each task once (awaiting an empty one, moved from or default,
+/// throws `std::logic_error`).
 ///
 /// The root task of a connection is the one a protocol factory returns
 /// (see `tact/actors/stream.hpp`): tact runs it on the connection's loop.
@@ -164,7 +166,11 @@ public:
       return !detail::task_promise_base::start(h, awaiting);
     }
 
-    T await_resume() { return h.promise().take(); }
+    T await_resume() {
+      if (!h)
+        throw std::logic_error("tact::task: awaited an empty task");
+      return h.promise().take();
+    }
   };
 
   awaiter operator co_await() && noexcept { return awaiter{h_}; }

@@ -101,35 +101,59 @@ caf::error write_refused(detail::transport_kind kind) {
 
 } // namespace
 
-caf::error transport::write(bytes data) {
+// Why a write would fail, before it is made: `errc::not_connected`,
+// `not_supported`, `write_after_eof`; empty when it would not.
+caf::error transport::write_refusal() const {
   if (!actor_)
     return empty_handle("write");
+  if (state_ == nullptr)
+    return caf::none;
+  if (auto err = write_refused(state_->kind))
+    return err;
+  if (state_->eof_written.load())
+    return make_error(errc::write_after_eof);
+  return caf::none;
+}
+
+// Inline: write() and try_write() are one body, for one cost.
+[[gnu::always_inline]] inline bool transport::write_if_taken(bytes& data) {
+  if (!actor_)
+    return false;
   if (state_ == nullptr) {
     // A handle without the shared state (from another node): the
     // transport itself drops what it cannot take.
     if (!data.empty())
       caf::anon_send(actor_, op::write{std::move(data), false});
-    return caf::none;
+    return true;
   }
   auto kind = state_->kind;
-  if (kind != detail::transport_kind::stream)
-    if (auto err = write_refused(kind))
-      return err;
+  if (kind != detail::transport_kind::stream && write_refused(kind))
+    return false;
   if (state_->eof_written.load())
-    return make_error(errc::write_after_eof);
+    return false;
   // An empty frame is a frame; empty bytes on a stream are nothing.
   if (data.empty() && kind != detail::transport_kind::frames)
-    return caf::none;
+    return true;
   if (drop_write())
-    return caf::none;
+    return true;
   // On the transport's loop with nothing queued before it: write now,
   // without a message (same order as the mailbox would give).
   auto* core = state_->core;
   if (core->run_now([&] { core->direct_write(data); }))
-    return caf::none;
+    return true;
   state_->in_flight += data.size();
   caf::anon_send(actor_, op::write{std::move(data), true});
-  return caf::none;
+  return true;
+}
+
+bool transport::try_write(bytes& data) {
+  return write_if_taken(data);
+}
+
+caf::error transport::write(bytes data) {
+  if (write_if_taken(data))
+    return caf::none;
+  return write_refusal();
 }
 
 caf::error transport::sendto(bytes data, std::optional<endpoint> addr) {

@@ -57,6 +57,11 @@ public:
   /// returns an error).
   caf::error write(bytes data);
 
+  /// `write` where it would succeed: takes `data` and returns true; else
+  /// returns false and leaves `data` alone (`write` then says why). Spares
+  /// a hot path building and destroying an empty `caf::error`.
+  [[nodiscard]] bool try_write(bytes& data);
+
   /// Sends `data` as one datagram (datagram transports only) to `addr`, or
   /// to the connected peer when `addr` is empty. Empty datagrams are sent.
   /// Errors: `errc::not_supported` on a stream transport;
@@ -253,6 +258,8 @@ private:
   friend class runtime;
 
   bool drop_write();
+  bool write_if_taken(bytes& data);
+  [[nodiscard]] caf::error write_refusal() const;
 
   // `sendfile`'s checks, and its message.
   caf::expected<op::sendfile> file_request(int fd, uint64_t offset,

@@ -146,3 +146,18 @@ TEST_CASE("a task moves, and an empty task is not valid") {
   start(u);
   CHECK(u.done());
 }
+
+task<int> awaits_moved_from() {
+  auto t = one();
+  auto u = std::move(t);
+  // NOLINTNEXTLINE(bugprone-use-after-move)
+  co_return co_await std::move(t) + co_await std::move(u);
+}
+
+TEST_CASE("awaiting an empty task throws instead of running nothing") {
+  auto t = awaits_moved_from();
+  start(t);
+  REQUIRE(t.done());
+  CHECK_THROWS_AS(std::move(t).operator co_await().await_resume(),
+                  std::logic_error);
+}
