@@ -284,8 +284,7 @@ public:
     return go;
   }
 
-  // The allowance a wait gives: a high watermark's worth (plus one, as
-  // writes of fewer bytes than the allowance go unchecked), none while
+  // The allowance a wait gives: a high watermark's worth, none while
   // paused, closing, lost or waiting for a barrier. While the coroutine
   // waits, its allowance is that; else it only shrinks to it.
   void refresh_limit() {
@@ -295,7 +294,8 @@ public:
                  && !st->closing.load(std::memory_order_relaxed)
                  && !st->lost.load(std::memory_order_relaxed);
     auto high = st != nullptr ? st->high.load(std::memory_order_relaxed) : 0;
-    limit = clear ? high + (high < SIZE_MAX ? 1 : 0) : 0;
+    // (Below SIZE_MAX: an empty write, n - 1 wrapping, is always checked.)
+    limit = clear ? std::min<size_t>(high, SIZE_MAX - 1) : 0;
     allowance = pending != nullptr ? limit : std::min(allowance, limit);
   }
 

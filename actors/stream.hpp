@@ -43,10 +43,10 @@ public:
   std::coroutine_handle<> waiting;
   // The connection's transport.
   transport conn;
-  // A write of fewer bytes than `allowance` goes on without a look at the
-  // transport, and lowers it. Each wait renews it to `limit`: the high
-  // watermark plus one, or 0 while the connection is paused, closing or
-  // lost, or a barrier is out.
+  // A write of 1 to `allowance` bytes goes on without a look at the
+  // coroutine's state, and lowers it. Each wait renews it to `limit`: the
+  // high watermark, or 0 while the connection is paused, closing or lost,
+  // or a barrier is out.
   size_t allowance = 0;
   size_t limit = 0;
 };
@@ -169,8 +169,8 @@ public:
     caf::expected<bytes> await_resume() {
       if (error_)
         return std::move(*error_);
-      if (incoming_ != nullptr)
-        return std::move(*incoming_);
+      if (incoming_ != nullptr) // gone after this resumption
+        return std::move(*std::exchange(incoming_, nullptr));
       return std::move(value_);
     }
 
@@ -352,11 +352,12 @@ public:
   /// `drain`). Errors as `transport::write`, or the connection's loss.
   wait_op write(bytes&& data) {
     // Up to a high watermark's worth between two waits goes on without a
-    // look at the transport (a pause_writing it sends meanwhile reaches
-    // the coroutine at its next wait); past it, while paused, closing or
-    // lost, or when the transport refuses it, the write is checked.
+    // look at the coroutine's state (a pause_writing the transport sends
+    // meanwhile reaches it at its next wait); past it, while paused, when
+    // the transport refuses it or is closing, and for empty bytes (a frame
+    // still takes room), the write is checked.
     auto n = data.size();
-    if (n >= host_->allowance || !host_->conn.try_write(data))
+    if (n - 1 >= host_->allowance || !host_->conn.try_write(data))
       return write_checked(std::move(data));
     host_->allowance -= n;
     return {host_, wait_op::kind::drain, true};

@@ -116,43 +116,53 @@ caf::error transport::write_refusal() const {
 }
 
 // Inline: write() and try_write() are one body, for one cost.
-[[gnu::always_inline]] inline bool transport::write_if_taken(bytes& data) {
+// Takes `data` unless the write is refused or the transport is closing
+// (then `data` is left alone).
+[[gnu::always_inline]] inline transport::write_outcome
+transport::write_if_taken(bytes& data) {
   if (!actor_)
-    return false;
+    return write_outcome::refused;
   if (state_ == nullptr) {
     // A handle without the shared state (from another node): the
     // transport itself drops what it cannot take.
     if (!data.empty())
       caf::anon_send(actor_, op::write{std::move(data), false});
-    return true;
+    return write_outcome::taken;
   }
   auto kind = state_->kind;
   if (kind != detail::transport_kind::stream && write_refused(kind))
-    return false;
+    return write_outcome::refused;
   if (state_->eof_written.load())
-    return false;
+    return write_outcome::refused;
   // An empty frame is a frame; empty bytes on a stream are nothing.
   if (data.empty() && kind != detail::transport_kind::frames)
-    return true;
-  if (drop_write())
-    return true;
+    return write_outcome::taken;
+  if (state_->closing.load())
+    return write_outcome::closing;
   // On the transport's loop with nothing queued before it: write now,
   // without a message (same order as the mailbox would give).
   auto* core = state_->core;
   if (core->run_now([&] { core->direct_write(data); }))
-    return true;
+    return write_outcome::taken;
   state_->in_flight += data.size();
   caf::anon_send(actor_, op::write{std::move(data), true});
-  return true;
+  return write_outcome::taken;
 }
 
 bool transport::try_write(bytes& data) {
-  return write_if_taken(data);
+  return write_if_taken(data) == write_outcome::taken;
 }
 
 caf::error transport::write(bytes data) {
-  if (write_if_taken(data))
-    return caf::none;
+  switch (write_if_taken(data)) {
+    case write_outcome::taken:
+      return caf::none;
+    case write_outcome::closing:
+      state_->count_dropped_write();
+      return caf::none;
+    case write_outcome::refused:
+      break;
+  }
   return write_refusal();
 }
 

@@ -57,9 +57,10 @@ public:
   /// returns an error).
   caf::error write(bytes data);
 
-  /// `write` where it would succeed: takes `data` and returns true; else
-  /// returns false and leaves `data` alone (`write` then says why). Spares
-  /// a hot path building and destroying an empty `caf::error`.
+  /// `write` where it would take `data`: takes it and returns true; else
+  /// (the write would be refused, or dropped as the transport is closing)
+  /// returns false and leaves `data` alone, for `write`. Spares a hot path
+  /// building and destroying an empty `caf::error`.
   [[nodiscard]] bool try_write(bytes& data);
 
   /// Sends `data` as one datagram (datagram transports only) to `addr`, or
@@ -258,7 +259,8 @@ private:
   friend class runtime;
 
   bool drop_write();
-  bool write_if_taken(bytes& data);
+  enum class write_outcome : unsigned char { taken, closing, refused };
+  write_outcome write_if_taken(bytes& data);
   [[nodiscard]] caf::error write_refusal() const;
 
   // `sendfile`'s checks, and its message.

@@ -786,3 +786,46 @@ SCENARIO("a child its coroutine lets go of is killed") {
     CHECK(eventually([&] { return ::kill(pid, 0) != 0; }, 10s));
   });
 }
+
+SCENARIO("a write after the transport was closed behind the stream's back "
+         "waits for the loss") {
+  auto k = socket_kind();
+  INFO("transport: " << name_of(k));
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, k, [j](stream s) -> task<> {
+      co_await s.write("before");
+      // Not through the stream: it learns of it from the transport.
+      s.get_transport().close();
+      j->add("small:" + show(co_await s.write("x")));
+      j->add("empty:" + show(co_await s.write(bytes{})));
+    });
+    auto p = connect_peer(k, l);
+    bool eof = false;
+    CHECK(p.recv_all(&eof) == "before");
+    CHECK(eof);
+    REQUIRE(j->wait_for("empty:closed"));
+    // Neither write went on as if it had been made.
+    CHECK(j->events() == std::vector<std::string>{"small:closed",
+                                                  "empty:closed"});
+  });
+}
+
+SCENARIO("a read awaited again takes what came after") {
+  auto j = std::make_shared<journal>();
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, kind::tcp, [j](stream s) -> task<> {
+      auto rd = s.read();
+      // Handed over as the bytes come.
+      j->add("1:" + show(co_await rd));
+      // The next bytes come meanwhile, and wait in the buffer.
+      co_await sleep_for(100ms);
+      j->add("2:" + show(co_await rd));
+    });
+    auto p = connect_peer(kind::tcp, l);
+    p.send_all("hello");
+    REQUIRE(j->wait_for("1:ok[hello]"));
+    p.send_all("world");
+    REQUIRE(j->wait_for("2:ok[world]"));
+  });
+}
