@@ -61,6 +61,8 @@ multiplexer::~multiplexer() {
 
 void multiplexer::start() {
   thread_ = std::thread{[this] { run(); }};
+  // Named, so that /proc/PID/task/*/comm tells the loop from CAF's threads.
+  ::pthread_setname_np(thread_.native_handle(), "tact-loop");
   // Running before anyone can ask on_loop_thread().
   while (!looping_.load())
     std::this_thread::yield();

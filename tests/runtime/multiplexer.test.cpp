@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
 #include <future>
+#include <string>
 #include <thread>
 
 #include <caf/event_based_actor.hpp>
@@ -17,6 +19,21 @@ using namespace tact::test;
 
 SCENARIO("a runtime starts and stops without leaving threads or fds") {
   with_runtime([](runtime& rt) { CHECK(rt.mux().live_actors() == 0); });
+}
+
+SCENARIO("the loop thread is named, for per-thread CPU in /proc") {
+  with_runtime([](runtime& rt) {
+    std::promise<std::string> name;
+    rt.mux().post([&] {
+      std::ifstream in{"/proc/thread-self/comm"};
+      std::string line;
+      std::getline(in, line);
+      name.set_value(line);
+    });
+    auto fut = name.get_future();
+    REQUIRE(fut.wait_for(5s) == std::future_status::ready);
+    CHECK(fut.get() == "tact-loop");
+  });
 }
 
 SCENARIO("actors spawned on the loop run on the loop thread") {
