@@ -476,8 +476,33 @@ public:
   coro_source err;
   transport handle;
   transport pipes[3];
+  // The child's stdin: over its high watermark (between pause_writing and
+  // resume_writing), and its end.
+  bool stdin_paused = false;
+  bool stdin_ended = false;
+  caf::error stdin_reason;
   bool exited = false;
   bool lost = false;
+
+  // process::drain: whether the coroutine may go on writing the child's
+  // stdin; its error in `result` once the pipe or the child is gone. The
+  // buffer is looked at too: a pause the pipe sends reaches here through
+  // two actors, after the coroutine next waits; but while the buffer is
+  // over the high watermark a pause is on its way or here, and the resume
+  // that follows it wakes the wait.
+  bool stdin_drained(caf::error& result) {
+    if (stdin_ended || lost) {
+      if (stdin_reason)
+        result = stdin_reason;
+      return true;
+    }
+    auto* st = pipes[0].state();
+    if (st == nullptr)
+      return true;
+    return !stdin_paused
+           && pipes[0].get_write_buffer_size()
+                <= st->high.load(std::memory_order_relaxed);
+  }
 };
 
 // The protocol of a child started from a coroutine: passes every event on
@@ -502,9 +527,23 @@ public:
   }
 
   void pipe_connection_lost(int fd, const caf::error& reason) override {
-    if (fd == 0)
+    if (fd == 0) {
+      post([reason](coro_process& st) {
+        st.stdin_ended = true;
+        st.stdin_reason = reason;
+      });
       return;
+    }
     post([fd, reason](coro_process& st) { st.source(fd).end(reason); });
+  }
+
+  // About the child's stdin.
+  void pause_writing() override {
+    post([](coro_process& st) { st.stdin_paused = true; });
+  }
+
+  void resume_writing() override {
+    post([](coro_process& st) { st.stdin_paused = false; });
   }
 
   void process_exited() override {
@@ -703,6 +742,14 @@ bool wait_op::poll() {
       return false;
     case kind::exited:
       return proc_->exited;
+    case kind::stdin_drained: {
+      caf::error err;
+      if (!proc_->stdin_drained(err))
+        return false;
+      if (err)
+        error_ = std::move(err);
+      return true;
+    }
   }
   return false;
 }
@@ -873,6 +920,14 @@ caf::error process::close_stdin() {
 
 wait_op process::wait() {
   return {state_->host, wait_op::kind::exited, {}, {}, state_.get()};
+}
+
+wait_op process::drain() {
+  caf::error early;
+  if (!state_->pipes[0])
+    early = make_error(errc::not_connected, "the child's stdin is no pipe");
+  return {state_->host, wait_op::kind::stdin_drained, std::move(early), {},
+          state_.get()};
 }
 
 std::optional<int> process::returncode() const {

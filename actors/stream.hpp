@@ -246,7 +246,7 @@ protected:
 /// exit: `caf::error` (empty for success).
 class TACT_EXPORT wait_op final : public detail::coro_wait {
 public:
-  enum class kind : unsigned char { drain, closed, sleep, exited };
+  enum class kind : unsigned char { drain, closed, sleep, exited, stdin_drained };
 
   wait_op(detail::coro_host_head* host, kind k, bool done = false) noexcept
     : coro_wait(host, std::true_type{}), kind_(k), done_(done) {
@@ -276,7 +276,7 @@ private:
   // A sleep's end (a deadline from wait_for may come earlier).
   union {
     clock_type::rep until_; // kind::sleep
-    detail::coro_process* proc_ = nullptr; // kind::exited
+    detail::coro_process* proc_ = nullptr; // kind::exited, stdin_drained
   };
 };
 
@@ -427,9 +427,15 @@ public:
   [[nodiscard]] reader err() const;
 
   /// Queues `data` for the child's stdin (`errc::not_connected` when it
-  /// is not a pipe).
+  /// is not a pipe). It does not wait: a coroutine that writes much awaits
+  /// `drain()` between writes, as with asyncio's `proc.stdin`.
   caf::error write(bytes data);
   caf::error write(std::string_view text);
+
+  /// Waits while the child's stdin holds more than its high watermark (a
+  /// child that does not read blocks the coroutine, not memory); the
+  /// pipe's error once it is lost, empty once it closed cleanly.
+  wait_op drain();
 
   /// Closes the child's stdin once what was written has gone (its EOF).
   caf::error close_stdin();

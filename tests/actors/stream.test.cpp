@@ -829,3 +829,59 @@ SCENARIO("a read awaited again takes what came after") {
     REQUIRE(j->wait_for("2:ok[world]"));
   });
 }
+
+SCENARIO("a coroutine writing a child's stdin waits while the child does not read") {
+  auto j = std::make_shared<journal>();
+  constexpr size_t chunk = 64 * 1024;
+  constexpr size_t total = 256 * chunk; // 16 MiB
+  auto written = std::make_shared<std::atomic<size_t>>(0);
+  auto most_buffered = std::make_shared<std::atomic<size_t>>(0);
+  with_runtime([&](runtime& rt) {
+    auto l = listen(rt, kind::tcp, [&rt, j, written, most_buffered](
+                                     stream s) -> task<> {
+      std::vector<std::string> argv{"/bin/sleep", "30"};
+      auto child = co_await rt.create_subprocess_exec(argv);
+      if (!child) {
+        j->add("start:" + show(child.error()));
+        co_return;
+      }
+      auto data = std::string(chunk, 'x');
+      for (size_t at = 0; at < total; at += chunk) {
+        if (auto err = child->write(data)) {
+          j->add("write:" + show(err));
+          co_return;
+        }
+        *written += chunk;
+        auto now
+          = child->get_transport().get_pipe_transport(0).get_write_buffer_size();
+        if (now > *most_buffered)
+          *most_buffered = now;
+        auto err = co_await wait_for(child->drain(), 1s);
+        if (!err)
+          continue;
+        // Blocked: the child reads nothing. Once it is killed, the drain
+        // ends with the pipe.
+        j->add("drain:" + show(err));
+        child->get_transport().send_signal(SIGKILL);
+        j->add("after kill:" + show(co_await wait_for(child->drain(), 10s)));
+        break;
+      }
+      j->add("wait:" + show(co_await child->wait()));
+      co_await s.write("done");
+    });
+    auto p = connect_peer(kind::tcp, l);
+    CHECK(p.recv_all(nullptr, 20s) == "done");
+    auto ev = j->events();
+    REQUIRE(ev.size() == 3);
+    CHECK(ev[0] == "drain:timed_out");
+    // The pipe went with the child: a clean end or its error, not a wait.
+    CHECK(ev[1] != "after kill:timed_out");
+    CHECK(ev[2] == "wait:ok");
+    // The pipe's buffer held its high watermark (64 KiB) and one write at
+    // most; the kernel's pipe (64 KiB by default) took some more.
+    INFO("written: " << written->load() << ", most buffered: "
+                     << most_buffered->load());
+    CHECK(written->load() < total / 8);
+    CHECK(most_buffered->load() <= 64 * 1024 + chunk);
+  });
+}
