@@ -226,7 +226,7 @@ public:
 
   void pause_writing() override {
     paused_ = true;
-    limit = allowance = 0;
+    refresh_limit();
   }
 
   caf::message message_received(caf::message& msg) override {
@@ -250,7 +250,7 @@ public:
     lost_ = true;
     reason_ = reason;
     paused_ = false;
-    limit = allowance = 0;
+    refresh_limit();
     in_.end(reason);
     poke();
     // The coroutine goes on until it returns (the adapter lingers).
@@ -279,23 +279,28 @@ public:
   // high watermark and no pause has come (yet): a barrier, a request the
   // transport answers in its mailbox's order, tells when it has.
   bool may_go_on() {
-    auto go = check_writing();
+    auto go = false;
+    if (open_for_writes()) {
+      if (barrier_ == barrier::answered) {
+        barrier_ = barrier::none;
+        go = true;
+      } else if (barrier_ == barrier::none) {
+        go = conn.get_write_buffer_size() <= high();
+        if (!go)
+          send_barrier();
+      }
+    }
     refresh_limit();
     return go;
   }
 
-  // The allowance a wait gives: a high watermark's worth, none while
-  // paused, closing, lost or waiting for a barrier. While the coroutine
-  // waits, its allowance is that; else it only shrinks to it.
+  // The allowance a wait gives: a high watermark's worth, none while the
+  // connection is not open for writes or a barrier is out. While the
+  // coroutine waits, its allowance is that; else it only shrinks to it.
   void refresh_limit() {
-    auto* st = conn.state();
-    auto clear = st != nullptr && !lost_ && !paused_
-                 && barrier_ == barrier::none
-                 && !st->closing.load(std::memory_order_relaxed)
-                 && !st->lost.load(std::memory_order_relaxed);
-    auto high = st != nullptr ? st->high.load(std::memory_order_relaxed) : 0;
+    auto clear = open_for_writes() && barrier_ == barrier::none;
     // (Below SIZE_MAX: an empty write, n - 1 wrapping, is always checked.)
-    limit = clear ? std::min<size_t>(high, SIZE_MAX - 1) : 0;
+    limit = clear ? std::min<size_t>(high(), SIZE_MAX - 1) : 0;
     allowance = pending != nullptr ? limit : std::min(allowance, limit);
   }
 
@@ -311,22 +316,17 @@ public:
 
   transport& handle() noexcept { return conn; }
 
-  // may_go_on's answer, before the allowance is renewed.
-  bool check_writing() {
+  // Not lost, not paused, the transport not closing (nor gone).
+  [[nodiscard]] bool open_for_writes() const {
     auto* st = conn.state();
-    if (paused_ || st == nullptr || st->closing.load(std::memory_order_relaxed)
-        || st->lost.load(std::memory_order_relaxed))
-      return false;
-    if (barrier_ == barrier::answered) {
-      barrier_ = barrier::none;
-      return true;
-    }
-    if (barrier_ == barrier::pending)
-      return false;
-    if (conn.get_write_buffer_size() <= st->high.load(std::memory_order_relaxed))
-      return true;
-    send_barrier();
-    return false;
+    return st != nullptr && !lost_ && !paused_
+           && !st->closing.load(std::memory_order_relaxed)
+           && !st->lost.load(std::memory_order_relaxed);
+  }
+
+  [[nodiscard]] size_t high() const {
+    auto* st = conn.state();
+    return st != nullptr ? st->high.load(std::memory_order_relaxed) : 0;
   }
 
   [[nodiscard]] caf::actor actor() const { return self(); }
@@ -706,14 +706,14 @@ void reader::read_op::finish(caf::error reason) {
 wait_op::wait_op(detail::coro_host_head* host, kind k, caf::error early,
                  clock_type::time_point until, detail::coro_process* proc)
   : coro_wait(host), kind_(k), done_(static_cast<bool>(early)) {
-  if (k == kind::sleep)
+  if (k == kind::sleep) {
     until_ = until.time_since_epoch().count();
-  else
+    set_deadline(until);
+  } else {
     proc_ = proc;
+  }
   if (early)
     error_ = std::move(early);
-  if (k == kind::sleep)
-    set_deadline(until);
 }
 
 bool wait_op::ready() {
@@ -850,13 +850,12 @@ bool stream::can_write_eof() const {
 }
 
 void stream::close() {
+  // Later writes are checked: try_write refuses a closing transport.
   host_->conn.close();
-  detail::host_of(host_)->refresh_limit();
 }
 
 void stream::abort() {
   host_->conn.abort();
-  detail::host_of(host_)->refresh_limit();
 }
 
 bool stream::is_closing() const {

@@ -26,6 +26,8 @@
 #include "tact/runtime/runtime.hpp"
 #include "tact/runtime/url.hpp"
 
+#include "serve.hpp"
+
 namespace {
 
 // Echo as a coroutine: what arrives goes back; a write waits while the
@@ -88,6 +90,8 @@ int main(int argc, char** argv) {
     = coroutine ? tact::protocol_factory{echo}
                 : tact::protocol_factory{
                     [] { return std::make_unique<tact::echo_protocol>(); }};
+  tact::server_options opts;
+  opts.idle_timeout = idle;
   std::vector<tact::server> servers;
   std::vector<tact::transport> endpoints;
   for (auto& u : urls) {
@@ -113,35 +117,10 @@ int main(int argc, char** argv) {
       endpoints.push_back(std::move(*ep));
       continue;
     }
-    tact::server_options opts;
-    opts.idle_timeout = idle;
-    if (u.scheme == "tls") {
-      auto ctx = tact::tls_context::server({.cert_file = u.query["cert"],
-                                            .key_file = u.query["key"]});
-      if (!ctx) {
-        std::fprintf(stderr, "echo_server: %s: %s\n",
-                     tact::to_string(u).c_str(),
-                     tact::describe(ctx.error()).c_str());
-        return 2;
-      }
-      opts.tls = *ctx;
-    }
-    auto srv = u.scheme == "unix"
-                 ? rt.create_unix_server(factory, u.path, opts)
-                 : rt.create_server(factory, u.host, u.port, opts);
-    if (!srv) {
-      std::fprintf(stderr, "echo_server: cannot listen on %s: %s\n",
-                   tact::to_string(u).c_str(),
-                   tact::describe(srv.error()).c_str());
-      return 1;
-    }
-    for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
-    std::fflush(stdout);
-    servers.push_back(std::move(*srv));
+    if (auto code = example::listen_urls(rt, factory, {u}, "echo_server",
+                                         servers, opts))
+      return code;
   }
-  rt.wait_for_signal();
-  // Stop accepting, give live connections a moment to flush, then exit.
-  rt.shutdown(std::chrono::milliseconds{500});
+  example::serve_until_signal(rt);
   return 0;
 }

@@ -33,6 +33,8 @@
 #include "tact/runtime/runtime.hpp"
 #include "tact/runtime/url.hpp"
 
+#include "serve.hpp"
+
 namespace {
 
 // What a request head may take, as most servers allow.
@@ -271,36 +273,12 @@ int main(int argc, char** argv) {
   }
   tact::runtime rt{tact::runtime_options{.handle_signals = true}};
   auto factory = [&root] { return std::make_unique<file_protocol>(&root); };
+  tact::server_options opts;
+  opts.idle_timeout = idle_timeout;
   std::vector<tact::server> servers;
-  for (auto& u : urls) {
-    tact::server_options opts;
-    opts.idle_timeout = idle_timeout;
-    if (u.scheme == "tls") {
-      auto ctx = tact::tls_context::server({.cert_file = u.query["cert"],
-                                            .key_file = u.query["key"]});
-      if (!ctx) {
-        std::fprintf(stderr, "file_server: %s: %s\n",
-                     tact::to_string(u).c_str(),
-                     tact::describe(ctx.error()).c_str());
-        return 2;
-      }
-      opts.tls = *ctx;
-    }
-    auto srv = u.scheme == "unix"
-                 ? rt.create_unix_server(factory, u.path, opts)
-                 : rt.create_server(factory, u.host, u.port, opts);
-    if (!srv) {
-      std::fprintf(stderr, "file_server: cannot listen on %s: %s\n",
-                   tact::to_string(u).c_str(),
-                   tact::describe(srv.error()).c_str());
-      return 1;
-    }
-    for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
-    std::fflush(stdout);
-    servers.push_back(std::move(*srv));
-  }
-  rt.wait_for_signal();
-  rt.shutdown(std::chrono::milliseconds{500});
+  if (auto code = example::listen_urls(rt, factory, urls, "file_server",
+                                       servers, opts))
+    return code;
+  example::serve_until_signal(rt);
   return 0;
 }

@@ -26,6 +26,8 @@
 #include "tact/runtime/runtime.hpp"
 #include "tact/runtime/url.hpp"
 
+#include "serve.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -149,22 +151,10 @@ int main(int argc, char** argv) {
     return std::make_unique<line_counter>(lines, idle);
   };
   std::vector<tact::server> servers;
-  for (auto& u : urls) {
-    auto srv = u.scheme == "unix" ? rt.create_unix_server(factory, u.path)
-                                  : rt.create_server(factory, u.host, u.port);
-    if (!srv) {
-      std::fprintf(stderr, "line_counter: cannot listen on %s: %s\n",
-                   tact::to_string(u).c_str(),
-                   tact::describe(srv.error()).c_str());
-      return 1;
-    }
-    for (auto& bound : srv->urls())
-      std::printf("listening on %s\n", bound.c_str());
-    std::fflush(stdout);
-    servers.push_back(std::move(*srv));
-  }
-  rt.wait_for_signal();
-  rt.shutdown(std::chrono::milliseconds{500});
+  if (auto code = example::listen_urls(rt, factory, urls, "line_counter",
+                                       servers))
+    return code;
+  example::serve_until_signal(rt);
   caf::anon_send_exit(lines, caf::exit_reason::user_shutdown);
   return 0;
 }

@@ -101,6 +101,24 @@ caf::error write_refused(detail::transport_kind kind) {
 
 } // namespace
 
+namespace {
+
+// Why the transport behind `st` refuses a write before it is made, if it
+// does: what write_if_taken tests on every write, and what write_refusal
+// turns into an error.
+enum class refusal : unsigned char { none, kind, after_eof };
+
+[[gnu::always_inline]] inline refusal
+write_refusal_of(const detail::transport_state& st) {
+  if (st.kind != detail::transport_kind::stream && write_refused(st.kind))
+    return refusal::kind;
+  if (st.eof_written.load())
+    return refusal::after_eof;
+  return refusal::none;
+}
+
+} // namespace
+
 // Why a write would fail, before it is made: `errc::not_connected`,
 // `not_supported`, `write_after_eof`; empty when it would not.
 caf::error transport::write_refusal() const {
@@ -108,10 +126,14 @@ caf::error transport::write_refusal() const {
     return empty_handle("write");
   if (state_ == nullptr)
     return caf::none;
-  if (auto err = write_refused(state_->kind))
-    return err;
-  if (state_->eof_written.load())
-    return make_error(errc::write_after_eof);
+  switch (write_refusal_of(*state_)) {
+    case refusal::none:
+      break;
+    case refusal::kind:
+      return write_refused(state_->kind);
+    case refusal::after_eof:
+      return make_error(errc::write_after_eof);
+  }
   return caf::none;
 }
 
@@ -129,11 +151,9 @@ transport::write_if_taken(bytes& data) {
       caf::anon_send(actor_, op::write{std::move(data), false});
     return write_outcome::taken;
   }
+  if (write_refusal_of(*state_) != refusal::none)
+    return write_outcome::refused;
   auto kind = state_->kind;
-  if (kind != detail::transport_kind::stream && write_refused(kind))
-    return write_outcome::refused;
-  if (state_->eof_written.load())
-    return write_outcome::refused;
   // An empty frame is a frame; empty bytes on a stream are nothing.
   if (data.empty() && kind != detail::transport_kind::frames)
     return write_outcome::taken;
