@@ -536,8 +536,10 @@ private:
     seen_epoch_ = 0;
     // start_tls: the new protocol of our transport is a layer whose own
     // protocol is this one; it is our transport from now on.
+    // The layer lives on the transport's loop, which may not be ours: only
+    // its shared state is read here.
     auto* core = dynamic_cast<detail::transport_core*>(
-      detail::as_light(req.next, mux()));
+      detail::find_light(req.next));
     if (core != nullptr && handle_
         && core->state().current_protocol_addr() == address()) {
       demonitor(handle_.actor());

@@ -11,7 +11,9 @@
 // stream connection that moves no byte either way for that long.
 // `--coroutine` (anywhere) serves stream connections with the coroutine
 // below instead of the class protocol `tact::echo_protocol`; the output
-// and the behaviour are the same.
+// and the behaviour are the same. `--loops N` runs N loops (0: one per
+// CPU the process may use), over which the servers spread their
+// connections; without it, one (or the environment's TACT_LOOPS).
 
 #include <chrono>
 #include <cstdio>
@@ -48,7 +50,8 @@ tact::task<> echo(tact::stream s) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
-                 "usage: %s [--idle-timeout SECONDS] [--coroutine] URL...  "
+                 "usage: %s [--idle-timeout SECONDS] [--coroutine] "
+                 "[--loops N] URL...  "
                  "(tcp://HOST:PORT, unix://PATH, "
                  "udp://HOST:PORT, tls://HOST:PORT?cert=FILE&key=FILE)\n",
                  argv[0]);
@@ -57,7 +60,20 @@ int main(int argc, char** argv) {
   std::vector<tact::url> urls;
   std::chrono::milliseconds idle{0};
   bool coroutine = false;
+  tact::runtime_options rt_opts;
+  rt_opts.handle_signals = true;
   for (int i = 1; i < argc; ++i) {
+    if (std::string{argv[i]} == "--loops" && i + 1 < argc) {
+      char* end = nullptr;
+      auto n = std::strtoul(argv[++i], &end, 10);
+      if (*end != '\0' || n > 1024) {
+        std::fprintf(stderr, "echo_server: --loops wants a number from 0 "
+                             "(one per CPU) to 1024\n");
+        return 2;
+      }
+      rt_opts.loops = n;
+      continue;
+    }
     if (std::string{argv[i]} == "--coroutine") {
       coroutine = true;
       continue;
@@ -85,7 +101,7 @@ int main(int argc, char** argv) {
     }
     urls.push_back(std::move(*u));
   }
-  tact::runtime rt{tact::runtime_options{.handle_signals = true}};
+  tact::runtime rt{std::move(rt_opts)};
   tact::protocol_factory factory
     = coroutine ? tact::protocol_factory{echo}
                 : tact::protocol_factory{

@@ -4,11 +4,13 @@
 
 #include "tact/protocols/relay.hpp"
 
+#include <atomic>
 #include <memory>
 
 #include <caf/sec.hpp>
 
 #include "tact/runtime/detail/light_actor.hpp"
+#include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/match.hpp"
 #include "tact/runtime/detail/transport_core.hpp"
 #include "tact/runtime/errc.hpp"
@@ -19,6 +21,10 @@ namespace tact {
 namespace {
 
 using detail::transport_kind;
+
+// From a relay's side to the other, across loops: your reading may go on
+// (see relay_side::hold_if_full).
+using recheck_atom = caf::atom_constant<caf::atom("relaychk")>;
 
 bool is_child(const transport& t) {
   return t.state()->kind == transport_kind::subprocess;
@@ -31,8 +37,13 @@ struct relay_end {
   transport t;
   bool child = false;
   // Set when this side's peer sent EOF, and when EOF went out to it; a
-  // stream side that has both is done and is closed.
-  int halves = 0;
+  // stream side that has both is done and is closed. Atomic: the two sides
+  // of a relay may live on two loops, and each counts on both ends.
+  std::atomic<int> halves{0};
+  // Whether this end's transport has paused writing (its pause_writing came
+  // to this end's side, and its resume_writing has not): set by that side,
+  // read by the other, which may live on another loop.
+  std::atomic<bool> writing_paused{false};
 
   [[nodiscard]] transport input() const {
     return child ? t.get_pipe_transport(0) : t;
@@ -59,7 +70,7 @@ struct relay_end {
 
   // One half of a stream side ended; the second closes it.
   void half_done() {
-    if (!child && ++halves == 2)
+    if (!child && halves.fetch_add(1) + 1 == 2)
       t.close();
   }
 
@@ -72,7 +83,7 @@ struct relay_end {
       return;
     }
     if (t.can_write_eof()) {
-      if (halves == 1) {
+      if (halves.load() == 1) {
         // Its peer has ended already: close() sends the same FIN after
         // what is buffered, without a shutdown() first.
         t.close();
@@ -136,7 +147,10 @@ public:
 protected:
   void on_message(caf::mailbox_element& x) override {
     auto& msg = x.content();
-    if (detail::is<data_received>(msg)) {
+    if (auto id = answer_to(x); id != 0) {
+      if (id == barrier_)
+        on_barrier(msg);
+    } else if (detail::is<data_received>(msg)) {
       forward(msg.get_mutable_as<data_received>(0).data);
     } else if (detail::is<pipe_data_received>(msg)) {
       auto& d = msg.get_mutable_as<pipe_data_received>(0);
@@ -153,9 +167,19 @@ protected:
         other_.end_input();
     } else if (detail::is<pause_writing>(msg)) {
       // For a child: about its stdin.
+      me_.writing_paused = true;
       other_.pause();
     } else if (detail::is<resume_writing>(msg)) {
-      other_.resume();
+      me_.writing_paused = false;
+      // Across loops, bytes the other side wrote may still be on their way
+      // here: the other side, which counts them, decides.
+      if (across())
+        send_to(other_.t.get_protocol(), caf::make_message(recheck_atom::value));
+      else
+        other_.resume();
+    } else if (msg.match_elements<recheck_atom>()) {
+      if (barrier_ == 0)
+        recheck();
     } else if (detail::is<connection_made>(msg)) {
       made(x, msg.get_as<connection_made>(0).handle);
     } else if (detail::is<connection_lost>(msg)) {
@@ -191,6 +215,67 @@ private:
     // side back.
     if (auto out = me_.output())
       out.consumed(n);
+    if (across())
+      hold_if_full();
+  }
+
+  // Whether the other side's transport lives on another loop than this
+  // side's: then a write to it is a message.
+  bool across() {
+    if (across_ == loops::unknown) {
+      auto* mine = me_.output().state();
+      auto* theirs = other_.input().state();
+      across_ = mine != nullptr && theirs != nullptr
+                    && &mine->core->mux() != &theirs->core->mux()
+                  ? loops::two
+                  : loops::one;
+    }
+    return across_ == loops::two;
+  }
+
+  // Across loops, the other transport's pause_writing comes only once its
+  // loop has taken in the bytes written to it, while this side's loop reads
+  // on. So this side holds its own reading back whenever the other side's
+  // buffer, bytes on their way counted, is over its high watermark (even
+  // with a barrier out: the other side may have resumed this one since),
+  // and asks that transport for its buffer size: the answer comes in its
+  // mailbox's order, after those bytes.
+  void hold_if_full() {
+    auto in = other_.input();
+    if (!in || in.get_write_buffer_size() <= in.get_write_buffer_limits().second)
+      return;
+    me_.pause();
+    if (barrier_ == 0)
+      send_barrier(in);
+  }
+
+  void send_barrier(const transport& in) {
+    barrier_ = request_to(in.actor(),
+                          caf::make_message(op::get_write_buffer_size{}));
+  }
+
+  // The bytes written before the barrier are in.
+  void on_barrier(const caf::type_erased_tuple& answer) {
+    barrier_ = 0;
+    if (detail::is<uint64_t>(answer))
+      recheck();
+    // else the other side is gone: its end closes this one
+  }
+
+  // If the other side's transport has paused writing, that side's
+  // resume_writing brings a recheck. Else, under the mark, reading goes
+  // on; over it (bytes still on their way, or a pause_writing the other
+  // side has not handled yet), this side holds and sends a barrier.
+  void recheck() {
+    auto in = other_.input();
+    if (!in || other_.writing_paused.load())
+      return;
+    if (in.get_write_buffer_size() > in.get_write_buffer_limits().second) {
+      me_.pause();
+      send_barrier(in);
+    } else {
+      me_.resume();
+    }
   }
 
   void made(const caf::mailbox_element& x, const transport& t) {
@@ -222,6 +307,10 @@ private:
   relay_end& me_;
   relay_end& other_;
   std::function<void(transport)> on_made_;
+  enum class loops : unsigned char { unknown, one, two };
+  loops across_ = loops::unknown;
+  // The request of `hold_if_full` under way (0: none).
+  uint64_t barrier_ = 0;
 };
 
 // Starts relaying between the two ends of `link`: reading resumes on both
@@ -273,10 +362,12 @@ caf::error relay(transport a, transport b) {
   link->ends[0].child = is_child(a);
   link->ends[1].t = b;
   link->ends[1].child = is_child(b);
-  auto& mux = a.state()->core->mux();
+  // Each side on its transport's loop: it takes what that transport reads
+  // by a direct call, and holds that reading back at once.
   for (int i = 0; i < 2; ++i) {
     auto t = link->ends[i].t;
-    t.set_protocol(detail::spawn_light<relay_side>(mux, link, i));
+    t.set_protocol(
+      detail::spawn_light<relay_side>(t.state()->core->mux(), link, i));
   }
   return start(*link);
 }
@@ -297,7 +388,10 @@ protocol_factory relay_to(relay_opener open,
           accepted.abort(std::move(err));
         };
         // The other end starts the relay from its own connection_made, so
-        // that nothing it does there can come after the start.
+        // that nothing it does there can come after the start. It lives on
+        // its transport's loop (this one, when the opener connects from
+        // here, as an opener that calls the runtime does); what it reads of
+        // the link, this side wrote before it called the opener.
         auto other_end = protocol_factory::with_loop(
           [link](detail::multiplexer& m) {
             return detail::spawn_light<relay_side>(

@@ -7,6 +7,7 @@
 
 #include <future>
 
+#include "tact/runtime/detail/loop_group.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/errc.hpp"
 #include "tact/runtime/runtime.hpp"
@@ -21,8 +22,8 @@ namespace tact {
 
 namespace {
 
-caf::error check_thread(detail::multiplexer& mux) {
-  if (mux.on_loop_thread())
+caf::error check_thread(const detail::loop_group& loops) {
+  if (loops.on_loop_thread())
     return make_error(errc::would_deadlock,
                       "blocking loop operation called on the loop thread");
   return caf::none;
@@ -32,9 +33,9 @@ caf::error check_thread(detail::multiplexer& mux) {
 // blocking forms. Refused on the loop thread, which would have to answer.
 template <class T>
 caf::expected<T>
-wait_for(detail::multiplexer& mux,
+wait_for(const detail::loop_group& loops,
          const std::function<void(std::function<void(caf::expected<T>)>)>& op) {
-  if (auto err = check_thread(mux))
+  if (auto err = check_thread(loops))
     return err;
   auto done = std::make_shared<std::promise<caf::expected<T>>>();
   auto result = done->get_future();
@@ -60,7 +61,7 @@ void runtime::connect(protocol_factory factory, std::string host,
   detail::connect_target target;
   target.host = std::move(host);
   target.port = port;
-  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+  detail::open_stream(loops_->pick(), opts_.read_credit, std::move(target), opts,
                       std::move(factory), std::move(done));
 }
 
@@ -72,7 +73,7 @@ void runtime::connect(protocol_factory factory, std::string host,
   detail::connect_target target;
   target.host = std::move(host);
   target.port = port;
-  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+  detail::open_stream(loops_->pick(), opts_.read_credit, std::move(target), opts,
                       std::move(factory), std::move(done), &ctx,
                       std::move(tls));
 }
@@ -81,7 +82,7 @@ void runtime::connect_unix(protocol_factory factory, std::string path,
                            connection_options opts, transport_callback done,
                            std::optional<tls_context> ctx, tls_options tls) {
   if (opts.keepalive) {
-    mux_->post([done = std::move(done)] {
+    loops_->pick().post([done = std::move(done)] {
       done(make_error(errc::invalid_argument,
                       "keepalive on a Unix socket connection"));
     });
@@ -89,7 +90,7 @@ void runtime::connect_unix(protocol_factory factory, std::string path,
   }
   detail::connect_target target;
   target.path = std::move(path);
-  detail::open_stream(*mux_, opts_.read_credit, std::move(target), opts,
+  detail::open_stream(loops_->pick(), opts_.read_credit, std::move(target), opts,
                       std::move(factory), std::move(done),
                       ctx ? &*ctx : nullptr, std::move(tls));
 }
@@ -98,7 +99,7 @@ caf::expected<transport> runtime::create_connection(protocol_factory factory,
                                                     const std::string& host,
                                                     uint16_t port,
                                                     connection_options opts) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     connect(std::move(factory), host, port, opts, std::move(done));
   });
 }
@@ -107,7 +108,7 @@ caf::expected<transport>
 runtime::create_connection(protocol_factory factory, const std::string& host,
                            uint16_t port, const tls_context& ctx,
                            tls_options opts, connection_options conn) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     connect(std::move(factory), host, port, ctx, std::move(opts), conn,
             std::move(done));
   });
@@ -117,7 +118,7 @@ caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
                                 const std::string& path,
                                 connection_options opts) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     connect_unix(std::move(factory), path, opts, std::move(done));
   });
 }
@@ -126,7 +127,7 @@ caf::expected<transport>
 runtime::create_unix_connection(protocol_factory factory,
                                 const std::string& path, const tls_context& ctx,
                                 tls_options opts, connection_options conn) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     connect_unix(std::move(factory), path, conn, std::move(done), ctx,
                  std::move(opts));
   });
@@ -134,18 +135,18 @@ runtime::create_unix_connection(protocol_factory factory,
 
 caf::expected<transport>
 runtime::connect_accepted_socket(protocol_factory factory, int fd) {
-  return detail::wrap_accepted_socket(*mux_, opts_.read_credit, factory, fd);
+  return detail::wrap_accepted_socket(loops_->pick(), opts_.read_credit, factory, fd);
 }
 
 void runtime::listen(protocol_factory factory, std::string host, uint16_t port,
                      server_options opts, server_callback done) {
-  detail::listen_tcp(*mux_, opts_.read_credit, std::move(factory),
+  detail::listen_tcp(loops_->pick(), opts_.read_credit, std::move(factory),
                      std::move(host), port, std::move(opts), std::move(done));
 }
 
 void runtime::listen_unix(protocol_factory factory, std::string path,
                           server_options opts, server_callback done) {
-  detail::listen_unix(*mux_, opts_.read_credit, std::move(factory),
+  detail::listen_unix(loops_->pick(), opts_.read_credit, std::move(factory),
                       std::move(path), std::move(opts), std::move(done));
 }
 
@@ -153,7 +154,7 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
                                              const std::string& host,
                                              uint16_t port,
                                              server_options opts) {
-  return wait_for<server>(*mux_, [&](server_callback done) {
+  return wait_for<server>(*loops_, [&](server_callback done) {
     listen(std::move(factory), host, port, std::move(opts), std::move(done));
   });
 }
@@ -161,7 +162,7 @@ caf::expected<server> runtime::create_server(protocol_factory factory,
 caf::expected<server> runtime::create_unix_server(protocol_factory factory,
                                                   const std::string& path,
                                                   server_options opts) {
-  return wait_for<server>(*mux_, [&](server_callback done) {
+  return wait_for<server>(*loops_, [&](server_callback done) {
     listen_unix(std::move(factory), path, std::move(opts), std::move(done));
   });
 }
@@ -170,7 +171,7 @@ caf::expected<server> runtime::create_unix_server(protocol_factory factory,
 
 void runtime::open_datagram(protocol_factory factory, datagram_options opts,
                             transport_callback done) {
-  detail::open_datagram(*mux_, opts_.read_credit, std::move(factory),
+  detail::open_datagram(loops_->pick(), opts_.read_credit, std::move(factory),
                         std::move(opts), std::move(done));
 }
 
@@ -178,7 +179,7 @@ void runtime::open_unix_datagram(protocol_factory factory,
                                  std::string local_path,
                                  std::string remote_path,
                                  transport_callback done) {
-  detail::open_unix_datagram(*mux_, opts_.read_credit, std::move(factory),
+  detail::open_unix_datagram(loops_->pick(), opts_.read_credit, std::move(factory),
                              std::move(local_path), std::move(remote_path),
                              std::move(done));
 }
@@ -186,7 +187,7 @@ void runtime::open_unix_datagram(protocol_factory factory,
 caf::expected<transport>
 runtime::create_datagram_endpoint(protocol_factory factory,
                                   datagram_options opts) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     open_datagram(std::move(factory), std::move(opts), std::move(done));
   });
 }
@@ -195,7 +196,7 @@ caf::expected<transport>
 runtime::create_unix_datagram_endpoint(protocol_factory factory,
                                        const std::string& local_path,
                                        const std::string& remote_path) {
-  return wait_for<transport>(*mux_, [&](transport_callback done) {
+  return wait_for<transport>(*loops_, [&](transport_callback done) {
     open_unix_datagram(std::move(factory), local_path, remote_path,
                        std::move(done));
   });
@@ -205,12 +206,12 @@ runtime::create_unix_datagram_endpoint(protocol_factory factory,
 
 caf::expected<transport> runtime::connect_read_pipe(protocol_factory factory,
                                                     int fd) {
-  return detail::open_read_pipe(*mux_, opts_.read_credit, factory, fd);
+  return detail::open_read_pipe(loops_->pick(), opts_.read_credit, factory, fd);
 }
 
 caf::expected<transport> runtime::connect_write_pipe(protocol_factory factory,
                                                      int fd) {
-  return detail::open_write_pipe(*mux_, factory, fd);
+  return detail::open_write_pipe(loops_->pick(), factory, fd);
 }
 
 // -- child processes ------------------------------------------------------------
@@ -219,9 +220,18 @@ caf::expected<transport>
 runtime::subprocess_exec(protocol_factory factory,
                          std::vector<std::string> argv,
                          subprocess_options opts) {
-  if (auto err = check_thread(*mux_))
+  if (auto err = check_thread(*loops_))
     return err;
-  return detail::start_process(*mux_, opts_.read_credit, factory, argv, opts);
+  // As asyncio: back once the protocol has handled connection_made, so
+  // what it set there is set for the caller (its loop may be another
+  // thread).
+  auto made = std::make_shared<std::promise<void>>();
+  auto done = made->get_future();
+  auto t = detail::start_process(loops_->pick(), opts_.read_credit, factory,
+                                 argv, opts, [made] { made->set_value(); });
+  if (t)
+    done.wait();
+  return t;
 }
 
 caf::expected<transport>
@@ -319,17 +329,39 @@ void runtime::spawn_process(protocol_factory factory,
   // tables of the whole process, and a loop busy forking lets a burst of
   // connections overflow its servers' accept queues. The answer goes back
   // to the loop.
-  auto* mux = mux_.get();
+  auto* mux = &loops_->pick();
   auto credit = opts_.read_credit;
   auto job = [mux, credit, factory = std::move(factory), argv = std::move(argv),
               opts = std::move(opts), done]() mutable {
-    auto result = detail::start_process(*mux, credit, factory, argv, opts);
-    mux->post([done = std::move(done), result = std::move(result)]() mutable {
-      done(std::move(result));
+    // The answer goes once the protocol has handled connection_made (as
+    // connect's), or at once when the child did not start. Both halves
+    // meet on the loop, in either order.
+    struct pending {
+      transport_callback answer;
+      transport started;
+      int halves = 0;
+      void step() {
+        if (++halves == 2)
+          answer(std::move(started));
+      }
+    };
+    auto p = std::make_shared<pending>();
+    p->answer = std::move(done);
+    auto result = detail::start_process(*mux, credit, factory, argv, opts,
+                                        [mux, p] { mux->post([p] { p->step(); }); });
+    if (!result) {
+      mux->post([p, err = std::move(result.error())]() mutable {
+        p->answer(std::move(err));
+      });
+      return;
+    }
+    mux->post([p, t = std::move(*result)]() mutable {
+      p->started = std::move(t);
+      p->step();
     });
   };
   if (!post_spawn(std::move(job)))
-    mux_->post([done = std::move(done)] {
+    mux->post([done = std::move(done)] {
       done(make_error(errc::closed, "the runtime is shutting down"));
     });
 }

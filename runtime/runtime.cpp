@@ -22,6 +22,7 @@
 
 #include "tact/runtime/distribution.hpp"
 #include "tact/runtime/detail/cluster_tls.hpp"
+#include "tact/runtime/detail/loop_group.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/errc.hpp"
@@ -201,21 +202,37 @@ runtime::runtime(runtime_options opts) : opts_(std::move(opts)) {
   if (opts_.configure)
     opts_.configure(*cfg_);
   system_ = std::make_unique<caf::actor_system>(*cfg_);
-  mux_ = std::make_unique<detail::multiplexer>(*system_);
+  loops_ = std::make_unique<detail::loop_group>(
+    *system_, opts_.loops ? detail::loop_count_for(*opts_.loops)
+                          : detail::default_loop_count());
+  loop_actors_.resize(loops_->size());
   executor_ = std::make_shared<executor>();
   spawner_ = std::make_shared<spawner>();
   if (opts_.on_warning)
-    mux_->set_warning_hook(opts_.on_warning);
-  mux_->set_resolver_options(opts_.resolver);
-  mux_->start();
+    loops_->set_warning_hook(opts_.on_warning);
+  loops_->set_resolver_options(opts_.resolver);
+  loops_->start();
+}
+
+detail::multiplexer& runtime::mux() noexcept {
+  return loops_->at(0);
+}
+
+detail::multiplexer& runtime::mux(size_t index) noexcept {
+  return loops_->at(index);
+}
+
+size_t runtime::loop_count() const noexcept {
+  return loops_->size();
 }
 
 runtime::~runtime() {
   shutdown(std::chrono::milliseconds{0});
   {
     std::lock_guard<std::mutex> guard{loop_mtx_};
-    if (loop_)
-      caf::anon_send_exit(loop_, caf::exit_reason::user_shutdown);
+    for (auto& hdl : loop_actors_)
+      if (hdl)
+        caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
   }
   // Calls still running may open connections: let them finish, then end
   // what they opened.
@@ -224,24 +241,30 @@ runtime::~runtime() {
   // them.
   spawner_->stop();
   shutdown(std::chrono::milliseconds{0});
-  if (!mux_->wait_for_actors(5000))
-    mux_->warn(std::to_string(mux_->live_actors())
-               + " actor(s) on the loop did not terminate at shutdown");
-  mux_->stop();
+  if (!loops_->wait_for_actors(5000))
+    loops_->warn(std::to_string(loops_->live_actors())
+                 + " actor(s) on the loop did not terminate at shutdown");
+  loops_->stop();
   // The system goes first: until it is gone, its threads (the middleman
   // above all) may still schedule loop actors, which the stopped
-  // multiplexer releases.
+  // multiplexers release.
   system_.reset();
-  mux_.reset();
+  loops_.reset();
 }
 
 caf::actor runtime::loop() {
+  auto* mux = &loops_->pick();
+  size_t index = 0;
+  while (&loops_->at(index) != mux)
+    ++index;
   std::lock_guard<std::mutex> guard{loop_mtx_};
-  if (loop_)
-    return loop_;
+  auto& hdl = loop_actors_[index];
+  if (hdl)
+    return hdl;
   // Its handlers start each operation and answer when it is done; the
-  // actor never waits.
-  loop_ = spawn_on_loop([this](caf::event_based_actor* self) -> caf::behavior {
+  // actor never waits. What it starts lives on its loop.
+  hdl = spawn_on_loop(index, [this](caf::event_based_actor* self)
+                               -> caf::behavior {
     // A callback that delivers an operation's result to its requester.
     auto answer = [self](auto type_tag) {
       using value = typename decltype(type_tag)::type;
@@ -303,33 +326,33 @@ caf::actor runtime::loop() {
       },
     };
   });
-  return loop_;
+  return hdl;
 }
 
 void runtime::shutdown(std::chrono::milliseconds grace) {
   using clock = std::chrono::steady_clock;
-  if (mux_->on_loop_thread()) {
+  if (loops_->on_loop_thread()) {
     // Waiting here would stop the very thread that has to do the work.
-    mux_->warn("runtime::shutdown called on the loop thread; ignored");
+    loops_->warn("runtime::shutdown called on the loop thread; ignored");
     return;
   }
   executor_->close();
   // Stop accepting and start closing every connection; connects under way
   // end with `closed`.
-  mux_->run_sync([this] {
-    mux_->cancel_kept();
-    mux_->for_each_tracked([this](const caf::actor& hdl, bool is_server) {
+  loops_->run_sync_each([](detail::multiplexer& mux) {
+    mux.cancel_kept();
+    mux.for_each_tracked([](const caf::actor& hdl, bool is_server) {
       if (is_server)
         caf::anon_send(hdl, close_atom::value);
-      else if (detail::top_layer(hdl, *mux_) == hdl)
+      else if (detail::top_layer(hdl) == hdl)
         caf::anon_send(hdl, op::close{});
       // else a TLS layer above closes it, after its close_notify
     });
   });
   auto tracked = [this] {
     size_t n = 0;
-    mux_->run_sync([&] {
-      mux_->for_each_tracked([&](const caf::actor&, bool) { ++n; });
+    loops_->run_sync_each([&](detail::multiplexer& mux) {
+      mux.for_each_tracked([&](const caf::actor&, bool) { ++n; });
     });
     return n;
   };
@@ -338,8 +361,8 @@ void runtime::shutdown(std::chrono::milliseconds grace) {
     std::this_thread::sleep_for(std::chrono::milliseconds{5});
   // Whatever did not drain in time is aborted; then wait for it to go.
   for (int round = 0; round < 1000 && tracked() > 0; ++round) {
-    mux_->run_sync([this] {
-      mux_->for_each_tracked([](const caf::actor& hdl, bool is_server) {
+    loops_->run_sync_each([](detail::multiplexer& mux) {
+      mux.for_each_tracked([](const caf::actor& hdl, bool is_server) {
         if (is_server)
           caf::anon_send(hdl, close_atom::value);
         else
@@ -356,7 +379,7 @@ caf::expected<uint16_t> runtime::publish(const caf::actor& whom,
                                          const std::string& host) {
   if (auto err = check_distributed("publish"))
     return err;
-  if (mux_->on_loop_thread())
+  if (loops_->on_loop_thread())
     return make_error(errc::would_deadlock, "publish on the loop thread");
   if (host.empty())
     return make_error(errc::invalid_argument,
@@ -386,7 +409,7 @@ caf::expected<caf::actor> runtime::remote_actor(const std::string& host,
                                                 uint16_t port) {
   if (auto err = check_distributed("remote_actor"))
     return err;
-  if (mux_->on_loop_thread())
+  if (loops_->on_loop_thread())
     return make_error(errc::would_deadlock,
                       "remote_actor on the loop thread");
   if (opts_.cluster_tls)
@@ -435,7 +458,7 @@ void runtime::remote_actor(std::string host, uint16_t port,
 caf::expected<uint64_t> runtime::sendfile(transport t, int fd,
                                           uint64_t offset,
                                           std::optional<uint64_t> count) {
-  if (mux_->on_loop_thread())
+  if (loops_->on_loop_thread())
     return make_error(errc::would_deadlock, "sendfile on the loop thread");
   auto msg = t.file_request(fd, offset, count);
   if (!msg)
@@ -460,7 +483,7 @@ caf::error runtime::run_in_executor(std::function<void()> fn) {
   // A detached actor: its thread is CAF's, which the system waits for when
   // it ends (counted, not joined: the thread's exit handlers may still run).
   system_->spawn<executor_actor, caf::detached>(
-    [ex = executor_, fn = std::move(fn), mux = mux_.get()] {
+    [ex = executor_, fn = std::move(fn), mux = &loops_->at(0)] {
       try {
         fn();
       } catch (const std::exception& e) {
@@ -486,7 +509,15 @@ int runtime::wait_for_signal() {
 
 caf::actor runtime::spawn_on_loop(
   std::function<caf::behavior(caf::event_based_actor*)> init) {
-  return system_->spawn<loop_actor>(*mux_, std::move(init));
+  return system_->spawn<loop_actor>(loops_->pick(), std::move(init));
+}
+
+caf::actor runtime::spawn_on_loop(
+  size_t index, std::function<caf::behavior(caf::event_based_actor*)> init) {
+  if (index >= loops_->size())
+    throw std::out_of_range("spawn_on_loop: loop " + std::to_string(index)
+                            + " of " + std::to_string(loops_->size()));
+  return system_->spawn<loop_actor>(loops_->at(index), std::move(init));
 }
 
 } // namespace tact

@@ -30,6 +30,7 @@
 namespace tact {
 
 namespace detail {
+class loop_group;
 class multiplexer;
 } // namespace detail
 
@@ -53,6 +54,14 @@ struct runtime_options {
   /// consumed; past it the transport stops reading until the protocol
   /// catches up.
   size_t read_credit = 256 * 1024;
+
+  /// How many loops (threads with their own epoll, timers and ready list)
+  /// carry the runtime's I/O; 0: one per CPU the process may use (its
+  /// affinity mask, capped by its cgroup's CPU quota). Unset: the
+  /// environment's `TACT_LOOPS` (a number, 0 as here), else one. A
+  /// connection, its transport and its class protocol stay on one loop
+  /// for their whole life; see `spawn_on_loop` for where things go.
+  std::optional<size_t> loops;
 
   /// Blocks SIGINT and SIGTERM in the constructing thread before any thread
   /// starts, so that `wait_for_signal()` receives them. Set it in programs
@@ -127,7 +136,8 @@ struct connect {
 };
 
 /// `runtime::spawn_process`: answered with the subprocess `transport` once
-/// the child runs, or with the reason it could not start.
+/// its protocol has handled `connection_made`, or with the reason the
+/// child could not start.
 struct spawn_process {
   protocol_factory factory;
   std::vector<std::string> argv;
@@ -171,8 +181,12 @@ struct remote_actor {
 
 /// The event loop and the actor system behind it: asyncio's loop.
 ///
-/// Owns a `caf::actor_system` and a multiplexer thread (epoll). Transports,
-/// servers and class protocols are actors resumed by that thread. The
+/// Owns a `caf::actor_system` and one or more loops, each a thread with
+/// its own epoll (`runtime_options::loops`). Transports, servers and class
+/// protocols are actors resumed by the thread of their loop. What an actor
+/// of a loop starts (a connection, a server, a child) lives on that same
+/// loop; what another thread starts goes to the least loaded loop, and a
+/// server hands each connection it accepts to the least loaded loop. The
 /// factory methods below are asyncio's loop methods, in two forms: the
 /// asynchronous ones (`connect`, `spawn_process`, and the `loop_ops`
 /// requests to `loop()`) never block and may be called from any thread or
@@ -240,8 +254,9 @@ public:
   /// asyncio's `subprocess_exec` without blocking the caller: the child is
   /// started by the runtime's one spawning thread (fork and exec take a
   /// moment, more in a large process, which the loop keeps for its
-  /// connections), and `done` gets its transport or the reason it could
-  /// not start, on the loop.
+  /// connections), and `done` gets its transport once its protocol has
+  /// handled `connection_made`, or the reason it could not start, on the
+  /// loop.
   void spawn_process(protocol_factory factory, std::vector<std::string> argv,
                      subprocess_options opts, transport_callback done);
 
@@ -274,7 +289,9 @@ public:
   void remote_actor(std::string host, uint16_t port, actor_callback done);
 
   /// The actor that answers `loop_ops` requests: how behaviours and class
-  /// protocols use the operations above.
+  /// protocols use the operations above. Each loop has one; asked on a
+  /// loop's thread, that loop's (so what it starts lives beside the
+  /// asker), else the least loaded loop's.
   caf::actor loop();
 
   // -- loop operations that block the calling thread ------------------------------
@@ -356,7 +373,8 @@ public:
   /// Reads the pipe `fd` (asyncio's `connect_read_pipe`): a FIFO, a socket
   /// or a character device, else `errc::invalid_argument`. Takes ownership
   /// of `fd` on success and makes it non-blocking. At EOF the protocol gets
-  /// `eof_received` and then `connection_lost`.
+  /// `eof_received` and then `connection_lost`. Off the loop, returns once
+  /// the protocol has handled `connection_made` (as asyncio's).
   caf::expected<transport> connect_read_pipe(protocol_factory factory, int fd);
 
   /// Writes to the pipe `fd` (asyncio's `connect_write_pipe`); the same kinds
@@ -368,7 +386,8 @@ public:
   /// arguments `argv[1...]` (asyncio's `subprocess_exec`). The protocol is
   /// usually a `tact::subprocess_protocol`. A start failure (not found, not
   /// executable, bad working directory) is an error reply with the OS's
-  /// reason, and no protocol is made.
+  /// reason, and no protocol is made. Returns once the protocol has
+  /// handled `connection_made` (as asyncio's): what it set there is set.
   caf::expected<transport> subprocess_exec(protocol_factory factory,
                                            std::vector<std::string> argv,
                                            subprocess_options opts = {});
@@ -431,9 +450,16 @@ public:
 
   // -- actors -----------------------------------------------------------------------
 
-  /// Spawns a behaviour on the loop thread, where transports live: its
-  /// messages to and from them need no thread hand-off. It must not block.
+  /// Spawns a behaviour on a loop thread, where transports live: its
+  /// messages to and from the transports of that loop need no thread
+  /// hand-off. It must not block. Called on a loop's thread, that loop;
+  /// else the least loaded one.
   caf::actor spawn_on_loop(std::function<caf::behavior(caf::event_based_actor*)> init);
+
+  /// The same on the loop `index` (`0 <= index < loop_count()`, else
+  /// `std::out_of_range`).
+  caf::actor spawn_on_loop(size_t index,
+                           std::function<caf::behavior(caf::event_based_actor*)> init);
 
   /// Runs `fn` on a thread of its own, off the loop (asyncio's
   /// `run_in_executor`): for work that blocks, such as the loop operations
@@ -458,7 +484,17 @@ public:
 
   [[nodiscard]] caf::actor_system& system() noexcept { return *system_; }
 
-  [[nodiscard]] detail::multiplexer& mux() noexcept { return *mux_; }
+  /// The first loop.
+  [[nodiscard]] detail::multiplexer& mux() noexcept;
+
+  /// The loop `index` (`0 <= index < loop_count()`).
+  [[nodiscard]] detail::multiplexer& mux(size_t index) noexcept;
+
+  /// How many loops run.
+  [[nodiscard]] size_t loop_count() const noexcept;
+
+  /// All the loops.
+  [[nodiscard]] detail::loop_group& loops() noexcept { return *loops_; }
 
   [[nodiscard]] const runtime_options& options() const noexcept {
     return opts_;
@@ -483,7 +519,7 @@ private:
   runtime_options opts_;
   std::unique_ptr<config> cfg_;
   std::unique_ptr<caf::actor_system> system_;
-  std::unique_ptr<detail::multiplexer> mux_;
+  std::unique_ptr<detail::loop_group> loops_;
   bool shut_down_ = false;
   struct executor;
   std::shared_ptr<executor> executor_;
@@ -492,7 +528,8 @@ private:
   // Why the cluster's trust settings cannot be used (none: usable).
   caf::error cluster_tls_error_;
   std::mutex loop_mtx_;
-  caf::actor loop_;
+  // `loop()`'s actor of each loop, made on first use.
+  std::vector<caf::actor> loop_actors_;
 };
 
 } // namespace tact

@@ -386,19 +386,35 @@ bool transport::is_closing() const noexcept {
 caf::error transport::pause_reading() {
   if (!actor_)
     return empty_handle("pause_reading");
-  if (state_ && (state_->closing.load() || state_->reading_paused.exchange(true)))
-    return caf::none;
-  caf::anon_send(actor_, op::pause_reading{state_ != nullptr});
-  return caf::none;
+  return switch_reading(true);
 }
 
 caf::error transport::resume_reading() {
   if (!actor_)
     return empty_handle("resume_reading");
-  if (state_
-      && (state_->closing.load() || !state_->reading_paused.exchange(false)))
+  return switch_reading(false);
+}
+
+caf::error transport::switch_reading(bool pause) {
+  if (!state_) {
+    // A handle from another node: its node's transport decides.
+    if (pause)
+      caf::anon_send(actor_, op::pause_reading{false});
+    else
+      caf::anon_send(actor_, op::resume_reading{false});
     return caf::none;
-  caf::anon_send(actor_, op::resume_reading{state_ != nullptr});
+  }
+  // The flag and the command change together: when two threads (a relay's
+  // two sides on two loops) pause and resume one transport, the last
+  // command in its mailbox is the one the flag shows, and a call the flag
+  // makes redundant was.
+  std::lock_guard<detail::spin_lock> guard{state_->reading_lock};
+  if (state_->closing.load() || state_->reading_paused.exchange(pause) == pause)
+    return caf::none;
+  if (pause)
+    caf::anon_send(actor_, op::pause_reading{true});
+  else
+    caf::anon_send(actor_, op::resume_reading{true});
   return caf::none;
 }
 
@@ -474,8 +490,14 @@ size_t transport::get_write_buffer_size() const {
   // A layer's buffer includes what it handed to the transport below. A
   // lost transport holds nothing: writes counted on their way to it just
   // before the loss were dropped with its mailbox.
-  for (auto* st = state_; st != nullptr && !st->lost.load(); st = st->below)
-    result += st->in_flight.load() + st->buffered.load();
+  for (auto* st = state_; st != nullptr && !st->lost.load(); st = st->below) {
+    // In this order: the transport moves bytes from in_flight to buffered
+    // by storing buffered first, so a later in_flight seen here comes with
+    // its buffered (never a byte missed; at most counted twice for an
+    // instant).
+    auto flying = st->in_flight.load();
+    result += flying + st->buffered.load();
+  }
   return result;
 }
 

@@ -256,6 +256,9 @@ public:
   }
 
 private:
+  // pause_reading (true) or resume_reading (false).
+  caf::error switch_reading(bool pause);
+
   friend class runtime;
 
   bool drop_write();

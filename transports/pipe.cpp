@@ -25,10 +25,11 @@ namespace {
 class read_pipe_transport final : public byte_transport {
 public:
   read_pipe_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
-                      caf::actor protocol, uint64_t read_credit)
+                      caf::actor protocol, uint64_t read_credit,
+                      std::function<void(transport)> on_made = {})
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
                      transport_kind::read_pipe) {
-    // nop
+    on_made_ = std::move(on_made);
   }
 
   void handle_io(uint32_t events) override {
@@ -64,9 +65,11 @@ protected:
 class write_pipe_transport final : public byte_transport {
 public:
   write_pipe_transport(caf::actor_config& cfg, multiplexer& mux, int fd,
-                       caf::actor protocol, uint64_t read_credit)
+                       caf::actor protocol, uint64_t read_credit,
+                       std::function<void(transport)> on_made = {})
     : byte_transport(cfg, mux, fd, std::move(protocol), read_credit,
                      transport_kind::write_pipe) {
+    on_made_ = std::move(on_made);
     resume_when_empty_ = true;
     // Nothing to read from a write end.
     read_ended_ = true;
@@ -161,7 +164,10 @@ caf::expected<transport> open_read_pipe(multiplexer& mux, uint64_t read_credit,
                                         int fd) {
   if (auto err = check_pipe_fd(fd))
     return err;
-  return spawn_read_pipe_transport(mux, fd, factory(mux), read_credit);
+  return start_and_wait_made(mux, [&](std::function<void(transport)> made) {
+    return spawn_socket_transport<read_pipe_transport>(
+      mux, fd, factory(mux), read_credit, std::move(made));
+  });
 }
 
 caf::expected<transport> open_write_pipe(multiplexer& mux,
@@ -169,7 +175,10 @@ caf::expected<transport> open_write_pipe(multiplexer& mux,
                                          int fd) {
   if (auto err = check_pipe_fd(fd))
     return err;
-  return spawn_write_pipe_transport(mux, fd, factory(mux));
+  return start_and_wait_made(mux, [&](std::function<void(transport)> made) {
+    return spawn_socket_transport<write_pipe_transport>(
+      mux, fd, factory(mux), 0, std::move(made));
+  });
 }
 
 } // namespace tact::detail

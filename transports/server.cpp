@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <mutex>
 #include <unordered_set>
 
 #include <netinet/in.h>
@@ -18,6 +19,7 @@
 #include <caf/atom.hpp>
 #include <caf/send.hpp>
 
+#include "tact/runtime/detail/loop_group.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/detail/mux_actor.hpp"
 #include "tact/runtime/detail/resolver.hpp"
@@ -36,11 +38,21 @@ using abort_clients_atom = caf::atom_constant<caf::atom("abortcli")>;
 using retry_atom = caf::atom_constant<caf::atom("retryacc")>;
 using last_client_atom = caf::atom_constant<caf::atom("lastcli")>;
 
-// The connections a server accepted and that have not ended. Touched on
-// the loop thread only: by the server, and by each transport at its end.
+// The connections a server accepted and that have not ended: touched by
+// the server, and by each transport at its end, on that transport's loop,
+// which may be another.
 struct client_set {
+  std::mutex mtx;
   std::unordered_set<caf::actor_addr> addrs;
+  // Transports that ended before the server had added them (another loop
+  // ran them at once): not to be added.
+  std::unordered_set<caf::actor_addr> gone;
   bool closed = false;
+
+  std::vector<caf::actor_addr> all() {
+    std::lock_guard<std::mutex> guard{mtx};
+    return {addrs.begin(), addrs.end()};
+  }
 };
 
 // asyncio waits this long before accepting again after EMFILE and friends.
@@ -94,11 +106,11 @@ public:
                protocol_factory factory, uint64_t read_credit, int backlog,
                std::string unlink_path,
                std::shared_ptr<detail::server_state> state,
-               detail::stream_limits limits)
+               detail::stream_limits limits, bool spread)
     : detail::mux_actor(cfg, mux), kind_(kind), factory_(std::move(factory)),
       read_credit_(read_credit), backlog_(backlog),
       unlink_path_(std::move(unlink_path)), state_(std::move(state)),
-      limits_(limits) {
+      limits_(limits), spread_(spread) {
     for (auto fd : fds)
       listeners_.push_back(std::make_unique<listener>(this, fd));
   }
@@ -122,17 +134,13 @@ public:
       [this](close_clients_atom) {
         // A copy: a close may end a connection at once, which takes it
         // out of the set.
-        auto all = clients_->addrs;
-        for (auto& c : all)
-          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
-                                           mux()),
+        for (auto& c : clients_->all())
+          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c)),
                          op::close{});
       },
       [this](abort_clients_atom) {
-        auto all = clients_->addrs;
-        for (auto& c : all)
-          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c),
-                                           mux()),
+        for (auto& c : clients_->all())
+          caf::anon_send(detail::top_layer(caf::actor_cast<caf::actor>(c)),
                          op::abort{});
       },
       [this](retry_atom) {
@@ -206,8 +214,20 @@ private:
     delayed_send(this, accept_retry_delay, retry_atom::value);
   }
 
+  // The loop a new connection lives on: the least loaded one, unless the
+  // server keeps its connections.
+  detail::multiplexer& loop_for_connection() {
+    auto* loops = mux().group();
+    if (!spread_ || loops == nullptr)
+      return mux();
+    return loops->least_loaded();
+  }
+
   void start_connection(int fd, const detail::socket_origin& origin) {
-    auto proto = factory_.make(mux());
+    // Made and started from here, whichever loop they go to (spawning is
+    // thread-safe, and counts at once for the next connection's choice).
+    auto& loop = loop_for_connection();
+    auto proto = factory_.make(loop);
     if (!proto || !*proto) {
       if (!proto)
         mux().warn(describe(proto.error()));
@@ -219,17 +239,26 @@ private:
     auto on_lost = [clients = clients_, state = state_,
                     me = caf::weak_actor_ptr{ctrl()}](
                      const caf::actor_addr& addr) {
-      clients->addrs.erase(addr);
-      state->active = clients->addrs.size();
-      if (clients->closed && clients->addrs.empty())
+      bool last = false;
+      {
+        std::lock_guard<std::mutex> guard{clients->mtx};
+        if (clients->addrs.erase(addr) == 0)
+          clients->gone.insert(addr);
+        state->active = clients->addrs.size();
+        last = clients->closed && clients->addrs.empty();
+      }
+      if (last)
         if (auto strong = me.lock())
           caf::anon_send(caf::actor_cast<caf::actor>(strong),
                          last_client_atom::value);
     };
-    auto t = detail::spawn_stream_transport(mux(), fd, std::move(*proto),
-                                            kind_, read_credit_, {}, limits_,
-                                            &origin, std::move(on_lost));
-    clients_->addrs.insert(t.actor().address());
+    auto t = detail::spawn_stream_transport(loop, fd, std::move(*proto), kind_,
+                                            read_credit_, {}, limits_, &origin,
+                                            std::move(on_lost));
+    std::lock_guard<std::mutex> guard{clients_->mtx};
+    auto addr = t.actor().address();
+    if (clients_->gone.erase(addr) == 0)
+      clients_->addrs.insert(std::move(addr));
     state_->active = clients_->addrs.size();
   }
 
@@ -251,8 +280,13 @@ private:
   }
 
   void maybe_quit() {
-    clients_->closed = closed_;
-    if (closed_ && clients_->addrs.empty()) {
+    bool empty = false;
+    {
+      std::lock_guard<std::mutex> guard{clients_->mtx};
+      clients_->closed = closed_;
+      empty = clients_->addrs.empty();
+    }
+    if (closed_ && empty) {
       mux().untrack(id());
       quit();
     }
@@ -265,6 +299,7 @@ private:
   std::string unlink_path_;
   std::shared_ptr<detail::server_state> state_;
   detail::stream_limits limits_;
+  bool spread_;
   std::vector<std::unique_ptr<listener>> listeners_;
   std::shared_ptr<client_set> clients_ = std::make_shared<client_set>();
   bool paused_ = false;
@@ -328,13 +363,13 @@ server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
                     protocol_factory factory, uint64_t read_credit,
                     int backlog, std::string unlink_path,
                     std::vector<std::string> urls, uint16_t port,
-                    stream_limits limits) {
+                    stream_limits limits, bool spread) {
   auto state = std::make_shared<server_state>();
   state->urls = std::move(urls);
   state->port = port;
   auto self = mux.system().spawn<server_actor>(
     mux, std::move(fds), kind, std::move(factory), read_credit, backlog,
-    std::move(unlink_path), state, limits);
+    std::move(unlink_path), state, limits, spread);
   return server{std::move(self), std::move(state)};
 }
 
@@ -428,7 +463,7 @@ caf::expected<server> listen_on(detail::multiplexer& mux,
   return detail::spawn_server(mux, std::move(fds), detail::stream_kind::tcp,
                               std::move(factory), read_credit, opts.backlog,
                               std::string{}, std::move(urls), bound_port,
-                              limits);
+                              limits, opts.spread);
 }
 
 caf::expected<server> listen_on_path(detail::multiplexer& mux,
@@ -456,7 +491,7 @@ caf::expected<server> listen_on_path(detail::multiplexer& mux,
   return detail::spawn_server(mux, std::move(fds),
                               detail::stream_kind::unix_socket,
                               std::move(factory), read_credit, opts.backlog,
-                              path, std::move(urls), 0, limits);
+                              path, std::move(urls), 0, limits, opts.spread);
 }
 
 // The server-wide checks and the factory every listen uses: `done` gets

@@ -74,6 +74,11 @@ struct server_options {
   /// TCP keepalive on every accepted connection (TCP only); none: the
   /// system's default (off).
   std::optional<keepalive_options> keepalive;
+  /// With several loops (`runtime_options::loops`): each accepted
+  /// connection goes to the loop with the fewest live actors (the server
+  /// accepts on its own loop and hands the socket over). False: they all
+  /// stay on the server's loop, beside the actors that live there.
+  bool spread = true;
 };
 
 /// A listening server: asyncio's `Server`.

@@ -199,19 +199,12 @@ namespace {
 transport start_stream(detail::multiplexer& mux, int fd, caf::actor protocol,
                        detail::stream_kind kind, uint64_t read_credit,
                        const detail::stream_limits& limits = {}) {
-  if (mux.on_loop_thread())
-    return detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
-                                          read_credit, {}, limits);
-  auto made = std::make_shared<std::promise<void>>();
-  auto done = made->get_future();
-  auto t = detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
-                                          read_credit,
-                                          [made](transport) {
-                                            made->set_value();
-                                          },
-                                          limits);
-  done.wait();
-  return t;
+  return detail::start_and_wait_made(
+    mux, [&](std::function<void(transport)> on_made) {
+      return detail::spawn_stream_transport(mux, fd, std::move(protocol), kind,
+                                            read_credit, std::move(on_made),
+                                            limits);
+    });
 }
 
 } // namespace

@@ -47,9 +47,11 @@ namespace {
 class subprocess_transport final : public transport_core, public io_handler {
 public:
   subprocess_transport(caf::actor_config& cfg, multiplexer& mux, int pid,
-                       int pidfd, caf::actor protocol)
+                       int pidfd, caf::actor protocol,
+                       std::function<void()> on_made)
     : transport_core(cfg, mux, transport_kind::subprocess, 0,
-                     std::move(protocol)) {
+                     std::move(protocol)),
+      on_made_(std::move(on_made)) {
     sub_.pid = pid;
     sub_.pidfd = pidfd;
     state_.sub = &sub_;
@@ -57,6 +59,7 @@ public:
   }
 
   ~subprocess_transport() override {
+    made();
     if (sub_.pidfd >= 0)
       ::close(sub_.pidfd);
   }
@@ -106,7 +109,10 @@ protected:
                  + ": epoll_ctl failed");
     if (protocol_) {
       monitor(protocol_);
-      request_to(protocol_, caf::make_message(connection_made{make_handle()}));
+      made_request_ = request_to(
+        protocol_, caf::make_message(connection_made{make_handle()}));
+    } else {
+      made();
     }
   }
 
@@ -115,8 +121,10 @@ protected:
     auto from = pipe_of(x);
     if (handle_protocol_message(x, msg)) {
       // set_protocol and its handover, or the protocol's end
-    } else if (answer_to(x) != 0) {
-      // connection_made answered: nothing to wait for.
+    } else if (auto id = answer_to(x); id != 0) {
+      // connection_made answered (or failed): whoever waits may go on.
+      if (id == made_request_)
+        made();
     } else if (detail::is<connection_made>(msg)) {
       // A pipe transport is up; it reads once answered. Answering after
       // our own connection_made went out keeps the user's order.
@@ -184,10 +192,18 @@ private:
       ::syscall(SYS_pidfd_send_signal, sub_.pidfd, SIGKILL, nullptr, 0);
   }
 
+  void made() {
+    if (auto f = std::move(on_made_)) {
+      on_made_ = nullptr;
+      f();
+    }
+  }
+
   // connection_lost once the child has exited and every pipe is closed.
   void maybe_done() {
     if (lost_ || !sub_.exited.load() || open_pipes_ > 0)
       return;
+    made();
     lost_ = true;
     state_.closing = true;
     state_.lost = true;
@@ -211,6 +227,8 @@ private:
   }
 
   subprocess_state sub_;
+  std::function<void()> on_made_;
+  uint64_t made_request_ = 0;
   int open_pipes_ = 0;
   bool pipe_lost_[3] = {false, false, false};
   bool closing_ = false;
@@ -241,7 +259,8 @@ caf::expected<transport>
 detail::start_process(multiplexer& mux, uint64_t read_credit,
                       const protocol_factory& factory,
                       const std::vector<std::string>& argv,
-                      const subprocess_options& opts) {
+                      const subprocess_options& opts,
+                      std::function<void()> on_made) {
   if (argv.empty() || argv[0].empty())
     return make_error(errc::invalid_argument, "no program to run");
   if (opts.std_in == subprocess_stdio::stdout_merge
@@ -391,7 +410,7 @@ detail::start_process(multiplexer& mux, uint64_t read_credit,
   caf::actor_config cfg{mux.home()};
   auto hdl = caf::make_actor<detail::subprocess_transport, caf::actor>(
     sys.next_actor_id(), sys.node(), &sys, cfg, mux, pid, pidfd,
-    std::move(*proto));
+    std::move(*proto), std::move(on_made));
   auto* self = static_cast<detail::subprocess_transport*>(
     caf::actor_cast<caf::abstract_actor*>(hdl));
   // Its own process group: the one it leads, or the one it joined.

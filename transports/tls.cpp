@@ -788,15 +788,15 @@ caf::error check_tls_options(const tls_context& ctx, const tls_options& opts,
   return caf::none;
 }
 
-caf::actor top_layer(const caf::actor& hdl, const multiplexer& mux) {
-  auto* core = dynamic_cast<transport_core*>(as_light(hdl, mux));
+caf::actor top_layer(const caf::actor& hdl) {
+  auto* core = dynamic_cast<transport_core*>(find_light(hdl));
   if (core == nullptr)
     return hdl;
   auto above = core->state().current_protocol();
-  auto* up = dynamic_cast<transport_core*>(as_light(above, mux));
+  auto* up = dynamic_cast<transport_core*>(find_light(above));
   if (up != nullptr && (up->state().kind == transport_kind::tls
                         || up->state().kind == transport_kind::frames))
-    return top_layer(above, mux);
+    return top_layer(above);
   return hdl;
 }
 

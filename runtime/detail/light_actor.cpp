@@ -245,11 +245,14 @@ void light_actor::demonitor(const caf::actor& whom) {
   whom->detach(tk);
 }
 
-light_actor* as_light(const caf::actor& hdl, const multiplexer& mux) noexcept {
+light_actor* find_light(const caf::actor& hdl) noexcept {
   if (!hdl)
     return nullptr;
-  auto* ptr = dynamic_cast<light_actor*>(
-    caf::actor_cast<caf::abstract_actor*>(hdl));
+  return dynamic_cast<light_actor*>(caf::actor_cast<caf::abstract_actor*>(hdl));
+}
+
+light_actor* as_light(const caf::actor& hdl, const multiplexer& mux) noexcept {
+  auto* ptr = find_light(hdl);
   if (ptr == nullptr || &ptr->mux() != &mux)
     return nullptr;
   return ptr;

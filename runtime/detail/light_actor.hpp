@@ -186,4 +186,9 @@ caf::actor spawn_light(multiplexer& mux, Ts&&... xs) {
 /// Returns `hdl` as a light actor living on `mux`, or nullptr.
 light_actor* as_light(const caf::actor& hdl, const multiplexer& mux) noexcept;
 
+/// Returns `hdl` as a light actor of any loop, or nullptr: for what may
+/// be read from another thread (its identity, its transport's shared
+/// state), never for a direct call.
+light_actor* find_light(const caf::actor& hdl) noexcept;
+
 } // namespace tact::detail

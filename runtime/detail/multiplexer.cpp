@@ -387,16 +387,16 @@ void multiplexer::for_each_tracked(
 }
 
 void multiplexer::warn(const std::string& text) {
-  std::lock_guard<std::mutex> guard{warn_mtx_};
-  if (warn_hook_)
-    warn_hook_(text);
+  std::lock_guard<std::mutex> guard{warnings_->mtx};
+  if (warnings_->hook)
+    warnings_->hook(text);
   else
     std::fprintf(stderr, "tact: warning: %s\n", text.c_str());
 }
 
 void multiplexer::set_warning_hook(std::function<void(const std::string&)> hook) {
-  std::lock_guard<std::mutex> guard{warn_mtx_};
-  warn_hook_ = std::move(hook);
+  std::lock_guard<std::mutex> guard{warnings_->mtx};
+  warnings_->hook = std::move(hook);
 }
 
 } // namespace tact::detail

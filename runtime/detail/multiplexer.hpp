@@ -23,6 +23,7 @@ struct epoll_event;
 
 namespace tact::detail {
 
+class loop_group;
 class resolver;
 
 /// An operation under way on the loop (a connect), kept by it until it
@@ -78,6 +79,18 @@ public:
   /// thread id (which costs a library call).
   [[nodiscard]] bool on_loop_thread() const noexcept {
     return current_ == this;
+  }
+
+  /// The runtime's loops, this one among them (null for a loop of its
+  /// own).
+  [[nodiscard]] loop_group* group() const noexcept { return group_; }
+
+  /// Makes this loop one of `loops`. Before `start()`.
+  void set_group(loop_group* loops) noexcept { group_ = loops; }
+
+  /// The loop the calling thread runs, if any.
+  [[nodiscard]] static multiplexer* current() noexcept {
+    return const_cast<multiplexer*>(current_);
   }
 
   // -- descriptors (loop thread only) ---------------------------------------
@@ -195,6 +208,10 @@ public:
 
   void set_warning_hook(std::function<void(const std::string&)> hook);
 
+  /// From now on, warnings go where `other`'s go, one at a time (the
+  /// loops of one runtime share the user's hook). Before `start()`.
+  void share_warnings_with(multiplexer& other) { warnings_ = other.warnings_; }
+
   [[nodiscard]] caf::actor_system& system() noexcept { return sys_; }
 
 private:
@@ -230,6 +247,7 @@ private:
   int wait(epoll_event* events, int max_events);
 
   caf::actor_system& sys_;
+  loop_group* group_ = nullptr;
   home_unit home_;
   worker_unit worker_;
   int epoll_fd_ = -1;
@@ -273,8 +291,12 @@ private:
   std::condition_variable actors_cv_;
   std::atomic<size_t> live_actors_{0};
 
-  std::mutex warn_mtx_;
-  std::function<void(const std::string&)> warn_hook_;
+  // Where warnings go: a hook, called under the mutex.
+  struct warning_sink {
+    std::mutex mtx;
+    std::function<void(const std::string&)> hook;
+  };
+  std::shared_ptr<warning_sink> warnings_ = std::make_shared<warning_sink>();
 };
 
 } // namespace tact::detail

@@ -1,16 +1,21 @@
-/* The reference: a plain single-threaded epoll echo server in C, the
- * physical limit of one core on this machine. One read and one write per
- * request; write interest only while something is left to send.
+/* The reference: a plain epoll echo server in C, the physical limit of a
+ * core on this machine. One read and one write per request; write interest
+ * only while something is left to send.
  *
- *   epoll_echo tcp://127.0.0.1:0 | unix://PATH
+ *   epoll_echo [--threads N] tcp://127.0.0.1:0 | unix://PATH
  *
- * Prints `listening on URL`, echoes until SIGINT/SIGTERM. */
+ * With --threads N (default 1), N threads each run their own epoll: on TCP
+ * each has its own listening socket on the one port (SO_REUSEPORT, the
+ * kernel spreads connections by their addresses); on a Unix socket they
+ * share the listener (EPOLLEXCLUSIVE). Prints `listening on URL`, echoes
+ * until SIGINT/SIGTERM. */
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +39,10 @@ static void on_signal(int sig) {
   stop_flag = 1;
 }
 
-static int listen_on(const char* url, char* shown, size_t shown_len) {
+/* With `port` > 0, that port instead of the URL's (the other threads'
+ * listeners); `reuse_port`: SO_REUSEPORT before bind. */
+static int listen_on(const char* url, char* shown, size_t shown_len,
+                     int reuse_port, int port) {
   int fd;
   if (strncmp(url, "unix://", 7) == 0) {
     struct sockaddr_un un;
@@ -56,12 +64,14 @@ static int listen_on(const char* url, char* shown, size_t shown_len) {
     struct sockaddr_in in;
     memset(&in, 0, sizeof(in));
     in.sin_family = AF_INET;
-    in.sin_port = htons((uint16_t) atoi(colon + 1));
+    in.sin_port = htons((uint16_t) (port > 0 ? port : atoi(colon + 1)));
     if (inet_pton(AF_INET, host, &in.sin_addr) != 1)
       return -1;
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuse_port)
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr*) &in, sizeof(in)) != 0)
       return -1;
     socklen_t len = sizeof(in);
@@ -82,27 +92,23 @@ static void drop(int ep, struct conn* c) {
   free(c);
 }
 
-int main(int argc, char** argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s tcp://HOST:PORT | unix://PATH\n", argv[0]);
-    return 2;
-  }
-  char shown[256];
-  int lfd = listen_on(argv[1], shown, sizeof(shown));
-  if (lfd < 0) {
-    fprintf(stderr, "epoll_echo: cannot listen on %s: %s\n", argv[1],
-            strerror(errno));
-    return 1;
-  }
-  signal(SIGINT, on_signal);
-  signal(SIGTERM, on_signal);
-  signal(SIGPIPE, SIG_IGN);
-  printf("listening on %s\n", shown);
-  fflush(stdout);
+/* One thread's loop: its epoll, the listener `lfd` (shared: `exclusive`)
+ * and the connections it accepted. */
+struct worker {
+  int lfd;
+  int exclusive;
+  pthread_t thread;
+};
+
+static void* serve(void* arg) {
+  struct worker* w = arg;
+  int lfd = w->lfd;
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (w->exclusive)
+    ev.events |= EPOLLEXCLUSIVE;
   epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  static char buf[256 * 1024];
+  static __thread char buf[256 * 1024];
   struct epoll_event events[256];
   while (!stop_flag) {
     int n = epoll_wait(ep, events, 256, -1);
@@ -168,5 +174,69 @@ int main(int argc, char** argv) {
       }
     }
   }
+  return NULL;
+}
+
+int main(int argc, char** argv) {
+  int threads = 1;
+  const char* url = NULL;
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (url == NULL)
+      url = argv[i];
+    else
+      url = "";
+  }
+  if (url == NULL || *url == '\0' || threads < 1 || threads > 1024) {
+    fprintf(stderr, "usage: %s [--threads N] tcp://HOST:PORT | unix://PATH\n",
+            argv[0]);
+    return 2;
+  }
+  int tcp = strncmp(url, "tcp://", 6) == 0;
+  char shown[256];
+  int lfd = listen_on(url, shown, sizeof(shown), tcp && threads > 1, 0);
+  if (lfd < 0) {
+    fprintf(stderr, "epoll_echo: cannot listen on %s: %s\n", url,
+            strerror(errno));
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  /* The other threads take no signal: SIGINT and SIGTERM stop the first
+   * one's wait, and main's return ends the process. */
+  sigset_t stop_set, old;
+  sigemptyset(&stop_set);
+  sigaddset(&stop_set, SIGINT);
+  sigaddset(&stop_set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_set, &old);
+  struct worker* workers = calloc((size_t) threads, sizeof(*workers));
+  struct sockaddr_in bound;
+  socklen_t bound_len = sizeof(bound);
+  getsockname(lfd, (struct sockaddr*) &bound, &bound_len);
+  for (int t = 0; t < threads; ++t) {
+    workers[t].lfd = lfd;
+    workers[t].exclusive = !tcp && threads > 1;
+    if (t > 0 && tcp) {
+      char ignored[256];
+      workers[t].lfd = listen_on(url, ignored, sizeof(ignored), 1,
+                                 ntohs(bound.sin_port));
+      if (workers[t].lfd < 0) {
+        fprintf(stderr, "epoll_echo: cannot listen again on %s: %s\n", url,
+                strerror(errno));
+        return 1;
+      }
+    }
+  }
+  for (int t = 1; t < threads; ++t)
+    pthread_create(&workers[t].thread, NULL, serve, &workers[t]);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal; /* no SA_RESTART: epoll_wait returns */
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  printf("listening on %s\n", shown);
+  fflush(stdout);
+  serve(&workers[0]);
   return 0;
 }

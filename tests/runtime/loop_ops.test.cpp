@@ -440,8 +440,9 @@ SCENARIO("names are resolved on the loop: 1,000 lookups at once, no thread "
       std::atomic<int> failed{0};
       std::vector<transport> open;
       std::mutex open_mtx;
+      // Each loop has its resolver and its cache: both rounds on one loop.
       auto round = [&] {
-        auto driver = rt.spawn_on_loop([&](caf::event_based_actor* self) {
+        auto driver = rt.spawn_on_loop(0, [&](caf::event_based_actor* self) {
           for (int i = 0; i < names; ++i)
             self
               ->request(rt.loop(), caf::infinite,

@@ -12,6 +12,7 @@
 #include <caf/scoped_actor.hpp>
 
 #include "support/harness.hpp"
+#include "tact/runtime/detail/loop_group.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 
 using namespace tact;
@@ -42,7 +43,7 @@ SCENARIO("actors spawned on the loop run on the loop thread") {
     auto a = rt.spawn_on_loop([&](caf::event_based_actor* self) -> caf::behavior {
       return {
         [&, self](int) {
-          on_loop.set_value(rt.mux().on_loop_thread());
+          on_loop.set_value(rt.loops().on_loop_thread());
           self->quit();
         },
       };

@@ -48,9 +48,7 @@ bool byte_transport::on_transport_message(caf::mailbox_element& x,
                                           caf::type_erased_tuple& msg) {
   if (detail::is<op::write>(msg)) {
     auto& w = msg.get_mutable_as<op::write>(0);
-    if (w.counted)
-      state_.in_flight -= w.data.size();
-    on_write(w.data);
+    on_write(w.data, w.counted ? w.data.size() : 0);
     return true;
   }
   if (detail::is<op::write_eof>(msg)) {
@@ -141,10 +139,15 @@ void byte_transport::do_read() {
     lose_errno(err, "read");
 }
 
-void byte_transport::on_write(bytes& data) {
+void byte_transport::on_write(bytes& data, uint64_t counted) {
+  // `counted` bytes of `data` are in `in_flight` (a handle's write sent as a
+  // message). They leave it where they are counted again, sent or
+  // buffered, so that another thread adding the two up never sees them
+  // twice or not at all for longer than between two stores.
   if (data.empty())
     return;
   if (lost_ || closing_ || refuses_writes()) {
+    state_.in_flight -= counted;
     state_.count_dropped_write();
     return;
   }
@@ -155,12 +158,14 @@ void byte_transport::on_write(bytes& data) {
     if (n < 0) {
       auto err = errno;
       if (!would_block(err)) {
+        state_.in_flight -= counted;
         on_write_error(err);
         return;
       }
       n = 0;
     }
     sent = static_cast<size_t>(n);
+    state_.in_flight -= std::min<uint64_t>(counted, sent);
     if (sent == data.size())
       return;
     head_ = sent;
@@ -168,7 +173,7 @@ void byte_transport::on_write(bytes& data) {
   auto rest = data.size() - sent;
   wbuf_.push_back(std::move(data));
   ++chunks_after_file_;
-  buffered_add(rest);
+  buffered_add(rest, counted > sent ? counted - sent : 0);
   update_interest();
 }
 

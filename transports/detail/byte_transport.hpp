@@ -125,7 +125,9 @@ private:
     pending_reply asker;
   };
 
-  void on_write(bytes& data);
+  // Writes or buffers `data`; `counted` of its bytes are in the shared
+  // `in_flight` (sent by a handle as a message) and leave it here.
+  void on_write(bytes& data, uint64_t counted = 0);
 
   void on_sendfile(caf::mailbox_element& x, op::sendfile& req);
 

@@ -64,9 +64,13 @@ void layer::on_message(caf::mailbox_element& x) {
     return;
   if (detail::is<op::write>(msg)) {
     auto& w = msg.get_mutable_as<op::write>(0);
-    if (w.counted)
-      state_.in_flight -= w.data.size();
+    auto n = w.data.size();
     write_in_order(w.data);
+    // Uncounted once handed below (or queued), not before: a thread that
+    // adds the layers up meanwhile sees too much for a moment, never too
+    // little.
+    if (w.counted)
+      state_.in_flight -= n;
   } else if (detail::is<op::sendfile>(msg)) {
     on_sendfile(x, msg.get_mutable_as<op::sendfile>(0));
   } else if (detail::is<file_pump_atom>(msg)) {
@@ -245,8 +249,9 @@ void layer::pump_files() {
   while (!lost_ && !queue_.empty() && !queue_.front().file.file) {
     auto data = std::move(queue_.front().data);
     queue_.pop_front();
-    state_.in_flight -= data.size();
+    auto n = data.size();
     on_write(data);
+    state_.in_flight -= n;
   }
   if (lost_)
     return;

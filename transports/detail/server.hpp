@@ -14,11 +14,13 @@ class multiplexer;
 
 /// Spawns a server actor accepting on the listening descriptors `fds` (it
 /// takes ownership). `unlink_path`, when not empty, is removed on close.
+/// With `spread`, each connection goes to the least loaded loop of `mux`'s
+/// group; else it stays on `mux`.
 server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
                     protocol_factory factory, uint64_t read_credit,
                     int backlog, std::string unlink_path,
                     std::vector<std::string> urls, uint16_t port,
-                    stream_limits limits = {});
+                    stream_limits limits = {}, bool spread = true);
 
 /// asyncio's `create_server` without blocking: resolves `host` on the
 /// loop (empty: every interface), listens on each address (with port 0,

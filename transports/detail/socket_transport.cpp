@@ -195,9 +195,11 @@ void socket_transport::discard_buffer() {
   state_.buffered = 0;
 }
 
-void socket_transport::buffered_add(size_t n) {
+void socket_transport::buffered_add(size_t n, uint64_t uncounted) {
   buffered_ += n;
   state_.buffered.store(buffered_, std::memory_order_relaxed);
+  if (uncounted > 0)
+    state_.in_flight -= uncounted;
   maybe_pause_protocol();
 }
 

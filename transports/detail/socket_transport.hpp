@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
+#include <memory>
 
 #include <sys/epoll.h>
 
@@ -151,8 +153,9 @@ protected:
   void discard_buffer();
 
   /// Adds to / takes from the buffered byte count, pausing or resuming the
-  /// protocol at the watermarks.
-  void buffered_add(size_t n);
+  /// protocol at the watermarks. `uncounted` bytes of the `n` leave the
+  /// shared `in_flight` right after the buffered count is published.
+  void buffered_add(size_t n, uint64_t uncounted = 0);
   void buffered_sub(size_t n);
 
   void on_protocol_down() override;
@@ -208,6 +211,23 @@ transport spawn_socket_transport(multiplexer& mux, int fd, caf::actor protocol,
                             std::forward<Ts>(xs)...);
   auto* self = static_cast<T*>(caf::actor_cast<caf::abstract_actor*>(hdl));
   return transport{std::move(hdl), &self->state()};
+}
+
+/// Starts a transport with `spawn(on_made)` and, off `mux`'s loop, returns
+/// once its protocol has handled `connection_made` (asyncio's
+/// create_connection and connect_read_pipe await that too): what the
+/// protocol set there is set for the caller, whose thread may be another
+/// loop's. On the loop, at once.
+template <class Spawn>
+transport start_and_wait_made(multiplexer& mux, Spawn spawn) {
+  if (mux.on_loop_thread())
+    return spawn(std::function<void(transport)>{});
+  auto made = std::make_shared<std::promise<void>>();
+  auto done = made->get_future();
+  auto t = spawn(std::function<void(transport)>{
+    [made](transport) { made->set_value(); }});
+  done.wait();
+  return t;
 }
 
 } // namespace tact::detail

@@ -43,9 +43,9 @@ transport spawn_tls(multiplexer& mux, tls_setup setup);
 caf::error check_tls_options(const tls_context& ctx, const tls_options& opts,
                              bool server_side);
 
-/// When the protocol of transport `hdl` is a layer over it (TLS), that
-/// layer; else `hdl` itself. Loop thread or not, but `hdl` must live on
-/// `mux`.
-caf::actor top_layer(const caf::actor& hdl, const multiplexer& mux);
+/// When the protocol of transport `hdl` is a layer over it (TLS,
+/// framing), that layer, recursively; else `hdl` itself. Any thread (it
+/// reads the transports' shared state only).
+caf::actor top_layer(const caf::actor& hdl);
 
 } // namespace tact::detail
