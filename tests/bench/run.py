@@ -45,11 +45,12 @@ def raise_nofile():
 
 
 class Server:
-    """One server process on core 0, from start to its `listening on` line."""
+    """One server process pinned to `cpus` (core 0 by default), from start
+    to its `listening on` line."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, cpus="0"):
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0"] + argv + ["tcp://127.0.0.1:0"],
+            ["taskset", "-c", cpus] + argv + ["tcp://127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=raise_nofile)
         line = self.proc.stdout.readline()

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report_section import replace_section  # noqa: E402
-from run import machine, raise_nofile  # noqa: E402
+from run import Server, machine  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BEGIN = "## Several loops"
@@ -45,37 +45,6 @@ def threads_cpu(pid):
             continue
         out[tid] = (name, ns / 1e9)
     return out
-
-
-class Server:
-    """A server pinned to `cpu_list`, from start to its `listening on`."""
-
-    def __init__(self, argv, cpu_list):
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", cpu_list] + argv + ["tcp://127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=raise_nofile)
-        line = self.proc.stdout.readline()
-        m = re.match(r"listening on (\S+)", line)
-        if not m:
-            self.stop()
-            raise RuntimeError("%s did not start: %r" % (argv, line))
-        self.url = m.group(1)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def measure(build, server, load_cpus, opts):
@@ -130,6 +99,31 @@ def measure(build, server, load_cpus, opts):
     return rps, used * 1e6 / requests, loops
 
 
+def churn(build, server, load_cpus, opts):
+    """Connections opened, echoed once and closed per second by one
+    churn_load per load CPU, and the server's CPU per connection (µs):
+    what accepting and handing a connection to a loop costs."""
+    per = max(1, opts.churn_conns // len(load_cpus))
+    clients = [subprocess.Popen(
+        ["taskset", "-c", str(cpu),
+         os.path.join(build, "tests", "bench", "churn_load"),
+         "--url", server.url, "--conns", str(per), "--size", "64",
+         "--warmup", "1", "--duration", str(opts.duration),
+         "--server-pid", str(server.proc.pid)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cpu in load_cpus]
+    rate, cpu = 0.0, []
+    for c in clients:
+        out, err = c.communicate(timeout=120)
+        if c.returncode != 0:
+            raise RuntimeError("churn_load failed: %s%s" % (out, err))
+        r = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+        rate += r["cps"]
+        cpu.append(r["cpu_us_per_conn"])
+    # Each client divides the server's whole CPU by its own connections.
+    return rate, statistics.mean(cpu) / len(load_cpus)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
@@ -137,6 +131,8 @@ def main():
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--conns", type=int, default=100)
+    ap.add_argument("--churn-conns", type=int, default=50,
+                    help="connections churned at once (the churn rows)")
     ap.add_argument("--loops", default="",
                     help="comma-separated loop counts (default: 1, 2, 4, "
                          "... up to the server CPUs, and always 2)")
@@ -173,18 +169,24 @@ def main():
             for name, argv in (kinds if rep % 2 == 0 else kinds[::-1]):
                 with Server(argv, cpu_list) as s:
                     rps, cpu, split = measure(build, s, load_cpus, opts)
+                    cps, cpc = churn(build, s, load_cpus, opts)
                 r = results.setdefault((name, n),
-                                       {"rps": [], "cpu": [], "split": []})
+                                       {"rps": [], "cpu": [], "split": [],
+                                        "cps": [], "cpc": []})
                 r["rps"].append(rps)
                 r["cpu"].append(cpu)
+                r["cps"].append(cps)
+                r["cpc"].append(cpc)
                 total = sum(split)
                 if total > 0:
                     r["split"].append([x / total for x in split])
                 shares = ("  loop threads " + "/".join(
                     "%.0f%%" % (100 * x / total) for x in split)
                     if name == "tact" and total > 0 else "")
-                print("rep %d %-5s %2d: %8.0f req/s %6.2f us CPU/req%s"
-                      % (rep + 1, name, n, rps, cpu, shares), flush=True)
+                print("rep %d %-5s %2d: %8.0f req/s %6.2f us CPU/req, "
+                      "%6.0f conn/s %6.1f us CPU/conn%s"
+                      % (rep + 1, name, n, rps, cpu, cps, cpc, shares),
+                      flush=True)
     rows = []
     for n in counts:
         t, e = results[("tact", n)], results[("epoll", n)]
@@ -207,6 +209,20 @@ def main():
         table.append("| %d | %.0f | %.2f | %.3f | %s | %.0f | %.2f | %.3f |"
                      % (n, trps, tcpu, vs_one, split or "—", erps, ecpu,
                         vs_epoll))
+    churn_table = [
+        "| loops | tact connections/s | tact µs CPU/connection | epoll "
+        "connections/s | epoll µs CPU/connection | tact vs epoll |",
+        "|---|---|---|---|---|---|"]
+    for n in counts:
+        t, e = results[("tact", n)], results[("epoll", n)]
+        churn_table.append("| %d | %.0f | %.1f | %.0f | %.1f | %.3f |" % (
+            n, statistics.median(t["cps"]), statistics.median(t["cpc"]),
+            statistics.median(e["cps"]), statistics.median(e["cpc"]),
+            statistics.median(t["cpc"]) / statistics.median(e["cpc"])))
+    table += ["", "Connections opened, echoed once (64 B) and closed, "
+              "%d at a time (`churn_load`, one per load CPU): what accepting "
+              "a connection and handing it to a loop costs." % opts.churn_conns,
+              ""] + churn_table
     print("\n".join(table))
     if opts.out == "-":
         return

@@ -12,5 +12,5 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 sh cmake/deps.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-bench -j2 --target echo_server echo_load epoll_echo
+cmake --build build-bench -j2 --target echo_server echo_load churn_load epoll_echo
 exec /usr/bin/python3 tests/bench/scaling.py --build build-bench "$@"

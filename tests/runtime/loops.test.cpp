@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -15,6 +16,8 @@
 #include <thread>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <caf/event_based_actor.hpp>
@@ -380,15 +383,20 @@ SCENARIO("a relay joins transports of two loops, its buffers bounded") {
       CHECK_FALSE(b->is_reading());
       std::string got_b;
       std::string got_a;
-      std::thread rb{[&] { got_b = pb.recv_n(there.size(), 60s); }};
-      std::thread ra{[&] { got_a = pa.recv_n(back.size(), 60s); }};
-      while (got_a.size() + got_b.size() < 2 * there.size()
-             && std::chrono::steady_clock::now() < until + 60s) {
+      std::atomic<int> readers{2};
+      std::thread rb{[&] {
+        got_b = pb.recv_n(there.size(), 60s);
+        --readers;
+      }};
+      std::thread ra{[&] {
+        got_a = pa.recv_n(back.size(), 60s);
+        --readers;
+      }};
+      // The buffers stay bounded while both directions drain.
+      while (readers.load() > 0) {
         most = std::max({most, a->get_write_buffer_size(),
                          b->get_write_buffer_size()});
         std::this_thread::sleep_for(1ms);
-        if (ra.joinable() && got_a.size() == back.size())
-          break;
       }
       ra.join();
       rb.join();
@@ -415,4 +423,62 @@ SCENARIO("a relay joins transports of two loops, its buffers bounded") {
       CHECK(eventually([&] { return a->is_closing() && b->is_closing(); }));
     },
     nullptr, with_loops(2));
+}
+
+namespace {
+
+// Takes its time in connection_made, then says it ran.
+template <class Base>
+class slow_made : public Base {
+public:
+  explicit slow_made(std::shared_ptr<std::atomic<bool>> ran)
+    : ran_(std::move(ran)) {
+  }
+
+  void connection_made(transport&) override {
+    std::this_thread::sleep_for(100ms);
+    *ran_ = true;
+  }
+
+private:
+  std::shared_ptr<std::atomic<bool>> ran_;
+};
+
+} // namespace
+
+SCENARIO("blocking loop operations return once connection_made has run, "
+         "as asyncio's") {
+  auto loops = GENERATE(1u, 2u);
+  with_runtime(
+    [](runtime& rt) {
+      auto made = [](std::shared_ptr<std::atomic<bool>> ran) {
+        return protocol_factory{
+          [ran] { return std::make_unique<slow_made<protocol>>(ran); }};
+      };
+      auto ran = std::make_shared<std::atomic<bool>>(false);
+      auto child = rt.subprocess_exec(
+        [ran] { return std::make_unique<slow_made<subprocess_protocol>>(ran); },
+        {"true"});
+      REQUIRE(child);
+      CHECK(ran->load());
+      for (int end = 0; end < 2; ++end) {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+        ran->store(false);
+        auto t = end == 0 ? rt.connect_read_pipe(made(ran), fds[0])
+                          : rt.connect_write_pipe(made(ran), fds[1]);
+        REQUIRE(t);
+        CHECK(ran->load());
+        ::close(fds[1 - end]);
+        t->close();
+      }
+      ran->store(false);
+      auto l = listen(rt, kind::tcp, [] { return std::make_unique<protocol>(); });
+      auto c = rt.create_connection(made(ran), "127.0.0.1", l.port);
+      REQUIRE(c);
+      CHECK(ran->load());
+      c->close();
+      l.srv.close();
+    },
+    nullptr, with_loops(loops));
 }
