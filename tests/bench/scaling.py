@@ -161,32 +161,35 @@ def main():
     print("server CPUs %s, load CPUs %s, loops %s"
           % (cpu_list, ",".join(map(str, load_cpus)), counts), flush=True)
     results = {}  # (server, loops) -> {"rps": [], "cpu": [], "split": []}
+    # Each repetition runs every loop count of one server back to back, so
+    # that the ratio to one loop is also taken within the repetition (this
+    # machine's CPU time moves in steps between runs); the order reverses
+    # every other repetition.
+    runs = [(name, n) for name in ("tact", "epoll") for n in counts]
     for rep in range(opts.reps):
-        for n in counts:
-            kinds = [("tact", [echo, "--loops", str(n)]),
-                     ("epoll", [epoll, "--threads", str(n)])]
-            # Which goes first alternates between repetitions.
-            for name, argv in (kinds if rep % 2 == 0 else kinds[::-1]):
-                with Server(argv, cpu_list) as s:
-                    rps, cpu, split = measure(build, s, load_cpus, opts)
-                    cps, cpc = churn(build, s, load_cpus, opts)
-                r = results.setdefault((name, n),
-                                       {"rps": [], "cpu": [], "split": [],
-                                        "cps": [], "cpc": []})
-                r["rps"].append(rps)
-                r["cpu"].append(cpu)
-                r["cps"].append(cps)
-                r["cpc"].append(cpc)
-                total = sum(split)
-                if total > 0:
-                    r["split"].append([x / total for x in split])
-                shares = ("  loop threads " + "/".join(
-                    "%.0f%%" % (100 * x / total) for x in split)
-                    if name == "tact" and total > 0 else "")
-                print("rep %d %-5s %2d: %8.0f req/s %6.2f us CPU/req, "
-                      "%6.0f conn/s %6.1f us CPU/conn%s"
-                      % (rep + 1, name, n, rps, cpu, cps, cpc, shares),
-                      flush=True)
+        for name, n in (runs if rep % 2 == 0 else runs[::-1]):
+            argv = ([echo, "--loops", str(n)] if name == "tact"
+                    else [epoll, "--threads", str(n)])
+            with Server(argv, cpu_list) as s:
+                rps, cpu, split = measure(build, s, load_cpus, opts)
+                cps, cpc = churn(build, s, load_cpus, opts)
+            r = results.setdefault((name, n),
+                                   {"rps": [], "cpu": [], "split": [],
+                                    "cps": [], "cpc": []})
+            r["rps"].append(rps)
+            r["cpu"].append(cpu)
+            r["cps"].append(cps)
+            r["cpc"].append(cpc)
+            total = sum(split)
+            if total > 0:
+                r["split"].append([x / total for x in split])
+            shares = ("  loop threads " + "/".join(
+                "%.0f%%" % (100 * x / total) for x in split)
+                if name == "tact" and total > 0 else "")
+            print("rep %d %-5s %2d: %8.0f req/s %6.2f us CPU/req, "
+                  "%6.0f conn/s %6.1f us CPU/conn%s"
+                  % (rep + 1, name, n, rps, cpu, cps, cpc, shares),
+                  flush=True)
     rows = []
     for n in counts:
         t, e = results[("tact", n)], results[("epoll", n)]
@@ -196,19 +199,23 @@ def main():
             shares = [statistics.median(s[i] for s in t["split"])
                       for i in range(len(t["split"][0]))]
             split = "/".join("%.0f" % (100 * x) for x in shares)
+        paired = statistics.median(
+            x / y for x, y in zip(t["cpu"], one["cpu"]))
         rows.append((n, statistics.median(t["rps"]), statistics.median(t["cpu"]),
                      statistics.median(t["cpu"]) / statistics.median(one["cpu"]),
-                     split, statistics.median(e["rps"]),
+                     paired, split, statistics.median(e["rps"]),
                      statistics.median(e["cpu"]),
                      statistics.median(t["cpu"]) / statistics.median(e["cpu"])))
-    header = ("| loops | tact req/s | tact µs CPU/req | vs %d loop(s) | "
-              "busiest loop threads, % of CPU | epoll req/s | epoll µs CPU/req "
-              "| tact vs epoll |" % counts[0])
-    table = [header, "|---|---|---|---|---|---|---|---|"]
-    for n, trps, tcpu, vs_one, split, erps, ecpu, vs_epoll in rows:
-        table.append("| %d | %.0f | %.2f | %.3f | %s | %.0f | %.2f | %.3f |"
-                     % (n, trps, tcpu, vs_one, split or "—", erps, ecpu,
-                        vs_epoll))
+    header = ("| loops | tact req/s | tact µs CPU/req | vs %d loop(s), "
+              "medians | vs %d loop(s), within each repetition | loop "
+              "threads, %% of their CPU | epoll req/s | epoll µs CPU/req "
+              "| tact vs epoll |" % (counts[0], counts[0]))
+    table = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for n, trps, tcpu, vs_one, paired, split, erps, ecpu, vs_epoll in rows:
+        table.append("| %d | %.0f | %.2f | %.3f | %.3f | %s | %.0f | %.2f "
+                     "| %.3f |"
+                     % (n, trps, tcpu, vs_one, paired, split or "—", erps,
+                        ecpu, vs_epoll))
     churn_table = [
         "| loops | tact connections/s | tact µs CPU/connection | epoll "
         "connections/s | epoll µs CPU/connection | tact vs epoll |",
@@ -235,8 +242,11 @@ def main():
         "`epoll` is `tests/bench/epoll_echo --threads N` (one epoll and one "
         "`SO_REUSEPORT` listener per thread). Server CPU is the sum over the "
         "server's threads while every client measured; medians of %d "
-        "repetitions, which server goes first alternating. The split column "
-        "is each loop thread's share of the loop threads' CPU."
+        "repetitions, each running one server's loop counts back to back "
+        "(the order reversed every other repetition), so that the ratio to "
+        "one loop is also taken within each repetition: this machine's CPU "
+        "time moves in steps between runs. The split column is each loop "
+        "thread's share of the loop threads' CPU."
         % (opts.reps, opts.duration, opts.size, opts.conns, cpu_list,
            ",".join(map(str, load_cpus)), opts.reps),
         "",
