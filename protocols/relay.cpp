@@ -44,6 +44,9 @@ struct relay_end {
   // to this end's side, and its resume_writing has not): set by that side,
   // read by the other, which may live on another loop.
   std::atomic<bool> writing_paused{false};
+  // Set once `t` is: with relay_to, the other end's side sets it on its
+  // loop, which may not be the accepted side's.
+  std::atomic<bool> ready{false};
 
   [[nodiscard]] transport input() const {
     return child ? t.get_pipe_transport(0) : t;
@@ -163,20 +166,17 @@ protected:
     } else if (detail::is<eof_received>(msg)) {
       reply(x, caf::make_message(on_eof()));
     } else if (detail::is<pipe_connection_lost>(msg)) {
-      if (msg.get_as<pipe_connection_lost>(0).fd == 1)
+      auto fd = msg.get_as<pipe_connection_lost>(0).fd;
+      if (fd == 1)
         other_.end_input();
+      else if (fd == 0)
+        writing_resumed(); // the child's stdin is gone: nothing holds back
     } else if (detail::is<pause_writing>(msg)) {
       // For a child: about its stdin.
       me_.writing_paused = true;
       other_.pause();
     } else if (detail::is<resume_writing>(msg)) {
-      me_.writing_paused = false;
-      // Across loops, bytes the other side wrote may still be on their way
-      // here: the other side, which counts them, decides.
-      if (across())
-        send_to(other_.t.get_protocol(), caf::make_message(recheck_atom::value));
-      else
-        other_.resume();
+      writing_resumed();
     } else if (msg.match_elements<recheck_atom>()) {
       if (barrier_ == 0)
         recheck();
@@ -203,8 +203,23 @@ private:
   }
 
   void on_lost() {
-    other_.t.close();
+    // The other end not up yet: its start finds this one closing and
+    // closes both.
+    if (other_.ready.load())
+      other_.t.close();
     quit();
+  }
+
+  // This side's transport takes writes again (or, a child's stdin gone,
+  // drops them): the other side's reading may go on. Across loops, bytes
+  // the other side wrote may still be on their way here: that side, which
+  // counts them, decides.
+  void writing_resumed() {
+    me_.writing_paused = false;
+    if (across())
+      send_to(other_.t.get_protocol(), caf::make_message(recheck_atom::value));
+    else
+      other_.resume();
   }
 
   void forward(bytes& data) {
@@ -254,12 +269,11 @@ private:
                           caf::make_message(op::get_write_buffer_size{}));
   }
 
-  // The bytes written before the barrier are in.
-  void on_barrier(const caf::type_erased_tuple& answer) {
+  // The bytes written before the barrier are in, or that transport is gone
+  // (a child's stdin can go with the child still running): look again.
+  void on_barrier(const caf::type_erased_tuple&) {
     barrier_ = 0;
-    if (detail::is<uint64_t>(answer))
-      recheck();
-    // else the other side is gone: its end closes this one
+    recheck();
   }
 
   // If the other side's transport has paused writing, that side's
@@ -268,9 +282,10 @@ private:
   // side has not handled yet), this side holds and sends a barrier.
   void recheck() {
     auto in = other_.input();
-    if (!in || other_.writing_paused.load())
+    if (in && other_.writing_paused.load())
       return;
-    if (in.get_write_buffer_size() > in.get_write_buffer_limits().second) {
+    // (No input left, or a lost one, holds nothing back.)
+    if (in && in.get_write_buffer_size() > in.get_write_buffer_limits().second) {
       me_.pause();
       send_barrier(in);
     } else {
@@ -280,6 +295,7 @@ private:
 
   void made(const caf::mailbox_element& x, const transport& t) {
     me_.t = t;
+    me_.ready = true;
     me_.child = is_child(t);
     auto f = std::move(on_made_);
     on_made_ = nullptr;
@@ -360,8 +376,10 @@ caf::error relay(transport a, transport b) {
   auto link = std::make_shared<relay_link>();
   link->ends[0].t = a;
   link->ends[0].child = is_child(a);
+  link->ends[0].ready = true;
   link->ends[1].t = b;
   link->ends[1].child = is_child(b);
+  link->ends[1].ready = true;
   // Each side on its transport's loop: it takes what that transport reads
   // by a direct call, and holds that reading back at once.
   for (int i = 0; i < 2; ++i) {

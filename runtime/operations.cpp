@@ -227,10 +227,14 @@ runtime::subprocess_exec(protocol_factory factory,
   // thread).
   auto made = std::make_shared<std::promise<void>>();
   auto done = made->get_future();
-  auto t = detail::start_process(loops_->pick(), opts_.read_credit, factory,
-                                 argv, opts, [made] { made->set_value(); });
-  if (t)
-    done.wait();
+  auto& mux = loops_->pick();
+  auto t = detail::start_process(mux, opts_.read_credit, factory, argv, opts,
+                                 [made] { made->set_value(); });
+  // A loop that stops now never runs the transport (nor the callback).
+  while (t && done.wait_for(std::chrono::milliseconds{20})
+                != std::future_status::ready)
+    if (mux.stopping())
+      break;
   return t;
 }
 

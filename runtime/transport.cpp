@@ -404,11 +404,10 @@ caf::error transport::switch_reading(bool pause) {
       caf::anon_send(actor_, op::resume_reading{false});
     return caf::none;
   }
-  // The flag and the command change together: when two threads (a relay's
-  // two sides on two loops) pause and resume one transport, the last
-  // command in its mailbox is the one the flag shows, and a call the flag
-  // makes redundant was.
-  std::lock_guard<detail::spin_lock> guard{state_->reading_lock};
+  // The shared flag is the truth: the transport reads it on either
+  // command, so when two threads (a relay's two sides on two loops) pause
+  // and resume one transport, the order their commands reach its mailbox
+  // in does not matter, and a call the flag makes redundant sends nothing.
   if (state_->closing.load() || state_->reading_paused.exchange(pause) == pause)
     return caf::none;
   if (pause)

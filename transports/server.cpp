@@ -227,6 +227,9 @@ private:
     // Made and started from here, whichever loop they go to (spawning is
     // thread-safe, and counts at once for the next connection's choice).
     auto& loop = loop_for_connection();
+    // What the factory starts (an actor on "the" loop, a loop operation)
+    // belongs with the connection's loop.
+    detail::loop_group::placement here{loop};
     auto proto = factory_.make(loop);
     if (!proto || !*proto) {
       if (!proto)

@@ -8,6 +8,8 @@
 
 namespace tact::detail {
 
+thread_local multiplexer* loop_group::placed_ = nullptr;
+
 loop_group::loop_group(caf::actor_system& sys, size_t n) {
   if (n == 0)
     n = 1;
@@ -64,18 +66,25 @@ void loop_group::stop() {
 }
 
 bool loop_group::wait_for_actors(int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now()
-                  + std::chrono::milliseconds{timeout_ms};
-  for (auto& loop : loops_) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
-    if (!loop->wait_for_actors(static_cast<int>(std::max<int64_t>(
-          left.count(), 0))))
-      return false;
+  using clock = std::chrono::steady_clock;
+  auto deadline = clock::now() + std::chrono::milliseconds{timeout_ms};
+  // Round after round: an actor of a loop already waited for may spawn one
+  // on another before it ends.
+  for (;;) {
+    auto all_done = true;
+    for (auto& loop : loops_) {
+      if (loop->live_actors() == 0)
+        continue;
+      all_done = false;
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(
+        deadline - clock::now());
+      if (left.count() <= 0)
+        return false;
+      loop->wait_for_actors(static_cast<int>(left.count()));
+    }
+    if (all_done)
+      return true;
   }
-  // An actor of an earlier loop may have spawned one on a later loop and
-  // ended: look again, without waiting.
-  return live_actors() == 0;
 }
 
 size_t loop_group::live_actors() const noexcept {

@@ -37,13 +37,32 @@ public:
     return current() != nullptr;
   }
 
-  /// Where an operation started by the caller goes: the caller's own loop
-  /// when it runs one (what an actor starts stays beside it, with no
-  /// thread hand-off), else the least loaded.
+  /// Where an operation started by the caller goes: the loop a
+  /// `placement` names, else the caller's own loop when it runs one (what
+  /// an actor starts stays beside it, with no thread hand-off), else the
+  /// least loaded.
   [[nodiscard]] multiplexer& pick() noexcept {
+    if (placed_ != nullptr && placed_->group() == this)
+      return *placed_;
     auto* cur = current();
     return cur != nullptr ? *cur : least_loaded();
   }
+
+  /// While it lives, `pick()` on this thread gives `loop`: a server makes
+  /// a connection's protocol on the acceptor's thread for another loop,
+  /// and what the user's factory starts there belongs with that loop.
+  class placement {
+  public:
+    explicit placement(multiplexer& loop) noexcept : prev_(placed_) {
+      placed_ = &loop;
+    }
+    ~placement() { placed_ = prev_; }
+    placement(const placement&) = delete;
+    placement& operator=(const placement&) = delete;
+
+  private:
+    multiplexer* prev_;
+  };
 
   /// The loop with the fewest live actors; ties go round, so that a burst
   /// made from one thread before any of it runs is spread too.
@@ -74,6 +93,7 @@ public:
   void warn(const std::string& text) { loops_.front()->warn(text); }
 
 private:
+  static thread_local multiplexer* placed_;
   std::vector<std::unique_ptr<multiplexer>> loops_;
   std::atomic<size_t> turn_{0};
 };

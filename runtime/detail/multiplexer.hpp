@@ -74,6 +74,10 @@ public:
   /// and actors scheduled later, are released without running.
   void stop();
 
+  /// Whether `stop()` has begun: a waiter for something only this loop
+  /// would do gives up.
+  [[nodiscard]] bool stopping() const noexcept { return stop_.load(); }
+
   /// Whether the caller runs on this loop's thread (while it runs). Asked
   /// on every direct delivery, so a thread-local pointer rather than a
   /// thread id (which costs a library call).

@@ -133,14 +133,19 @@ bool transport_core::read_command(caf::type_erased_tuple& msg, bool& paused,
   auto pause = detail::is<op::pause_reading>(msg);
   if (pause || detail::is<op::resume_reading>(msg)) {
     if (!closing) {
-      paused = pause;
-      // A local handle is the only writer of the shared flag: writing it
-      // here too would let an earlier switch, arriving after a later call,
-      // undo that call (pause, resume, pause would end up reading).
+      // A local handle is the only writer of the shared flag, and what it
+      // last wrote is what holds: writing it here would let an earlier
+      // switch, arriving after a later call, undo that call (pause, resume,
+      // pause would end up reading), and so would taking the command's own
+      // value when two threads switch at once.
       auto applied = pause ? msg.get_as<op::pause_reading>(0).applied
                            : msg.get_as<op::resume_reading>(0).applied;
-      if (!applied)
+      if (applied) {
+        paused = state_.reading_paused.load();
+      } else {
+        paused = pause;
         state_.reading_paused = paused;
+      }
     }
     return true;
   }

@@ -90,8 +90,6 @@ struct transport_state {
   std::atomic<bool> lost{false};
   std::atomic<bool> eof_written{false};
   std::atomic<bool> reading_paused{false};
-  // Held while a handle changes `reading_paused` and sends the command.
-  spin_lock reading_lock;
 
   // Write side: bytes sent by handles that the transport has not taken yet,
   // and bytes in the transport's buffer.

@@ -14,6 +14,7 @@
 #include "support/any_kind.hpp"
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
+#include "tact/runtime/detail/loop_group.hpp"
 #include "tact/runtime/detail/multiplexer.hpp"
 #include "tact/runtime/messages.hpp"
 #include "tact/transports/tls.hpp"
@@ -807,7 +808,7 @@ SCENARIO("start_tls with an answer: after the handshake with the transport, "
                        client_ctx(ok ? pki : other), opts,
                        [&rt, answered](caf::expected<transport> x) {
                          answer a;
-                         a.on_loop = rt.mux().on_loop_thread();
+                         a.on_loop = rt.loops().on_loop_thread();
                          a.had_cipher
                            = x && x->get_extra_info("cipher").has_value();
                          a.t = std::move(x);

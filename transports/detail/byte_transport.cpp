@@ -165,7 +165,9 @@ void byte_transport::on_write(bytes& data, uint64_t counted) {
       n = 0;
     }
     sent = static_cast<size_t>(n);
-    state_.in_flight -= std::min<uint64_t>(counted, sent);
+    // (A direct write counted nothing: no atomic operation for it.)
+    if (counted > 0)
+      state_.in_flight -= std::min<uint64_t>(counted, sent);
     if (sent == data.size())
       return;
     head_ = sent;

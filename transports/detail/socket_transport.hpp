@@ -226,7 +226,11 @@ transport start_and_wait_made(multiplexer& mux, Spawn spawn) {
   auto done = made->get_future();
   auto t = spawn(std::function<void(transport)>{
     [made](transport) { made->set_value(); }});
-  done.wait();
+  // A loop that stops now never runs the transport (nor the callback).
+  while (done.wait_for(std::chrono::milliseconds{20})
+         != std::future_status::ready)
+    if (mux.stopping())
+      break;
   return t;
 }
 
