@@ -248,7 +248,10 @@ SCENARIO("a file that shrinks under its range ends the range early; the "
     CHECK(answer == 100);
     CHECK(got.size() == 4 * 1024 * 1024 + 104);
     CHECK(got.substr(4 * 1024 * 1024) == file.contents.substr(0, 100) + "next");
-    CHECK(t->get_write_buffer_size() == 0);
+    // The transport takes "next" out of its count just after the kernel
+    // took it (a thread adding up never sees bytes missing): the peer may
+    // read them an instant before.
+    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
     t->close();
     REQUIRE(j->wait_for("connection_lost"));
     CHECK_FALSE(j->lost_reason());

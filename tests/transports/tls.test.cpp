@@ -596,10 +596,13 @@ SCENARIO("garbage instead of a ClientHello ends only that connection") {
     bool eof = false;
     p.recv_all(&eof, 5s);
     CHECK(eof);
-    CHECK(made->load() == 1);
+    // The good connection's server side finishes its handshake on its own
+    // loop, maybe after the garbage's end on another.
+    CHECK(eventually([&] { return made->load() == 1; }));
     good->write("still here");
     REQUIRE(jc->wait([](journal& j) { return j.data_size_unlocked() >= 10; }));
     CHECK(jc->data() == "still here");
+    CHECK(made->load() == 1);
     good->close();
     REQUIRE(jc->wait_for("connection_lost"));
     l.srv.close();
