@@ -251,7 +251,7 @@ SCENARIO("a file that shrinks under its range ends the range early; the "
     // The transport takes "next" out of its count just after the kernel
     // took it (a thread adding up never sees bytes missing): the peer may
     // read them an instant before.
-    CHECK(eventually([&] { return t->get_write_buffer_size() == 0; }));
+    CHECK(eventually([&t = t] { return t->get_write_buffer_size() == 0; }));
     t->close();
     REQUIRE(j->wait_for("connection_lost"));
     CHECK_FALSE(j->lost_reason());
