@@ -15,6 +15,7 @@
 #include "tact/transports/detail/datagram.hpp"
 #include "tact/transports/detail/pipe.hpp"
 #include "tact/transports/detail/server.hpp"
+#include "tact/transports/detail/socket_transport.hpp"
 #include "tact/transports/detail/stream.hpp"
 #include "tact/transports/detail/subprocess.hpp"
 
@@ -230,11 +231,8 @@ runtime::subprocess_exec(protocol_factory factory,
   auto& mux = loops_->pick();
   auto t = detail::start_process(mux, opts_.read_credit, factory, argv, opts,
                                  [made] { made->set_value(); });
-  // A loop that stops now never runs the transport (nor the callback).
-  while (t && done.wait_for(std::chrono::milliseconds{20})
-                != std::future_status::ready)
-    if (mux.stopping())
-      break;
+  if (t)
+    detail::wait_made(mux, done);
   return t;
 }
 

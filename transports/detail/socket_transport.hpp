@@ -6,6 +6,7 @@
 // control with asyncio's watermarks, close and abort. A subclass adds how
 // it reads and writes.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -213,6 +214,16 @@ transport spawn_socket_transport(multiplexer& mux, int fd, caf::actor protocol,
   return transport{std::move(hdl), &self->state()};
 }
 
+/// Waits for `made` (a transport's protocol has handled connection_made),
+/// or until `mux` stops: a loop that stops never runs the transport, nor
+/// what would have set `made`.
+inline void wait_made(multiplexer& mux, std::future<void>& made) {
+  while (made.wait_for(std::chrono::milliseconds{20})
+         != std::future_status::ready)
+    if (mux.stopping())
+      return;
+}
+
 /// Starts a transport with `spawn(on_made)` and, off `mux`'s loop, returns
 /// once its protocol has handled `connection_made` (asyncio's
 /// create_connection and connect_read_pipe await that too): what the
@@ -226,11 +237,7 @@ transport start_and_wait_made(multiplexer& mux, Spawn spawn) {
   auto done = made->get_future();
   auto t = spawn(std::function<void(transport)>{
     [made](transport) { made->set_value(); }});
-  // A loop that stops now never runs the transport (nor the callback).
-  while (done.wait_for(std::chrono::milliseconds{20})
-         != std::future_status::ready)
-    if (mux.stopping())
-      break;
+  wait_made(mux, done);
   return t;
 }
 
