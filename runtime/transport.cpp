@@ -559,10 +559,8 @@ std::optional<int> transport::get_returncode() const noexcept {
 transport transport::get_pipe_transport(int fd) const {
   if (!state_ || !state_->sub || fd < 0 || fd > 2)
     return {};
-  state_->protocol_lock.lock();
-  auto result = state_->sub->pipes[fd];
-  state_->protocol_lock.unlock();
-  return result;
+  // Set before any handle exists, never changed after.
+  return state_->sub->pipes[fd];
 }
 
 caf::error transport::send_signal(int sig, signal_target target) {

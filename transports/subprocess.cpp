@@ -213,12 +213,9 @@ private:
       deliver(caf::make_message(connection_lost{}));
       protocol_ = nullptr;
     }
-    // The pipes' shared state names this actor as their protocol: let go
-    // of them, or neither would ever be freed.
-    state_.protocol_lock.lock();
-    for (auto& p : sub_.pipes)
-      p = transport{};
-    state_.protocol_lock.unlock();
+    // The pipes stay: get_pipe_transport answers with them, closed, after
+    // the end too, as asyncio's does. No cycle keeps them: a pipe names
+    // this actor by address only, and let go of it as it was lost.
     quit();
   }
 

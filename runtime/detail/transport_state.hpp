@@ -184,7 +184,8 @@ struct subprocess_state {
   std::atomic<bool> group_gone{false};
   std::atomic<bool> exited{false};
   std::atomic<int> returncode{0};
-  // stdin, stdout, stderr: empty where the stream is not a pipe.
+  // stdin, stdout, stderr: empty where the stream is not a pipe. Set
+  // before any handle exists; kept, closed, after the end.
   transport pipes[3];
 };
 

@@ -171,6 +171,11 @@ SCENARIO("stdin is a write pipe transport; stdout and stderr read pipes") {
     CHECK(in.write(to_bytes("through cat")) == caf::none);
     in.close();
     REQUIRE(log->wait_for("connection_lost"));
+    for (int fd = 0; fd < 3; ++fd) {
+      INFO("fd " << fd);
+      REQUIRE(t->get_pipe_transport(fd));
+      CHECK(t->get_pipe_transport(fd).is_closing());
+    }
     std::lock_guard<journal> guard{*log};
     CHECK(log->out == "through cat");
     CHECK(t->get_returncode() == 0);
@@ -187,10 +192,16 @@ SCENARIO("stderr merged into stdout, and streams that are not pipes") {
                                  opts);
     REQUIRE(t);
     REQUIRE(log->wait_for("connection_made"));
+    // The child may be gone already; the pipes stay either way.
     CHECK_FALSE(t->get_pipe_transport(0));
     CHECK(t->get_pipe_transport(1));
     CHECK_FALSE(t->get_pipe_transport(2));
     REQUIRE(log->wait_for("connection_lost"));
+    // asyncio answers with the pipe transports after the end too, closed.
+    CHECK_FALSE(t->get_pipe_transport(0));
+    REQUIRE(t->get_pipe_transport(1));
+    CHECK(t->get_pipe_transport(1).is_closing());
+    CHECK_FALSE(t->get_pipe_transport(2));
     std::lock_guard<journal> guard{*log};
     CHECK(log->out == "a\nb\n");
     CHECK(log->err.empty());
