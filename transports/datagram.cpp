@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <optional>
+#include <utility>
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -70,9 +71,7 @@ protected:
     if (!detail::is<op::sendto>(msg))
       return false;
     auto& x = msg.get_mutable_as<op::sendto>(0);
-    if (x.counted)
-      state_.in_flight -= x.data.size();
-    on_sendto(x.data, x.addr);
+    on_sendto(x.data, x.addr, x.counted ? x.data.size() : 0);
     return true;
   }
 
@@ -128,7 +127,17 @@ private:
 
   // -- writing -----------------------------------------------------------------------
 
-  void on_sendto(bytes& data, const endpoint& addr) {
+  // `counted` bytes of `data` are in `in_flight` (a handle's message): they
+  // leave it as they are counted buffered, or once sent or dropped.
+  void on_sendto(bytes& data, const endpoint& addr, uint64_t counted) {
+    struct uncount {
+      transport_state& st;
+      uint64_t n;
+      ~uncount() {
+        if (n > 0)
+          st.in_flight -= n;
+      }
+    } guard{state_, counted};
     if (lost_ || closing_) {
       state_.count_dropped_write();
       return;
@@ -166,7 +175,7 @@ private:
     }
     auto size = data.size();
     queue_.push_back(pending{std::move(data), std::move(to)});
-    buffered_add(size);
+    buffered_add(size, std::exchange(guard.n, 0));
     update_interest();
   }
 

@@ -30,6 +30,57 @@
 
 namespace tact {
 
+namespace detail {
+
+// The listening sockets: shut down at once by close(), from any thread, so
+// that a connection tried after it returns is refused; closed on the
+// server's loop once they are out of its epoll (closed elsewhere, their
+// numbers could go to new descriptors while the loop still polls them).
+struct listen_sockets {
+  std::mutex mtx;
+  std::vector<int> fds;
+  bool shut = false;
+  bool closed = false;
+  // A Unix server's socket file and which file it is: removed only while
+  // the path still names it, so that a server started on the same path
+  // meanwhile keeps its own.
+  std::string path;
+  dev_t dev = 0;
+  ino_t ino = 0;
+
+  void shut_down() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (shut || closed)
+      return;
+    shut = true;
+    for (auto fd : fds)
+      ::shutdown(fd, SHUT_RDWR);
+    remove_file();
+  }
+
+  void close() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (closed)
+      return;
+    closed = true;
+    for (auto fd : fds)
+      ::close(fd);
+    fds.clear();
+    remove_file();
+  }
+
+private:
+  void remove_file() {
+    struct stat st{};
+    if (!path.empty() && ::stat(path.c_str(), &st) == 0 && st.st_dev == dev
+        && st.st_ino == ino)
+      ::unlink(path.c_str());
+    path.clear();
+  }
+};
+
+} // namespace detail
+
 namespace {
 
 using close_atom = caf::atom_constant<caf::atom("close")>;
@@ -104,12 +155,10 @@ public:
   server_actor(caf::actor_config& cfg, detail::multiplexer& mux,
                std::vector<int> fds, detail::stream_kind kind,
                protocol_factory factory, uint64_t read_credit, int backlog,
-               std::string unlink_path,
                std::shared_ptr<detail::server_state> state,
                detail::stream_limits limits, bool spread)
     : detail::mux_actor(cfg, mux), kind_(kind), factory_(std::move(factory)),
-      read_credit_(read_credit), backlog_(backlog),
-      unlink_path_(std::move(unlink_path)), state_(std::move(state)),
+      read_credit_(read_credit), backlog_(backlog), state_(std::move(state)),
       limits_(limits), spread_(spread) {
     for (auto fd : fds)
       listeners_.push_back(std::make_unique<listener>(this, fd));
@@ -156,6 +205,12 @@ public:
   void accept_from(const listener& from) {
     if (paused_ || closed_)
       return;
+    if (!state_->serving.load()) {
+      // close() from another thread shut the sockets down; its message
+      // is on its way.
+      close_listeners();
+      return;
+    }
     auto lfd = from.fd();
     for (int i = 0; i < backlog_; ++i) {
       detail::sock_address peer;
@@ -275,11 +330,9 @@ private:
     for (auto& l : listeners_) {
       if (!paused_)
         mux().remove(l->fd());
-      ::close(l->fd());
       l->reset();
     }
-    if (!unlink_path_.empty())
-      ::unlink(unlink_path_.c_str());
+    state_->listening->close();
   }
 
   void maybe_quit() {
@@ -299,7 +352,6 @@ private:
   protocol_factory factory_;
   uint64_t read_credit_;
   int backlog_;
-  std::string unlink_path_;
   std::shared_ptr<detail::server_state> state_;
   detail::stream_limits limits_;
   bool spread_;
@@ -327,8 +379,10 @@ server::server(caf::actor actor, std::shared_ptr<detail::server_state> state)
 }
 
 void server::close() {
-  if (state_ && state_->serving.exchange(false))
+  if (state_ && state_->serving.exchange(false)) {
+    state_->listening->shut_down();
     caf::anon_send(actor_, close_atom::value);
+  }
 }
 
 void server::close_clients() {
@@ -370,9 +424,17 @@ server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
   auto state = std::make_shared<server_state>();
   state->urls = std::move(urls);
   state->port = port;
+  state->listening = std::make_shared<listen_sockets>();
+  state->listening->fds = fds;
+  struct stat st{};
+  if (!unlink_path.empty() && ::stat(unlink_path.c_str(), &st) == 0) {
+    state->listening->path = std::move(unlink_path);
+    state->listening->dev = st.st_dev;
+    state->listening->ino = st.st_ino;
+  }
   auto self = mux.system().spawn<server_actor>(
     mux, std::move(fds), kind, std::move(factory), read_credit, backlog,
-    std::move(unlink_path), state, limits, spread);
+    state, limits, spread);
   return server{std::move(self), std::move(state)};
 }
 

@@ -94,7 +94,10 @@ public:
   server(caf::actor actor, std::shared_ptr<detail::server_state> state);
 
   /// Stops accepting and closes the listening sockets (and removes a Unix
-  /// socket file the server created). Live connections stay. Idempotent.
+  /// socket file the server created, if the path still names it). Live
+  /// connections stay. Idempotent. As with asyncio's, a connection tried
+  /// once `close()` has returned is refused, from whichever thread it was
+  /// called (the sockets are shut down at once, closed on the loop).
   void close();
 
   /// `close()` on every live connection (each flushes first).
@@ -136,6 +139,9 @@ private:
 
 namespace detail {
 
+/// The listening sockets of a server, shared by its handles and its actor.
+struct listen_sockets;
+
 /// What a server shares with its handles.
 struct server_state {
   std::vector<std::string> urls;
@@ -143,6 +149,7 @@ struct server_state {
   std::atomic<bool> serving{true};
   std::atomic<size_t> active{0};
   std::atomic<uint64_t> accept_pauses{0};
+  std::shared_ptr<listen_sockets> listening;
 };
 
 } // namespace detail

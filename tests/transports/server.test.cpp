@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <thread>
 
@@ -12,6 +13,9 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <caf/after.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include "support/harness.hpp"
 #include "support/tls_support.hpp"
@@ -38,6 +42,40 @@ bool ipv6_available() {
   auto ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
   return ok;
+}
+
+// A blocking connect to `l`: 0 (then closed at once) or the errno.
+int connect_errno(kind k, const listening& l) {
+  auto fd = ::socket(k == kind::unix_socket ? AF_UNIX : AF_INET,
+                     SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  int rc;
+  if (k == kind::unix_socket) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, l.unix_path.c_str(),
+                 sizeof(addr.sun_path) - 1);
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  } else {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(l.port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  }
+  auto err = rc == 0 ? 0 : errno;
+  ::close(fd);
+  return err;
+}
+
+// Waits until the actor of `srv` has ended.
+void wait_gone(runtime& rt, const server& srv) {
+  caf::scoped_actor self{rt.system()};
+  self->monitor(srv.actor());
+  bool gone = false;
+  self->receive([&](const caf::down_msg&) { gone = true; },
+                caf::after(std::chrono::seconds{10}) >> [] {});
+  REQUIRE(gone);
 }
 
 } // namespace
@@ -122,7 +160,6 @@ SCENARIO("SO_REUSEADDR is on by default") {
     }
     srv->close();
     REQUIRE(eventually([&] { return srv->active_connections() == 0; }));
-    std::this_thread::sleep_for(50ms);
     auto again = rt.create_server(echo(), "127.0.0.1", port);
     CHECK(again);
   });
@@ -184,30 +221,9 @@ SCENARIO("closing a server refuses new connections and keeps live ones") {
     CHECK(live.recv_n(1) == "a");
     l.srv.close();
     CHECK_FALSE(l.srv.is_serving());
-    // New connections are refused once the listening socket is closed.
-    CHECK(eventually([&] {
-      auto fd = ::socket(k == kind::tcp ? AF_INET : AF_UNIX, SOCK_STREAM, 0);
-      bool refused;
-      if (k == kind::tcp) {
-        sockaddr_in addr{};
-        addr.sin_family = AF_INET;
-        addr.sin_port = htons(l.port);
-        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        refused = ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
-                            sizeof(addr))
-                  != 0;
-      } else {
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, l.unix_path.c_str(),
-                     sizeof(addr.sun_path) - 1);
-        refused = ::connect(fd, reinterpret_cast<sockaddr*>(&addr),
-                            sizeof(addr))
-                  != 0;
-      }
-      ::close(fd);
-      return refused;
-    }));
+    // As with asyncio's close(), a connection tried once it has returned
+    // is refused (a Unix server's file is gone).
+    CHECK(connect_errno(k, l) == (k == kind::tcp ? ECONNREFUSED : ENOENT));
     live.send_all("b");
     CHECK(live.recv_n(1) == "b");
     SECTION("close_clients flushes and closes them") {
@@ -223,6 +239,40 @@ SCENARIO("closing a server refuses new connections and keeps live ones") {
       CHECK(eof);
     }
     CHECK(eventually([&] { return l.srv.active_connections() == 0; }));
+  });
+}
+
+SCENARIO("close() refuses at once, whichever loop the server is on") {
+  auto k = GENERATE(kind::tcp, kind::unix_socket);
+  INFO("transport: " << name_of(k));
+  with_runtime([&](runtime& rt) {
+    // Closed from this thread, never a loop's: without the sockets shut
+    // down at once, the loop's close would come a moment later.
+    for (int round = 0; round < 50; ++round) {
+      auto l = listen(rt, k, echo());
+      REQUIRE(connect_errno(k, l) == 0);
+      l.srv.close();
+      CHECK(connect_errno(k, l) == (k == kind::tcp ? ECONNREFUSED : ENOENT));
+    }
+  });
+}
+
+SCENARIO("a Unix server started on a path right after a close keeps its file") {
+  with_runtime([](runtime& rt) {
+    for (int round = 0; round < 20; ++round) {
+      auto l = listen(rt, kind::unix_socket, echo());
+      l.srv.close();
+      auto next = rt.create_unix_server(echo(), l.unix_path);
+      REQUIRE(next);
+      // The first server's loop closes its socket; the path is the new
+      // server's now, and stays.
+      wait_gone(rt, l.srv);
+      listening again{*next, l.unix_path, 0};
+      auto p = connect_peer(kind::unix_socket, again);
+      p.send_all("x");
+      CHECK(p.recv_n(1) == "x");
+      next->close();
+    }
   });
 }
 

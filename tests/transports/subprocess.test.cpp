@@ -347,7 +347,7 @@ SCENARIO("a child that closes its stdout early goes on to the end") {
   auto log = std::make_shared<plog>();
   with_runtime([&](runtime& rt) {
     auto t = rt.subprocess_shell(precording(log),
-                                 "echo first; exec >&-; sleep 0.2; "
+                                 "echo first; exec >&-; sleep 0.5; "
                                  "echo later >&2; exit 4");
     REQUIRE(t);
     REQUIRE(log->wait_for("connection_lost"));

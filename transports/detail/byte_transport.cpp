@@ -180,15 +180,18 @@ void byte_transport::on_write(bytes& data, uint64_t counted) {
 }
 
 void byte_transport::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
-  if (req.counted)
-    state_.in_flight -= req.count;
+  // A handle's count leaves `in_flight` as the file is counted buffered
+  // (as on_write's bytes do), or as the request is refused.
+  auto counted = req.counted ? req.count : 0;
   if (lost_ || closing_ || refuses_writes()) {
+    state_.in_flight -= counted;
     state_.count_dropped_write();
     reply(x, caf::make_message(make_error(
                errc::closed, "sendfile after the transport was closed")));
     return;
   }
   if (req.count == 0 || !req.file) {
+    state_.in_flight -= counted;
     reply(x, caf::make_message(uint64_t{0}));
     return;
   }
@@ -196,7 +199,7 @@ void byte_transport::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
   chunks_after_file_ = 0;
   auto count = req.count;
   files_.push_back(file_job{std::move(req), 0, ahead, later(x)});
-  buffered_add(count);
+  buffered_add(count, counted);
   if (files_.size() == 1 && ahead == 0)
     flush_file();
   if (!lost_)

@@ -209,24 +209,28 @@ void layer::write_in_order(bytes& data) {
 }
 
 void layer::on_sendfile(caf::mailbox_element& x, op::sendfile& req) {
-  if (req.counted)
-    state_.in_flight -= req.count;
+  // A queued file's bytes count in `in_flight` until read and handed
+  // below; a handle's request counted them already.
+  auto counted = req.counted ? req.count : 0;
   if (!carries_files()) {
+    state_.in_flight -= counted;
     reply(x, caf::make_message(make_error(
                errc::not_supported, "sendfile on a transport of frames")));
     return;
   }
   if (lost_ || closing_ || close_after_files_) {
+    state_.in_flight -= counted;
     state_.count_dropped_write();
     reply(x, caf::make_message(make_error(
                errc::closed, "sendfile after the transport was closed")));
     return;
   }
   if (req.count == 0 || !req.file) {
+    state_.in_flight -= counted;
     reply(x, caf::make_message(uint64_t{0}));
     return;
   }
-  state_.in_flight += req.count;
+  state_.in_flight += req.count - counted;
   queue_.push_back(queued{{}, std::move(req), 0, later(x)});
   schedule_pump();
 }
@@ -283,9 +287,11 @@ void layer::pump_files() {
   }
   chunk.resize(static_cast<size_t>(n));
   item.sent += static_cast<uint64_t>(n);
-  state_.in_flight -= static_cast<uint64_t>(n);
   auto complete = item.sent == item.file.count;
   on_write(chunk);
+  // Uncounted once handed below (a loss meanwhile uncounts only what was
+  // not sent).
+  state_.in_flight -= static_cast<uint64_t>(n);
   if (lost_)
     return;
   if (complete)

@@ -13,7 +13,8 @@ namespace tact::detail {
 class multiplexer;
 
 /// Spawns a server actor accepting on the listening descriptors `fds` (it
-/// takes ownership). `unlink_path`, when not empty, is removed on close.
+/// takes ownership). `unlink_path`, when not empty, is removed on close
+/// while it still names the socket file the server made.
 /// With `spread`, each connection goes to the least loaded loop of `mux`'s
 /// group; else it stays on `mux`.
 server spawn_server(multiplexer& mux, std::vector<int> fds, stream_kind kind,
