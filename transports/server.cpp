@@ -236,7 +236,11 @@ public:
             pause_accepting(err);
             return;
           default:
-            mux().warn(describe(error_from_errno(err, "accept")));
+            // A TCP listener shut down by close() meanwhile: EINVAL.
+            if (!state_->serving.load())
+              close_listeners();
+            else
+              mux().warn(describe(error_from_errno(err, "accept")));
             return;
         }
       }
@@ -379,10 +383,14 @@ server::server(caf::actor actor, std::shared_ptr<detail::server_state> state)
 }
 
 void server::close() {
-  if (state_ && state_->serving.exchange(false)) {
-    state_->listening->shut_down();
+  if (!state_)
+    return;
+  // Every caller, not only the first: a second close() returns once the
+  // first one's shutdown is done (or the loop has closed the sockets).
+  auto first = state_->serving.exchange(false);
+  state_->listening->shut_down();
+  if (first)
     caf::anon_send(actor_, close_atom::value);
-  }
 }
 
 void server::close_clients() {

@@ -96,8 +96,9 @@ public:
   /// Stops accepting and closes the listening sockets (and removes a Unix
   /// socket file the server created, if the path still names it). Live
   /// connections stay. Idempotent. As with asyncio's, a connection tried
-  /// once `close()` has returned is refused, from whichever thread it was
-  /// called (the sockets are shut down at once, closed on the loop).
+  /// once `close()` has returned is refused (a Unix server's file is gone),
+  /// from whichever thread it was called (the sockets are shut down at
+  /// once, closed on the loop).
   void close();
 
   /// `close()` on every live connection (each flushes first).

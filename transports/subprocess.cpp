@@ -214,8 +214,9 @@ private:
       protocol_ = nullptr;
     }
     // The pipes stay: get_pipe_transport answers with them, closed, after
-    // the end too, as asyncio's does. No cycle keeps them: a pipe names
-    // this actor by address only, and let go of it as it was lost.
+    // the end too, as asyncio's does. They hold no strong reference back:
+    // a pipe names this actor by address only, and dropped its protocol
+    // reference when it was lost (every pipe was, to get here).
     quit();
   }
 

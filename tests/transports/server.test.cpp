@@ -242,7 +242,7 @@ SCENARIO("closing a server refuses new connections and keeps live ones") {
   });
 }
 
-SCENARIO("close() refuses at once, whichever loop the server is on") {
+SCENARIO("close() from a thread that runs no loop refuses at once") {
   auto k = GENERATE(kind::tcp, kind::unix_socket);
   INFO("transport: " << name_of(k));
   with_runtime([&](runtime& rt) {
@@ -273,6 +273,24 @@ SCENARIO("a Unix server started on a path right after a close keeps its file") {
       CHECK(p.recv_n(1) == "x");
       next->close();
     }
+  });
+}
+
+SCENARIO("a server that took a Unix path over keeps its file when the old "
+         "one closes") {
+  with_runtime([](runtime& rt) {
+    auto old = listen(rt, kind::unix_socket, echo());
+    // As asyncio's, a new server removes a socket file in its way, even a
+    // live server's.
+    auto next = rt.create_unix_server(echo(), old.unix_path);
+    REQUIRE(next);
+    old.srv.close();
+    wait_gone(rt, old.srv);
+    listening again{*next, old.unix_path, 0};
+    auto p = connect_peer(kind::unix_socket, again);
+    p.send_all("x");
+    CHECK(p.recv_n(1) == "x");
+    next->close();
   });
 }
 
