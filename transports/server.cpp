@@ -39,7 +39,6 @@ namespace detail {
 struct listen_sockets {
   std::mutex mtx;
   std::vector<int> fds;
-  bool shut = false;
   bool closed = false;
   // A Unix server's socket file and which file it is: removed only while
   // the path still names it, so that a server started on the same path
@@ -48,11 +47,11 @@ struct listen_sockets {
   dev_t dev = 0;
   ino_t ino = 0;
 
+  // Again and again is harmless: a second shutdown only fails.
   void shut_down() {
     std::lock_guard<std::mutex> guard{mtx};
-    if (shut || closed)
+    if (closed)
       return;
-    shut = true;
     for (auto fd : fds)
       ::shutdown(fd, SHUT_RDWR);
     remove_file();
